@@ -1,0 +1,255 @@
+//! Operator identities (Ed25519) and signed envelopes.
+//!
+//! Everything an operator submits to the ledger is a [`Signed`] payload. The signature covers a
+//! domain separator naming the payload's purpose and the payload's canonical encoding, so a
+//! signature made for one purpose can never be replayed as another.
+
+use crate::encoding::{b64_decode, b64_encode, canonical_bytes, serde_bytes_b64};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// Prefix of every signed message: protocol and version.
+pub const SIGNING_PREFIX: &[u8] = b"scrip/v1/signed/";
+
+/// An operator's public identity: its Ed25519 verifying key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OperatorId(#[serde(with = "serde_bytes_b64")] pub [u8; 32]);
+
+impl fmt::Display for OperatorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&b64_encode(self.0))
+    }
+}
+
+impl fmt::Debug for OperatorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OperatorId({self})")
+    }
+}
+
+impl std::str::FromStr for OperatorId {
+    type Err = SignatureError;
+    fn from_str(s: &str) -> Result<Self, SignatureError> {
+        let bytes = b64_decode(s.trim()).map_err(|_| SignatureError::MalformedKey)?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| SignatureError::MalformedKey)?;
+        VerifyingKey::from_bytes(&bytes).map_err(|_| SignatureError::MalformedKey)?;
+        Ok(Self(bytes))
+    }
+}
+
+/// First word of an operator key file.
+pub const KEY_TEXT_LABEL: &str = "scrip-operator-key-v1";
+
+/// The text is not an operator key file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an operator key file: expected `{KEY_TEXT_LABEL} <base64url of 32 bytes>`")]
+pub struct KeyTextError;
+
+/// An operator's signing key. Its `Debug` hides the secret.
+pub struct OperatorKey(SigningKey);
+
+impl fmt::Debug for OperatorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OperatorKey({}, secret elided)", self.id())
+    }
+}
+
+impl OperatorKey {
+    /// A new key from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rand::fill(&mut seed[..]);
+        Self(SigningKey::from_bytes(&seed))
+    }
+
+    /// The key from its 32-byte secret seed.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(seed))
+    }
+
+    /// The 32-byte secret seed, for the key file.
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// The key file's text: `scrip-operator-key-v1 <base64url seed>` and a newline. The
+    /// caller writes it to a file readable by its owner only.
+    pub fn to_text(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("{KEY_TEXT_LABEL} {}\n", b64_encode(*self.seed())))
+    }
+
+    /// Reads a key file's text.
+    pub fn from_text(text: &str) -> Result<Self, KeyTextError> {
+        let body = text
+            .trim()
+            .strip_prefix(KEY_TEXT_LABEL)
+            .ok_or(KeyTextError)?
+            .trim();
+        let bytes = Zeroizing::new(b64_decode(body).map_err(|_| KeyTextError)?);
+        let seed: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyTextError)?;
+        Ok(Self::from_seed(seed))
+    }
+
+    /// The public identity.
+    pub fn id(&self) -> OperatorId {
+        OperatorId(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs `payload` for its purpose.
+    pub fn sign<T: Signable>(&self, payload: T) -> Signed<T> {
+        let signature = self.0.sign(&signing_message(&payload));
+        Signed {
+            signer: self.id(),
+            payload,
+            signature: signature.to_bytes(),
+        }
+    }
+}
+
+/// A payload that operators sign: its serde form is its canonical encoding, and it names its
+/// purpose.
+pub trait Signable: Serialize {
+    /// The purpose, such as `ledger/request`: part of every signature, so signatures for
+    /// different purposes never verify for one another.
+    const DOMAIN: &'static str;
+}
+
+/// The exact bytes signed: `"scrip/v1/signed/" || DOMAIN || 0x00 || canonical(payload)`.
+pub fn signing_message<T: Signable>(payload: &T) -> Vec<u8> {
+    let body = canonical_bytes(payload);
+    let mut msg = Vec::with_capacity(SIGNING_PREFIX.len() + T::DOMAIN.len() + 1 + body.len());
+    msg.extend_from_slice(SIGNING_PREFIX);
+    msg.extend_from_slice(T::DOMAIN.as_bytes());
+    msg.push(0);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// A payload with its signer and Ed25519 signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signed<T> {
+    /// Who signed.
+    pub signer: OperatorId,
+    /// What was signed.
+    pub payload: T,
+    /// The signature over [`signing_message`] of the payload.
+    #[serde(with = "serde_bytes_b64")]
+    pub signature: [u8; 64],
+}
+
+/// Why a signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The signer's key is not a valid Ed25519 point.
+    #[error("the signer's public key is malformed")]
+    MalformedKey,
+    /// The signature does not verify for this signer, purpose and payload.
+    #[error("the signature does not verify")]
+    BadSignature,
+}
+
+impl<T: Signable> Signed<T> {
+    /// Verifies the signature (strictly: no malleable or small-order encodings) and returns the
+    /// payload. Whether the signer is allowed to sign it is for the caller to decide.
+    pub fn verify(&self) -> Result<&T, SignatureError> {
+        let key =
+            VerifyingKey::from_bytes(&self.signer.0).map_err(|_| SignatureError::MalformedKey)?;
+        key.verify_strict(
+            &signing_message(&self.payload),
+            &Signature::from_bytes(&self.signature),
+        )
+        .map_err(|_| SignatureError::BadSignature)?;
+        Ok(&self.payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    struct Note {
+        text: String,
+        n: u64,
+    }
+    impl Signable for Note {
+        const DOMAIN: &'static str = "test/note";
+    }
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    struct OtherNote {
+        text: String,
+        n: u64,
+    }
+    impl Signable for OtherNote {
+        const DOMAIN: &'static str = "test/other";
+    }
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let key = OperatorKey::generate();
+        let signed = key.sign(Note {
+            text: "hello".into(),
+            n: 3,
+        });
+        assert_eq!(signed.verify().expect("valid").n, 3);
+
+        let json = serde_json::to_string(&signed).expect("json");
+        let back: Signed<Note> = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.verify(), Ok(&signed.payload));
+
+        let mut changed = signed.clone();
+        changed.payload.n = 4;
+        assert_eq!(changed.verify(), Err(SignatureError::BadSignature));
+
+        let mut other_signer = signed.clone();
+        other_signer.signer = OperatorKey::generate().id();
+        assert_eq!(other_signer.verify(), Err(SignatureError::BadSignature));
+
+        // Same fields, different purpose: the signature does not carry over.
+        let cross = Signed {
+            signer: signed.signer,
+            payload: OtherNote {
+                text: "hello".into(),
+                n: 3,
+            },
+            signature: signed.signature,
+        };
+        assert_eq!(cross.verify(), Err(SignatureError::BadSignature));
+    }
+
+    #[test]
+    fn ids_parse_and_keys_round_trip() {
+        let key = OperatorKey::generate();
+        let id = key.id();
+        assert_eq!(id.to_string().parse::<OperatorId>(), Ok(id));
+        assert!("AAAA".parse::<OperatorId>().is_err());
+        assert_eq!(OperatorKey::from_seed(&key.seed()).id(), id);
+        let text = key.to_text();
+        assert!(text.starts_with("scrip-operator-key-v1 "));
+        assert_eq!(OperatorKey::from_text(&text).expect("parses").id(), id);
+        for bad in [
+            "",
+            "scrip-operator-key-v1",
+            "scrip-operator-key-v1 AAAA",
+            "other AAAA",
+        ] {
+            assert_eq!(
+                OperatorKey::from_text(bad).map(|k| k.id()),
+                Err(KeyTextError)
+            );
+        }
+        assert!(!format!("{key:?}").contains(&b64_encode(*key.seed())));
+    }
+
+    #[test]
+    fn signing_message_layout() {
+        let msg = signing_message(&Note {
+            text: "a".into(),
+            n: 1,
+        });
+        assert_eq!(msg, b"scrip/v1/signed/test/note\x00\x01a\x01".to_vec());
+    }
+}
