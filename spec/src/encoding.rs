@@ -27,6 +27,18 @@ pub fn canonical_bytes<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).unwrap_or_default()
 }
 
+/// Decodes a value from its canonical encoding; refuses trailing bytes.
+pub fn from_canonical_bytes<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, postcard::Error> {
+    let (value, rest) = postcard::take_from_bytes(bytes)?;
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(postcard::Error::DeserializeBadEncoding)
+    }
+}
+
 /// A cursor over untrusted bytes that never reads past the end.
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
@@ -169,5 +181,20 @@ mod tests {
             canonical_bytes(&Sample { a: 300, b: "hi" }),
             vec![0xac, 0x02, 2, b'h', b'i']
         );
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Back {
+            a: u64,
+            b: String,
+        }
+        let back: Back = from_canonical_bytes(&[0xac, 0x02, 2, b'h', b'i']).expect("decodes");
+        assert_eq!(
+            back,
+            Back {
+                a: 300,
+                b: "hi".into()
+            }
+        );
+        assert!(from_canonical_bytes::<Back>(&[0xac, 0x02, 2, b'h', b'i', 0]).is_err());
+        assert!(from_canonical_bytes::<Back>(&[0xac]).is_err());
     }
 }

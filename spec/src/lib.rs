@@ -8,6 +8,7 @@ pub mod decode;
 pub mod encoding;
 pub mod grant;
 pub mod key;
+pub mod ledger;
 pub mod operator;
 pub mod request;
 pub mod response;

@@ -1,0 +1,129 @@
+//! The ledger service's configuration: a TOML file, each field overridable by environment.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `scrip ledger serve` settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Address to listen on (`SCRIP_LEDGER_LISTEN`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://…` (`SCRIP_LEDGER_DATABASE`).
+    pub database: String,
+    /// The ledger's private key file (`SCRIP_LEDGER_KEY_FILE`).
+    pub key_file: PathBuf,
+    /// Seconds between checkpoints when the log has grown (`SCRIP_LEDGER_CHECKPOINT_SECS`).
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_secs: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7400))
+}
+
+fn default_checkpoint_secs() -> u64 {
+    300
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("the configuration file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment override is not valid.
+    #[error("environment variable {name} is invalid: {message}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl LedgerConfig {
+    /// Reads `path`, then applies the `SCRIP_LEDGER_*` environment overrides.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Self = toml_from_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Applies overrides from `lookup` (the environment, or a map in tests).
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = lookup("SCRIP_LEDGER_LISTEN") {
+            self.listen = v.parse().map_err(|e| ConfigError::Env {
+                name: "SCRIP_LEDGER_LISTEN",
+                message: format!("{e}"),
+            })?;
+        }
+        if let Some(v) = lookup("SCRIP_LEDGER_DATABASE") {
+            self.database = v;
+        }
+        if let Some(v) = lookup("SCRIP_LEDGER_KEY_FILE") {
+            self.key_file = v.into();
+        }
+        if let Some(v) = lookup("SCRIP_LEDGER_CHECKPOINT_SECS") {
+            self.checkpoint_secs = v.parse().map_err(|e| ConfigError::Env {
+                name: "SCRIP_LEDGER_CHECKPOINT_SECS",
+                message: format!("{e}"),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let mut c: LedgerConfig =
+            toml_from_str("database = \"sqlite://l.db\"\nkey_file = \"l.key\"\n").expect("valid");
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.checkpoint_secs, 300);
+        c.apply_env(|n| (n == "SCRIP_LEDGER_LISTEN").then(|| "127.0.0.1:9".to_string()))
+            .expect("valid override");
+        assert_eq!(c.listen.port(), 9);
+        assert!(
+            c.apply_env(|n| (n == "SCRIP_LEDGER_CHECKPOINT_SECS").then(|| "x".into()))
+                .is_err()
+        );
+        assert!(toml_from_str::<LedgerConfig>("database = 1").is_err());
+        assert!(
+            toml_from_str::<LedgerConfig>("database = \"a\"\nkey_file = \"b\"\nextra = 1").is_err()
+        );
+    }
+}

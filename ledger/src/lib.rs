@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod http;
+pub mod rules;
+pub mod service;
+pub mod store;
+
+pub use config::LedgerConfig;
+pub use http::{Application, router};
+pub use service::{Ledger, LedgerError, Receipt, SpendResult, SpendStatus};
+pub use store::{Store, StoreError, connect};

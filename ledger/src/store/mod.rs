@@ -1,0 +1,266 @@
+//! Storage: one trait, one implementation per database, one test suite run against each.
+//!
+//! The ledger appends an entry and applies its effects in one database transaction, so a
+//! crash never leaves an effect without its entry or an entry without its effects. Each
+//! nullifier is the primary key of the spent set: whichever transaction inserts it first owns
+//! it, on every backend.
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use scrip_spec::ledger::{Genesis, Hash32, LogEntry, OperatorInfo, SpendGroup, Totals};
+use scrip_spec::{Catalog, Nullifier, OperatorId, Signed, TokenKeyId, TokenKeyInfo, UnixSeconds};
+use std::sync::Arc;
+
+/// A storage failure. The message is for the operator's log, never for a client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error")]
+    Database {
+        /// What sqlx said.
+        #[from]
+        source: sqlx::Error,
+    },
+    /// Migrations failed on connect.
+    #[error("database migration failed")]
+    Migration {
+        /// What sqlx said.
+        #[from]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// Stored bytes do not decode: the database was changed by something other than the
+    /// ledger.
+    #[error("stored data is corrupt: {what}")]
+    Corrupt {
+        /// What could not be read.
+        what: String,
+    },
+    /// Another writer appended at the same position (two ledger processes on one database).
+    #[error("log position {seq} is already taken: is another ledger process writing?")]
+    SeqTaken {
+        /// The position.
+        seq: u64,
+    },
+    /// The same signed request is already in the log.
+    #[error("this signed request is already in the log")]
+    Replayed,
+    /// The URL names no supported database.
+    #[error("unsupported database URL {url:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl {
+        /// The URL given (without credentials).
+        url: String,
+    },
+}
+
+/// What an entry changes besides the log itself.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Entry 0: members, catalog, ledger id.
+    Genesis(Genesis),
+    /// A new member.
+    AdmitOperator(OperatorInfo),
+    /// A new catalog.
+    SetCatalog(Catalog),
+    /// A new key.
+    AnnounceKey(TokenKeyInfo),
+    /// A key revoked.
+    RevokeKey(TokenKeyId),
+    /// A batch of cards sold.
+    CardsSold {
+        /// The issuer.
+        issuer: String,
+        /// Cards.
+        count: u64,
+        /// Credits.
+        credits: u64,
+    },
+    /// Tokens issued with a key.
+    TokensIssued {
+        /// The key.
+        token_key_id: TokenKeyId,
+        /// How many.
+        count: u64,
+    },
+    /// Nullifiers to insert; the ones already present are refused.
+    Spend {
+        /// Nullifiers of known keys in their redemption window, without duplicates.
+        groups: Vec<SpendGroup>,
+    },
+    /// Nothing beyond the entry (a checkpoint).
+    None,
+    /// A key's nullifiers dropped (done by [`Store::prune`] before the entry).
+    Pruned,
+}
+
+/// Who spent a nullifier first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstSpend {
+    /// The entry that spent it.
+    pub seq: u64,
+    /// When.
+    pub spent_at: UnixSeconds,
+    /// The redeeming operator.
+    pub operator: OperatorId,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Appended. For a spend, the nullifiers refused because they were spent before.
+    Appended {
+        /// Nullifiers already spent, with their first spend.
+        already_spent: Vec<(Nullifier, FirstSpend)>,
+    },
+    /// A spend of which every nullifier was already spent: nothing was appended.
+    NothingToSpend {
+        /// Every nullifier, with its first spend.
+        already_spent: Vec<(Nullifier, FirstSpend)>,
+    },
+}
+
+/// A key as the directory shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRecord {
+    /// The key and its metadata.
+    pub info: TokenKeyInfo,
+    /// The entry that announced it.
+    pub announced_seq: u64,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// Tokens reported issued.
+    pub issued: u64,
+    /// Nullifiers accepted.
+    pub spent: u64,
+    /// Nullifiers pruned.
+    pub pruned: u64,
+}
+
+/// The ledger's configuration as stored: fixed by genesis, then changed by entries.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Genesis.
+    pub genesis: Genesis,
+    /// Current members.
+    pub operators: Vec<OperatorInfo>,
+    /// Current catalog.
+    pub catalog: Catalog,
+    /// Every key ever announced.
+    pub keys: Vec<KeyRecord>,
+    /// Last entry's sequence number and hash.
+    pub head: (u64, Hash32),
+}
+
+/// Everything the ledger keeps.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends `entry` (whose hash is `hash`) and applies `effect`, in one transaction.
+    async fn append(
+        &self,
+        entry: &LogEntry,
+        hash: &Hash32,
+        effect: &Effect,
+    ) -> Result<AppendOutcome, StoreError>;
+
+    /// The current configuration, or `None` before genesis.
+    async fn snapshot(&self) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Up to `limit` entries from `from` on, in order.
+    async fn entries(&self, from: u64, limit: u32) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// The first spend of a nullifier, if spent (and not pruned).
+    async fn nullifier(&self, nullifier: &Nullifier) -> Result<Option<FirstSpend>, StoreError>;
+
+    /// Per-key and per-issuer totals, in canonical order.
+    async fn totals(&self) -> Result<Totals, StoreError>;
+
+    /// Drops the spent set of a key and returns the dropped nullifiers in ascending order.
+    /// The caller appends the pruning record right after, under the same writer lock.
+    async fn prune(&self, token_key_id: &TokenKeyId) -> Result<Vec<Nullifier>, StoreError>;
+
+    /// Stores an operator's cosignature of the checkpoint at `seq` (idempotent).
+    async fn add_cosignature(
+        &self,
+        seq: u64,
+        cosignature: &Signed<scrip_spec::ledger::Cosignature>,
+    ) -> Result<(), StoreError>;
+
+    /// The cosignatures of the checkpoint at `seq`.
+    async fn cosignatures(
+        &self,
+        seq: u64,
+    ) -> Result<Vec<Signed<scrip_spec::ledger::Cosignature>>, StoreError>;
+
+    /// The latest checkpoint entry, if any.
+    async fn latest_checkpoint(&self) -> Result<Option<LogEntry>, StoreError>;
+
+    /// Bytes the database uses (for the storage figures).
+    async fn size_bytes(&self) -> Result<u64, StoreError>;
+}
+
+/// Opens the store a URL names (`sqlite://PATH` or `postgres://…`) and runs its migrations.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl {
+            url: url.split('@').next_back().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// Decodes an entry body read back from the database.
+pub(crate) fn decode_entry(bytes: &[u8], seq: u64) -> Result<LogEntry, StoreError> {
+    scrip_spec::encoding::from_canonical_bytes(bytes).map_err(|_| StoreError::Corrupt {
+        what: format!("log entry {seq}"),
+    })
+}
+
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::Corrupt { what: what.into() })
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Our own plain data types always serialize.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+pub(crate) fn array32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt { what: what.into() })
+}
+
+/// Numbers are `u64` in the protocol and `BIGINT` in the databases; values beyond `i64::MAX`
+/// never occur (counts and Unix seconds), and are clamped rather than wrapped if they did.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The digest that makes a request unique in the log: `SHA-256(signer || signing message)`.
+/// A replayed request has the same digest and is refused by the database's unique index.
+pub(crate) fn request_digest(entry: &LogEntry) -> Option<[u8; 32]> {
+    use sha2::{Digest as _, Sha256};
+    match &entry.body {
+        scrip_spec::ledger::EntryBody::Request(r) => {
+            let mut h = Sha256::new();
+            h.update(r.signer.0);
+            h.update(scrip_spec::operator::signing_message(&r.payload));
+            Some(h.finalize().into())
+        }
+        _ => None,
+    }
+}

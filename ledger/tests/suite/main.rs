@@ -1,0 +1,40 @@
+//! The ledger's test suite, written once and run against SQLite and PostgreSQL.
+//!
+//! The PostgreSQL run needs `SCRIP_TEST_PG_URL`; each test makes its own schema.
+
+mod cases;
+mod support;
+
+/// Declares each case once per backend.
+macro_rules! per_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let fixture = crate::support::Fixture::sqlite().await;
+                    crate::cases::$case(fixture).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[ignore = "needs SCRIP_TEST_PG_URL"]
+                async fn $case() {
+                    let fixture = crate::support::Fixture::postgres().await;
+                    crate::cases::$case(fixture).await;
+                }
+            )*
+        }
+    };
+}
+
+per_backend!(
+    racing_redeemers_spend_each_nullifier_exactly_once,
+    refused_requests_leave_the_log_unchanged,
+    log_chain_signatures_and_checkpoint_verify_after_mixed_workload,
+    live_key_limit_and_key_rules,
+    expired_keys_are_refused_then_pruned_with_a_commitment,
+    state_survives_reopening_the_store,
+);

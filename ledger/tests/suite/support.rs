@@ -1,0 +1,160 @@
+//! Fixtures: a fresh ledger on a fresh database, with two member operators and a token key.
+
+use scrip_ledger::Ledger;
+use scrip_ledger::service::now;
+use scrip_spec::ledger::{Action, Genesis, LedgerRequest, OperatorInfo, Role};
+use scrip_spec::{
+    CapacityKind, Catalog, OperatorKey, Signed, TokenKeyInfo, TokenSecretKey, UnixSeconds,
+};
+use std::sync::{Arc, OnceLock};
+
+pub struct Fixture {
+    pub ledger: Arc<Ledger>,
+    pub url: String,
+    pub ledger_key_seed: [u8; 32],
+    pub a: OperatorKey,
+    pub b: OperatorKey,
+    pub outsider: OperatorKey,
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+/// RSA key generation takes a while; the tests share a few keys.
+pub fn rsa_key(i: usize) -> &'static TokenSecretKey {
+    static KEYS: OnceLock<Vec<TokenSecretKey>> = OnceLock::new();
+    &KEYS.get_or_init(|| {
+        (0..5)
+            .map(|_| TokenSecretKey::generate().expect("keygen"))
+            .collect()
+    })[i]
+}
+
+impl Fixture {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        Self::new(url, Some(dir)).await
+    }
+
+    pub async fn postgres() -> Self {
+        let base = std::env::var("SCRIP_TEST_PG_URL")
+            .expect("set SCRIP_TEST_PG_URL to run the PostgreSQL suite");
+        let schema = format!("scrip_test_{}", hex_suffix());
+        let admin = sqlx::PgPool::connect(&base)
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .expect("create schema");
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        Self::new(url, None).await
+    }
+
+    async fn new(url: String, dir: Option<tempfile::TempDir>) -> Self {
+        let ledger_key = OperatorKey::generate();
+        let ledger_key_seed = *ledger_key.seed();
+        let (a, b, outsider) = (
+            OperatorKey::generate(),
+            OperatorKey::generate(),
+            OperatorKey::generate(),
+        );
+        let genesis = Genesis {
+            ledger_name: "test ledger".into(),
+            ledger_key: ledger_key.id(),
+            created_at: now(),
+            operators: vec![
+                OperatorInfo {
+                    name: "op-a".into(),
+                    id: a.id(),
+                    roles: vec![Role::Issuer, Role::Redeemer, Role::Admin],
+                },
+                OperatorInfo {
+                    name: "op-b".into(),
+                    id: b.id(),
+                    roles: vec![Role::Issuer, Role::Redeemer],
+                },
+            ],
+            catalog: Catalog::standard(),
+        };
+        let store = scrip_ledger::connect(&url).await.expect("open store");
+        let ledger = Ledger::init(store, ledger_key, genesis)
+            .await
+            .expect("genesis");
+        Self {
+            ledger: Arc::new(ledger),
+            url,
+            ledger_key_seed,
+            a,
+            b,
+            outsider,
+            _dir: dir,
+        }
+    }
+
+    pub async fn request(&self, by: &OperatorKey, action: Action) -> Signed<LedgerRequest> {
+        let id = self.ledger.info().await.ledger_id;
+        by.sign(LedgerRequest::new(id, now(), action))
+    }
+
+    /// Announces RSA key `i` for `kind` by `by` (named `issuer`), valid for a day.
+    pub async fn announce(
+        &self,
+        by: &OperatorKey,
+        issuer: &str,
+        i: usize,
+        kind: &str,
+    ) -> TokenKeyInfo {
+        let t = now();
+        let info = key_info(
+            i,
+            issuer,
+            kind,
+            t - 10,
+            t + 3600,
+            t + 86_400,
+            t + 2 * 86_400,
+        );
+        let req = self
+            .request(by, Action::AnnounceKey { key: info.clone() })
+            .await;
+        self.ledger.submit(req).await.expect("announce key");
+        info
+    }
+}
+
+pub fn key_info(
+    i: usize,
+    issuer: &str,
+    kind: &str,
+    valid_from: UnixSeconds,
+    issue_until: UnixSeconds,
+    redeem_until: UnixSeconds,
+    forget_after: UnixSeconds,
+) -> TokenKeyInfo {
+    TokenKeyInfo {
+        public_key: rsa_key(i).public_key().clone(),
+        issuer: issuer.into(),
+        kind: CapacityKind::new(kind).expect("kind"),
+        valid_from,
+        issue_until,
+        redeem_until,
+        forget_after,
+    }
+}
+
+fn hex_suffix() -> String {
+    let mut b = [0u8; 8];
+    rand_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn rand_bytes(buf: &mut [u8]) {
+    rand::fill(buf);
+}
+
+pub fn random_nullifier() -> scrip_spec::Nullifier {
+    let mut b = [0u8; 32];
+    rand_bytes(&mut b);
+    scrip_spec::Nullifier(b)
+}
