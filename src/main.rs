@@ -1,5 +1,6 @@
 //! `scrip`: one binary for every role of the scrip consortium.
 
+mod ledger;
 mod operator;
 
 use clap::{Parser, Subcommand};
@@ -21,12 +22,49 @@ enum Command {
     /// Operator identities: Ed25519 keys that sign everything an operator submits.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
+    /// The shared ledger: create it, serve it, prune it.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+}
+
+/// The async runtime for the service commands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on SIGINT or SIGTERM, so services shut down gracefully.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Operator(cmd) => operator::run(cmd),
+        Command::Ledger(cmd) => runtime().and_then(|rt| rt.block_on(ledger::run(cmd))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -127,3 +127,46 @@ mod tests {
         );
     }
 }
+
+/// The genesis file `scrip ledger init` reads (TOML): the ledger's name, the founding members
+/// and, optionally, the catalog (the standard one otherwise). The ledger key and the creation
+/// time are added by `init`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisFile {
+    /// A name for people.
+    pub ledger_name: String,
+    /// The founding members.
+    pub operators: Vec<scrip_spec::ledger::OperatorInfo>,
+    /// The catalog; the standard catalog if absent.
+    pub catalog: Option<scrip_spec::Catalog>,
+}
+
+impl GenesisFile {
+    /// Reads a genesis file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml_from_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// The genesis entry, with the ledger key and creation time.
+    pub fn into_genesis(
+        self,
+        ledger_key: scrip_spec::OperatorId,
+        created_at: scrip_spec::UnixSeconds,
+    ) -> scrip_spec::ledger::Genesis {
+        scrip_spec::ledger::Genesis {
+            ledger_name: self.ledger_name,
+            ledger_key,
+            created_at,
+            operators: self.operators,
+            catalog: self.catalog.unwrap_or_else(scrip_spec::Catalog::standard),
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The ledger's HTTP API on a real loopback server: every route, and bad input of every
+//! kind, each answered with the right status and leaving the log unchanged.
+
+use reqwest::StatusCode;
+use scrip_ledger::service::now;
+use scrip_ledger::{Application, Ledger};
+use scrip_spec::ledger::{Action, Genesis, LedgerRequest, OperatorInfo, Role, SpendGroup};
+use scrip_spec::{Catalog, Nullifier, OperatorKey, TokenKeyInfo, TokenSecretKey};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+struct TestApp {
+    base: String,
+    client: reqwest::Client,
+    redeemer: OperatorKey,
+    ledger_id: scrip_spec::ledger::Hash32,
+    key: TokenKeyInfo,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("l.db").display());
+    let (ledger_key, issuer, redeemer) = (
+        OperatorKey::generate(),
+        OperatorKey::generate(),
+        OperatorKey::generate(),
+    );
+    let genesis = Genesis {
+        ledger_name: "api test".into(),
+        ledger_key: ledger_key.id(),
+        created_at: now(),
+        operators: vec![
+            OperatorInfo {
+                name: "issuer".into(),
+                id: issuer.id(),
+                roles: vec![Role::Issuer],
+            },
+            OperatorInfo {
+                name: "relay".into(),
+                id: redeemer.id(),
+                roles: vec![Role::Redeemer],
+            },
+        ],
+        catalog: Catalog::standard(),
+    };
+    let ledger_id = genesis.ledger_id();
+    let store = scrip_ledger::connect(&url).await.expect("store");
+    let ledger = Arc::new(
+        Ledger::init(store, ledger_key, genesis)
+            .await
+            .expect("init"),
+    );
+    let t = now();
+    let key = TokenKeyInfo {
+        public_key: TokenSecretKey::generate()
+            .expect("keygen")
+            .public_key()
+            .clone(),
+        issuer: "issuer".into(),
+        kind: "queue".parse().expect("kind"),
+        valid_from: t - 5,
+        issue_until: t + 100,
+        redeem_until: t + 200,
+        forget_after: t + 300,
+    };
+    ledger
+        .submit(issuer.sign(LedgerRequest::new(
+            ledger_id,
+            t,
+            Action::AnnounceKey { key: key.clone() },
+        )))
+        .await
+        .expect("announce");
+    let app = Application::from_ledger(ledger, "127.0.0.1:0".parse().expect("addr"), 3600)
+        .await
+        .expect("bind");
+    let base = format!("http://{}", app.local_addr().expect("addr"));
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        redeemer,
+        ledger_id,
+        key,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    fn spend(&self, nullifiers: Vec<Nullifier>) -> Value {
+        let action = Action::Spend {
+            groups: vec![SpendGroup {
+                token_key_id: self.key.public_key.id(),
+                nullifiers,
+            }],
+        };
+        serde_json::to_value(
+            self.redeemer
+                .sign(LedgerRequest::new(self.ledger_id, now(), action)),
+        )
+        .expect("json")
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn head_seq(&self) -> u64 {
+        self.get("/v1/info").await.1["head_seq"]
+            .as_u64()
+            .expect("head_seq")
+    }
+}
+
+fn nullifier(b: u8) -> Nullifier {
+    Nullifier([b; 32])
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+#[tokio::test]
+async fn spend_then_double_spend_then_lookup() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post("/v1/entries", &app.spend(vec![nullifier(1), nullifier(2)]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["spends"][0]["status"], "accepted");
+    let (status, body) = app
+        .post("/v1/entries", &app.spend(vec![nullifier(1)]))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["seq"], Value::Null, "nothing appended");
+    assert_eq!(body["spends"][0]["status"], "already_spent");
+    assert_eq!(body["spends"][0]["first_spent_by"], "relay");
+
+    let n = scrip_spec::encoding::b64_encode([1u8; 32]);
+    let (status, body) = app.get(&format!("/v1/nullifiers/{n}")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("spent"))
+    );
+    let n = scrip_spec::encoding::b64_encode([3u8; 32]);
+    assert_eq!(
+        app.get(&format!("/v1/nullifiers/{n}")).await.1["status"],
+        "unspent"
+    );
+    let (status, body) = app.get("/v1/nullifiers/not-base64!").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "malformed_nullifier")
+    );
+
+    let (status, body) = app.get("/v1/keys?issuer=issuer&kind=queue").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        app.get("/v1/keys?kind=Bad%20Kind").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.get("/v1/keys?colour=red").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let (status, body) = app.get("/v1/log?from=0&limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["entries"].as_array().map(Vec::len), Some(2));
+    assert_eq!(body["next"], 2);
+    let (_, totals) = app.get("/v1/totals").await;
+    assert_eq!(totals["keys"][0]["spent"], 2);
+    assert_eq!(app.get("/v1/checkpoint").await.0, StatusCode::NOT_FOUND);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("scrip_ledger_nullifiers_accepted_total 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("scrip_ledger_nullifiers_refused_total 1"));
+    assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(app.get("/v1/nope").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let app = spawn_app().await;
+    let head = app.head_seq().await;
+    let url = format!("{}/v1/entries", app.base);
+
+    // Not JSON, JSON of the wrong shape, wrong content type, an unknown field.
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            app.client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("{not json"),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            app.client.post(&url).json(&json!({"signer": 5})),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            app.client.post(&url).body("hello"),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            app.client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(vec![0xff, 0xfe, 0x00]),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            app.client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(vec![b'['; 3 * 1024 * 1024]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+    ];
+    for (i, (req, status, code)) in cases.into_iter().enumerate() {
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status(), status, "case {i}");
+        let body: Value = resp.json().await.expect("JSON error body");
+        assert_eq!(error_code(&body), code, "case {i}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let mut extra = app.spend(vec![nullifier(9)]);
+    extra["payload"]["extra"] = json!(1);
+    assert_eq!(
+        app.post("/v1/entries", &extra).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let mut bad_b64 = app.spend(vec![nullifier(9)]);
+    bad_b64["signature"] = json!("!!!");
+    assert_eq!(
+        app.post("/v1/entries", &bad_b64).await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Forged, replayed, unknown signer, other ledger.
+    let mut forged = app.spend(vec![nullifier(9)]);
+    forged["payload"]["timestamp"] = json!(now() + 1);
+    let (status, body) = app.post("/v1/entries", &forged).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "bad_signature")
+    );
+    let outsider = OperatorKey::generate();
+    let action = Action::Spend { groups: vec![] };
+    let unknown = serde_json::to_value(outsider.sign(LedgerRequest::new(
+        app.ledger_id,
+        now(),
+        action.clone(),
+    )))
+    .expect("json");
+    let (status, body) = app.post("/v1/entries", &unknown).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "unknown_operator")
+    );
+    let other = serde_json::to_value(app.redeemer.sign(LedgerRequest::new(
+        scrip_spec::ledger::Hash32([1; 32]),
+        now(),
+        action,
+    )))
+    .expect("json");
+    let (status, body) = app.post("/v1/entries", &other).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::FORBIDDEN, "wrong_ledger")
+    );
+    let big: Vec<Nullifier> = (0..10_001u32)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            Nullifier(b)
+        })
+        .collect();
+    let (status, body) = app.post("/v1/entries", &app.spend(big)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large")
+    );
+    assert_eq!(app.head_seq().await, head, "no bad request changed the log");
+
+    let good = app.spend(vec![nullifier(9)]);
+    assert_eq!(app.post("/v1/entries", &good).await.0, StatusCode::OK);
+    let (status, body) = app.post("/v1/entries", &good).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "replayed_request")
+    );
+    assert_eq!(app.head_seq().await, head + 1);
+}

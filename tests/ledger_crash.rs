@@ -1,0 +1,282 @@
+//! `scrip ledger init` and `serve` as real processes: a ledger killed with SIGKILL while
+//! spends are in flight, restarted, has lost no acknowledged spend and accepts no second one.
+
+use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
+use scrip_spec::{Nullifier, OperatorKey, TokenKeyInfo, TokenSecretKey};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn scrip(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_scrip"))
+        .args(args)
+        .output()
+        .expect("scrip runs")
+}
+
+fn keygen(dir: &std::path::Path, name: &str) -> OperatorKey {
+    let path = dir.join(format!("{name}.key"));
+    let out = scrip(&["operator", "keygen", "--out", path.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    OperatorKey::from_text(&std::fs::read_to_string(path).expect("key file")).expect("key")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn serve(config: &std::path::Path, base: &str) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_scrip"))
+        .args([
+            "ledger",
+            "serve",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ledger");
+    let server = Server(child);
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the ledger did not come up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_under_spend_load_loses_no_acknowledged_spend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let _ledger_key = keygen(d, "ledger");
+    let issuer = keygen(d, "issuer");
+    let relay = keygen(d, "relay");
+    std::fs::write(
+        d.join("genesis.toml"),
+        format!(
+            "ledger_name = \"crash test\"\n\
+             [[operators]]\nname = \"issuer\"\nid = \"{}\"\nroles = [\"issuer\"]\n\
+             [[operators]]\nname = \"relay\"\nid = \"{}\"\nroles = [\"redeemer\"]\n",
+            issuer.id(),
+            relay.id()
+        ),
+    )
+    .expect("genesis");
+    let db = format!("sqlite://{}", d.join("ledger.db").display());
+    let out = scrip(&[
+        "ledger",
+        "init",
+        "--genesis",
+        d.join("genesis.toml").to_str().expect("utf-8"),
+        "--key",
+        d.join("ledger.key").to_str().expect("utf-8"),
+        "--database",
+        &db,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = scrip(&[
+        "ledger",
+        "init",
+        "--genesis",
+        d.join("genesis.toml").to_str().expect("utf-8"),
+        "--key",
+        d.join("ledger.key").to_str().expect("utf-8"),
+        "--database",
+        &db,
+    ]);
+    assert!(
+        !again.status.success(),
+        "a second init must not overwrite the ledger"
+    );
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = d.join("ledger.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nkey_file = \"{}\"\n",
+            d.join("ledger.key").display()
+        ),
+    )
+    .expect("config");
+    let mut server = serve(&config, &base).await;
+    let client = reqwest::Client::new();
+    let info: serde_json::Value = client
+        .get(format!("{base}/v1/info"))
+        .send()
+        .await
+        .expect("info")
+        .json()
+        .await
+        .expect("json");
+    let ledger_id: Hash32 = serde_json::from_value(info["ledger_id"].clone()).expect("id");
+
+    let t = now();
+    let key = TokenKeyInfo {
+        public_key: TokenSecretKey::generate()
+            .expect("keygen")
+            .public_key()
+            .clone(),
+        issuer: "issuer".into(),
+        kind: "queue".parse().expect("kind"),
+        valid_from: t - 5,
+        issue_until: t + 100,
+        redeem_until: t + 200,
+        forget_after: t + 300,
+    };
+    let token_key_id = key.public_key.id();
+    let announce = issuer.sign(LedgerRequest::new(
+        ledger_id,
+        t,
+        Action::AnnounceKey { key },
+    ));
+    let resp = client
+        .post(format!("{base}/v1/entries"))
+        .json(&announce)
+        .send()
+        .await
+        .expect("announce");
+    assert!(resp.status().is_success());
+
+    // Spend batches from several tasks; kill the server while they run.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Nullifier>::new()));
+    let relay = std::sync::Arc::new(relay);
+    let mut tasks = Vec::new();
+    for task in 0..4u8 {
+        let (client, base, acknowledged, relay) = (
+            client.clone(),
+            base.clone(),
+            acknowledged.clone(),
+            relay.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..1000u32 {
+                let nullifiers: Vec<Nullifier> = (0..20u32)
+                    .map(|i| {
+                        let mut b = [task; 32];
+                        b[1..5].copy_from_slice(&batch.to_be_bytes());
+                        b[5..9].copy_from_slice(&i.to_be_bytes());
+                        Nullifier(b)
+                    })
+                    .collect();
+                let req = relay.sign(LedgerRequest::new(
+                    ledger_id,
+                    now(),
+                    Action::Spend {
+                        groups: vec![SpendGroup {
+                            token_key_id,
+                            nullifiers: nullifiers.clone(),
+                        }],
+                    },
+                ));
+                match client
+                    .post(format!("{base}/v1/entries"))
+                    .json(&req)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => {
+                        acknowledged.lock().expect("lock").extend(nullifiers);
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.0.kill().expect("SIGKILL");
+    let _ = server.0.wait();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(
+        !acknowledged.is_empty(),
+        "some spends were acknowledged before the kill"
+    );
+
+    let _server = serve(&config, &base).await;
+    for n in &acknowledged {
+        let path = format!(
+            "{base}/v1/nullifiers/{}",
+            scrip_spec::encoding::b64_encode(n.0)
+        );
+        let status: serde_json::Value = client
+            .get(path)
+            .send()
+            .await
+            .expect("lookup")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(status["status"], "spent", "acknowledged spend lost");
+    }
+    let retry = relay.sign(LedgerRequest::new(
+        ledger_id,
+        now(),
+        Action::Spend {
+            groups: vec![SpendGroup {
+                token_key_id,
+                nullifiers: acknowledged[..50.min(acknowledged.len())].to_vec(),
+            }],
+        },
+    ));
+    let receipt: serde_json::Value = client
+        .post(format!("{base}/v1/entries"))
+        .json(&retry)
+        .send()
+        .await
+        .expect("retry")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        receipt["spends"]
+            .as_array()
+            .expect("spends")
+            .iter()
+            .all(|s| s["status"] == "already_spent")
+    );
+    let totals: serde_json::Value = client
+        .get(format!("{base}/v1/totals"))
+        .send()
+        .await
+        .expect("totals")
+        .json()
+        .await
+        .expect("json");
+    assert!(totals["keys"][0]["spent"].as_u64().expect("spent") >= acknowledged.len() as u64);
+}
