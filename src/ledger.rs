@@ -31,7 +31,7 @@ pub enum LedgerCommand {
         config: PathBuf,
     },
     /// Drop the spent set of a key past its forget_after, keeping a signed count and
-    /// commitment in the log. Run it while the service is stopped, or against its database.
+    /// commitment in the log. Run it while the ledger service is stopped.
     Prune {
         /// The configuration file.
         #[arg(long, value_name = "FILE")]

@@ -161,6 +161,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -231,7 +238,17 @@ async fn submit(
     ApiJson(request): ApiJson<Signed<LedgerRequest>>,
 ) -> Result<Json<crate::service::Receipt>, ApiError> {
     let m = &state.metrics;
-    match state.ledger.submit(request).await {
+    // The append runs in its own task: if the client goes away or the request times out, the
+    // append still finishes (or fails) as a whole, and the ledger's head stays in step.
+    let ledger = state.ledger.clone();
+    let outcome = tokio::spawn(async move { ledger.submit(request).await })
+        .await
+        .unwrap_or_else(|join| {
+            Err(LedgerError::Store(crate::store::StoreError::Corrupt {
+                what: format!("append task failed: {join}"),
+            }))
+        });
+    match outcome {
         Ok(receipt) => {
             let accepted = receipt
                 .spends

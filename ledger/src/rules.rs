@@ -9,6 +9,10 @@ use scrip_spec::ledger::{
 use scrip_spec::{Catalog, Nullifier, OperatorId, Signed, TokenKeyId, UnixSeconds};
 use std::collections::{HashMap, HashSet};
 
+/// Largest count or credit total one entry may report: far above any real batch, and small
+/// enough that a lifetime of entries cannot overflow the 63-bit counters of the databases.
+pub const MAX_REPORTED_COUNT: u64 = 1 << 40;
+
 /// Why a request was refused. Nothing was appended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -103,8 +107,8 @@ pub struct LedgerState {
 pub struct Judgement {
     /// What to change.
     pub effect: Effect,
-    /// Spend items refused by key checks.
-    pub refused: Vec<(Nullifier, SpendRefusal)>,
+    /// For a spend, per nullifier in request order: refused by the key checks, or not.
+    pub refused: Vec<Option<SpendRefusal>>,
 }
 
 impl LedgerState {
@@ -290,6 +294,11 @@ impl LedgerState {
                 if *count == 0 || *credits == 0 {
                     return Err(invalid("a sold batch has at least one card and one credit"));
                 }
+                if *count > MAX_REPORTED_COUNT || *credits > MAX_REPORTED_COUNT {
+                    return Err(invalid(format!(
+                        "counts and credits in one entry are at most {MAX_REPORTED_COUNT}"
+                    )));
+                }
                 plain(Effect::CardsSold {
                     issuer: operator.name.clone(),
                     count: *count,
@@ -340,7 +349,7 @@ impl LedgerState {
     fn judge_spend(&self, groups: &[SpendGroup], now: UnixSeconds) -> Judgement {
         let mut seen = HashSet::new();
         let mut valid: Vec<SpendGroup> = Vec::new();
-        let mut refused = Vec::new();
+        let mut refused: Vec<Option<SpendRefusal>> = Vec::new();
         for group in groups {
             let verdict = match self.keys.get(&group.token_key_id) {
                 None => Some(SpendRefusal::UnknownKey),
@@ -349,10 +358,11 @@ impl LedgerState {
                 Some(_) => None,
             };
             match verdict {
-                Some(why) => refused.extend(group.nullifiers.iter().map(|n| (*n, why))),
+                Some(why) => refused.extend(group.nullifiers.iter().map(|_| Some(why))),
                 None => {
-                    // A nullifier repeated within one request counts once; the store then
-                    // reports the repeat as spent by this very entry.
+                    refused.extend(group.nullifiers.iter().map(|_| None));
+                    // A nullifier repeated within one request is inserted once; its later
+                    // occurrences are answered `duplicate_in_request`.
                     let fresh: Vec<Nullifier> = group
                         .nullifiers
                         .iter()
@@ -415,13 +425,13 @@ impl LedgerState {
                 count,
             } => {
                 if let Some(k) = self.keys.get_mut(token_key_id) {
-                    k.issued += count;
+                    k.issued = k.issued.saturating_add(*count);
                 }
             }
             Effect::Spend { .. } => {
                 for (id, n) in accepted_spends {
                     if let Some(k) = self.keys.get_mut(id) {
-                        k.spent += n;
+                        k.spent = k.spent.saturating_add(*n);
                     }
                 }
             }

@@ -107,11 +107,15 @@ pub struct CheckpointView {
     pub cosignatures: Vec<Signed<Cosignature>>,
 }
 
+/// Where the ledger reads the time: the system clock, or a test's clock.
+pub type Clock = Arc<dyn Fn() -> UnixSeconds + Send + Sync>;
+
 /// The ledger.
 pub struct Ledger {
     store: Arc<dyn Store>,
     key: OperatorKey,
     state: Mutex<LedgerState>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -151,6 +155,7 @@ impl Ledger {
             store,
             key,
             state: Mutex::new(LedgerState::from_genesis(genesis, (0, hash))),
+            clock: Arc::new(now),
         })
     }
 
@@ -167,7 +172,19 @@ impl Ledger {
             store,
             key,
             state: Mutex::new(LedgerState::from_snapshot(snapshot)),
+            clock: Arc::new(now),
         })
+    }
+
+    /// Replaces the clock (tests move time forward instead of sleeping).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The ledger's current time.
+    pub fn now(&self) -> UnixSeconds {
+        (self.clock)()
     }
 
     /// The store.
@@ -178,7 +195,7 @@ impl Ledger {
     /// Judges and, if accepted, appends an operator's request.
     pub async fn submit(&self, signed: Signed<LedgerRequest>) -> Result<Receipt, LedgerError> {
         let mut state = self.state.lock().await;
-        let now = now();
+        let now = (self.clock)();
         let judgement = state.judge(&signed, now)?;
         let entry = LogEntry {
             seq: state.head.0 + 1,
@@ -189,7 +206,15 @@ impl Ledger {
         let hash = entry.hash();
         let outcome = match self.store.append(&entry, &hash, &judgement.effect).await {
             Err(StoreError::Replayed) => return Err(Refusal::Replayed.into()),
-            other => other?,
+            Err(e) => {
+                // The commit's outcome may be unknown (a lost connection): reload the state
+                // from the database so the next append starts from the true head.
+                if let Ok(Some(snapshot)) = self.store.snapshot().await {
+                    *state = LedgerState::from_snapshot(snapshot);
+                }
+                return Err(e.into());
+            }
+            Ok(outcome) => outcome,
         };
         let (appended, already_spent) = match outcome {
             AppendOutcome::Appended { already_spent } => (true, already_spent),
@@ -228,7 +253,7 @@ impl Ledger {
             seq: state.head.0,
             head_hash: state.head.1,
             totals_digest: totals.digest(),
-            created_at: now(),
+            created_at: (self.clock)(),
         };
         let entry = LogEntry {
             seq: state.head.0 + 1,
@@ -286,7 +311,7 @@ impl Ledger {
             .ok_or_else(|| Refusal::Invalid {
                 reason: format!("key {token_key_id} is not announced"),
             })?;
-        let now = now();
+        let now = (self.clock)();
         if now <= key.info.forget_after {
             return Err(Refusal::Invalid {
                 reason: format!(
@@ -296,27 +321,33 @@ impl Ledger {
             }
             .into());
         }
-        let dropped = self.store.prune(token_key_id).await?;
-        if dropped.is_empty() {
+        let (ledger_id, head) = (state.ledger_id, state.head);
+        let build = |dropped: &[Nullifier]| {
+            let record = Pruned {
+                ledger_id,
+                token_key_id: *token_key_id,
+                count: dropped.len() as u64,
+                commitment: prune_commitment(dropped),
+            };
+            let entry = LogEntry {
+                seq: head.0 + 1,
+                prev_hash: head.1,
+                recorded_at: now,
+                body: EntryBody::Pruned(self.key.sign(record)),
+            };
+            let hash = entry.hash();
+            (entry, hash)
+        };
+        let Some(entry) = self.store.prune(token_key_id, &build).await? else {
             return Ok(None);
-        }
-        let record = Pruned {
-            ledger_id: state.ledger_id,
-            token_key_id: *token_key_id,
-            count: dropped.len() as u64,
-            commitment: prune_commitment(&dropped),
         };
-        let entry = LogEntry {
-            seq: state.head.0 + 1,
-            prev_hash: state.head.1,
-            recorded_at: now,
-            body: EntryBody::Pruned(self.key.sign(record)),
+        let EntryBody::Pruned(record) = &entry.body else {
+            return Ok(Some(entry));
         };
-        let hash = entry.hash();
-        self.store.append(&entry, &hash, &Effect::Pruned).await?;
-        state.apply(&Effect::Pruned, (entry.seq, hash), &[]);
+        let count = record.payload.count;
+        state.apply(&Effect::Pruned, (entry.seq, entry.hash()), &[]);
         if let Some(k) = state.keys.get_mut(token_key_id) {
-            k.pruned += dropped.len() as u64;
+            k.pruned = k.pruned.saturating_add(count);
         }
         Ok(Some(entry))
     }
@@ -396,22 +427,22 @@ fn operator_name(state: &LedgerState, first: &FirstSpend) -> String {
 
 fn spend_results(
     request: &LedgerRequest,
-    refused: &[(Nullifier, SpendRefusal)],
+    refused: &[Option<SpendRefusal>],
     already_spent: &[(Nullifier, FirstSpend)],
     state: &LedgerState,
 ) -> Vec<SpendResult> {
     let scrip_spec::ledger::Action::Spend { groups } = &request.action else {
         return Vec::new();
     };
-    let refused: std::collections::HashMap<_, _> = refused.iter().copied().collect();
     let spent: std::collections::HashMap<_, _> =
         already_spent.iter().map(|(n, f)| (*n, f)).collect();
     let mut seen = std::collections::HashSet::new();
     groups
         .iter()
         .flat_map(|g| g.nullifiers.iter())
-        .map(|n| {
-            let status = if let Some(reason) = refused.get(n) {
+        .enumerate()
+        .map(|(i, n)| {
+            let status = if let Some(Some(reason)) = refused.get(i) {
                 SpendStatus::Refused { reason: *reason }
             } else if let Some(first) = spent.get(n) {
                 SpendStatus::AlreadySpent {
@@ -420,7 +451,7 @@ fn spend_results(
                     seq: first.seq,
                 }
             } else if !seen.insert(*n) {
-                // Repeated within this request: the first occurrence was accepted.
+                // Repeated within this request: its first valid occurrence was accepted.
                 SpendStatus::Refused {
                     reason: SpendRefusal::DuplicateInRequest,
                 }

@@ -155,6 +155,9 @@ pub struct Snapshot {
     pub head: (u64, Hash32),
 }
 
+/// Builds the pruning entry (and its hash) from the dropped nullifiers.
+pub type PruneRecordFn<'a> = dyn Fn(&[Nullifier]) -> (LogEntry, Hash32) + Send + Sync + 'a;
+
 /// Everything the ledger keeps.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -178,9 +181,14 @@ pub trait Store: Send + Sync + 'static {
     /// Per-key and per-issuer totals, in canonical order.
     async fn totals(&self) -> Result<Totals, StoreError>;
 
-    /// Drops the spent set of a key and returns the dropped nullifiers in ascending order.
-    /// The caller appends the pruning record right after, under the same writer lock.
-    async fn prune(&self, token_key_id: &TokenKeyId) -> Result<Vec<Nullifier>, StoreError>;
+    /// Drops the spent set of a key and appends the pruning record that `record` builds from
+    /// the dropped nullifiers (in ascending order), in one transaction. `None` if the key had
+    /// nothing left to drop.
+    async fn prune(
+        &self,
+        token_key_id: &TokenKeyId,
+        record: &PruneRecordFn<'_>,
+    ) -> Result<Option<LogEntry>, StoreError>;
 
     /// Stores an operator's cosignature of the checkpoint at `seq` (idempotent).
     async fn add_cosignature(

@@ -1,8 +1,8 @@
 //! The embedded default: one SQLite file in WAL mode, fsync on every commit.
 
 use super::{
-    AppendOutcome, Effect, FirstSpend, KeyRecord, Snapshot, Store, StoreError, array32,
-    decode_entry, decode_json, request_digest, to_i64, to_json, to_u64,
+    AppendOutcome, Effect, FirstSpend, KeyRecord, PruneRecordFn, Snapshot, Store, StoreError,
+    array32, decode_entry, decode_json, request_digest, to_i64, to_json, to_u64,
 };
 use async_trait::async_trait;
 use scrip_spec::encoding::canonical_bytes;
@@ -344,7 +344,11 @@ impl Store for SqliteStore {
         Ok(Totals { keys, issuers })
     }
 
-    async fn prune(&self, token_key_id: &TokenKeyId) -> Result<Vec<Nullifier>, StoreError> {
+    async fn prune(
+        &self,
+        token_key_id: &TokenKeyId,
+        record: &PruneRecordFn<'_>,
+    ) -> Result<Option<LogEntry>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let key_no = key_no(&mut tx, token_key_id).await?;
         let rows: Vec<Vec<u8>> =
@@ -352,10 +356,14 @@ impl Store for SqliteStore {
                 .bind(key_no)
                 .fetch_all(&mut *tx)
                 .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
         let nullifiers = rows
             .iter()
             .map(|b| array32(b, "nullifier").map(Nullifier))
             .collect::<Result<Vec<_>, _>>()?;
+        let (entry, hash) = record(&nullifiers);
         sqlx::query("DELETE FROM spent WHERE key_no = ?")
             .bind(key_no)
             .execute(&mut *tx)
@@ -365,8 +373,9 @@ impl Store for SqliteStore {
             .bind(key_no)
             .execute(&mut *tx)
             .await?;
+        insert_entry(&mut tx, &entry, &hash).await?;
         tx.commit().await?;
-        Ok(nullifiers)
+        Ok(Some(entry))
     }
 
     async fn add_cosignature(

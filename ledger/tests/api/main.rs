@@ -208,6 +208,11 @@ async fn spend_then_double_spend_then_lookup() {
     assert!(metrics.contains("scrip_ledger_nullifiers_refused_total 1"));
     assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
     assert_eq!(app.get("/v1/nope").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = app.get("/v1/entries").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
 }
 
 #[tokio::test]

@@ -187,6 +187,59 @@ pub async fn refused_requests_leave_the_log_unchanged(f: Fixture) {
         }
     );
     assert_eq!(f.ledger.info().await.head_seq, head);
+
+    // One nullifier under an unknown key, then twice under the real key: refused, accepted,
+    // duplicate; counted once everywhere.
+    let m = random_nullifier();
+    let mixed = Action::Spend {
+        groups: vec![
+            SpendGroup {
+                token_key_id: TokenKeyId([9; 32]),
+                nullifiers: vec![m],
+            },
+            SpendGroup {
+                token_key_id: key,
+                nullifiers: vec![m, m],
+            },
+        ],
+    };
+    let receipt = f
+        .ledger
+        .submit(f.request(&f.b, mixed).await)
+        .await
+        .expect("answered");
+    let statuses: Vec<_> = receipt.spends.iter().map(|r| r.status.clone()).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            SpendStatus::Refused {
+                reason: SpendRefusal::UnknownKey
+            },
+            SpendStatus::Accepted,
+            SpendStatus::Refused {
+                reason: SpendRefusal::DuplicateInRequest
+            },
+        ]
+    );
+    let directory = f.ledger.keys(None, None).await[0].spent;
+    let totals = f.ledger.totals().await.expect("totals").keys[0].spent;
+    assert_eq!((directory, totals), (2, 2), "directory and totals agree");
+
+    // Reports beyond the counters' range are refused.
+    let huge = f
+        .request(
+            &f.a,
+            Action::CardsSold {
+                batch: "x".into(),
+                count: u64::MAX,
+                credits: 1,
+            },
+        )
+        .await;
+    assert!(matches!(
+        refusal(f.ledger.submit(huge).await),
+        Refusal::Invalid { .. }
+    ));
 }
 
 pub async fn log_chain_signatures_and_checkpoint_verify_after_mixed_workload(f: Fixture) {
@@ -473,8 +526,8 @@ pub async fn live_key_limit_and_key_rules(f: Fixture) {
 }
 
 pub async fn expired_keys_are_refused_then_pruned_with_a_commitment(f: Fixture) {
-    let t = now();
-    let info = key_info(2, "op-a", "chunk-64k", t - 10, t, t + 1, t + 1);
+    let t = f.now();
+    let info = key_info(2, "op-a", "chunk-64k", t - 10, t + 50, t + 100, t + 100);
     let key = info.public_key.id();
     let req = f.request(&f.a, Action::AnnounceKey { key: info }).await;
     f.ledger.submit(req).await.expect("announce");
@@ -488,7 +541,7 @@ pub async fn expired_keys_are_refused_then_pruned_with_a_commitment(f: Fixture) 
         ),
         "not prunable before forget_after"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    f.advance(101);
 
     let req = f.request(&f.b, spend(key, vec![random_nullifier()])).await;
     let receipt = f.ledger.submit(req).await.expect("answered");

@@ -6,10 +6,13 @@ use scrip_spec::ledger::{Action, Genesis, LedgerRequest, OperatorInfo, Role};
 use scrip_spec::{
     CapacityKind, Catalog, OperatorKey, Signed, TokenKeyInfo, TokenSecretKey, UnixSeconds,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 pub struct Fixture {
     pub ledger: Arc<Ledger>,
+    /// Seconds added to the system clock, for the ledger and for requests.
+    pub skew: Arc<AtomicU64>,
     pub url: String,
     pub ledger_key_seed: [u8; 32],
     pub a: OperatorKey,
@@ -78,11 +81,15 @@ impl Fixture {
             catalog: Catalog::standard(),
         };
         let store = scrip_ledger::connect(&url).await.expect("open store");
+        let skew = Arc::new(AtomicU64::new(0));
+        let clock_skew = skew.clone();
         let ledger = Ledger::init(store, ledger_key, genesis)
             .await
-            .expect("genesis");
+            .expect("genesis")
+            .with_clock(Arc::new(move || now() + clock_skew.load(Ordering::SeqCst)));
         Self {
             ledger: Arc::new(ledger),
+            skew,
             url,
             ledger_key_seed,
             a,
@@ -94,7 +101,17 @@ impl Fixture {
 
     pub async fn request(&self, by: &OperatorKey, action: Action) -> Signed<LedgerRequest> {
         let id = self.ledger.info().await.ledger_id;
-        by.sign(LedgerRequest::new(id, now(), action))
+        by.sign(LedgerRequest::new(id, self.now(), action))
+    }
+
+    /// The fixture's time: the system clock plus the skew.
+    pub fn now(&self) -> UnixSeconds {
+        now() + self.skew.load(Ordering::SeqCst)
+    }
+
+    /// Moves the ledger's (and the requests') clock forward.
+    pub fn advance(&self, seconds: u64) {
+        self.skew.fetch_add(seconds, Ordering::SeqCst);
     }
 
     /// Announces RSA key `i` for `kind` by `by` (named `issuer`), valid for a day.
