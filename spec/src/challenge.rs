@@ -1,6 +1,6 @@
 //! `TokenChallenge` (RFC 9578 section 2.1) and its digest.
 
-use crate::decode::{DecodeError, expect_end};
+use crate::decode::{DecodeError, expect_end, expect_token_type};
 use crate::encoding::{Reader, serde_via_wire_bytes};
 use crate::token::TOKEN_TYPE;
 use sha2::{Digest, Sha256};
@@ -97,13 +97,7 @@ impl TokenChallenge {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let truncated = DecodeError::Truncated { what: WHAT };
         let mut r = Reader::new(bytes);
-        let token_type = r.u16().ok_or(truncated.clone())?;
-        if token_type != TOKEN_TYPE {
-            return Err(DecodeError::WrongTokenType {
-                what: WHAT,
-                found: token_type,
-            });
-        }
+        expect_token_type(&mut r, WHAT)?;
         let len = r.u16().ok_or(truncated.clone())?;
         let issuer_name = r.take(usize::from(len)).ok_or(truncated.clone())?;
         let len = r.u8().ok_or(truncated.clone())?;

@@ -46,3 +46,15 @@ pub(crate) fn expect_end(
         count => Err(DecodeError::TrailingBytes { what, count }),
     }
 }
+
+/// Reads the leading `token_type` and checks that it is 0x0002.
+pub(crate) fn expect_token_type(
+    reader: &mut crate::encoding::Reader<'_>,
+    what: &'static str,
+) -> Result<(), DecodeError> {
+    match reader.u16() {
+        None => Err(DecodeError::Truncated { what }),
+        Some(crate::token::TOKEN_TYPE) => Ok(()),
+        Some(found) => Err(DecodeError::WrongTokenType { what, found }),
+    }
+}

@@ -1,6 +1,6 @@
 //! `TokenRequest` (RFC 9578 section 6.1): what a wallet sends the issuer to be blind-signed.
 
-use crate::decode::{DecodeError, expect_end};
+use crate::decode::{DecodeError, expect_end, expect_token_type};
 use crate::encoding::{Reader, serde_via_wire_bytes};
 use crate::key::MODULUS_BYTES;
 use crate::token::TOKEN_TYPE;
@@ -33,13 +33,7 @@ impl TokenRequest {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let truncated = DecodeError::Truncated { what: WHAT };
         let mut r = Reader::new(bytes);
-        let token_type = r.u16().ok_or(truncated.clone())?;
-        if token_type != TOKEN_TYPE {
-            return Err(DecodeError::WrongTokenType {
-                what: WHAT,
-                found: token_type,
-            });
-        }
+        expect_token_type(&mut r, WHAT)?;
         let truncated_token_key_id = r.u8().ok_or(truncated.clone())?;
         let blinded_msg = r.array().ok_or(truncated)?;
         expect_end(&r, WHAT)?;

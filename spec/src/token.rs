@@ -1,6 +1,6 @@
 //! `Token` (RFC 9578 section 2.2), the bytes a wallet spends, and its nullifier.
 
-use crate::decode::{DecodeError, expect_end};
+use crate::decode::{DecodeError, expect_end, expect_token_type};
 use crate::encoding::{Reader, b64_encode, serde_bytes_b64, serde_via_wire_bytes};
 use crate::key::{MODULUS_BYTES, TokenKeyId};
 use serde::{Deserialize, Serialize};
@@ -57,13 +57,7 @@ impl Token {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let truncated = DecodeError::Truncated { what: WHAT };
         let mut r = Reader::new(bytes);
-        let token_type = r.u16().ok_or(truncated.clone())?;
-        if token_type != TOKEN_TYPE {
-            return Err(DecodeError::WrongTokenType {
-                what: WHAT,
-                found: token_type,
-            });
-        }
+        expect_token_type(&mut r, WHAT)?;
         let nonce = r.array().ok_or(truncated.clone())?;
         let challenge_digest = r.array().ok_or(truncated.clone())?;
         let token_key_id = TokenKeyId(r.array().ok_or(truncated.clone())?);
