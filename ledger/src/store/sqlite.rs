@@ -42,6 +42,9 @@ impl SqliteStore {
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
 
+/// Rows per multi-row insert: 3 parameters each, well under SQLite's 32,766-parameter limit.
+const INSERT_CHUNK: usize = 500;
+
 async fn first_spend(
     tx: &mut sqlx::SqliteConnection,
     nullifier: &Nullifier,
@@ -149,20 +152,30 @@ impl Store for SqliteStore {
                 for group in groups {
                     let key_no = key_no(&mut tx, &group.token_key_id).await?;
                     let mut in_group = 0i64;
-                    for n in &group.nullifiers {
-                        let done = sqlx::query(
-                            "INSERT INTO spent (nullifier, key_no, seq) VALUES (?, ?, ?) \
-                             ON CONFLICT (nullifier) DO NOTHING",
-                        )
-                        .bind(&n.0[..])
-                        .bind(key_no)
-                        .bind(to_i64(entry.seq))
-                        .execute(&mut *tx)
-                        .await?;
-                        if done.rows_affected() == 1 {
-                            in_group += 1;
-                        } else if let Some(first) = first_spend(&mut tx, n).await? {
-                            already_spent.push((*n, first));
+                    // Multi-row inserts: one statement per chunk instead of one per nullifier.
+                    // RETURNING lists only the rows this transaction inserted.
+                    for chunk in group.nullifiers.chunks(INSERT_CHUNK) {
+                        let sql = format!(
+                            "INSERT INTO spent (nullifier, key_no, seq) VALUES {} \
+                             ON CONFLICT (nullifier) DO NOTHING RETURNING nullifier",
+                            vec!["(?, ?, ?)"; chunk.len()].join(", ")
+                        );
+                        let mut query = sqlx::query_scalar::<_, Vec<u8>>(&sql);
+                        for n in chunk {
+                            query = query.bind(&n.0[..]).bind(key_no).bind(to_i64(entry.seq));
+                        }
+                        let inserted: Vec<Vec<u8>> = query.fetch_all(&mut *tx).await?;
+                        in_group += i64::try_from(inserted.len()).unwrap_or(i64::MAX);
+                        if inserted.len() < chunk.len() {
+                            let inserted: std::collections::HashSet<Vec<u8>> =
+                                inserted.into_iter().collect();
+                            for n in chunk {
+                                if !inserted.contains(&n.0[..])
+                                    && let Some(first) = first_spend(&mut tx, n).await?
+                                {
+                                    already_spent.push((*n, first));
+                                }
+                            }
                         }
                     }
                     sqlx::query("UPDATE token_keys SET spent = spent + ? WHERE key_no = ?")
