@@ -73,9 +73,37 @@ async fn serve(config: &std::path::Path, base: &str) -> Server {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_under_spend_load_loses_no_acknowledged_spend() {
+async fn sigkill_under_spend_load_loses_no_acknowledged_spend_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
+    let db = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    sigkill_under_spend_load(dir.path(), &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs SCRIP_TEST_PG_URL"]
+async fn sigkill_under_spend_load_loses_no_acknowledged_spend_postgres() {
+    let base = std::env::var("SCRIP_TEST_PG_URL").expect("SCRIP_TEST_PG_URL");
+    let mut suffix = [0u8; 6];
+    rand::fill(&mut suffix);
+    let schema = format!(
+        "scrip_crash_{}",
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let admin = sqlx::PgPool::connect(&base).await.expect("connect");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .expect("schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let db = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    sigkill_under_spend_load(dir.path(), &db).await;
+}
+
+async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
     let _ledger_key = keygen(d, "ledger");
     let issuer = keygen(d, "issuer");
     let relay = keygen(d, "relay");
@@ -90,7 +118,6 @@ async fn sigkill_under_spend_load_loses_no_acknowledged_spend() {
         ),
     )
     .expect("genesis");
-    let db = format!("sqlite://{}", d.join("ledger.db").display());
     let out = scrip(&[
         "ledger",
         "init",
