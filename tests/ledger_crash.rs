@@ -126,7 +126,7 @@ async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
         "--key",
         d.join("ledger.key").to_str().expect("utf-8"),
         "--database",
-        &db,
+        db,
     ]);
     assert!(
         out.status.success(),
@@ -141,7 +141,7 @@ async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
         "--key",
         d.join("ledger.key").to_str().expect("utf-8"),
         "--database",
-        &db,
+        db,
     ]);
     assert!(
         !again.status.success(),
