@@ -195,6 +195,12 @@ impl Ledger {
     /// Judges and, if accepted, appends an operator's request.
     pub async fn submit(&self, signed: Signed<LedgerRequest>) -> Result<Receipt, LedgerError> {
         let mut state = self.state.lock().await;
+        // Replay is checked first, so that a request retried after the clock-skew window is
+        // still recognised as already applied rather than refused as stale.
+        let digest = crate::store::signed_request_digest(&signed);
+        if self.store.request_seq(&digest).await?.is_some() {
+            return Err(Refusal::Replayed.into());
+        }
         let now = (self.clock)();
         let judgement = state.judge(&signed, now)?;
         let entry = LogEntry {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod decode;
 pub mod encoding;
 pub mod grant;
+pub mod issuance;
 pub mod key;
 pub mod ledger;
 pub mod operator;

@@ -169,6 +169,9 @@ pub trait Store: Send + Sync + 'static {
         effect: &Effect,
     ) -> Result<AppendOutcome, StoreError>;
 
+    /// The entry that recorded a request with this digest, if any.
+    async fn request_seq(&self, digest: &[u8; 32]) -> Result<Option<u64>, StoreError>;
+
     /// The current configuration, or `None` before genesis.
     async fn snapshot(&self) -> Result<Option<Snapshot>, StoreError>;
 
@@ -261,14 +264,17 @@ pub(crate) fn to_u64(v: i64) -> u64 {
 /// The digest that makes a request unique in the log: `SHA-256(signer || signing message)`.
 /// A replayed request has the same digest and is refused by the database's unique index.
 pub(crate) fn request_digest(entry: &LogEntry) -> Option<[u8; 32]> {
-    use sha2::{Digest as _, Sha256};
     match &entry.body {
-        scrip_spec::ledger::EntryBody::Request(r) => {
-            let mut h = Sha256::new();
-            h.update(r.signer.0);
-            h.update(scrip_spec::operator::signing_message(&r.payload));
-            Some(h.finalize().into())
-        }
+        scrip_spec::ledger::EntryBody::Request(r) => Some(signed_request_digest(r)),
         _ => None,
     }
+}
+
+/// [`request_digest`] of a signed request.
+pub fn signed_request_digest(r: &Signed<scrip_spec::ledger::LedgerRequest>) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(r.signer.0);
+    h.update(scrip_spec::operator::signing_message(&r.payload));
+    h.finalize().into()
 }

@@ -252,6 +252,15 @@ impl Store for SqliteStore {
         Ok(AppendOutcome::Appended { already_spent })
     }
 
+    async fn request_seq(&self, digest: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM entries WHERE request_digest = ?")
+                .bind(&digest[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(seq.map(to_u64))
+    }
+
     async fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
         let Some(genesis): Option<String> =
             sqlx::query_scalar("SELECT value FROM meta WHERE name = 'genesis'")

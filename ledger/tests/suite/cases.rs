@@ -171,8 +171,23 @@ pub async fn refused_requests_leave_the_log_unchanged(f: Fixture) {
     let req = f.request(&f.b, spend(key, vec![n])).await;
     f.ledger.submit(req.clone()).await.expect("first spend");
     let head = f.ledger.info().await.head_seq;
-    assert_eq!(refusal(f.ledger.submit(req).await), Refusal::Replayed);
+    assert_eq!(
+        refusal(f.ledger.submit(req.clone()).await),
+        Refusal::Replayed
+    );
     assert_eq!(f.ledger.info().await.head_seq, head);
+    // Retried after the clock-skew window: still recognised as applied, not as stale.
+    f.advance(1000);
+    assert_eq!(refusal(f.ledger.submit(req).await), Refusal::Replayed);
+    let late = f.b.sign(LedgerRequest::new(
+        id,
+        f.now() - 1000,
+        spend(key, vec![random_nullifier()]),
+    ));
+    assert!(matches!(
+        refusal(f.ledger.submit(late).await),
+        Refusal::Stale { .. }
+    ));
 
     // Unknown key: answered per nullifier, nothing appended.
     let req = f

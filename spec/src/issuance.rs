@@ -1,0 +1,176 @@
+//! The issuer's HTTP messages (PROTOCOL.md section 9): card opening, balance, replay, keys.
+
+use crate::encoding::serde_bytes_b64;
+use crate::key::{TokenKeyId, TokenKeyInfo};
+use crate::request::TokenRequest;
+use crate::response::TokenResponse;
+use serde::{Deserialize, Serialize};
+
+/// Most token requests in one opening.
+pub const MAX_OPEN_BATCH: usize = 1000;
+
+/// A 32-byte request id chosen by the wallet (derived from its seed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestId(#[serde(with = "serde_bytes_b64")] pub [u8; 32]);
+
+/// One blinded request and the key it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyedTokenRequest {
+    /// The key asked to sign.
+    pub token_key_id: TokenKeyId,
+    /// The blinded request.
+    pub token_request: TokenRequest,
+}
+
+/// `POST /v1/cards/open`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRequest {
+    /// The card code as printed (parsed by the issuer).
+    pub card_code: String,
+    /// The wallet's id for this opening; a repeat with the same id and content is answered
+    /// with the same responses and charges nothing.
+    pub request_id: RequestId,
+    /// 1 to [`MAX_OPEN_BATCH`] requests.
+    pub requests: Vec<KeyedTokenRequest>,
+}
+
+/// The answer to an opening.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenResponse {
+    /// The request id.
+    pub request_id: RequestId,
+    /// `responses[j]` answers `requests[j]`.
+    pub responses: Vec<TokenResponse>,
+    /// Credits left on the card.
+    pub remaining_credits: u64,
+}
+
+/// `POST /v1/cards/balance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceRequest {
+    /// The card code.
+    pub card_code: String,
+}
+
+/// A card's state as the buyer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardState {
+    /// Created, not yet for sale.
+    Minted,
+    /// For sale or sold, nothing opened.
+    Active,
+    /// Partly opened.
+    Opened,
+    /// No credits left.
+    Used,
+    /// Cancelled.
+    Void,
+}
+
+impl CardState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CardState::Minted => "minted",
+            CardState::Active => "active",
+            CardState::Opened => "opened",
+            CardState::Used => "used",
+            CardState::Void => "void",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "minted" => CardState::Minted,
+            "active" => CardState::Active,
+            "opened" => CardState::Opened,
+            "used" => CardState::Used,
+            "void" => CardState::Void,
+            _ => return None,
+        })
+    }
+}
+
+/// The answer to a balance query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceResponse {
+    /// The card's state.
+    pub state: CardState,
+    /// Face value in credits.
+    pub value: u64,
+    /// Credits left.
+    pub remaining_credits: u64,
+}
+
+/// `POST /v1/requests/replay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// The opening's id.
+    pub request_id: RequestId,
+}
+
+/// A recorded opening, for a wallet restoring from its seed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayResponse {
+    /// The opening's id.
+    pub request_id: RequestId,
+    /// The requests as recorded.
+    pub requests: Vec<KeyedTokenRequest>,
+    /// The responses.
+    pub responses: Vec<TokenResponse>,
+}
+
+/// `GET /v1/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerKeys {
+    /// The issuer's name.
+    pub issuer: String,
+    /// Its announced keys that can issue now or later.
+    pub keys: Vec<TokenKeyInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::MODULUS_BYTES;
+
+    #[test]
+    fn open_request_json_round_trip_and_rejections() {
+        let req = OpenRequest {
+            card_code: "X".into(),
+            request_id: RequestId([1; 32]),
+            requests: vec![KeyedTokenRequest {
+                token_key_id: TokenKeyId([2; 32]),
+                token_request: TokenRequest {
+                    truncated_token_key_id: 2,
+                    blinded_msg: [3; MODULUS_BYTES],
+                },
+            }],
+        };
+        let json = serde_json::to_value(&req).expect("json");
+        assert_eq!(
+            serde_json::from_value::<OpenRequest>(json.clone()).expect("parse"),
+            req
+        );
+        let mut extra = json.clone();
+        extra["x"] = 1.into();
+        assert!(serde_json::from_value::<OpenRequest>(extra).is_err());
+        let mut short = json;
+        short["request_id"] = "AAAA".into();
+        assert!(serde_json::from_value::<OpenRequest>(short).is_err());
+        for s in ["minted", "active", "opened", "used", "void"] {
+            assert_eq!(CardState::parse(s).map(CardState::as_str), Some(s));
+        }
+        assert_eq!(CardState::parse("x"), None);
+    }
+}
