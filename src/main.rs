@@ -1,5 +1,6 @@
 //! `scrip`: one binary for every role of the scrip consortium.
 
+mod issuer;
 mod ledger;
 mod operator;
 
@@ -25,6 +26,9 @@ enum Command {
     /// The shared ledger: create it, serve it, prune it.
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// An issuing operator: gift cards, token keys, the signing service.
+    #[command(subcommand)]
+    Issuer(issuer::IssuerCommand),
 }
 
 /// The async runtime for the service commands.
@@ -65,6 +69,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Operator(cmd) => operator::run(cmd),
         Command::Ledger(cmd) => runtime().and_then(|rt| rt.block_on(ledger::run(cmd))),
+        Command::Issuer(cmd) => runtime().and_then(|rt| rt.block_on(issuer::run(cmd))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

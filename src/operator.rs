@@ -1,11 +1,10 @@
 //! `scrip operator …`: operator key management.
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Subcommand;
 use scrip_spec::OperatorKey;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use scrip_spec::secret_file::{SecretFileError, write_private};
+use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum OperatorCommand {
@@ -31,7 +30,12 @@ pub fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
     match cmd {
         OperatorCommand::Keygen { out, force } => {
             let key = OperatorKey::generate();
-            write_private_file(&out, key.to_text().as_bytes(), force)?;
+            write_private(&out, key.to_text().as_bytes(), force).map_err(|e| match e {
+                SecretFileError::Exists { path } => anyhow::anyhow!(
+                    "{path} already exists; pass --force to replace it (the key in it will be lost)"
+                ),
+                other => other.into(),
+            })?;
             println!("{}", key.id());
             eprintln!(
                 "wrote the private key to {} (mode 0600); the line above is the public key",
@@ -48,27 +52,4 @@ pub fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Writes a secret to a new file with mode 0600, set at creation so it is never readable by
-/// others, even for an instant.
-fn write_private_file(path: &Path, contents: &[u8], replace: bool) -> anyhow::Result<()> {
-    if path.exists() && !replace {
-        bail!(
-            "{} already exists; pass --force to replace it (the key in it will be lost)",
-            path.display()
-        );
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move the key into place at {}", path.display()))?;
-    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod operator;
 pub mod request;
 pub mod response;
+pub mod secret_file;
 pub mod sign;
 pub mod token;
 pub mod verify;

@@ -126,6 +126,8 @@ async fn set_meta(tx: &mut Tx<'_>, name: &str, value: String) -> Result<(), Stor
     Ok(())
 }
 
+// Write transactions start with BEGIN IMMEDIATE: they take the write lock up front, so two
+// writers queue on busy_timeout instead of failing when a reader upgrades to a writer.
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(
@@ -134,7 +136,7 @@ impl Store for SqliteStore {
         hash: &Hash32,
         effect: &Effect,
     ) -> Result<AppendOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(digest) = request_digest(entry) {
             let seen: Option<i64> =
                 sqlx::query_scalar("SELECT seq FROM entries WHERE request_digest = ?")
@@ -371,7 +373,7 @@ impl Store for SqliteStore {
         token_key_id: &TokenKeyId,
         record: &PruneRecordFn<'_>,
     ) -> Result<Option<LogEntry>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let key_no = key_no(&mut tx, token_key_id).await?;
         let rows: Vec<Vec<u8>> =
             sqlx::query_scalar("SELECT nullifier FROM spent WHERE key_no = ? ORDER BY nullifier")

@@ -1,0 +1,129 @@
+//! The issuer's configuration: a TOML file with `SCRIP_ISSUER_*` environment overrides.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// `scrip issuer …` settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The operator's name on the ledger; also the `issuer_name` of its token challenges.
+    pub name: String,
+    /// Address to listen on (`SCRIP_ISSUER_LISTEN`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (`SCRIP_ISSUER_DATABASE`).
+    pub database: String,
+    /// The operator's Ed25519 key file.
+    pub operator_key_file: PathBuf,
+    /// Directory of the token private keys (files mode 0600).
+    pub keys_dir: PathBuf,
+    /// The ledger's base URL (`SCRIP_ISSUER_LEDGER_URL`).
+    pub ledger_url: String,
+    /// Days a new key signs.
+    #[serde(default = "default_issue_days")]
+    pub issue_days: u64,
+    /// Days after `issue_until` during which its tokens can still be spent.
+    #[serde(default = "default_redeem_days")]
+    pub redeem_days: u64,
+    /// Days after `redeem_until` before the ledger may forget the key's spent set.
+    #[serde(default = "default_forget_days")]
+    pub forget_days: u64,
+    /// Seconds between issuance reports to the ledger.
+    #[serde(default = "default_report_secs")]
+    pub report_secs: u64,
+    /// Limits on failed card attempts.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Limits on failed card-code attempts, per fixed window.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Window length in seconds.
+    pub window_secs: u64,
+    /// Failed attempts allowed per source address per window.
+    pub per_source: u32,
+    /// Failed attempts allowed in total per window.
+    pub global: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: 60,
+            per_source: 10,
+            global: 600,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7500))
+}
+fn default_issue_days() -> u64 {
+    7
+}
+fn default_redeem_days() -> u64 {
+    14
+}
+fn default_forget_days() -> u64 {
+    7
+}
+fn default_report_secs() -> u64 {
+    3600
+}
+
+impl IssuerConfig {
+    /// Reads `path` and applies the environment overrides.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the issuer configuration {}", path.display()))?;
+        let mut config: Self = toml::from_str(&text)
+            .with_context(|| format!("the issuer configuration {} is invalid", path.display()))?;
+        config.apply_env(|n| std::env::var(n).ok())?;
+        Ok(config)
+    }
+
+    /// Applies `SCRIP_ISSUER_LISTEN`, `SCRIP_ISSUER_DATABASE` and `SCRIP_ISSUER_LEDGER_URL`.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        if let Some(v) = lookup("SCRIP_ISSUER_LISTEN") {
+            self.listen = v.parse().context("SCRIP_ISSUER_LISTEN is not an address")?;
+        }
+        if let Some(v) = lookup("SCRIP_ISSUER_DATABASE") {
+            self.database = v;
+        }
+        if let Some(v) = lookup("SCRIP_ISSUER_LEDGER_URL") {
+            self.ledger_url = v;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let mut c: IssuerConfig = toml::from_str(
+            "name = \"op-a\"\ndatabase = \"sqlite://i.db\"\noperator_key_file = \"k\"\n\
+             keys_dir = \"keys\"\nledger_url = \"http://127.0.0.1:7400\"\n",
+        )
+        .expect("valid");
+        assert_eq!((c.issue_days, c.redeem_days, c.report_secs), (7, 14, 3600));
+        assert_eq!(c.rate_limit.per_source, 10);
+        c.apply_env(|n| (n == "SCRIP_ISSUER_DATABASE").then(|| "sqlite://other.db".into()))
+            .expect("valid");
+        assert_eq!(c.database, "sqlite://other.db");
+        assert!(
+            c.apply_env(|n| (n == "SCRIP_ISSUER_LISTEN").then(|| "nope".into()))
+                .is_err()
+        );
+        assert!(toml::from_str::<IssuerConfig>("name = \"x\"\nunknown = 1").is_err());
+    }
+}

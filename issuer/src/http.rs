@@ -1,0 +1,396 @@
+//! The issuer's HTTP API (PROTOCOL.md section 9).
+
+use crate::ratelimit::RateLimiter;
+use crate::service::{Issuer, OpenError};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use scrip_spec::issuance::{
+    BalanceRequest, BalanceResponse, IssuerKeys, OpenRequest, OpenResponse, ReplayRequest,
+    ReplayResponse,
+};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Largest body: an opening of 1,000 requests is about 430 KB of JSON.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    openings: AtomicU64,
+    tokens_signed: AtomicU64,
+    repeats: AtomicU64,
+    refused: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+/// Handler state.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The issuer.
+    pub issuer: Arc<Issuer>,
+    /// Failed-attempt limits.
+    pub limiter: Arc<RateLimiter>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Every handler's error: `{"error": {"code", "message", …}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Vec<(&'static str, Value)>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            extra: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    fn with(mut self, field: &'static str, value: impl Into<Value>) -> Self {
+        self.extra.push((field, value.into()));
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        for (k, v) in self.extra {
+            error[k] = v;
+        }
+        let mut resp = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl From<OpenError> for ApiError {
+    fn from(e: OpenError) -> Self {
+        use StatusCode as S;
+        let msg = e.to_string();
+        match e {
+            OpenError::Malformed(_) => ApiError::new(S::BAD_REQUEST, "malformed_request", msg),
+            OpenError::TooLarge(_) => ApiError::new(S::PAYLOAD_TOO_LARGE, "body_too_large", msg),
+            OpenError::MalformedCode(_) => {
+                ApiError::new(S::BAD_REQUEST, "malformed_card_code", msg)
+            }
+            OpenError::InvalidCard => ApiError::new(S::FORBIDDEN, "invalid_card", msg),
+            OpenError::RequestIdReused => ApiError::new(S::CONFLICT, "request_id_reused", msg),
+            OpenError::UnknownKey { index } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "unknown_key", msg).with("index", index)
+            }
+            OpenError::KeyNotIssuable { index } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "key_not_issuable", msg).with("index", index)
+            }
+            OpenError::KeyMismatch { index } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "key_mismatch", msg).with("index", index)
+            }
+            OpenError::BadBlindedMessage { index } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_request", msg).with("index", index)
+            }
+            OpenError::InsufficientCredits { remaining, .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "insufficient_credits", msg)
+                    .with("remaining_credits", remaining)
+            }
+            OpenError::Internal(err) => {
+                tracing::error!(error = ?err, "issuer operation failed");
+                ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the issuer could not complete the request; nothing was charged, retry with the same request id",
+                )
+            }
+        }
+    }
+}
+
+/// `Json` with our error format.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        format!("malformed request body: {}", rejection.body_text()),
+    )
+}
+
+/// The issuer's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/keys", get(keys))
+        .route("/v1/cards/open", post(open))
+        .route("/v1/cards/balance", post(balance))
+        .route("/v1/requests/replay", post(replay))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(60),
+        ))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.issuer.store().outbox().await.map_err(|e| {
+        tracing::error!(error = ?e, "health check failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database does not answer",
+        )
+    })?;
+    Ok("ok")
+}
+
+async fn metrics(State(state): State<AppState>) -> String {
+    let m = &state.metrics;
+    let line = |name: &str, help: &str, v: &AtomicU64| {
+        format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            v.load(Ordering::Relaxed)
+        )
+    };
+    [
+        line(
+            "scrip_issuer_openings_total",
+            "Card openings charged.",
+            &m.openings,
+        ),
+        line(
+            "scrip_issuer_tokens_signed_total",
+            "Blind signatures made.",
+            &m.tokens_signed,
+        ),
+        line(
+            "scrip_issuer_repeats_total",
+            "Openings answered from the record.",
+            &m.repeats,
+        ),
+        line(
+            "scrip_issuer_refused_total",
+            "Requests refused.",
+            &m.refused,
+        ),
+        line(
+            "scrip_issuer_rate_limited_total",
+            "Requests refused by the rate limit.",
+            &m.rate_limited,
+        ),
+    ]
+    .concat()
+}
+
+async fn keys(State(state): State<AppState>) -> Json<IssuerKeys> {
+    Json(state.issuer.public_keys())
+}
+
+/// Refuses the request if its source is over the failed-attempt limit.
+fn limit(state: &AppState, source: SocketAddr) -> Result<(), ApiError> {
+    if let Some(wait) = state.limiter.check(source.ip()) {
+        state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many failed card attempts; retry in {wait} s"),
+        );
+        e.retry_after = Some(wait);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn count_failure(state: &AppState, source: SocketAddr, e: &OpenError) {
+    state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+    if matches!(e, OpenError::InvalidCard | OpenError::MalformedCode(_)) {
+        state.limiter.failed(source.ip());
+    }
+}
+
+async fn open(
+    State(state): State<AppState>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    ApiJson(request): ApiJson<OpenRequest>,
+) -> Result<Json<OpenResponse>, ApiError> {
+    limit(&state, source)?;
+    let count = request.requests.len() as u64;
+    let issuer = state.issuer.clone();
+    // The opening runs in its own task: a client that goes away cannot cut it between the
+    // charge and the record.
+    let outcome = tokio::spawn(async move { issuer.open_card(request).await })
+        .await
+        .unwrap_or_else(|e| Err(OpenError::Internal(e.into())));
+    match outcome {
+        Ok(resp) => {
+            state.metrics.openings.fetch_add(1, Ordering::Relaxed);
+            state
+                .metrics
+                .tokens_signed
+                .fetch_add(count, Ordering::Relaxed);
+            Ok(Json(resp))
+        }
+        Err(e) => {
+            count_failure(&state, source, &e);
+            Err(e.into())
+        }
+    }
+}
+
+async fn balance(
+    State(state): State<AppState>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    ApiJson(request): ApiJson<BalanceRequest>,
+) -> Result<Json<BalanceResponse>, ApiError> {
+    limit(&state, source)?;
+    state
+        .issuer
+        .balance(&request.card_code)
+        .await
+        .map(Json)
+        .map_err(|e| {
+            count_failure(&state, source, &e);
+            e.into()
+        })
+}
+
+async fn replay(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ReplayRequest>,
+) -> Result<Json<ReplayResponse>, ApiError> {
+    state
+        .issuer
+        .replay(&request.request_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_request",
+                "no opening has this request id",
+            )
+        })
+}
+
+/// A running issuer service.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds the listener for an opened issuer (port 0 picks a free port).
+    pub async fn new(issuer: Arc<Issuer>) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let listen = issuer.config().listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let limiter = Arc::new(RateLimiter::new(issuer.config().rate_limit.clone()));
+        Ok(Self {
+            listener,
+            state: AppState {
+                issuer,
+                limiter,
+                metrics: Arc::default(),
+            },
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`; reports issuance every `report_secs` and once more on the way
+    /// out, flushes the ledger outbox and reloads keys every minute.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let issuer = self.state.issuer.clone();
+        let report_every = Duration::from_secs(issuer.config().report_secs.max(1));
+        let background = tokio::spawn({
+            let issuer = issuer.clone();
+            async move {
+                let mut report = tokio::time::interval(report_every);
+                let mut upkeep = tokio::time::interval(Duration::from_secs(60));
+                report.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = report.tick() => {
+                            if let Err(e) = issuer.report_issuance().await {
+                                tracing::warn!(error = ?e, "issuance report not sent; will retry");
+                            }
+                        }
+                        _ = upkeep.tick() => {
+                            if let Err(e) = issuer.flush_outbox().await {
+                                tracing::warn!(error = ?e, "ledger outbox not flushed; will retry");
+                            }
+                            if let Err(e) = issuer.reload_keys().await {
+                                tracing::warn!(error = ?e, "key reload failed");
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        background.abort();
+        if let Err(e) = issuer.report_issuance().await {
+            tracing::warn!(error = ?e, "final issuance report not sent; it stays queued");
+        }
+        result
+    }
+}

@@ -1,0 +1,233 @@
+//! The issuer's storage: cards (hashed), openings, keys, issuance counters and the outbox of
+//! ledger requests. One trait; SQLite is the implementation today.
+
+mod sqlite;
+
+pub use sqlite::SqliteIssuerStore;
+
+use async_trait::async_trait;
+use scrip_spec::issuance::{CardState, RequestId};
+use scrip_spec::{TokenKeyId, TokenKeyInfo, UnixSeconds};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A storage failure; its detail is for the operator's log only.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// Stored data does not decode.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The URL is not supported.
+    #[error("unsupported issuer database URL: use sqlite://PATH")]
+    UnsupportedUrl,
+}
+
+/// A card as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRecord {
+    /// Its batch.
+    pub batch_id: String,
+    /// Position in the batch.
+    pub serial: u64,
+    /// Face value.
+    pub value: u64,
+    /// Credits left.
+    pub remaining: u64,
+    /// State.
+    pub state: CardState,
+}
+
+/// A batch and how many of its cards are in each state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchSummary {
+    /// Batch id.
+    pub batch_id: String,
+    /// Face value of each card.
+    pub value: u64,
+    /// Cards in it.
+    pub count: u64,
+    /// `minted`, `activating` (sale recorded, ledger not yet confirmed) or `active`.
+    pub state: String,
+    /// Cards per state.
+    pub cards: Vec<(String, u64)>,
+    /// Credits left over all its cards.
+    pub remaining_credits: u64,
+}
+
+/// A recorded opening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpeningRecord {
+    /// The card it charged.
+    pub card_hash: [u8; 32],
+    /// Canonical bytes of the requests.
+    pub requests: Vec<u8>,
+    /// Canonical bytes of the responses.
+    pub responses: Vec<u8>,
+}
+
+/// What committing an opening did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Charged and recorded; credits left.
+    Committed {
+        /// Credits left.
+        remaining: u64,
+    },
+    /// The card cannot pay: credits left.
+    InsufficientCredits {
+        /// Credits left.
+        remaining: u64,
+    },
+    /// Unknown, minted, used up or void.
+    InvalidCard,
+    /// The request id was recorded meanwhile (a concurrent repeat).
+    AlreadyRecorded,
+}
+
+/// A new opening to commit.
+#[derive(Debug, Clone)]
+pub struct NewOpening<'a> {
+    /// Its id.
+    pub request_id: &'a RequestId,
+    /// The card's hash.
+    pub card_hash: &'a [u8; 32],
+    /// Total price.
+    pub price: u64,
+    /// Canonical bytes of the requests.
+    pub requests: &'a [u8],
+    /// Canonical bytes of the responses.
+    pub responses: &'a [u8],
+    /// Tokens per key, for the issuance counters.
+    pub per_key: &'a [(TokenKeyId, u64)],
+    /// Now.
+    pub now: UnixSeconds,
+}
+
+/// A key as stored.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// Metadata.
+    pub info: TokenKeyInfo,
+    /// Where the private key is.
+    pub pem_path: String,
+    /// Whether the ledger accepted the announcement.
+    pub announced: bool,
+}
+
+/// What to do when an outbox request is acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSuccess {
+    /// Mark a batch active.
+    ActivateBatch {
+        /// The batch.
+        batch_id: String,
+    },
+    /// Nothing more (issuance reports: the counters were moved when the request was queued).
+    Nothing,
+}
+
+/// A queued ledger request.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    /// Its id.
+    pub id: i64,
+    /// The signed request, JSON.
+    pub request: String,
+    /// What to do once acknowledged.
+    pub on_success: OnSuccess,
+}
+
+/// The issuer's store.
+#[async_trait]
+pub trait IssuerStore: Send + Sync + 'static {
+    /// Creates a batch of minted cards from their code hashes.
+    async fn create_batch(
+        &self,
+        batch_id: &str,
+        value: u64,
+        hashes: &[[u8; 32]],
+        now: UnixSeconds,
+    ) -> Result<(), StoreError>;
+
+    /// Batches with their per-state counts, oldest first.
+    async fn batches(&self) -> Result<Vec<BatchSummary>, StoreError>;
+
+    /// Moves a batch from `from` to `to` (and its cards along, for activation); `false` if the
+    /// batch was not in `from`. With `queue`, the outbox item is added in the same transaction.
+    async fn set_batch_state(
+        &self,
+        batch_id: &str,
+        from: &str,
+        to: &str,
+        queue: Option<(&str, &OnSuccess)>,
+        now: UnixSeconds,
+    ) -> Result<bool, StoreError>;
+
+    /// A card by its code hash.
+    async fn card(&self, hash: &[u8; 32]) -> Result<Option<CardRecord>, StoreError>;
+
+    /// Voids a card; `false` if unknown or already void.
+    async fn void_card(&self, hash: &[u8; 32]) -> Result<bool, StoreError>;
+
+    /// Voids every card of a batch not yet used or void; how many.
+    async fn void_batch(&self, batch_id: &str) -> Result<u64, StoreError>;
+
+    /// A recorded opening.
+    async fn opening(&self, id: &RequestId) -> Result<Option<OpeningRecord>, StoreError>;
+
+    /// Charges the card and records the opening, in one transaction.
+    async fn commit_opening(&self, opening: NewOpening<'_>) -> Result<CommitOutcome, StoreError>;
+
+    /// Records a new key (not yet announced).
+    async fn insert_key(&self, key: &StoredKey, now: UnixSeconds) -> Result<(), StoreError>;
+
+    /// Marks a key announced.
+    async fn mark_announced(&self, id: &TokenKeyId) -> Result<(), StoreError>;
+
+    /// Every key.
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Moves the pending issuance counts into outbox items built by `sign` (key, count, since),
+    /// in one transaction, so a count is reported exactly once.
+    async fn queue_issuance_reports(
+        &self,
+        sign: &(dyn Fn(TokenKeyId, u64, UnixSeconds) -> String + Send + Sync),
+        now: UnixSeconds,
+    ) -> Result<usize, StoreError>;
+
+    /// Pending issuance counts.
+    async fn pending_issuance(&self) -> Result<Vec<(TokenKeyId, u64)>, StoreError>;
+
+    /// The outbox, oldest first.
+    async fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Replaces an item's request (re-signed after it went stale).
+    async fn update_outbox(&self, id: i64, request: &str) -> Result<(), StoreError>;
+
+    /// Removes an acknowledged item and applies its follow-up, in one transaction.
+    async fn complete_outbox(&self, item: &OutboxItem) -> Result<(), StoreError>;
+}
+
+/// Opens the store a URL names.
+pub async fn connect(url: &str) -> Result<Arc<dyn IssuerStore>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteIssuerStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

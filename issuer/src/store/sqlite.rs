@@ -1,0 +1,418 @@
+//! The issuer's store in a SQLite file (WAL, fsync per commit).
+
+use super::{
+    BatchSummary, CardRecord, CommitOutcome, IssuerStore, NewOpening, OnSuccess, OpeningRecord,
+    OutboxItem, StoreError, StoredKey, to_i64, to_u64,
+};
+use async_trait::async_trait;
+use scrip_spec::issuance::{CardState, RequestId};
+use scrip_spec::{TokenKeyId, TokenKeyInfo, UnixSeconds};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row as _, SqlitePool};
+use std::str::FromStr as _;
+use std::time::Duration;
+
+/// The issuer's SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteIssuerStore {
+    pool: SqlitePool,
+}
+
+impl SqliteIssuerStore {
+    /// Opens (creating if needed) and migrates.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn hash32(bytes: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(what.to_owned()))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+async fn insert_outbox(
+    tx: &mut Tx<'_>,
+    request: &str,
+    on_success: &OnSuccess,
+    now: UnixSeconds,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO outbox (request, on_success, created_at) VALUES (?, ?, ?)")
+        .bind(request)
+        .bind(json(on_success))
+        .bind(to_i64(now))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+// Write transactions start with BEGIN IMMEDIATE: they take the write lock up front, so two
+// writers queue on busy_timeout instead of failing when a reader upgrades to a writer.
+#[async_trait]
+impl IssuerStore for SqliteIssuerStore {
+    async fn create_batch(
+        &self,
+        batch_id: &str,
+        value: u64,
+        hashes: &[[u8; 32]],
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO batches (batch_id, value, count, state, created_at) VALUES (?, ?, ?, 'minted', ?)",
+        )
+        .bind(batch_id)
+        .bind(to_i64(value))
+        .bind(to_i64(hashes.len() as u64))
+        .bind(to_i64(now))
+        .execute(&mut *tx)
+        .await?;
+        for (serial, hash) in hashes.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO cards (code_hash, batch_id, serial, value, remaining, state) \
+                 VALUES (?, ?, ?, ?, ?, 'minted')",
+            )
+            .bind(&hash[..])
+            .bind(batch_id)
+            .bind(to_i64(serial as u64 + 1))
+            .bind(to_i64(value))
+            .bind(to_i64(value))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn batches(&self) -> Result<Vec<BatchSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT b.batch_id, b.value, b.count, b.state, c.state, COUNT(c.code_hash), \
+             COALESCE(SUM(c.remaining), 0) \
+             FROM batches b JOIN cards c ON c.batch_id = b.batch_id \
+             GROUP BY b.batch_id, c.state ORDER BY b.created_at, b.batch_id, c.state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<BatchSummary> = Vec::new();
+        for row in rows {
+            let id: String = row.get(0);
+            if out.last().is_none_or(|b| b.batch_id != id) {
+                out.push(BatchSummary {
+                    batch_id: id,
+                    value: to_u64(row.get(1)),
+                    count: to_u64(row.get(2)),
+                    state: row.get(3),
+                    cards: Vec::new(),
+                    remaining_credits: 0,
+                });
+            }
+            if let Some(b) = out.last_mut() {
+                b.cards.push((row.get(4), to_u64(row.get(5))));
+                b.remaining_credits += to_u64(row.get(6));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_batch_state(
+        &self,
+        batch_id: &str,
+        from: &str,
+        to: &str,
+        queue: Option<(&str, &OnSuccess)>,
+        now: UnixSeconds,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query("UPDATE batches SET state = ? WHERE batch_id = ? AND state = ?")
+            .bind(to)
+            .bind(batch_id)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if to == "active" {
+            sqlx::query(
+                "UPDATE cards SET state = 'active' WHERE batch_id = ? AND state = 'minted'",
+            )
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((request, on_success)) = queue {
+            insert_outbox(&mut tx, request, on_success, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn card(&self, hash: &[u8; 32]) -> Result<Option<CardRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT batch_id, serial, value, remaining, state FROM cards WHERE code_hash = ?",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let state: String = row.get(4);
+            Ok(CardRecord {
+                batch_id: row.get(0),
+                serial: to_u64(row.get(1)),
+                value: to_u64(row.get(2)),
+                remaining: to_u64(row.get(3)),
+                state: CardState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("card state {state}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn void_card(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE cards SET state = 'void', remaining = 0 WHERE code_hash = ? AND state <> 'void'",
+        )
+        .bind(&hash[..])
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn void_batch(&self, batch_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE cards SET state = 'void', remaining = 0 \
+             WHERE batch_id = ? AND state NOT IN ('void', 'used')",
+        )
+        .bind(batch_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn opening(&self, id: &RequestId) -> Result<Option<OpeningRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT card_hash, requests, responses FROM openings WHERE request_id = ?")
+                .bind(&id.0[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|row| {
+            let hash: Vec<u8> = row.get(0);
+            Ok(OpeningRecord {
+                card_hash: hash32(&hash, "opening card hash")?,
+                requests: row.get(1),
+                responses: row.get(2),
+            })
+        })
+        .transpose()
+    }
+
+    async fn commit_opening(&self, o: NewOpening<'_>) -> Result<CommitOutcome, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let seen: Option<i64> = sqlx::query_scalar("SELECT 1 FROM openings WHERE request_id = ?")
+            .bind(&o.request_id.0[..])
+            .fetch_optional(&mut *tx)
+            .await?;
+        if seen.is_some() {
+            return Ok(CommitOutcome::AlreadyRecorded);
+        }
+        // The conditional update is the whole check: state and credits are re-read inside the
+        // transaction, so two concurrent openings can never spend the same credits.
+        let remaining: Option<i64> = sqlx::query_scalar(
+            "UPDATE cards SET remaining = remaining - ?1, \
+             state = CASE WHEN remaining - ?1 = 0 THEN 'used' ELSE 'opened' END \
+             WHERE code_hash = ?2 AND state IN ('active', 'opened') AND remaining >= ?1 \
+             RETURNING remaining",
+        )
+        .bind(to_i64(o.price))
+        .bind(&o.card_hash[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(remaining) = remaining else {
+            let row: Option<(i64, String)> =
+                sqlx::query_as("SELECT remaining, state FROM cards WHERE code_hash = ?")
+                    .bind(&o.card_hash[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Ok(match row {
+                Some((remaining, state)) if state == "active" || state == "opened" => {
+                    CommitOutcome::InsufficientCredits {
+                        remaining: to_u64(remaining),
+                    }
+                }
+                _ => CommitOutcome::InvalidCard,
+            });
+        };
+        sqlx::query(
+            "INSERT INTO openings (request_id, card_hash, price, requests, responses, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&o.request_id.0[..])
+        .bind(&o.card_hash[..])
+        .bind(to_i64(o.price))
+        .bind(o.requests)
+        .bind(o.responses)
+        .bind(to_i64(o.now))
+        .execute(&mut *tx)
+        .await?;
+        for (key, count) in o.per_key {
+            sqlx::query(
+                "INSERT INTO issuance_pending (key_id, count, since) VALUES (?, ?, ?) \
+                 ON CONFLICT (key_id) DO UPDATE SET count = count + excluded.count",
+            )
+            .bind(&key.0[..])
+            .bind(to_i64(*count))
+            .bind(to_i64(o.now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(CommitOutcome::Committed {
+            remaining: to_u64(remaining),
+        })
+    }
+
+    async fn insert_key(&self, key: &StoredKey, now: UnixSeconds) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO token_keys (key_id, kind, info, pem_path, announced, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.info.public_key.id().0[..])
+        .bind(key.info.kind.as_str())
+        .bind(json(&key.info))
+        .bind(&key.pem_path)
+        .bind(key.announced)
+        .bind(to_i64(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_announced(&self, id: &TokenKeyId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE token_keys SET announced = 1 WHERE key_id = ?")
+            .bind(&id.0[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        sqlx::query("SELECT info, pem_path, announced FROM token_keys ORDER BY created_at, kind")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let info: String = row.get(0);
+                Ok(StoredKey {
+                    info: serde_json::from_str::<TokenKeyInfo>(&info)
+                        .map_err(|_| StoreError::Corrupt("token key info".into()))?,
+                    pem_path: row.get(1),
+                    announced: row.get(2),
+                })
+            })
+            .collect()
+    }
+
+    async fn queue_issuance_reports(
+        &self,
+        sign: &(dyn Fn(TokenKeyId, u64, UnixSeconds) -> String + Send + Sync),
+        now: UnixSeconds,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query("SELECT key_id, count, since FROM issuance_pending WHERE count > 0")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &rows {
+            let id: Vec<u8> = row.get(0);
+            let key = TokenKeyId(hash32(&id, "pending key id")?);
+            let request = sign(key, to_u64(row.get(1)), to_u64(row.get(2)));
+            insert_outbox(&mut tx, &request, &OnSuccess::Nothing, now).await?;
+        }
+        sqlx::query("DELETE FROM issuance_pending")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    async fn pending_issuance(&self) -> Result<Vec<(TokenKeyId, u64)>, StoreError> {
+        sqlx::query("SELECT key_id, count FROM issuance_pending ORDER BY key_id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let id: Vec<u8> = row.get(0);
+                Ok((
+                    TokenKeyId(hash32(&id, "pending key id")?),
+                    to_u64(row.get(1)),
+                ))
+            })
+            .collect()
+    }
+
+    async fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        sqlx::query("SELECT id, request, on_success FROM outbox ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let on_success: String = row.get(2);
+                Ok(OutboxItem {
+                    id: row.get(0),
+                    request: row.get(1),
+                    on_success: serde_json::from_str(&on_success)
+                        .map_err(|_| StoreError::Corrupt("outbox follow-up".into()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_outbox(&self, id: i64, request: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET request = ? WHERE id = ?")
+            .bind(request)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn complete_outbox(&self, item: &OutboxItem) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ?")
+            .bind(item.id)
+            .execute(&mut *tx)
+            .await?;
+        if let OnSuccess::ActivateBatch { batch_id } = &item.on_success {
+            sqlx::query(
+                "UPDATE batches SET state = 'active' WHERE batch_id = ? AND state = 'activating'",
+            )
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE cards SET state = 'active' WHERE batch_id = ? AND state = 'minted'",
+            )
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

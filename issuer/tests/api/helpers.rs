@@ -1,0 +1,177 @@
+//! Spawns a ledger and an issuer on port 0 with fresh databases.
+
+use reqwest::StatusCode;
+use scrip_issuer::config::RateLimitConfig;
+use scrip_issuer::{Application, Issuer, IssuerConfig};
+use scrip_ledger::Ledger;
+use scrip_spec::issuance::{KeyedTokenRequest, OpenRequest, RequestId};
+use scrip_spec::ledger::{Genesis, OperatorInfo, Role};
+use scrip_spec::{
+    Catalog, OperatorKey, PendingToken, Token, TokenChallenge, TokenKeyInfo, WalletSeed, blind,
+    finalize,
+};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub struct TestIssuer {
+    pub base: String,
+    pub ledger_base: String,
+    pub issuer: Arc<Issuer>,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn spawn(rate_limit: RateLimitConfig) -> TestIssuer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger_key = OperatorKey::generate();
+    let op = OperatorKey::generate();
+    std::fs::write(dir.path().join("op.key"), op.to_text().as_bytes()).expect("key");
+    let genesis = Genesis {
+        ledger_name: "issuer test".into(),
+        ledger_key: ledger_key.id(),
+        created_at: scrip_ledger::service::now(),
+        operators: vec![OperatorInfo {
+            name: "op-a".into(),
+            id: op.id(),
+            roles: vec![Role::Issuer, Role::Redeemer],
+        }],
+        catalog: Catalog::standard(),
+    };
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let store = scrip_ledger::connect(&url).await.expect("ledger store");
+    let ledger = Arc::new(
+        Ledger::init(store, ledger_key, genesis)
+            .await
+            .expect("genesis"),
+    );
+    let ledger_app =
+        scrip_ledger::Application::from_ledger(ledger, "127.0.0.1:0".parse().expect("addr"), 3600)
+            .await
+            .expect("bind ledger");
+    let ledger_base = format!("http://{}", ledger_app.local_addr().expect("addr"));
+    tokio::spawn(ledger_app.run_until(std::future::pending()));
+
+    let config = IssuerConfig {
+        name: "op-a".into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database: format!("sqlite://{}", dir.path().join("issuer.db").display()),
+        operator_key_file: dir.path().join("op.key"),
+        keys_dir: dir.path().join("keys"),
+        ledger_url: ledger_base.clone(),
+        issue_days: 7,
+        redeem_days: 14,
+        forget_days: 7,
+        report_secs: 3600,
+        rate_limit,
+    };
+    let issuer = Arc::new(Issuer::open(config).await.expect("issuer"));
+    issuer.rotate_keys().await.expect("rotate keys");
+    let app = Application::new(issuer.clone()).await.expect("bind issuer");
+    let base = format!("http://{}", app.local_addr().expect("addr"));
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestIssuer {
+        base,
+        ledger_base,
+        issuer,
+        client: reqwest::Client::new(),
+        dir,
+    }
+}
+
+pub fn default_limits() -> RateLimitConfig {
+    RateLimitConfig {
+        window_secs: 60,
+        per_source: 1000,
+        global: 1000,
+    }
+}
+
+/// A wallet's side of an opening: blinded requests for `kinds` from counter `first`.
+pub struct Opening {
+    pub request: OpenRequest,
+    pub pending: Vec<PendingToken>,
+    pub keys: Vec<TokenKeyInfo>,
+}
+
+impl TestIssuer {
+    pub async fn key(&self, kind: &str) -> TokenKeyInfo {
+        self.issuer
+            .public_keys()
+            .keys
+            .into_iter()
+            .find(|k| k.kind.as_str() == kind)
+            .expect("a key of this kind")
+    }
+
+    /// Mints and activates `count` cards of `value`; returns their printed codes.
+    pub async fn cards(&self, value: u64, count: usize) -> Vec<String> {
+        let (batch, codes) = self.issuer.mint_cards(value, count).await.expect("mint");
+        assert!(self.issuer.activate_batch(&batch).await.expect("activate"));
+        codes.iter().map(ToString::to_string).collect()
+    }
+
+    pub async fn opening(
+        &self,
+        seed: &WalletSeed,
+        first: u64,
+        code: &str,
+        kinds: &[&str],
+    ) -> Opening {
+        let challenge = TokenChallenge::for_issuer("op-a").expect("challenge");
+        let mut requests = Vec::new();
+        let mut pending = Vec::new();
+        let mut keys = Vec::new();
+        for (j, kind) in kinds.iter().enumerate() {
+            let key = self.key(kind).await;
+            let (req, p) =
+                blind(seed, first + j as u64, &key.public_key, &challenge).expect("blind");
+            requests.push(KeyedTokenRequest {
+                token_key_id: key.public_key.id(),
+                token_request: req,
+            });
+            pending.push(p);
+            keys.push(key);
+        }
+        let mut id = [0u8; 32];
+        rand::fill(&mut id);
+        Opening {
+            request: OpenRequest {
+                card_code: code.into(),
+                request_id: RequestId(id),
+                requests,
+            },
+            pending,
+            keys,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Finalizes the responses of an opening into tokens (each checked by `finalize`).
+pub fn tokens(opening: &Opening, body: &Value) -> Vec<Token> {
+    let responses: Vec<scrip_spec::TokenResponse> =
+        serde_json::from_value(body["responses"].clone()).expect("responses");
+    assert_eq!(responses.len(), opening.pending.len());
+    opening
+        .pending
+        .iter()
+        .zip(&responses)
+        .zip(&opening.keys)
+        .map(|((p, r), k)| finalize(&k.public_key, p, r).expect("a valid signature"))
+        .collect()
+}
+
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}

@@ -1,0 +1,6 @@
+//! The issuer over HTTP, with a real ledger on loopback: cards, keys, openings, repeats,
+//! refusals, rate limits, reports.
+
+mod helpers;
+mod opening;
+mod refusals;

@@ -1,0 +1,206 @@
+use crate::helpers::{code, default_limits, spawn, tokens};
+use reqwest::StatusCode;
+use scrip_spec::{TokenChallenge, WalletSeed, verify_token};
+use std::os::unix::fs::PermissionsExt as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_a_card_in_parts_and_repeat_without_charge() {
+    let t = spawn(default_limits()).await;
+    let card = &t.cards(30, 1).await[0];
+    let seed = WalletSeed::generate();
+
+    // Every key file is owner-only.
+    for entry in std::fs::read_dir(t.dir.path().join("keys")).expect("keys dir") {
+        let mode = entry
+            .expect("entry")
+            .metadata()
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // queue (10) + chunk-1m (4) = 14 of 30.
+    let first = t.opening(&seed, 0, card, &["queue", "chunk-1m"]).await;
+    let (status, body) = t.post("/v1/cards/open", &first.request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["remaining_credits"], 16);
+    let toks = tokens(&first, &body);
+    let challenge = TokenChallenge::for_issuer("op-a").expect("challenge");
+    for (tok, key) in toks.iter().zip(&first.keys) {
+        verify_token(&key.public_key, &challenge, tok).expect("verifies");
+    }
+
+    // The same request again: same signatures, nothing charged.
+    let (status, again) = t.post("/v1/cards/open", &first.request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["responses"], body["responses"]);
+    assert_eq!(again["remaining_credits"], 16);
+
+    // The same id with other content is refused.
+    let mut other = t.opening(&seed, 2, card, &["chunk-64k"]).await;
+    other.request.request_id = first.request.request_id;
+    let (status, err) = t.post("/v1/cards/open", &other.request).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "request_id_reused")
+    );
+
+    // Too expensive: refused, nothing charged.
+    let big = t.opening(&seed, 2, card, &["queue", "queue"]).await;
+    let (status, err) = t.post("/v1/cards/open", &big.request).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_credits")
+    );
+    assert_eq!(err["error"]["remaining_credits"], 16);
+
+    // The rest: queue (10) + 3 × chunk-256k (2) = 16: the card is used up.
+    let last = t
+        .opening(
+            &seed,
+            2,
+            card,
+            &["queue", "chunk-256k", "chunk-256k", "chunk-256k"],
+        )
+        .await;
+    let (status, body) = t.post("/v1/cards/open", &last.request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["remaining_credits"], 0);
+    tokens(&last, &body);
+    let (_, balance) = t
+        .post("/v1/cards/balance", &serde_json::json!({"card_code": card}))
+        .await;
+    assert_eq!(
+        balance,
+        serde_json::json!({"state": "used", "value": 30, "remaining_credits": 0})
+    );
+    // A used card still answers repeats of its openings.
+    assert_eq!(
+        t.post("/v1/cards/open", &first.request).await.0,
+        StatusCode::OK
+    );
+    let fresh = t.opening(&seed, 6, card, &["chunk-64k"]).await;
+    let (status, err) = t.post("/v1/cards/open", &fresh.request).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "invalid_card")
+    );
+
+    // Replay for a restoring wallet.
+    let (status, replay) = t
+        .post(
+            "/v1/requests/replay",
+            &serde_json::json!({"request_id": first.request.request_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replay["responses"], again["responses"]);
+    let (status, err) = t
+        .post(
+            "/v1/requests/replay",
+            &serde_json::json!({"request_id": scrip_spec::issuance::RequestId([0; 32])}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "unknown_request")
+    );
+
+    // Issuance goes to the ledger as aggregates per key: 6 tokens over 4 kinds here.
+    assert!(t.issuer.report_issuance().await.expect("report") >= 3);
+    let ledger = scrip_ledger::LedgerClient::new(&t.ledger_base);
+    let totals = ledger.totals().await.expect("totals");
+    assert_eq!(totals.keys.iter().map(|k| k.issued).sum::<u64>(), 6);
+    assert_eq!(totals.issuers[0].credits_sold, 30);
+    assert_eq!(t.issuer.report_issuance().await.expect("nothing new"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_openings_never_overspend_a_card() {
+    let t = spawn(default_limits()).await;
+    let card = t.cards(50, 1).await.remove(0);
+    let seed = WalletSeed::generate();
+    // Ten openings of one queue token (10 credits) each race for a card worth five.
+    let mut tasks = Vec::new();
+    for i in 0..10u64 {
+        let opening = t.opening(&seed, i, &card, &["queue"]).await;
+        let client = t.client.clone();
+        let url = format!("{}/v1/cards/open", t.base);
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&opening.request)
+                .send()
+                .await
+                .expect("send")
+                .status()
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            StatusCode::OK => ok += 1,
+            s => assert!(
+                s == StatusCode::UNPROCESSABLE_ENTITY || s == StatusCode::FORBIDDEN,
+                "{s}"
+            ),
+        }
+    }
+    assert_eq!(ok, 5, "exactly the card's value was sold");
+    let (_, balance) = t
+        .post("/v1/cards/balance", &serde_json::json!({"card_code": card}))
+        .await;
+    assert_eq!(balance["remaining_credits"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minted_batch_is_not_for_sale_until_activated() {
+    let t = spawn(default_limits()).await;
+    let (batch, codes) = t.issuer.mint_cards(20, 2).await.expect("mint");
+    let code0 = codes[0].to_string();
+    let opening = t
+        .opening(&WalletSeed::generate(), 0, &code0, &["chunk-64k"])
+        .await;
+    let (status, err) = t.post("/v1/cards/open", &opening.request).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "invalid_card")
+    );
+    let (status, _) = t
+        .post(
+            "/v1/cards/balance",
+            &serde_json::json!({"card_code": code0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(t.issuer.activate_batch(&batch).await.expect("activate"));
+    assert!(
+        t.issuer.activate_batch(&batch).await.is_err(),
+        "activating twice is refused"
+    );
+    assert_eq!(
+        t.post("/v1/cards/open", &opening.request).await.0,
+        StatusCode::OK
+    );
+    // Void the other card: it can no longer be opened, and says so in its balance.
+    assert!(
+        t.issuer
+            .store()
+            .void_card(&codes[1].storage_hash())
+            .await
+            .expect("void")
+    );
+    let (_, balance) = t
+        .post(
+            "/v1/cards/balance",
+            &serde_json::json!({"card_code": codes[1].to_string()}),
+        )
+        .await;
+    assert_eq!(balance["state"], "void");
+    let ledger = scrip_ledger::LedgerClient::new(&t.ledger_base);
+    assert_eq!(
+        ledger.totals().await.expect("totals").issuers[0].cards_sold,
+        2
+    );
+}
