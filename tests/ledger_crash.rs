@@ -1,76 +1,12 @@
 //! `scrip ledger init` and `serve` as real processes: a ledger killed with SIGKILL while
 //! spends are in flight, restarted, has lost no acknowledged spend and accepts no second one.
 
+mod common;
+
+use common::{ledger_setup, now, serve};
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
-use scrip_spec::{Nullifier, OperatorKey, TokenKeyInfo, TokenSecretKey};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-fn scrip(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_scrip"))
-        .args(args)
-        .output()
-        .expect("scrip runs")
-}
-
-fn keygen(dir: &std::path::Path, name: &str) -> OperatorKey {
-    let path = dir.join(format!("{name}.key"));
-    let out = scrip(&["operator", "keygen", "--out", path.to_str().expect("utf-8")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    OperatorKey::from_text(&std::fs::read_to_string(path).expect("key file")).expect("key")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn serve(config: &std::path::Path, base: &str) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_scrip"))
-        .args([
-            "ledger",
-            "serve",
-            "--config",
-            config.to_str().expect("utf-8"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ledger");
-    let server = Server(child);
-    for _ in 0..200 {
-        if reqwest::get(format!("{base}/healthz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the ledger did not come up");
-}
+use scrip_spec::{Nullifier, TokenKeyInfo, TokenSecretKey};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_under_spend_load_loses_no_acknowledged_spend_sqlite() {
@@ -104,62 +40,9 @@ async fn sigkill_under_spend_load_loses_no_acknowledged_spend_postgres() {
 }
 
 async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
-    let _ledger_key = keygen(d, "ledger");
-    let issuer = keygen(d, "issuer");
-    let relay = keygen(d, "relay");
-    std::fs::write(
-        d.join("genesis.toml"),
-        format!(
-            "ledger_name = \"crash test\"\n\
-             [[operators]]\nname = \"issuer\"\nid = \"{}\"\nroles = [\"issuer\"]\n\
-             [[operators]]\nname = \"relay\"\nid = \"{}\"\nroles = [\"redeemer\"]\n",
-            issuer.id(),
-            relay.id()
-        ),
-    )
-    .expect("genesis");
-    let out = scrip(&[
-        "ledger",
-        "init",
-        "--genesis",
-        d.join("genesis.toml").to_str().expect("utf-8"),
-        "--key",
-        d.join("ledger.key").to_str().expect("utf-8"),
-        "--database",
-        db,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let again = scrip(&[
-        "ledger",
-        "init",
-        "--genesis",
-        d.join("genesis.toml").to_str().expect("utf-8"),
-        "--key",
-        d.join("ledger.key").to_str().expect("utf-8"),
-        "--database",
-        db,
-    ]);
-    assert!(
-        !again.status.success(),
-        "a second init must not overwrite the ledger"
-    );
-
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let config = d.join("ledger.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nkey_file = \"{}\"\n",
-            d.join("ledger.key").display()
-        ),
-    )
-    .expect("config");
-    let mut server = serve(&config, &base).await;
+    let setup = ledger_setup(d, db);
+    let (issuer, relay, config, base) = (setup.issuer, setup.relay, setup.config, setup.base);
+    let mut server = serve("ledger", &config, &base).await;
     let client = reqwest::Client::new();
     let info: serde_json::Value = client
         .get(format!("{base}/v1/info"))
@@ -255,7 +138,7 @@ async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
         "some spends were acknowledged before the kill"
     );
 
-    let _server = serve(&config, &base).await;
+    let _server = serve("ledger", &config, &base).await;
     for n in &acknowledged {
         let path = format!(
             "{base}/v1/nullifiers/{}",
