@@ -3,6 +3,7 @@
 mod issuer;
 mod ledger;
 mod operator;
+mod redeemer;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ enum Command {
     /// An issuing operator: gift cards, token keys, the signing service.
     #[command(subcommand)]
     Issuer(issuer::IssuerCommand),
+    /// A relay's side: the redeemer sidecar, and an example relay.
+    #[command(subcommand)]
+    Redeemer(redeemer::RedeemerCommand),
 }
 
 /// The async runtime for the service commands.
@@ -70,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Operator(cmd) => operator::run(cmd),
         Command::Ledger(cmd) => runtime().and_then(|rt| rt.block_on(ledger::run(cmd))),
         Command::Issuer(cmd) => runtime().and_then(|rt| rt.block_on(issuer::run(cmd))),
+        Command::Redeemer(cmd) => runtime().and_then(|rt| rt.block_on(redeemer::run(cmd))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

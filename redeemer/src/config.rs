@@ -1,0 +1,122 @@
+//! The redeemer's configuration: TOML with `SCRIP_REDEEMER_*` environment overrides.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// When a grant is handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Only after the ledger has committed the spend (the default).
+    #[default]
+    Strict,
+    /// After the local checks; the spend follows in the next batch, and a grant whose spend
+    /// the ledger refuses is revoked.
+    Optimistic,
+}
+
+/// `scrip redeemer serve` settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemerConfig {
+    /// The operator's name on the ledger.
+    pub name: String,
+    /// Where to listen; loopback by default (`SCRIP_REDEEMER_LISTEN`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (`SCRIP_REDEEMER_DATABASE`).
+    pub database: String,
+    /// The operator's Ed25519 key file.
+    pub operator_key_file: PathBuf,
+    /// The ledger's base URL (`SCRIP_REDEEMER_LEDGER_URL`).
+    pub ledger_url: String,
+    /// Strict or optimistic.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Seconds a grant stays valid.
+    #[serde(default = "default_grant_ttl")]
+    pub grant_ttl_secs: u64,
+    /// Most spends in one ledger request.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    /// Longest wait, in milliseconds, for a batch to fill.
+    #[serde(default = "default_batch_wait_ms")]
+    pub batch_wait_ms: u64,
+    /// Seconds between refreshes of the key directory.
+    #[serde(default = "default_key_refresh")]
+    pub key_refresh_secs: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7600))
+}
+fn default_grant_ttl() -> u64 {
+    300
+}
+fn default_batch_max() -> usize {
+    1000
+}
+fn default_batch_wait_ms() -> u64 {
+    5
+}
+fn default_key_refresh() -> u64 {
+    60
+}
+
+impl RedeemerConfig {
+    /// Reads `path`, then applies the environment overrides.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("cannot read the redeemer configuration {}", path.display())
+        })?;
+        let mut config: Self = toml::from_str(&text)
+            .with_context(|| format!("the redeemer configuration {} is invalid", path.display()))?;
+        config.apply_env(|n| std::env::var(n).ok())?;
+        anyhow::ensure!(
+            (1..=scrip_spec::ledger::MAX_SPEND_BATCH).contains(&config.batch_max),
+            "batch_max must be 1 to {}",
+            scrip_spec::ledger::MAX_SPEND_BATCH
+        );
+        Ok(config)
+    }
+
+    /// Applies `SCRIP_REDEEMER_LISTEN`, `_DATABASE` and `_LEDGER_URL`.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        if let Some(v) = lookup("SCRIP_REDEEMER_LISTEN") {
+            self.listen = v
+                .parse()
+                .context("SCRIP_REDEEMER_LISTEN is not an address")?;
+        }
+        if let Some(v) = lookup("SCRIP_REDEEMER_DATABASE") {
+            self.database = v;
+        }
+        if let Some(v) = lookup("SCRIP_REDEEMER_LEDGER_URL") {
+            self.ledger_url = v;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_strict_and_loopback() {
+        let c: RedeemerConfig = toml::from_str(
+            "name = \"op\"\ndatabase = \"sqlite://r.db\"\noperator_key_file = \"k\"\nledger_url = \"http://l\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.mode, Mode::Strict);
+        assert!(c.listen.ip().is_loopback());
+        let o: RedeemerConfig = toml::from_str(
+            "name = \"op\"\ndatabase = \"d\"\noperator_key_file = \"k\"\nledger_url = \"l\"\nmode = \"optimistic\"\n",
+        )
+        .expect("valid");
+        assert_eq!(o.mode, Mode::Optimistic);
+        assert!(toml::from_str::<RedeemerConfig>("name = \"x\"\nmode = \"yolo\"").is_err());
+    }
+}

@@ -1,0 +1,303 @@
+//! An example relay to copy: it creates message queues and stores file chunks only for a
+//! valid grant, checked with one local HTTP call to the sidecar (`POST /v1/grants/consume`),
+//! exactly as an SMP or XFTP server would (see `spec/INTEGRATION.md`).
+//!
+//! - `POST /queues` with `Authorization: Bearer <grant>` (kind `queue`) → `201 {"queue_id"}`.
+//! - `PUT /chunks/{id}` with the bytes and a grant of the chunk's size class (`chunk-64k`,
+//!   `chunk-256k`, `chunk-1m`, `chunk-4m`) → `201`. Chunks are deleted after their retention
+//!   (48 hours by default).
+//! - `GET /chunks/{id}` → the bytes.
+//!
+//! The relay never sees a token and never logs a grant code.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest chunk: the 4 MiB class.
+pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
+
+/// The size classes, smallest first.
+const CLASSES: [(usize, &str); 4] = [
+    (64 * 1024, "chunk-64k"),
+    (256 * 1024, "chunk-256k"),
+    (1024 * 1024, "chunk-1m"),
+    (MAX_CHUNK, "chunk-4m"),
+];
+
+/// The kind of grant a chunk of `len` bytes needs.
+pub fn chunk_kind(len: usize) -> Option<&'static str> {
+    CLASSES.iter().find(|(max, _)| len <= *max).map(|(_, k)| *k)
+}
+
+/// The relay's settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The sidecar's base URL (loopback).
+    pub sidecar: String,
+    /// Where queues and chunks are kept.
+    pub data_dir: PathBuf,
+    /// How long a chunk is kept.
+    pub chunk_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Relay {
+    config: Arc<RelayConfig>,
+    http: reqwest::Client,
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+impl Relay {
+    /// The one check a relay makes: consume the grant for `kind` at the sidecar.
+    async fn consume(&self, headers: &HeaderMap, kind: &str) -> Result<(), Response> {
+        let grant = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                error(
+                    StatusCode::UNAUTHORIZED,
+                    "grant_required",
+                    "send Authorization: Bearer <grant>",
+                )
+            })?;
+        let resp = self
+            .http
+            .post(format!("{}/v1/grants/consume", self.config.sidecar))
+            .json(&json!({"grant": grant, "kind": kind}))
+            .send()
+            .await
+            .map_err(|_| {
+                tracing::error!("the redeemer sidecar is unreachable");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "cannot check the grant now; retry",
+                )
+            })?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or("refused")
+            .to_owned();
+        // Log the refusal, never the grant.
+        tracing::info!(%status, code, kind, "grant refused");
+        let status = if status.is_server_error() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        Err(error(status, &code, "the grant was refused"))
+    }
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    rand::fill(&mut b);
+    scrip_spec::encoding::b64_encode(b)
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() == 22
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+async fn create_queue(State(relay): State<Relay>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = relay.consume(&headers, "queue").await {
+        return refusal;
+    }
+    let id = new_id();
+    let path = relay.config.data_dir.join("queues").join(&id);
+    if let Err(e) = tokio::fs::write(&path, b"").await {
+        tracing::error!(error = %e, "cannot create queue");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            "cannot create the queue",
+        );
+    }
+    (StatusCode::CREATED, Json(json!({"queue_id": id}))).into_response()
+}
+
+async fn put_chunk(
+    State(relay): State<Relay>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !valid_id(&id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "a chunk id is 22 base64url characters",
+        );
+    }
+    let Some(kind) = chunk_kind(body.len()) else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "chunks are at most 4 MiB",
+        );
+    };
+    let path = relay.config.data_dir.join("chunks").join(&id);
+    if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return error(
+            StatusCode::CONFLICT,
+            "exists",
+            "a chunk with this id exists",
+        );
+    }
+    if let Err(refusal) = relay.consume(&headers, kind).await {
+        return refusal;
+    }
+    if let Err(e) = tokio::fs::write(&path, &body).await {
+        tracing::error!(error = %e, "cannot store chunk");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            "cannot store the chunk",
+        );
+    }
+    (
+        StatusCode::CREATED,
+        Json(json!({"chunk_id": id, "kind": kind})),
+    )
+        .into_response()
+}
+
+async fn get_chunk(State(relay): State<Relay>, Path(id): Path<String>) -> Response {
+    if !valid_id(&id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "a chunk id is 22 base64url characters",
+        );
+    }
+    match tokio::fs::read(relay.config.data_dir.join("chunks").join(&id)).await {
+        Ok(bytes) => bytes.into_response(),
+        Err(_) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such chunk (or expired)",
+        ),
+    }
+}
+
+/// Deletes chunks older than the retention; returns how many.
+pub fn sweep(config: &RelayConfig) -> std::io::Result<usize> {
+    let mut deleted = 0;
+    for entry in std::fs::read_dir(config.data_dir.join("chunks"))? {
+        let entry = entry?;
+        let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+        if age >= config.chunk_ttl {
+            std::fs::remove_file(entry.path())?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// The relay's routes; creates its directories.
+pub fn router(config: RelayConfig) -> std::io::Result<Router> {
+    std::fs::create_dir_all(config.data_dir.join("queues"))?;
+    std::fs::create_dir_all(config.data_dir.join("chunks"))?;
+    let relay = Relay {
+        config: Arc::new(config),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default(),
+    };
+    Ok(Router::new()
+        .route("/queues", post(create_queue))
+        .route("/chunks/{id}", get(get_chunk).put(put_chunk))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_CHUNK))
+        .with_state(relay))
+}
+
+/// Serves the relay on `listener` until `shutdown`, sweeping expired chunks every minute.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: RelayConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(config.clone())?;
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(
+            Duration::from_secs(60).min(config.chunk_ttl.max(Duration::from_secs(1))),
+        );
+        loop {
+            tick.tick().await;
+            match sweep(&config) {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "expired chunks deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "chunk sweep failed"),
+            }
+        }
+    });
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    sweeper.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn size_classes() {
+        assert_eq!(chunk_kind(0), Some("chunk-64k"));
+        assert_eq!(chunk_kind(64 * 1024), Some("chunk-64k"));
+        assert_eq!(chunk_kind(64 * 1024 + 1), Some("chunk-256k"));
+        assert_eq!(chunk_kind(MAX_CHUNK), Some("chunk-4m"));
+        assert_eq!(chunk_kind(MAX_CHUNK + 1), None);
+        assert!(valid_id(&new_id()));
+        assert!(!valid_id("../../etc/passwd"));
+    }
+
+    #[test]
+    fn sweep_deletes_only_expired_chunks() {
+        let dir = std::env::temp_dir().join(format!("scrip-relay-{}", std::process::id()));
+        let config = RelayConfig {
+            sidecar: String::new(),
+            data_dir: dir.clone(),
+            chunk_ttl: Duration::from_secs(3600),
+        };
+        let _routes = router(config.clone()).expect("dirs");
+        let old = dir.join("chunks").join("old");
+        std::fs::write(&old, b"x").expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(7200)))
+            .expect("age");
+        std::fs::write(dir.join("chunks").join("new"), b"y").expect("write");
+        assert_eq!(sweep(&config).expect("sweep"), 1);
+        assert!(!old.exists() && dir.join("chunks").join("new").exists());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,378 @@
+//! The sidecar's HTTP API (PROTOCOL.md section 10): `POST /v1/redeem`,
+//! `POST /v1/grants/consume`, `/healthz`, `/metrics`.
+
+use crate::service::{ConsumeError, RedeemError, Redeemer};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use scrip_spec::{CapacityKind, Token};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Largest body: a token is 354 bytes (472 in base64url).
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// Every handler's error.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Vec<(&'static str, Value)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        for (k, v) in self.extra {
+            error[k] = v;
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<RedeemError> for ApiError {
+    fn from(e: RedeemError) -> Self {
+        use StatusCode as S;
+        let message = e.to_string();
+        match e {
+            RedeemError::UnknownKey => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "unknown_key", message)
+            }
+            RedeemError::KeyNotRedeemable => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "key_not_redeemable", message)
+            }
+            RedeemError::WrongKind { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "wrong_kind", message)
+            }
+            RedeemError::WrongChallenge => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "wrong_challenge", message)
+            }
+            RedeemError::InvalidSignature => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_signature", message)
+            }
+            RedeemError::AlreadySpent {
+                first_spent_at,
+                first_spent_by,
+            } => {
+                let mut err = ApiError::new(S::CONFLICT, "already_spent", message);
+                err.extra = vec![
+                    ("first_spent_at", first_spent_at.into()),
+                    ("first_spent_by", first_spent_by.into()),
+                ];
+                err
+            }
+            RedeemError::LedgerUnavailable => {
+                ApiError::new(S::SERVICE_UNAVAILABLE, "ledger_unavailable", message)
+            }
+            RedeemError::Internal(err) => {
+                tracing::error!(error = ?err, "redemption failed");
+                ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the redeemer could not complete the request; ask the ledger for the token's status before retrying",
+                )
+            }
+        }
+    }
+}
+
+impl From<ConsumeError> for ApiError {
+    fn from(e: ConsumeError) -> Self {
+        use StatusCode as S;
+        let message = e.to_string();
+        match e {
+            ConsumeError::Malformed(_) => ApiError::new(S::BAD_REQUEST, "malformed_grant", message),
+            ConsumeError::Unknown => ApiError::new(S::NOT_FOUND, "unknown_grant", message),
+            ConsumeError::Revoked => ApiError::new(S::FORBIDDEN, "grant_revoked", message),
+            ConsumeError::Used => ApiError::new(S::CONFLICT, "grant_used", message),
+            ConsumeError::Expired => ApiError::new(S::GONE, "grant_expired", message),
+            ConsumeError::WrongKind { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "wrong_kind", message)
+            }
+            ConsumeError::Internal(err) => {
+                tracing::error!(error = ?err, "consume failed");
+                ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the redeemer could not check the grant; retry",
+                )
+            }
+        }
+    }
+}
+
+/// `Json` with our error format.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        format!("malformed request body: {}", rejection.body_text()),
+    )
+}
+
+/// `POST /v1/redeem` body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemRequest {
+    /// The token, base64url.
+    pub token: String,
+    /// The capacity asked for.
+    pub kind: String,
+}
+
+/// `POST /v1/redeem` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RedeemResponse {
+    /// The grant code.
+    pub grant: String,
+    /// Its kind.
+    pub kind: CapacityKind,
+    /// Its expiry.
+    pub expires_at: u64,
+}
+
+/// `POST /v1/grants/consume` body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeRequest {
+    /// The grant code.
+    pub grant: String,
+    /// The capacity the relay is about to give.
+    pub kind: String,
+}
+
+fn parse_kind(kind: &str) -> Result<CapacityKind, ApiError> {
+    CapacityKind::new(kind)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string()))
+}
+
+async fn redeem(
+    State(redeemer): State<Arc<Redeemer>>,
+    ApiJson(request): ApiJson<RedeemRequest>,
+) -> Result<Json<RedeemResponse>, ApiError> {
+    let token = scrip_spec::encoding::b64_decode(&request.token)
+        .map_err(|_| "the token is not unpadded base64url".to_owned())
+        .and_then(|b| Token::from_bytes(&b).map_err(|e| e.to_string()))
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "malformed_token", m))?;
+    let kind = parse_kind(&request.kind)?;
+    // Its own task: a client that goes away cannot cut a spend between ledger and grant.
+    let task = tokio::spawn(async move {
+        let grant = redeemer.redeem(&token, &kind).await?;
+        Ok::<_, RedeemError>(RedeemResponse {
+            grant: grant.code.to_string(),
+            kind: grant.kind,
+            expires_at: grant.expires_at,
+        })
+    });
+    let answer = task
+        .await
+        .map_err(|e| ApiError::from(RedeemError::Internal(e.into())))??;
+    Ok(Json(answer))
+}
+
+async fn consume(
+    State(redeemer): State<Arc<Redeemer>>,
+    ApiJson(request): ApiJson<ConsumeRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = parse_kind(&request.kind)?;
+    redeemer.consume(&request.grant, &kind).await?;
+    Ok(Json(json!({"ok": true, "kind": kind})))
+}
+
+async fn healthz(State(redeemer): State<Arc<Redeemer>>) -> (StatusCode, Json<Value>) {
+    let store = redeemer.store().ping().await.is_ok();
+    let ledger = redeemer.ledger_reachable().await;
+    // Strict mode cannot grant without the ledger; optimistic mode can, for a while.
+    let ok = store && (ledger || redeemer.config().mode == crate::config::Mode::Optimistic);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"store": store, "ledger": ledger})))
+}
+
+async fn metrics(State(redeemer): State<Arc<Redeemer>>) -> String {
+    let m = &redeemer.metrics;
+    let mut out = String::new();
+    let mut line = |name: &str, help: &str, kind: &str, labels: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {v}\n"
+        ));
+    };
+    let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    line(
+        "scrip_redeemer_redemptions_total",
+        "Redemptions by result.",
+        "counter",
+        "{result=\"granted\"}",
+        r(&m.granted),
+    );
+    line(
+        "scrip_redeemer_redemptions_already_spent_total",
+        "Redemptions refused as double spends.",
+        "counter",
+        "",
+        r(&m.already_spent),
+    );
+    line(
+        "scrip_redeemer_redemptions_invalid_total",
+        "Redemptions refused by the local checks.",
+        "counter",
+        "",
+        r(&m.invalid),
+    );
+    line(
+        "scrip_redeemer_redemptions_unavailable_total",
+        "Redemptions failed with the ledger unavailable.",
+        "counter",
+        "",
+        r(&m.unavailable),
+    );
+    line(
+        "scrip_redeemer_grants_consumed_total",
+        "Grants consumed by the relay.",
+        "counter",
+        "",
+        r(&m.consumed),
+    );
+    line(
+        "scrip_redeemer_optimistic_revoked_total",
+        "Optimistic grants revoked after a refused spend.",
+        "counter",
+        "",
+        r(&m.revoked),
+    );
+    line(
+        "scrip_redeemer_optimistic_revoked_after_use_total",
+        "Revoked grants that had already been used.",
+        "counter",
+        "",
+        r(&m.revoked_after_use),
+    );
+    line(
+        "scrip_redeemer_ledger_batches_total",
+        "Spend requests sent to the ledger.",
+        "counter",
+        "",
+        r(&m.batches),
+    );
+    line(
+        "scrip_redeemer_ledger_batched_spends_total",
+        "Nullifiers in those requests.",
+        "counter",
+        "",
+        r(&m.batched_spends),
+    );
+    line(
+        "scrip_redeemer_ledger_batch_max",
+        "Largest spend batch so far.",
+        "gauge",
+        "",
+        r(&m.max_batch),
+    );
+    out
+}
+
+/// The sidecar's routes.
+pub fn router(redeemer: Arc<Redeemer>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/redeem", post(redeem))
+        .route("/v1/grants/consume", post(consume))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .with_state(redeemer)
+}
+
+/// A running sidecar.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    redeemer: Arc<Redeemer>,
+}
+
+impl Application {
+    /// Binds the configured address (port 0 picks a free port).
+    pub async fn new(redeemer: Arc<Redeemer>) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let listen = redeemer.config().listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        Ok(Self { listener, redeemer })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`; in optimistic mode, flushes pending spends on the way out.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let redeemer = self.redeemer.clone();
+        let result = axum::serve(self.listener, router(self.redeemer))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if redeemer.config().mode == crate::config::Mode::Optimistic
+            && let Err(e) = redeemer.flush_pending().await
+        {
+            tracing::warn!(error = %e, "pending spends not flushed at shutdown; sent on next start");
+        }
+        result
+    }
+}

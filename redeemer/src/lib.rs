@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod example_relay;
+pub mod http;
+pub mod keys;
+pub mod service;
+pub mod spend;
+pub mod store;
+
+pub use config::{Mode, RedeemerConfig};
+pub use http::{Application, router};
+pub use service::{ConsumeError, Grant, RedeemError, Redeemer};

@@ -1,0 +1,434 @@
+//! The redeemer: what a relay calls to turn a token into a grant, and a grant into capacity.
+
+use crate::config::{Mode, RedeemerConfig};
+use crate::keys::KeyCache;
+use crate::spend::{Batcher, SpendFailure, SpendOutcome, Spender};
+use crate::store::{ConsumeOutcome, RedeemerStore};
+use scrip_ledger::LedgerClient;
+use scrip_spec::{
+    CapacityKind, GrantCode, OperatorKey, Token, UnixSeconds, verify_token_with_digest,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> UnixSeconds {
+    scrip_ledger::service::now()
+}
+
+/// A grant handed to the wallet (and by it to the relay).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The single-use code.
+    pub code: GrantCode,
+    /// What it grants.
+    pub kind: CapacityKind,
+    /// When it expires.
+    pub expires_at: UnixSeconds,
+}
+
+/// Why a token was not redeemed. In strict mode the token stays spendable unless the answer
+/// is [`RedeemError::AlreadySpent`].
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    /// The token is not on the ledger's key directory, or its key is revoked.
+    #[error("the token's key is unknown or revoked")]
+    UnknownKey,
+    /// Outside the key's redemption window.
+    #[error("the token's key is not redeemable now (outside its redemption window)")]
+    KeyNotRedeemable,
+    /// The key is for another kind.
+    #[error("the token buys {key_kind}, not {asked}")]
+    WrongKind {
+        /// The key's kind.
+        key_kind: CapacityKind,
+        /// The kind asked.
+        asked: CapacityKind,
+    },
+    /// The token was made for another challenge than its key's issuer's.
+    #[error("the token was not made for its issuer's challenge")]
+    WrongChallenge,
+    /// The signature is invalid.
+    #[error("the token's signature is invalid")]
+    InvalidSignature,
+    /// Spent before.
+    #[error("the token was already spent")]
+    AlreadySpent {
+        /// When.
+        first_spent_at: UnixSeconds,
+        /// By whom.
+        first_spent_by: String,
+    },
+    /// The ledger cannot be reached (strict mode): nothing was spent.
+    #[error("the ledger is unavailable; the token was not spent, try again later")]
+    LedgerUnavailable,
+    /// Something failed inside.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Why a grant was not consumed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// Not a grant code.
+    #[error(transparent)]
+    Malformed(#[from] scrip_spec::GrantCodeError),
+    /// Unknown here.
+    #[error("no such grant")]
+    Unknown,
+    /// Revoked (double spend detected, or replaced).
+    #[error("the grant was revoked")]
+    Revoked,
+    /// Already used.
+    #[error("the grant was already used")]
+    Used,
+    /// Expired.
+    #[error("the grant has expired")]
+    Expired,
+    /// For another kind.
+    #[error("the grant is for {grant_kind}, not {asked}")]
+    WrongKind {
+        /// The grant's kind.
+        grant_kind: CapacityKind,
+        /// The kind asked.
+        asked: CapacityKind,
+    },
+    /// Something failed inside.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Grants handed out.
+    pub granted: AtomicU64,
+    /// Tokens refused as already spent.
+    pub already_spent: AtomicU64,
+    /// Tokens refused by the local checks.
+    pub invalid: AtomicU64,
+    /// Redemptions failed because the ledger was unavailable.
+    pub unavailable: AtomicU64,
+    /// Optimistic grants revoked because their spend was refused.
+    pub revoked: AtomicU64,
+    /// Of those, grants already consumed (capacity given for a double spend).
+    pub revoked_after_use: AtomicU64,
+    /// Grants consumed.
+    pub consumed: AtomicU64,
+    /// Ledger spend requests sent.
+    pub batches: AtomicU64,
+    /// Nullifiers in them.
+    pub batched_spends: AtomicU64,
+    /// Largest batch.
+    pub max_batch: AtomicU64,
+}
+
+/// The redeemer.
+pub struct Redeemer {
+    config: RedeemerConfig,
+    store: RedeemerStore,
+    keys: KeyCache,
+    batcher: Batcher,
+    spender: Arc<Spender>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Redeemer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redeemer")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redeemer {
+    /// Opens the store, checks membership at the ledger, loads the key directory and starts
+    /// the batcher (and, in optimistic mode, the flusher of pending spends).
+    pub async fn start(config: RedeemerConfig) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context as _;
+        let text = std::fs::read_to_string(&config.operator_key_file).with_context(|| {
+            format!(
+                "cannot read the operator key {}",
+                config.operator_key_file.display()
+            )
+        })?;
+        let operator = OperatorKey::from_text(&text)?;
+        let store = RedeemerStore::connect(&config.database).await?;
+        let ledger = LedgerClient::new(&config.ledger_url);
+        let info = ledger.info().await.with_context(|| {
+            format!(
+                "cannot reach the ledger at {}; start it or fix ledger_url",
+                config.ledger_url
+            )
+        })?;
+        match info.operators.iter().find(|o| o.id == operator.id()) {
+            Some(o) if o.name == config.name => {}
+            _ => anyhow::bail!(
+                "operator key {} is not the ledger member {:?}; fix `name` or have it admitted",
+                operator.id(),
+                config.name
+            ),
+        }
+        let keys = KeyCache::new(ledger.clone());
+        keys.refresh().await?;
+        let spender = Arc::new(Spender {
+            ledger,
+            ledger_id: info.ledger_id,
+            operator,
+            name: config.name.clone(),
+        });
+        let metrics = Arc::new(Metrics::default());
+        let observe = {
+            let m = metrics.clone();
+            Arc::new(move |n: usize| {
+                m.batches.fetch_add(1, Ordering::Relaxed);
+                m.batched_spends.fetch_add(n as u64, Ordering::Relaxed);
+                m.max_batch.fetch_max(n as u64, Ordering::Relaxed);
+            })
+        };
+        let batcher = Batcher::start(
+            spender.clone(),
+            config.batch_max,
+            Duration::from_millis(config.batch_wait_ms),
+            observe,
+        );
+        let redeemer = Arc::new(Self {
+            config,
+            store,
+            keys,
+            batcher,
+            spender,
+            metrics,
+        });
+        let background = redeemer.clone();
+        tokio::spawn(async move { background.upkeep().await });
+        Ok(redeemer)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RedeemerConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &RedeemerStore {
+        &self.store
+    }
+
+    async fn upkeep(self: Arc<Self>) {
+        let mut refresh =
+            tokio::time::interval(Duration::from_secs(self.config.key_refresh_secs.max(1)));
+        let mut flush = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = refresh.tick() => {
+                    if let Err(e) = self.keys.refresh().await {
+                        tracing::warn!(error = %e, "key directory refresh failed");
+                    }
+                }
+                _ = flush.tick(), if self.config.mode == Mode::Optimistic => {
+                    if let Err(e) = self.flush_pending().await {
+                        tracing::warn!(error = %e, "optimistic spends not flushed; will retry");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the optimistic spends not yet committed; revokes the grants of refused ones.
+    pub async fn flush_pending(&self) -> anyhow::Result<usize> {
+        let pending = self.store.pending_spends(self.config.batch_max).await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let outcomes = match self.spender.spend(&pending).await {
+            Ok(o) => o,
+            Err(SpendFailure::Unavailable) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .batched_spends
+            .fetch_add(pending.len() as u64, Ordering::Relaxed);
+        let mut decided = Vec::with_capacity(pending.len());
+        for ((_, n), outcome) in pending.iter().zip(outcomes) {
+            decided.push(*n);
+            let refusal = match &outcome {
+                SpendOutcome::Accepted => None,
+                SpendOutcome::AlreadySpent { first_spent_by, .. } => {
+                    Some(format!("already spent by {first_spent_by}"))
+                }
+                SpendOutcome::Refused(reason) => Some(reason.clone()),
+            };
+            if let Some(refused_because) = refusal {
+                let used = self.store.revoke_nullifier(n).await?;
+                self.metrics.revoked.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .revoked_after_use
+                    .fetch_add(used.min(1), Ordering::Relaxed);
+                tracing::warn!(
+                    nullifier = %n,
+                    %refused_because,
+                    already_used = used > 0,
+                    "optimistic grant revoked: the ledger refused its spend"
+                );
+            }
+        }
+        self.store.clear_pending(&decided).await?;
+        Ok(decided.len())
+    }
+
+    /// Checks a token locally and spends it; returns a grant for `kind`.
+    pub async fn redeem(&self, token: &Token, kind: &CapacityKind) -> Result<Grant, RedeemError> {
+        let result = self.redeem_inner(token, kind).await;
+        let m = &self.metrics;
+        let counter = match &result {
+            Ok(_) => &m.granted,
+            Err(RedeemError::AlreadySpent { .. }) => &m.already_spent,
+            Err(RedeemError::LedgerUnavailable) => &m.unavailable,
+            Err(RedeemError::Internal(_)) => &m.unavailable,
+            Err(_) => &m.invalid,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn redeem_inner(&self, token: &Token, kind: &CapacityKind) -> Result<Grant, RedeemError> {
+        let key = match self.keys.get(&token.token_key_id).await {
+            Ok(Some(k)) if !k.revoked => k,
+            Ok(_) => return Err(RedeemError::UnknownKey),
+            Err(_) => return Err(RedeemError::LedgerUnavailable),
+        };
+        let t = now();
+        if !key.info.can_redeem_at(t) {
+            return Err(RedeemError::KeyNotRedeemable);
+        }
+        if &key.info.kind != kind {
+            return Err(RedeemError::WrongKind {
+                key_kind: key.info.kind.clone(),
+                asked: kind.clone(),
+            });
+        }
+        if token.challenge_digest != key.challenge_digest {
+            return Err(RedeemError::WrongChallenge);
+        }
+        // RSA verification is CPU work: keep it off the async workers.
+        let verified = {
+            let (key, token) = (key.clone(), token.clone());
+            tokio::task::spawn_blocking(move || {
+                verify_token_with_digest(&key.info.public_key, &key.challenge_digest, &token)
+            })
+            .await
+            .map_err(|e| RedeemError::Internal(e.into()))?
+        };
+        verified.map_err(|_| RedeemError::InvalidSignature)?;
+
+        let nullifier = token.nullifier();
+        match self.config.mode {
+            Mode::Strict => {
+                match self.batcher.spend(token.token_key_id, nullifier).await {
+                    Ok(SpendOutcome::Accepted) => {}
+                    Ok(SpendOutcome::AlreadySpent {
+                        first_spent_at,
+                        first_spent_by,
+                    }) => {
+                        // Spent by this operator: a lost answer (or a concurrent duplicate).
+                        // A fresh grant replaces any unconsumed one; a consumed one ends it.
+                        let ours = first_spent_by == self.config.name;
+                        let consumed = self.store.nullifier_history(&nullifier).await?;
+                        if !ours || consumed == Some(true) {
+                            return Err(RedeemError::AlreadySpent {
+                                first_spent_at,
+                                first_spent_by,
+                            });
+                        }
+                    }
+                    Ok(SpendOutcome::Refused(reason)) => {
+                        return Err(match reason.as_str() {
+                            "not_redeemable" => RedeemError::KeyNotRedeemable,
+                            _ => RedeemError::UnknownKey,
+                        });
+                    }
+                    Err(SpendFailure::Unavailable) => return Err(RedeemError::LedgerUnavailable),
+                    Err(SpendFailure::Refused(code)) => {
+                        return Err(RedeemError::Internal(anyhow::anyhow!(
+                            "the ledger refused this redeemer's spend requests ({code}); check its membership and role"
+                        )));
+                    }
+                }
+                self.grant(kind, &nullifier, None, t).await
+            }
+            Mode::Optimistic => {
+                if let Some(consumed) = self.store.nullifier_history(&nullifier).await? {
+                    if consumed {
+                        return Err(RedeemError::AlreadySpent {
+                            first_spent_at: t,
+                            first_spent_by: self.config.name.clone(),
+                        });
+                    }
+                    // Presented again before use: replace the grant, spend already queued.
+                    return self.grant(kind, &nullifier, None, t).await;
+                }
+                self.grant(kind, &nullifier, Some(&token.token_key_id), t)
+                    .await
+            }
+        }
+    }
+
+    async fn grant(
+        &self,
+        kind: &CapacityKind,
+        nullifier: &scrip_spec::Nullifier,
+        pending: Option<&scrip_spec::TokenKeyId>,
+        t: UnixSeconds,
+    ) -> Result<Grant, RedeemError> {
+        let code = GrantCode::generate(kind.clone());
+        let expires_at = t + self.config.grant_ttl_secs;
+        self.store
+            .insert_grant(
+                &code.storage_hash(),
+                kind,
+                nullifier,
+                expires_at,
+                pending,
+                t,
+            )
+            .await?;
+        Ok(Grant {
+            code,
+            kind: kind.clone(),
+            expires_at,
+        })
+    }
+
+    /// Consumes a grant for `kind`: the relay's one call before it creates the queue or stores
+    /// the chunk.
+    pub async fn consume(&self, code: &str, kind: &CapacityKind) -> Result<(), ConsumeError> {
+        let code = GrantCode::parse(code)?;
+        let outcome = self
+            .store
+            .consume(&code.storage_hash(), kind, now())
+            .await?;
+        match outcome {
+            ConsumeOutcome::Consumed => {
+                self.metrics.consumed.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            ConsumeOutcome::Unknown => Err(ConsumeError::Unknown),
+            ConsumeOutcome::Used => Err(ConsumeError::Used),
+            ConsumeOutcome::Revoked => Err(ConsumeError::Revoked),
+            ConsumeOutcome::Expired => Err(ConsumeError::Expired),
+            ConsumeOutcome::WrongKind => Err(ConsumeError::WrongKind {
+                grant_kind: code.kind().clone(),
+                asked: kind.clone(),
+            }),
+        }
+    }
+
+    /// Whether the ledger answers (for `/healthz`).
+    pub async fn ledger_reachable(&self) -> bool {
+        self.spender.ledger.info().await.is_ok()
+    }
+}

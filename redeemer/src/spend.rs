@@ -1,0 +1,250 @@
+//! Spending nullifiers at the ledger: concurrent requests gathered into one signed batch
+//! (bounded wait, bounded size), with retries that never lose track of a spend whose answer
+//! was lost.
+
+use scrip_ledger::{ClientError, LedgerClient, SpendStatus};
+use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
+use scrip_spec::{Nullifier, OperatorKey, TokenKeyId, UnixSeconds};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The ledger's decision on one nullifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpendOutcome {
+    /// Spent by this operator now (or by an earlier attempt of this batch whose answer was
+    /// lost).
+    Accepted,
+    /// Spent before.
+    AlreadySpent {
+        /// When.
+        first_spent_at: UnixSeconds,
+        /// By which operator.
+        first_spent_by: String,
+    },
+    /// The ledger refused it (`unknown_key`, `key_revoked`, `not_redeemable`).
+    Refused(String),
+}
+
+/// The ledger could not decide.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpendFailure {
+    /// Unreachable or failing; nothing known to be committed.
+    #[error("the ledger is unavailable")]
+    Unavailable,
+    /// The ledger refused the whole request (a configuration problem, such as a missing role).
+    #[error("the ledger refused the spend request: {0}")]
+    Refused(String),
+}
+
+/// Who spends and where.
+#[derive(Debug)]
+pub struct Spender {
+    /// The ledger.
+    pub ledger: LedgerClient,
+    /// The ledger id.
+    pub ledger_id: Hash32,
+    /// The operator's key.
+    pub operator: OperatorKey,
+    /// The operator's name on the ledger.
+    pub name: String,
+}
+
+const ATTEMPTS: u32 = 5;
+
+impl Spender {
+    /// Spends `items` in one signed request per attempt. If an attempt's answer is lost, the
+    /// next attempt (newly signed) reveals what the lost one did: a nullifier "already spent"
+    /// by this operator since the first attempt began was spent by it.
+    pub async fn spend(
+        &self,
+        items: &[(TokenKeyId, Nullifier)],
+    ) -> Result<Vec<SpendOutcome>, SpendFailure> {
+        let mut groups: Vec<SpendGroup> = Vec::new();
+        for (key, n) in items {
+            match groups.iter_mut().find(|g| &g.token_key_id == key) {
+                Some(g) => g.nullifiers.push(*n),
+                None => groups.push(SpendGroup {
+                    token_key_id: *key,
+                    nullifiers: vec![*n],
+                }),
+            }
+        }
+        let order: Vec<Nullifier> = groups.iter().flat_map(|g| g.nullifiers.clone()).collect();
+        let started = scrip_ledger::service::now();
+        let mut maybe_sent = false;
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            let request = self.operator.sign(LedgerRequest::new(
+                self.ledger_id,
+                scrip_ledger::service::now(),
+                Action::Spend {
+                    groups: groups.clone(),
+                },
+            ));
+            match self.ledger.submit(&request).await {
+                Ok(receipt) => {
+                    let by_nullifier: HashMap<Nullifier, SpendStatus> = receipt
+                        .spends
+                        .into_iter()
+                        .map(|r| (r.nullifier, r.status))
+                        .collect();
+                    let outcomes = order
+                        .iter()
+                        .map(|n| match by_nullifier.get(n) {
+                            Some(SpendStatus::Accepted) => SpendOutcome::Accepted,
+                            Some(SpendStatus::AlreadySpent {
+                                first_spent_at,
+                                first_spent_by,
+                                ..
+                            }) => {
+                                if maybe_sent
+                                    && first_spent_by == &self.name
+                                    && *first_spent_at + 1 >= started
+                                {
+                                    SpendOutcome::Accepted
+                                } else {
+                                    SpendOutcome::AlreadySpent {
+                                        first_spent_at: *first_spent_at,
+                                        first_spent_by: first_spent_by.clone(),
+                                    }
+                                }
+                            }
+                            Some(SpendStatus::Refused { reason }) => SpendOutcome::Refused(
+                                serde_json::to_value(reason)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_owned))
+                                    .unwrap_or_else(|| "refused".into()),
+                            ),
+                            None => SpendOutcome::Refused("no_answer".into()),
+                        })
+                        .collect();
+                    return Ok(outcomes);
+                }
+                Err(ClientError::Unreachable { source, .. }) => {
+                    // A refused connection never reached the ledger; anything else might have.
+                    if !source.is_connect() {
+                        maybe_sent = true;
+                    }
+                    tracing::warn!(attempt, "ledger unreachable while spending");
+                }
+                Err(ClientError::Refused { status, code, .. }) if status >= 500 => {
+                    maybe_sent = true;
+                    tracing::warn!(attempt, code, "ledger failed while spending");
+                }
+                Err(ClientError::Refused { code, .. }) => return Err(SpendFailure::Refused(code)),
+                Err(ClientError::BadAnswer { .. }) => maybe_sent = true,
+            }
+        }
+        Err(SpendFailure::Unavailable)
+    }
+}
+
+type Reply = oneshot::Sender<Result<SpendOutcome, SpendFailure>>;
+
+struct Job {
+    key: TokenKeyId,
+    nullifier: Nullifier,
+    reply: Reply,
+}
+
+/// Gathers spends from concurrent redemptions into batches.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+/// Batch sizes seen, for `/metrics`.
+pub type BatchObserver = Arc<dyn Fn(usize) + Send + Sync>;
+
+impl Batcher {
+    /// Starts the batching task.
+    pub fn start(
+        spender: Arc<Spender>,
+        max: usize,
+        wait: Duration,
+        observe: BatchObserver,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Job>(max.max(1) * 4);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut jobs = vec![first];
+                let deadline = tokio::time::Instant::now() + wait;
+                while jobs.len() < max {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(job)) => jobs.push(job),
+                        _ => break,
+                    }
+                }
+                observe(jobs.len());
+                let spender = spender.clone();
+                // Batches go out concurrently; each is one request at the ledger.
+                tokio::spawn(async move { settle(&spender, jobs).await });
+            }
+        });
+        Self { tx }
+    }
+
+    /// Spends one nullifier, batched with whatever else is being spent.
+    pub async fn spend(
+        &self,
+        key: TokenKeyId,
+        nullifier: Nullifier,
+    ) -> Result<SpendOutcome, SpendFailure> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                key,
+                nullifier,
+                reply,
+            })
+            .await
+            .map_err(|_| SpendFailure::Unavailable)?;
+        rx.await.unwrap_or(Err(SpendFailure::Unavailable))
+    }
+}
+
+async fn settle(spender: &Spender, jobs: Vec<Job>) {
+    // The same nullifier twice in one batch is sent once; the later ones learn it was spent
+    // (by this operator) once the first is decided.
+    let mut waiters: HashMap<Nullifier, Vec<Reply>> = HashMap::new();
+    let mut items = Vec::new();
+    for job in jobs {
+        let entry = waiters.entry(job.nullifier).or_default();
+        if entry.is_empty() {
+            items.push((job.key, job.nullifier));
+        }
+        entry.push(job.reply);
+    }
+    let result = spender.spend(&items).await;
+    for (i, (_, n)) in items.iter().enumerate() {
+        let Some(replies) = waiters.remove(n) else {
+            continue;
+        };
+        for (j, reply) in replies.into_iter().enumerate() {
+            let answer = match &result {
+                Err(e) => Err(e.clone()),
+                Ok(outcomes) if j == 0 => Ok(outcomes[i].clone()),
+                Ok(outcomes) if outcomes[i] == SpendOutcome::Accepted => {
+                    Ok(SpendOutcome::AlreadySpent {
+                        first_spent_at: scrip_ledger::service::now(),
+                        first_spent_by: spender.name.clone(),
+                    })
+                }
+                Ok(outcomes) => Ok(outcomes[i].clone()),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}

@@ -1,0 +1,69 @@
+use crate::helpers::{code, world};
+use reqwest::StatusCode;
+use scrip_redeemer::Mode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_double_spend_across_optimistic_relays_is_caught_and_revoked() {
+    let w = world().await;
+    let a = w.sidecar(w.config(0, Mode::Optimistic, 300)).await;
+    let b = w.sidecar(w.config(1, Mode::Optimistic, 300)).await;
+    let token = w.token();
+    // Both relays grant at once, before the ledger has heard of either spend.
+    let (sa, ga) = a.redeem(&token, "queue").await;
+    let (sb, gb) = b.redeem(&token, "queue").await;
+    assert_eq!((sa, sb), (StatusCode::OK, StatusCode::OK));
+    // The same relay refuses a second presentation once the grant is used.
+    let ga = ga["grant"].as_str().expect("grant").to_owned();
+    let gb = gb["grant"].as_str().expect("grant").to_owned();
+    assert_eq!(a.consume(&ga, "queue").await.0, StatusCode::OK);
+    assert_eq!(a.redeem(&token, "queue").await.0, StatusCode::CONFLICT);
+
+    // The spends reach the ledger; one wins, the other's grant is revoked.
+    a.redeemer.flush_pending().await.expect("flush a");
+    b.redeemer.flush_pending().await.expect("flush b");
+    let (status, err) = b.consume(&gb, "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "grant_revoked")
+    );
+    assert!(
+        b.metrics()
+            .await
+            .contains("scrip_redeemer_optimistic_revoked_total 1")
+    );
+    assert!(
+        a.metrics()
+            .await
+            .contains("scrip_redeemer_optimistic_revoked_total 0")
+    );
+    let status = scrip_ledger::LedgerClient::new(&w.ledger_base)
+        .nullifier(&token.nullifier())
+        .await
+        .expect("status");
+    assert!(
+        matches!(status, scrip_ledger::http::NullifierStatus::Spent { ref spent_by, .. } if spent_by == "op-a")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn optimistic_grants_while_the_ledger_is_down_and_catches_up() {
+    let mut w = world().await;
+    let a = w.sidecar(w.config(0, Mode::Optimistic, 300)).await;
+    w.stop_ledger();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let token = w.token();
+    let (status, body) = a.redeem(&token, "queue").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        a.redeemer.flush_pending().await.expect("flush"),
+        0,
+        "nothing decided yet"
+    );
+    w.restart_ledger().await;
+    assert_eq!(a.redeemer.flush_pending().await.expect("flush"), 1);
+    let totals = scrip_ledger::LedgerClient::new(&w.ledger_base)
+        .totals()
+        .await
+        .expect("totals");
+    assert_eq!(totals.keys.iter().map(|k| k.spent).sum::<u64>(), 1);
+}

@@ -1,0 +1,229 @@
+use crate::helpers::{code, world};
+use reqwest::StatusCode;
+use scrip_redeemer::Mode;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redeem_consume_and_every_refusal() {
+    let w = world().await;
+    let a = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let token = w.token();
+
+    let (status, body) = a.redeem(&token, "queue").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let grant = body["grant"].as_str().expect("grant").to_owned();
+    assert!(grant.len() <= 64 && grant.starts_with("sg1.queue."));
+    assert_eq!(body["kind"], "queue");
+
+    // A grant for another kind is refused and not consumed.
+    let (status, err) = a.consume(&grant, "chunk-1m").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "wrong_kind")
+    );
+    assert_eq!(a.consume(&grant, "queue").await.0, StatusCode::OK);
+    let (status, err) = a.consume(&grant, "queue").await;
+    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "grant_used"));
+    let (status, err) = a.consume("sg1.queue.AAAAAAAAAAAAAAAAAAAAAA", "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "unknown_grant")
+    );
+    let (status, err) = a.consume("hunter2", "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "malformed_grant")
+    );
+
+    // The token is spent: at this operator and at the other.
+    let (status, err) = a.redeem(&token, "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "already_spent")
+    );
+    assert_eq!(err["error"]["first_spent_by"], "op-a");
+    let b = w.sidecar(w.config(1, Mode::Strict, 300)).await;
+    let (status, err) = b.redeem(&token, "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "already_spent")
+    );
+    assert_eq!(err["error"]["first_spent_by"], "op-a");
+    assert!(err["error"]["first_spent_at"].as_u64().is_some());
+
+    // Local checks.
+    let fresh = w.token();
+    let (status, err) = a.redeem(&fresh, "chunk-1m").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "wrong_kind")
+    );
+    let mut forged = fresh.clone();
+    forged.authenticator[7] ^= 1;
+    let (status, err) = a.redeem(&forged, "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_signature")
+    );
+    let mut other_challenge = fresh.clone();
+    other_challenge.challenge_digest = scrip_spec::TokenChallenge::for_issuer("op-b")
+        .expect("c")
+        .digest();
+    let (status, err) = a.redeem(&other_challenge, "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "wrong_challenge")
+    );
+    let mut unknown = fresh.clone();
+    unknown.token_key_id = scrip_spec::TokenKeyId([5; 32]);
+    let (status, err) = a.redeem(&unknown, "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "unknown_key")
+    );
+
+    // Malformed input.
+    for (body, expected) in [
+        (json!({"token": "!!", "kind": "queue"}), "malformed_token"),
+        (json!({"token": "AAIA", "kind": "queue"}), "malformed_token"),
+        (
+            json!({"token": scrip_spec::encoding::b64_encode(fresh.to_bytes()), "kind": "Queue!"}),
+            "malformed_request",
+        ),
+        (json!({"token": 5, "kind": "queue"}), "malformed_request"),
+        (
+            json!({"token": "x", "kind": "queue", "extra": 1}),
+            "malformed_request",
+        ),
+    ] {
+        let (status, err) = a.post("/v1/redeem", &body).await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::BAD_REQUEST, expected),
+            "{body}"
+        );
+    }
+    let big = json!({"token": "A".repeat(5000), "kind": "queue"});
+    let (status, err) = a.post("/v1/redeem", &big).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+    );
+
+    // None of the refusals spent the fresh token.
+    assert_eq!(a.redeem(&fresh, "queue").await.0, StatusCode::OK);
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.contains("scrip_redeemer_redemptions_total{result=\"granted\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("scrip_redeemer_grants_consumed_total 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grants_expire_and_survive_a_restart() {
+    let w = world().await;
+    let short = w.sidecar(w.config(0, Mode::Strict, 0)).await;
+    let (_, body) = short.redeem(&w.token(), "queue").await;
+    let expired = body["grant"].as_str().expect("grant").to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, err) = short.consume(&expired, "queue").await;
+    assert_eq!((status, code(&err)), (StatusCode::GONE, "grant_expired"));
+
+    let mut config = w.config(1, Mode::Strict, 300);
+    let first = w.sidecar(config.clone()).await;
+    let (_, body) = first.redeem(&w.token(), "queue").await;
+    let grant = body["grant"].as_str().expect("grant").to_owned();
+    // A second sidecar process on the same database (as after a restart) honours the grant.
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let restarted = w.sidecar(config).await;
+    assert_eq!(restarted.consume(&grant, "queue").await.0, StatusCode::OK);
+    assert_eq!(first.consume(&grant, "queue").await.0, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_answer_gets_a_fresh_grant_and_revokes_the_old() {
+    let w = world().await;
+    let a = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let token = w.token();
+    let (_, first) = a.redeem(&token, "queue").await;
+    let g1 = first["grant"].as_str().expect("grant").to_owned();
+    // The wallet never saw g1 and presents the token again: a fresh grant, g1 revoked.
+    let (status, second) = a.redeem(&token, "queue").await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let g2 = second["grant"].as_str().expect("grant").to_owned();
+    assert_ne!(g1, g2);
+    let (status, err) = a.consume(&g1, "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::FORBIDDEN, "grant_revoked")
+    );
+    assert_eq!(a.consume(&g2, "queue").await.0, StatusCode::OK);
+    // Once a grant of it is used, the token is spent for good.
+    assert_eq!(a.redeem(&token, "queue").await.0, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ledger_down_fails_closed_and_the_token_stays_spendable() {
+    let mut w = world().await;
+    let a = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let token = w.token();
+    w.stop_ledger();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, err) = a.redeem(&token, "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable")
+    );
+    let health = a
+        .client
+        .get(format!("{}/healthz", a.base))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    w.restart_ledger().await;
+    let (status, body) = a.redeem(&token, "queue").await;
+    assert_eq!(status, StatusCode::OK, "the token was not burnt: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redemptions_are_batched() {
+    let w = world().await;
+    let a = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let tokens: Vec<_> = (0..200).map(|_| w.token()).collect();
+    let mut tasks = Vec::new();
+    for t in tokens {
+        let client = a.client.clone();
+        let url = format!("{}/v1/redeem", a.base);
+        tasks.push(tokio::spawn(async move {
+            let body =
+                json!({"token": scrip_spec::encoding::b64_encode(t.to_bytes()), "kind": "queue"});
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), StatusCode::OK);
+    }
+    let metrics = a.metrics().await;
+    let batches: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("scrip_redeemer_ledger_batches_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("batches metric");
+    assert!(
+        batches < 200,
+        "200 spends went out in {batches} ledger requests"
+    );
+    let totals = scrip_ledger::LedgerClient::new(&w.ledger_base)
+        .totals()
+        .await
+        .expect("totals");
+    assert_eq!(totals.keys.iter().map(|k| k.spent).sum::<u64>(), 200);
+}
