@@ -20,6 +20,17 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 pub const NONCE_DOMAIN: &[u8] = b"scrip/v1/wallet/nonce";
 /// Domain separator for the blinding stream (PSS salt, then the RSA blinding factor).
 pub const BLIND_DOMAIN: &[u8] = b"scrip/v1/wallet/blind";
+/// Domain separator for opening request ids.
+pub const REQUEST_DOMAIN: &[u8] = b"scrip/v1/wallet/request";
+/// Prefix of a seed's backup code.
+pub const BACKUP_PREFIX: &str = "sw1-";
+
+/// Why a backup code was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a wallet backup code: expected sw1- followed by 48 base64url characters, as `wallet init` printed it"
+)]
+pub struct BackupCodeError;
 
 /// A wallet's master secret: 32 bytes from which every token secret is derived.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
@@ -62,6 +73,47 @@ impl WalletSeed {
     /// The nonce of token number `counter`.
     pub fn nonce(&self, counter: u64) -> [u8; 32] {
         self.derive(NONCE_DOMAIN, counter)
+    }
+
+    /// The id of the opening whose first token is number `first`:
+    /// `SHA-256("scrip/v1/wallet/request" || seed || u64be(first))`.
+    pub fn request_id(&self, first: u64) -> [u8; 32] {
+        self.derive(REQUEST_DOMAIN, first)
+    }
+
+    /// The backup code: `sw1-` and base64url of the seed followed by the first 4 bytes of its
+    /// SHA-256, so a mistyped code is caught.
+    pub fn backup_code(&self) -> zeroize::Zeroizing<String> {
+        let check = Sha256::digest(self.0);
+        let mut bytes = zeroize::Zeroizing::new([0u8; 36]);
+        bytes[..32].copy_from_slice(&self.0);
+        bytes[32..].copy_from_slice(&check[..4]);
+        zeroize::Zeroizing::new(format!(
+            "{BACKUP_PREFIX}{}",
+            crate::encoding::b64_encode(&bytes[..])
+        ))
+    }
+
+    /// Reads a backup code (surrounding whitespace ignored).
+    pub fn from_backup_code(code: &str) -> Result<Self, BackupCodeError> {
+        let body = code
+            .trim()
+            .strip_prefix(BACKUP_PREFIX)
+            .ok_or(BackupCodeError)?;
+        let bytes = zeroize::Zeroizing::new(
+            crate::encoding::b64_decode(body).map_err(|_| BackupCodeError)?,
+        );
+        if bytes.len() != 36 {
+            return Err(BackupCodeError);
+        }
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&bytes[..32]);
+        let check = Sha256::digest(seed);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&check[..4], &bytes[32..])) {
+            seed.zeroize();
+            return Err(BackupCodeError);
+        }
+        Ok(Self(seed))
     }
 
     /// The blinding stream of token number `counter`.
@@ -318,6 +370,32 @@ mod tests {
             &a[..32],
             &seed.nonce(1),
             "blinding and nonce are domain separated"
+        );
+    }
+
+    #[test]
+    fn request_ids_and_backup_codes() {
+        let zero = WalletSeed::from_bytes([0; 32]);
+        // PROTOCOL.md section 5.4's example.
+        assert_eq!(
+            crate::encoding::b64_encode(zero.request_id(0)),
+            "KgKDEEy4MDFkqo6U_wK5Sl5lYaG9573qljM-o_5ASms"
+        );
+        let seed = WalletSeed::generate();
+        let code = seed.backup_code();
+        assert!(code.starts_with("sw1-") && code.len() == 4 + 48);
+        assert!(WalletSeed::from_backup_code(&format!(" {} ", *code)).expect("parses") == seed);
+        let mut typo: Vec<char> = code.chars().collect();
+        typo[10] = if typo[10] == 'A' { 'B' } else { 'A' };
+        let typo: String = typo.into_iter().collect();
+        assert_eq!(WalletSeed::from_backup_code(&typo), Err(BackupCodeError));
+        assert_eq!(
+            WalletSeed::from_backup_code("sw1-AAAA"),
+            Err(BackupCodeError)
+        );
+        assert_eq!(
+            WalletSeed::from_backup_code(&code[4..]),
+            Err(BackupCodeError)
         );
     }
 

@@ -6,6 +6,7 @@ pub mod challenge;
 pub mod client;
 pub mod decode;
 pub mod encoding;
+pub mod export;
 pub mod grant;
 pub mod issuance;
 pub mod key;

@@ -378,6 +378,36 @@ pub async fn log_chain_signatures_and_checkpoint_verify_after_mixed_workload(f: 
     assert_eq!(recomputed.digest(), cp.payload.totals_digest);
     assert_checkpoint_fields(&cp.payload, &entries);
 
+    // The audit replays the same log under the ledger's rules and agrees.
+    let report = scrip_ledger::audit::audit(&entries).expect("clean log");
+    assert_eq!(report.totals, f.ledger.totals().await.expect("totals"));
+    assert_eq!(
+        (report.entries, report.checkpoints),
+        (entries.len() as u64, 1)
+    );
+    assert_eq!(report.head_hash, Some(info.head_hash));
+    // op-b redeemed op-a's queue tokens (2 × 10) and its own chunk-1m (own tokens settle to
+    // nothing between operators).
+    assert_eq!(
+        report.settlement[&("op-a".to_string(), "op-b".to_string())].value,
+        20
+    );
+    assert_eq!(report.net["op-b"], 20);
+    assert_eq!(report.net["op-a"], -20);
+    let mut forged = entries.clone();
+    forged[5].recorded_at += 1;
+    let err = scrip_ledger::audit::audit(&forged).expect_err("tampering found");
+    assert_eq!(
+        err.seq, 6,
+        "the entry after the changed one no longer chains: {err}"
+    );
+    let mut truncated = entries.clone();
+    truncated.remove(3);
+    assert_eq!(
+        scrip_ledger::audit::audit(&truncated).expect_err("gap").seq,
+        4
+    );
+
     // Tampering with any entry breaks the chain.
     let mut tampered = entries[3].clone();
     tampered.recorded_at += 1;

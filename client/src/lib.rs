@@ -1,0 +1,8 @@
+#![doc = include_str!("../README.md")]
+
+pub mod remote;
+pub mod store;
+pub mod wallet;
+
+pub use store::TokenState;
+pub use wallet::{Balance, OpenSummary, SpendReceipt, Wallet, WalletError};
