@@ -4,6 +4,7 @@ mod issuer;
 mod ledger;
 mod operator;
 mod redeemer;
+mod wallet;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole consortium on this machine (a ledger; two operators each with an issuer,
+    /// a redeemer and a relay; a wallet) and walk through selling, opening, spending at both
+    /// operators, a refused double spend, and an audit. Exits non-zero if any step misbehaves.
+    Demo {
+        /// Keep the consortium's files (databases, keys, wallet) in DIR instead of a
+        /// temporary directory.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<std::path::PathBuf>,
+    },
     /// Operator identities: Ed25519 keys that sign everything an operator submits.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
@@ -33,6 +43,19 @@ enum Command {
     /// A relay's side: the redeemer sidecar, and an example relay.
     #[command(subcommand)]
     Redeemer(redeemer::RedeemerCommand),
+    /// A person's wallet: open cards into tokens, spend them, back them up.
+    Wallet {
+        /// The wallet file.
+        #[arg(
+            long,
+            env = "SCRIP_WALLET",
+            default_value = "scrip-wallet.db",
+            global = true
+        )]
+        wallet: std::path::PathBuf,
+        #[command(subcommand)]
+        command: wallet::WalletCommand,
+    },
 }
 
 /// The async runtime for the service commands.
@@ -61,6 +84,23 @@ pub async fn shutdown_signal() {
     }
 }
 
+async fn demo(keep: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    match keep {
+        Some(dir) => {
+            anyhow::ensure!(
+                !dir.exists() || std::fs::read_dir(&dir)?.next().is_none(),
+                "{} is not empty; give a new or empty directory to --keep",
+                dir.display()
+            );
+            scrip::demo::run(&dir, true).await
+        }
+        None => {
+            let dir = tempfile::tempdir()?;
+            scrip::demo::run(dir.path(), false).await
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -71,10 +111,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Demo { keep } => runtime().and_then(|rt| rt.block_on(demo(keep))),
         Command::Operator(cmd) => operator::run(cmd),
         Command::Ledger(cmd) => runtime().and_then(|rt| rt.block_on(ledger::run(cmd))),
         Command::Issuer(cmd) => runtime().and_then(|rt| rt.block_on(issuer::run(cmd))),
         Command::Redeemer(cmd) => runtime().and_then(|rt| rt.block_on(redeemer::run(cmd))),
+        Command::Wallet { wallet, command } => {
+            runtime().and_then(|rt| rt.block_on(wallet::run(wallet, command)))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,169 @@
+//! A whole consortium on loopback, in one process: one ledger, and per operator an issuer, a
+//! redeemer sidecar and an example relay, each a real HTTP server on its own port, each with
+//! its own SQLite file under one directory.
+
+use anyhow::Context as _;
+use scrip_issuer::config::RateLimitConfig;
+use scrip_issuer::{Issuer, IssuerConfig};
+use scrip_ledger::Ledger;
+use scrip_redeemer::example_relay::{self, RelayConfig};
+use scrip_redeemer::{Mode, Redeemer, RedeemerConfig};
+use scrip_spec::ledger::{Genesis, OperatorInfo, Role};
+use scrip_spec::{Catalog, OperatorKey};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One member operator's services.
+#[derive(Debug)]
+pub struct Operator {
+    /// Its name on the ledger.
+    pub name: String,
+    /// The issuer.
+    pub issuer: Arc<Issuer>,
+    /// The issuer's base URL.
+    pub issuer_url: String,
+    /// The redeemer.
+    pub redeemer: Arc<Redeemer>,
+    /// The sidecar's base URL.
+    pub redeemer_url: String,
+    /// The example relay's base URL.
+    pub relay_url: String,
+}
+
+/// The running consortium.
+#[derive(Debug)]
+pub struct Consortium {
+    /// Where every file lives.
+    pub dir: PathBuf,
+    /// The ledger's base URL.
+    pub ledger_url: String,
+    /// The ledger.
+    pub ledger: Arc<Ledger>,
+    /// The members.
+    pub operators: Vec<Operator>,
+}
+
+async fn bound(addr: &str) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, url))
+}
+
+impl Consortium {
+    /// Starts a ledger and `names.len()` operators (each issuer, redeemer and admin) under
+    /// `dir`, every service on a free loopback port.
+    pub async fn start(dir: &Path, names: &[&str], mode: Mode) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let ledger_key = OperatorKey::generate();
+        scrip_spec::secret_file::write_private(
+            &dir.join("ledger.key"),
+            ledger_key.to_text().as_bytes(),
+            true,
+        )?;
+        let mut keys = Vec::new();
+        for name in names {
+            let key = OperatorKey::generate();
+            scrip_spec::secret_file::write_private(
+                &dir.join(format!("{name}.key")),
+                key.to_text().as_bytes(),
+                true,
+            )?;
+            keys.push(key);
+        }
+        let genesis = Genesis {
+            ledger_name: "scrip demo consortium".into(),
+            ledger_key: ledger_key.id(),
+            created_at: scrip_ledger::service::now(),
+            operators: names
+                .iter()
+                .zip(&keys)
+                .map(|(n, k)| OperatorInfo {
+                    name: (*n).to_owned(),
+                    id: k.id(),
+                    roles: vec![Role::Issuer, Role::Redeemer, Role::Admin],
+                })
+                .collect(),
+            catalog: Catalog::standard(),
+        };
+        let store =
+            scrip_ledger::connect(&format!("sqlite://{}", dir.join("ledger.db").display())).await?;
+        let ledger = Arc::new(Ledger::init(store, ledger_key, genesis).await?);
+        let ledger_app =
+            scrip_ledger::Application::from_ledger(ledger.clone(), "127.0.0.1:0".parse()?, 3600)
+                .await?;
+        let ledger_url = format!("http://{}", ledger_app.local_addr()?);
+        tokio::spawn(ledger_app.run_until(std::future::pending()));
+
+        let mut operators = Vec::new();
+        for name in names {
+            let issuer = Arc::new(
+                Issuer::open(IssuerConfig {
+                    name: (*name).to_owned(),
+                    listen: "127.0.0.1:0".parse()?,
+                    database: format!(
+                        "sqlite://{}",
+                        dir.join(format!("{name}-issuer.db")).display()
+                    ),
+                    operator_key_file: dir.join(format!("{name}.key")),
+                    keys_dir: dir.join(format!("{name}-keys")),
+                    ledger_url: ledger_url.clone(),
+                    issue_days: 7,
+                    redeem_days: 14,
+                    forget_days: 7,
+                    report_secs: 3600,
+                    rate_limit: RateLimitConfig::default(),
+                })
+                .await?,
+            );
+            let issuer_app = scrip_issuer::Application::new(issuer.clone()).await?;
+            let issuer_url = format!("http://{}", issuer_app.local_addr()?);
+            tokio::spawn(issuer_app.run_until(std::future::pending()));
+
+            let redeemer = Redeemer::start(RedeemerConfig {
+                name: (*name).to_owned(),
+                listen: "127.0.0.1:0".parse()?,
+                database: format!(
+                    "sqlite://{}",
+                    dir.join(format!("{name}-redeemer.db")).display()
+                ),
+                operator_key_file: dir.join(format!("{name}.key")),
+                ledger_url: ledger_url.clone(),
+                mode,
+                grant_ttl_secs: 300,
+                batch_max: 1000,
+                batch_wait_ms: 5,
+                key_refresh_secs: 60,
+            })
+            .await?;
+            let redeemer_app = scrip_redeemer::Application::new(redeemer.clone()).await?;
+            let redeemer_url = format!("http://{}", redeemer_app.local_addr()?);
+            tokio::spawn(redeemer_app.run_until(std::future::pending()));
+
+            let (listener, relay_url) = bound("127.0.0.1:0").await?;
+            tokio::spawn(example_relay::serve(
+                listener,
+                RelayConfig {
+                    sidecar: redeemer_url.clone(),
+                    data_dir: dir.join(format!("{name}-relay")),
+                    chunk_ttl: Duration::from_secs(48 * 3600),
+                },
+                std::future::pending(),
+            ));
+            operators.push(Operator {
+                name: (*name).to_owned(),
+                issuer,
+                issuer_url,
+                redeemer,
+                redeemer_url,
+                relay_url,
+            });
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            ledger_url,
+            ledger,
+            operators,
+        })
+    }
+}
