@@ -42,6 +42,10 @@ impl KeyCache {
     /// Reloads the whole directory.
     pub async fn refresh(&self) -> Result<(), ClientError> {
         let mut last = self.last_refresh.lock().await;
+        self.refresh_locked(&mut last).await
+    }
+
+    async fn refresh_locked(&self, last: &mut Option<Instant>) -> Result<(), ClientError> {
         let records = self.ledger.keys(None, None).await?;
         let mut map = HashMap::with_capacity(records.len());
         for r in records {
@@ -68,19 +72,27 @@ impl KeyCache {
         self.keys.read().ok().and_then(|k| k.get(id).cloned())
     }
 
-    /// A key by id, refreshing once if it is unknown.
+    /// A key by id. An unknown id triggers a refresh, waiting if the last one was less than a
+    /// second ago (so a key announced a moment ago is still found), and sharing one refresh
+    /// between all the requests that wait for it.
     pub async fn get(&self, id: &TokenKeyId) -> Result<Option<Arc<CachedKey>>, ClientError> {
         if let Some(k) = self.lookup(id) {
             return Ok(Some(k));
         }
-        let recent = self
-            .last_refresh
-            .lock()
-            .await
-            .is_some_and(|t| t.elapsed() < MIN_REFRESH_GAP);
-        if !recent {
-            self.refresh().await?;
+        let asked = Instant::now();
+        let mut last = self.last_refresh.lock().await;
+        if let Some(k) = self.lookup(id) {
+            return Ok(Some(k));
         }
+        if last.is_some_and(|t| t > asked) {
+            // A refresh made after this request arrived did not find the key.
+            return Ok(None);
+        }
+        if let Some(t) = *last {
+            let wait = MIN_REFRESH_GAP.saturating_sub(t.elapsed());
+            tokio::time::sleep(wait).await;
+        }
+        self.refresh_locked(&mut last).await?;
         Ok(self.lookup(id))
     }
 }

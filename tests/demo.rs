@@ -1,0 +1,59 @@
+//! `scrip demo`, the README's first command, run as a newcomer would run it.
+
+mod common;
+
+use common::{path, scrip};
+
+#[test]
+fn the_demo_runs_every_step_and_exits_zero() {
+    let out = scrip(&["demo"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "1. Start a consortium",
+        "announced 5 keys",
+        "cards sold",
+        "58 credits left on the card",
+        "created a queue",
+        "is refused: 409",
+        "first spent by \"op-a\"",
+        "op-a owes op-b 5 credits",
+        "Everything behaved as shown.",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("sw1-"),
+        "the demo never prints a wallet seed"
+    );
+}
+
+#[test]
+fn the_demo_keeps_its_files_when_asked_and_refuses_a_busy_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keep = dir.path().join("demo");
+    let out = scrip(&["demo", "--keep", path(&keep)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "ledger.db",
+        "wallet.db",
+        "op-a-issuer.db",
+        "op-b-redeemer.db",
+    ] {
+        assert!(keep.join(file).exists(), "{file} kept");
+    }
+    let again = scrip(&["demo", "--keep", path(&keep)]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}

@@ -1,0 +1,263 @@
+//! The wallet against a whole consortium on loopback: opening, spending at both operators,
+//! never losing a token, export and import, restore from the seed, and refusing tagging keys.
+
+use scrip::consortium::Consortium;
+use scrip_client::{TokenState, Wallet, WalletError};
+use scrip_redeemer::Mode;
+use scrip_spec::{CapacityKind, WalletSeed};
+
+fn kind(k: &str) -> CapacityKind {
+    CapacityKind::new(k).expect("kind")
+}
+
+async fn setup() -> (tempfile::TempDir, Consortium, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Consortium::start(&dir.path().join("c"), &["op-a", "op-b"], Mode::Strict)
+        .await
+        .expect("consortium");
+    for op in &c.operators {
+        op.issuer.rotate_keys().await.expect("keys");
+    }
+    let a = &c.operators[0];
+    let (batch, codes) = a.issuer.mint_cards(100, 2).await.expect("mint");
+    assert!(a.issuer.activate_batch(&batch).await.expect("activate"));
+    (dir, c, codes[0].to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_spend_and_never_lose_a_token() {
+    let (dir, c, code) = setup().await;
+    let (a, b) = (&c.operators[0], &c.operators[1]);
+    let path = dir.path().join("w.db");
+    let wallet = Wallet::create(&path, &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let mode = std::fs::metadata(&path).expect("file").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    let calls = std::sync::Mutex::new(Vec::new());
+    let summary = wallet
+        .open_card(
+            &a.issuer_url,
+            &code,
+            &[(kind("queue"), 2), (kind("chunk-64k"), 5)],
+            &|d, t| calls.lock().expect("lock").push((d, t)),
+        )
+        .await
+        .expect("open");
+    assert_eq!(summary.remaining_credits, 100 - 20 - 5);
+    assert_eq!(calls.lock().expect("lock").last(), Some(&(7, 7)));
+
+    // A redeemer that does not answer: the ledger says the token is unspent, so it is back.
+    let err = wallet
+        .spend(&kind("queue"), "http://127.0.0.1:9")
+        .await
+        .expect_err("no redeemer");
+    assert!(matches!(err, WalletError::NoAnswer { .. }), "{err}");
+    let balance = wallet.balance().await.expect("balance");
+    assert_eq!(balance.unspent.values().sum::<u64>(), 7, "no token lost");
+    assert_eq!(balance.pending, 0);
+
+    // Spends at both operators.
+    let g1 = wallet
+        .spend(&kind("queue"), &a.redeemer_url)
+        .await
+        .expect("spend at a");
+    let g2 = wallet
+        .spend(&kind("chunk-64k"), &b.redeemer_url)
+        .await
+        .expect("spend at b");
+    assert!(g1.grant.starts_with("sg1.queue.") && g2.grant.starts_with("sg1.chunk-64k."));
+    let balance = wallet.balance().await.expect("balance");
+    assert_eq!(
+        (balance.spent, balance.unspent.values().sum::<u64>()),
+        (2, 5)
+    );
+
+    // A token spent elsewhere (a copy) is recognised and marked spent, not lost silently.
+    let copy = wallet
+        .unspent_token("queue")
+        .await
+        .expect("query")
+        .expect("one left");
+    let body = serde_json::json!({"token": scrip_spec::encoding::b64_encode(copy.to_bytes()), "kind": "queue"});
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/redeem", b.redeemer_url))
+        .json(&body)
+        .send()
+        .await
+        .expect("redeem copy");
+    assert!(resp.status().is_success());
+    let err = wallet
+        .spend(&kind("queue"), &a.redeemer_url)
+        .await
+        .expect_err("already spent");
+    assert!(
+        matches!(err, WalletError::AlreadySpent { ref first_spent_by, .. } if first_spent_by == "op-b"),
+        "{err}"
+    );
+    assert!(matches!(
+        wallet.spend(&kind("queue"), &a.redeemer_url).await,
+        Err(WalletError::NoToken { .. })
+    ));
+
+    // A crash between marking a token pending and learning the outcome: the next command
+    // settles it at the ledger.
+    let token = wallet
+        .unspent_token("chunk-64k")
+        .await
+        .expect("q")
+        .expect("token");
+    wallet
+        .store()
+        .set_state(&token.nullifier(), TokenState::Pending, None, None, 0)
+        .await
+        .expect("mark pending");
+    assert_eq!(wallet.resolve_pending().await.expect("resolve"), 1);
+    assert_eq!(
+        wallet
+            .token(&token.nullifier())
+            .await
+            .expect("q")
+            .expect("t")
+            .state,
+        TokenState::Unspent
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn export_import_and_restore_from_the_seed() {
+    let (dir, c, code) = setup().await;
+    let a = &c.operators[0];
+    let seed = WalletSeed::generate();
+    let backup = seed.backup_code().to_string();
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, Some(seed))
+        .await
+        .expect("wallet");
+    wallet
+        .open_card(&a.issuer_url, &code, &[(kind("chunk-1m"), 3)], &|_, _| {})
+        .await
+        .expect("open 1");
+    wallet
+        .open_card(&a.issuer_url, &code, &[(kind("chunk-64k"), 2)], &|_, _| {})
+        .await
+        .expect("open 2");
+    wallet
+        .spend(&kind("chunk-1m"), &a.redeemer_url)
+        .await
+        .expect("spend");
+
+    // Restore from the backup code alone: every token comes back, the spent one as spent.
+    let restored = Wallet::create(
+        &dir.path().join("restored.db"),
+        &c.ledger_url,
+        Some(WalletSeed::from_backup_code(&backup).expect("code")),
+    )
+    .await
+    .expect("wallet");
+    assert_eq!(
+        restored
+            .restore(std::slice::from_ref(&a.issuer_url))
+            .await
+            .expect("restore"),
+        5
+    );
+    let b = restored.balance().await.expect("balance");
+    assert_eq!((b.spent, b.unspent.values().sum::<u64>()), (1, 4));
+    // The restored wallet continues after the last opening: a new opening does not collide.
+    restored
+        .open_card(&a.issuer_url, &code, &[(kind("chunk-64k"), 1)], &|_, _| {})
+        .await
+        .expect("new opening after restore");
+
+    // Export and import into a third wallet; a tampered file is refused.
+    let file = wallet.export().await.expect("export");
+    assert_eq!(file.tokens.len(), 4);
+    let other = Wallet::create(&dir.path().join("other.db"), &c.ledger_url, None)
+        .await
+        .expect("w");
+    let mut tampered = file.clone();
+    tampered.tokens[0].token.authenticator[3] ^= 1;
+    assert!(other.import(&tampered).await.is_err());
+    assert_eq!(
+        other
+            .balance()
+            .await
+            .expect("b")
+            .unspent
+            .values()
+            .sum::<u64>(),
+        0,
+        "nothing half-imported"
+    );
+    assert_eq!(other.import(&file).await.expect("import"), 4);
+    assert_eq!(
+        other.import(&file).await.expect("again"),
+        0,
+        "no duplicates"
+    );
+    let mut foreign = file.clone();
+    foreign.tokens[0].key.redeem_until += 1;
+    assert!(matches!(
+        other.import(&foreign).await,
+        Err(WalletError::UntrustedKey { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_the_ledger_does_not_list_is_refused() {
+    let (dir, c, code) = setup().await;
+    // A fake issuer front that offers op-a's keys plus one of its own making: a tagging key.
+    let mut offered: scrip_spec::issuance::IssuerKeys =
+        reqwest::get(format!("{}/v1/keys", c.operators[0].issuer_url))
+            .await
+            .expect("keys")
+            .json()
+            .await
+            .expect("json");
+    let mut tag = offered
+        .keys
+        .iter()
+        .find(|k| k.kind.as_str() == "queue")
+        .expect("queue")
+        .clone();
+    tag.public_key = scrip_spec::TokenSecretKey::generate()
+        .expect("keygen")
+        .public_key()
+        .clone();
+    tag.valid_from -= 1;
+    offered.keys.push(tag);
+    let app = axum::Router::new().route(
+        "/v1/keys",
+        axum::routing::get(move || {
+            let offered = offered.clone();
+            async move { axum::Json(offered) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let fake = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let err = wallet
+        .open_card(&fake, &code, &[(kind("queue"), 1)], &|_, _| {})
+        .await
+        .expect_err("tagging key refused");
+    assert!(matches!(err, WalletError::UntrustedKey { .. }), "{err}");
+    assert_eq!(
+        wallet
+            .card_balance(&c.operators[0].issuer_url, &code)
+            .await
+            .expect("balance")
+            .remaining_credits,
+        100,
+        "nothing was charged"
+    );
+}
