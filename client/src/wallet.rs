@@ -560,6 +560,13 @@ impl Wallet {
                     expires_at: r.expires_at,
                 })
             }
+            Reply::Refused { status, error } if status >= 500 => {
+                // The redeemer could not finish; the spend may have committed all the same:
+                // the ledger knows.
+                let (code, message) = refused(&error);
+                self.settle_at_ledger(&nullifier, t).await?;
+                Err(WalletError::RedeemerRefused { code, message })
+            }
             Reply::Refused { status, error } => {
                 let (code, message) = refused(&error);
                 let state = match code.as_str() {
@@ -586,25 +593,36 @@ impl Wallet {
             }
             Reply::NoAnswer(source) => {
                 // The spend may or may not have happened: the ledger knows.
-                match self.ledger.nullifier(&nullifier).await {
-                    Ok(NullifierStatus::Unspent) => {
-                        self.store
-                            .set_state(&nullifier, TokenState::Unspent, None, None, t)
-                            .await?;
-                    }
-                    Ok(NullifierStatus::Spent { .. }) => {
-                        // Spent, the grant lost: the redeemer re-grants a token it spent itself.
-                        self.store
-                            .set_state(&nullifier, TokenState::Spent, None, Some("answer lost"), t)
-                            .await?;
-                    }
-                    Err(_) => {}
-                }
+                self.settle_at_ledger(&nullifier, t).await?;
                 Err(WalletError::NoAnswer {
                     what: "the redeemer",
                     source,
                 })
             }
+        }
+    }
+
+    /// Settles one pending token from the ledger's record; it stays pending if the ledger
+    /// does not answer either.
+    async fn settle_at_ledger(
+        &self,
+        nullifier: &scrip_spec::Nullifier,
+        t: UnixSeconds,
+    ) -> anyhow::Result<()> {
+        match self.ledger.nullifier(nullifier).await {
+            Ok(NullifierStatus::Unspent) => {
+                self.store
+                    .set_state(nullifier, TokenState::Unspent, None, None, t)
+                    .await
+            }
+            // Spent with its grant lost: presenting it again at the same redeemer gets a
+            // fresh grant (PROTOCOL.md section 10.1).
+            Ok(NullifierStatus::Spent { .. }) => {
+                self.store
+                    .set_state(nullifier, TokenState::Spent, None, Some("answer lost"), t)
+                    .await
+            }
+            Err(_) => Ok(()),
         }
     }
 

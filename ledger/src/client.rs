@@ -60,8 +60,13 @@ pub struct LedgerClient {
 impl LedgerClient {
     /// A client of the ledger at `base_url` (for example `http://127.0.0.1:7400`).
     pub fn new(base_url: &str) -> Self {
+        Self::with_timeout(base_url, Duration::from_secs(30))
+    }
+
+    /// A client whose every call gives up after `timeout`.
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .build()
             .unwrap_or_default();
         Self {

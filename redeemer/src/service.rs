@@ -3,7 +3,7 @@
 use crate::config::{Mode, RedeemerConfig};
 use crate::keys::KeyCache;
 use crate::spend::{Batcher, SpendFailure, SpendOutcome, Spender};
-use crate::store::{ConsumeOutcome, RedeemerStore};
+use crate::store::{ConsumeOutcome, History, RedeemerStore};
 use scrip_ledger::LedgerClient;
 use scrip_spec::{
     CapacityKind, GrantCode, OperatorKey, Token, UnixSeconds, verify_token_with_digest,
@@ -156,7 +156,8 @@ impl Redeemer {
         })?;
         let operator = OperatorKey::from_text(&text)?;
         let store = RedeemerStore::connect(&config.database).await?;
-        let ledger = LedgerClient::new(&config.ledger_url);
+        // Short timeouts: a wallet waits on this call, and a hung ledger must fail fast.
+        let ledger = LedgerClient::with_timeout(&config.ledger_url, Duration::from_secs(5));
         let info = ledger.info().await.with_context(|| {
             format!(
                 "cannot reach the ledger at {}; start it or fix ledger_url",
@@ -164,7 +165,13 @@ impl Redeemer {
             )
         })?;
         match info.operators.iter().find(|o| o.id == operator.id()) {
-            Some(o) if o.name == config.name => {}
+            Some(o) if o.name == config.name => {
+                anyhow::ensure!(
+                    o.roles.contains(&scrip_spec::ledger::Role::Redeemer),
+                    "operator {:?} lacks the redeemer role on the ledger; its spends would be refused",
+                    o.name
+                );
+            }
             _ => anyhow::bail!(
                 "operator key {} is not the ledger member {:?}; fix `name` or have it admitted",
                 operator.id(),
@@ -228,7 +235,8 @@ impl Redeemer {
                         tracing::warn!(error = %e, "key directory refresh failed");
                     }
                 }
-                _ = flush.tick(), if self.config.mode == Mode::Optimistic => {
+                // Also in strict mode: spends left pending by an earlier optimistic run.
+                _ = flush.tick() => {
                     if let Err(e) = self.flush_pending().await {
                         tracing::warn!(error = %e, "optimistic spends not flushed; will retry");
                     }
@@ -257,6 +265,13 @@ impl Redeemer {
             decided.push(*n);
             let refusal = match &outcome {
                 SpendOutcome::Accepted => None,
+                // A flush whose answer was lost (or a crash before the pending row was
+                // cleared) committed it: spent by this operator is this redeemer's own spend.
+                SpendOutcome::AlreadySpent { first_spent_by, .. }
+                    if *first_spent_by == self.config.name =>
+                {
+                    None
+                }
                 SpendOutcome::AlreadySpent { first_spent_by, .. } => {
                     Some(format!("already spent by {first_spent_by}"))
                 }
@@ -326,7 +341,9 @@ impl Redeemer {
         verified.map_err(|_| RedeemError::InvalidSignature)?;
 
         let nullifier = token.nullifier();
-        match self.config.mode {
+        // Who spent it first, for the refusal if this redeemer's own history forbids a grant.
+        let mut first = (t, self.config.name.clone());
+        let pending = match self.config.mode {
             Mode::Strict => {
                 match self.batcher.spend(token.token_key_id, nullifier).await {
                     Ok(SpendOutcome::Accepted) => {}
@@ -334,16 +351,16 @@ impl Redeemer {
                         first_spent_at,
                         first_spent_by,
                     }) => {
-                        // Spent by this operator: a lost answer (or a concurrent duplicate).
-                        // A fresh grant replaces any unconsumed one; a consumed one ends it.
-                        let ours = first_spent_by == self.config.name;
-                        let consumed = self.store.nullifier_history(&nullifier).await?;
-                        if !ours || consumed == Some(true) {
+                        // Spent by another operator: refused. Spent by this one: a lost answer
+                        // or a concurrent duplicate; a fresh grant replaces an unconsumed one
+                        // (checked in the grant's own transaction).
+                        if first_spent_by != self.config.name {
                             return Err(RedeemError::AlreadySpent {
                                 first_spent_at,
                                 first_spent_by,
                             });
                         }
+                        first = (first_spent_at, first_spent_by);
                     }
                     Ok(SpendOutcome::Refused(reason)) => {
                         return Err(match reason.as_str() {
@@ -358,49 +375,39 @@ impl Redeemer {
                         )));
                     }
                 }
-                self.grant(kind, &nullifier, None, t).await
+                None
             }
-            Mode::Optimistic => {
-                if let Some(consumed) = self.store.nullifier_history(&nullifier).await? {
-                    if consumed {
-                        return Err(RedeemError::AlreadySpent {
-                            first_spent_at: t,
-                            first_spent_by: self.config.name.clone(),
-                        });
-                    }
-                    // Presented again before use: replace the grant, spend already queued.
-                    return self.grant(kind, &nullifier, None, t).await;
-                }
-                self.grant(kind, &nullifier, Some(&token.token_key_id), t)
-                    .await
-            }
-        }
-    }
-
-    async fn grant(
-        &self,
-        kind: &CapacityKind,
-        nullifier: &scrip_spec::Nullifier,
-        pending: Option<&scrip_spec::TokenKeyId>,
-        t: UnixSeconds,
-    ) -> Result<Grant, RedeemError> {
+            // A first presentation queues the spend; a repeat before use only replaces the
+            // grant (the spend is already queued).
+            Mode::Optimistic => match self.store.history(&nullifier).await? {
+                History::None => Some(token.token_key_id),
+                _ => None,
+            },
+        };
         let code = GrantCode::generate(kind.clone());
         let expires_at = t + self.config.grant_ttl_secs;
-        self.store
+        match self
+            .store
             .insert_grant(
                 &code.storage_hash(),
                 kind,
-                nullifier,
+                &nullifier,
                 expires_at,
-                pending,
+                pending.as_ref(),
                 t,
             )
-            .await?;
-        Ok(Grant {
-            code,
-            kind: kind.clone(),
-            expires_at,
-        })
+            .await?
+        {
+            Ok(()) => Ok(Grant {
+                code,
+                kind: kind.clone(),
+                expires_at,
+            }),
+            Err(_used_or_refused) => Err(RedeemError::AlreadySpent {
+                first_spent_at: first.0,
+                first_spent_by: first.1,
+            }),
+        }
     }
 
     /// Consumes a grant for `kind`: the relay's one call before it creates the queue or stores

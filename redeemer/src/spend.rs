@@ -54,7 +54,8 @@ pub struct Spender {
 const ATTEMPTS: u32 = 5;
 
 impl Spender {
-    /// Spends `items` in one signed request per attempt. If an attempt's answer is lost, the
+    /// Spends `items` in one signed request per attempt; the outcomes come back in the order
+    /// of `items`. If an attempt's answer is lost, the
     /// next attempt (newly signed) reveals what the lost one did: a nullifier "already spent"
     /// by this operator since the first attempt began was spent by it.
     pub async fn spend(
@@ -71,7 +72,6 @@ impl Spender {
                 }),
             }
         }
-        let order: Vec<Nullifier> = groups.iter().flat_map(|g| g.nullifiers.clone()).collect();
         let started = scrip_ledger::service::now();
         let mut maybe_sent = false;
         let mut backoff = Duration::from_millis(50);
@@ -94,9 +94,10 @@ impl Spender {
                         .into_iter()
                         .map(|r| (r.nullifier, r.status))
                         .collect();
-                    let outcomes = order
+                    // In the caller's order, whatever order the groups put them in.
+                    let outcomes = items
                         .iter()
-                        .map(|n| match by_nullifier.get(n) {
+                        .map(|(_, n)| match by_nullifier.get(n) {
                             Some(SpendStatus::Accepted) => SpendOutcome::Accepted,
                             Some(SpendStatus::AlreadySpent {
                                 first_spent_at,

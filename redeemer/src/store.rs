@@ -14,8 +14,11 @@ pub enum GrantState {
     Issued,
     /// Used by the relay.
     Consumed,
-    /// Withdrawn (optimistic double spend, or replaced after a lost answer).
+    /// Replaced by a fresh grant after a lost answer.
     Revoked,
+    /// Withdrawn because the ledger refused its spend (optimistic mode): the token is spent
+    /// elsewhere, and no new grant may ever be given for it.
+    Refused,
 }
 
 impl GrantState {
@@ -24,6 +27,7 @@ impl GrantState {
             "issued" => Self::Issued,
             "consumed" => Self::Consumed,
             "revoked" => Self::Revoked,
+            "refused" => Self::Refused,
             _ => return None,
         })
     }
@@ -40,6 +44,19 @@ pub struct GrantRecord {
     pub expires_at: UnixSeconds,
     /// State.
     pub state: GrantState,
+}
+
+/// What this redeemer has granted for a nullifier before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum History {
+    /// Nothing.
+    None,
+    /// Grants, none used.
+    Unconsumed,
+    /// A grant was used: the token is spent for good.
+    Consumed,
+    /// The ledger refused its spend: the token was spent elsewhere.
+    Refused,
 }
 
 /// What consuming a grant found.
@@ -63,6 +80,29 @@ pub enum ConsumeOutcome {
 #[derive(Debug, Clone)]
 pub struct RedeemerStore {
     pool: SqlitePool,
+}
+
+async fn history_in(
+    conn: &mut sqlx::SqliteConnection,
+    nullifier: &Nullifier,
+) -> anyhow::Result<History> {
+    let row = sqlx::query(
+        "SELECT COUNT(*), COALESCE(SUM(state = 'consumed'), 0), COALESCE(SUM(state = 'refused'), 0) \
+         FROM grants WHERE nullifier = ?",
+    )
+    .bind(&nullifier.0[..])
+    .fetch_one(conn)
+    .await?;
+    let (n, consumed, refused): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    Ok(if consumed > 0 {
+        History::Consumed
+    } else if refused > 0 {
+        History::Refused
+    } else if n > 0 {
+        History::Unconsumed
+    } else {
+        History::None
+    })
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -89,9 +129,10 @@ impl RedeemerStore {
         Ok(Self { pool })
     }
 
-    /// Stores a new grant; with `revoke_earlier`, first revokes the nullifier's unconsumed
-    /// grants (a lost answer replaced), and with `pending`, records the spend for the batch
-    /// (optimistic mode) in the same transaction.
+    /// Stores a new grant, revoking the nullifier's earlier unconsumed grants (a lost answer
+    /// replaced), and with `pending` records the spend for the batch (optimistic mode), all in
+    /// one transaction. Refuses (returns the history) if a grant of the nullifier was already
+    /// consumed or refused, checked inside the same transaction so no race can give two.
     pub async fn insert_grant(
         &self,
         hash: &[u8; 32],
@@ -100,8 +141,12 @@ impl RedeemerStore {
         expires_at: UnixSeconds,
         pending: Option<&TokenKeyId>,
         now: UnixSeconds,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Result<(), History>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let history = history_in(&mut tx, nullifier).await?;
+        if matches!(history, History::Consumed | History::Refused) {
+            return Ok(Err(history));
+        }
         sqlx::query("UPDATE grants SET state = 'revoked' WHERE nullifier = ? AND state = 'issued'")
             .bind(&nullifier.0[..])
             .execute(&mut *tx)
@@ -119,7 +164,8 @@ impl RedeemerStore {
         .await?;
         if let Some(key) = pending {
             sqlx::query(
-                "INSERT INTO pending_spends (nullifier, key_id, created_at) VALUES (?, ?, ?)",
+                "INSERT INTO pending_spends (nullifier, key_id, created_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (nullifier) DO NOTHING",
             )
             .bind(&nullifier.0[..])
             .bind(&key.0[..])
@@ -128,20 +174,13 @@ impl RedeemerStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(Ok(()))
     }
 
-    /// Whether this redeemer granted for `nullifier` before, and if so whether any of those
-    /// grants was consumed.
-    pub async fn nullifier_history(&self, nullifier: &Nullifier) -> anyhow::Result<Option<bool>> {
-        let row = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(state = 'consumed'), 0) FROM grants WHERE nullifier = ?",
-        )
-        .bind(&nullifier.0[..])
-        .fetch_one(&self.pool)
-        .await?;
-        let (n, consumed): (i64, i64) = (row.get(0), row.get(1));
-        Ok((n > 0).then_some(consumed > 0))
+    /// What this redeemer granted for `nullifier` before.
+    pub async fn history(&self, nullifier: &Nullifier) -> anyhow::Result<History> {
+        let mut conn = self.pool.acquire().await?;
+        history_in(&mut conn, nullifier).await
     }
 
     /// Consumes a grant atomically (one of two concurrent consumes wins).
@@ -163,7 +202,7 @@ impl RedeemerStore {
         let expires_at: i64 = row.get(1);
         let state: String = row.get(2);
         let outcome = match GrantState::parse(&state) {
-            Some(GrantState::Revoked) => ConsumeOutcome::Revoked,
+            Some(GrantState::Revoked | GrantState::Refused) => ConsumeOutcome::Revoked,
             Some(GrantState::Consumed) => ConsumeOutcome::Used,
             None => anyhow::bail!("grant state {state:?} is corrupt"),
             Some(GrantState::Issued) if to_i64(now) > expires_at => ConsumeOutcome::Expired,
@@ -182,11 +221,11 @@ impl RedeemerStore {
         Ok(outcome)
     }
 
-    /// Revokes the unconsumed grants of a nullifier (its optimistic spend was refused);
-    /// returns how many grants of it were already consumed.
+    /// Withdraws the unconsumed grants of a nullifier whose optimistic spend the ledger
+    /// refused, for good; returns how many grants of it were already consumed.
     pub async fn revoke_nullifier(&self, nullifier: &Nullifier) -> anyhow::Result<u64> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("UPDATE grants SET state = 'revoked' WHERE nullifier = ? AND state = 'issued'")
+        sqlx::query("UPDATE grants SET state = 'refused' WHERE nullifier = ? AND state IN ('issued', 'revoked')")
             .bind(&nullifier.0[..])
             .execute(&mut *tx)
             .await?;

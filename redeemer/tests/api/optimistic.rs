@@ -67,3 +67,54 @@ async fn optimistic_grants_while_the_ledger_is_down_and_catches_up() {
         .expect("totals");
     assert_eq!(totals.keys.iter().map(|k| k.spent).sum::<u64>(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_token_never_gets_a_new_grant_and_own_spends_are_not_revoked() {
+    let w = world().await;
+    let a = w.sidecar(w.config(0, Mode::Optimistic, 300)).await;
+    let b = w.sidecar(w.config(1, Mode::Optimistic, 300)).await;
+    let token = w.token();
+    assert_eq!(a.redeem(&token, "queue").await.0, StatusCode::OK);
+    assert_eq!(b.redeem(&token, "queue").await.0, StatusCode::OK);
+    a.redeemer.flush_pending().await.expect("flush a");
+    b.redeemer.flush_pending().await.expect("flush b");
+    // b's spend was refused: presenting the token to b again must not buy anything.
+    let (status, err) = b.redeem(&token, "queue").await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "already_spent")
+    );
+
+    // a's flush committed; a pending row left behind (a crash before it was cleared) is
+    // recognised as a's own spend on the next flush, and a's grant stays valid.
+    let (_, body) = a.redeem(&token, "queue").await;
+    let grant = body["grant"]
+        .as_str()
+        .expect("re-grant before use")
+        .to_owned();
+    a.redeemer
+        .store()
+        .insert_grant(
+            &[9; 32],
+            &"queue".parse().expect("kind"),
+            &token.nullifier(),
+            u64::MAX / 2,
+            Some(&token.token_key_id),
+            0,
+        )
+        .await
+        .expect("store")
+        .expect("allowed: nothing consumed yet");
+    assert_eq!(a.redeemer.flush_pending().await.expect("flush"), 1);
+    assert!(
+        a.metrics()
+            .await
+            .contains("scrip_redeemer_optimistic_revoked_total 0")
+    );
+    let (status, _) = a.consume(&grant, "queue").await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "replaced by the later grant, not by a revocation"
+    );
+}

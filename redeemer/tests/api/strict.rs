@@ -227,3 +227,40 @@ async fn concurrent_redemptions_are_batched() {
         .expect("totals");
     assert_eq!(totals.keys.iter().map(|k| k.spent).sum::<u64>(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outcomes_of_a_mixed_batch_reach_the_right_tokens() {
+    let w = world().await;
+    let mut config = w.config(0, Mode::Strict, 300);
+    config.batch_wait_ms = 300;
+    let a = w.sidecar(config).await;
+    let b = w.sidecar(w.config(1, Mode::Strict, 300)).await;
+    let spent_chunk = w.chunk_token();
+    assert_eq!(b.redeem(&spent_chunk, "chunk-256k").await.0, StatusCode::OK);
+    // Queue, chunk, queue in one batch of two keys (interleaved): each gets its own answer.
+    for _ in 0..3 {
+        let (q1, q2) = (w.token(), w.token());
+        let later = |ms| tokio::time::sleep(std::time::Duration::from_millis(ms));
+        let (r1, r2, r3) = tokio::join!(
+            a.redeem(&q1, "queue"),
+            async {
+                later(20).await;
+                a.redeem(&spent_chunk, "chunk-256k").await
+            },
+            async {
+                later(40).await;
+                a.redeem(&q2, "queue").await
+            }
+        );
+        assert_eq!(r1.0, StatusCode::OK, "first fresh token granted: {}", r1.1);
+        assert_eq!((r2.0, code(&r2.1)), (StatusCode::CONFLICT, "already_spent"));
+        assert_eq!(r2.1["error"]["first_spent_by"], "op-b");
+        assert_eq!(r3.0, StatusCode::OK, "second fresh token granted: {}", r3.1);
+    }
+    assert!(
+        a.metrics()
+            .await
+            .contains("scrip_redeemer_ledger_batch_max 3"),
+        "one batch of three"
+    );
+}
