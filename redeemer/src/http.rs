@@ -309,6 +309,20 @@ async fn metrics(State(redeemer): State<Arc<Redeemer>>) -> String {
         "",
         r(&m.max_batch),
     );
+    // The ledger's answer time, as a Prometheus summary (sum and count) and its maximum.
+    let secs = |us: u64| us as f64 / 1e6;
+    out.push_str(&format!(
+        "# HELP scrip_redeemer_ledger_wait_seconds Time from sending a spend batch to the ledger's answer.\n\
+         # TYPE scrip_redeemer_ledger_wait_seconds summary\n\
+         scrip_redeemer_ledger_wait_seconds_sum {}\n\
+         scrip_redeemer_ledger_wait_seconds_count {}\n\
+         # HELP scrip_redeemer_ledger_wait_seconds_max Longest wait for the ledger so far.\n\
+         # TYPE scrip_redeemer_ledger_wait_seconds_max gauge\n\
+         scrip_redeemer_ledger_wait_seconds_max {}\n",
+        secs(r(&m.ledger_wait_us)),
+        r(&m.batches),
+        secs(r(&m.ledger_wait_max_us)),
+    ));
     out
 }
 

@@ -122,6 +122,22 @@ pub struct Metrics {
     pub batched_spends: AtomicU64,
     /// Largest batch.
     pub max_batch: AtomicU64,
+    /// Total time spent waiting for the ledger's answers, in microseconds.
+    pub ledger_wait_us: AtomicU64,
+    /// Longest single wait, in microseconds.
+    pub ledger_wait_max_us: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one ledger spend request of `n` nullifiers that took `took`.
+    pub fn record_batch(&self, n: usize, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batched_spends.fetch_add(n as u64, Ordering::Relaxed);
+        self.max_batch.fetch_max(n as u64, Ordering::Relaxed);
+        self.ledger_wait_us.fetch_add(us, Ordering::Relaxed);
+        self.ledger_wait_max_us.fetch_max(us, Ordering::Relaxed);
+    }
 }
 
 /// The redeemer.
@@ -189,11 +205,7 @@ impl Redeemer {
         let metrics = Arc::new(Metrics::default());
         let observe = {
             let m = metrics.clone();
-            Arc::new(move |n: usize| {
-                m.batches.fetch_add(1, Ordering::Relaxed);
-                m.batched_spends.fetch_add(n as u64, Ordering::Relaxed);
-                m.max_batch.fetch_max(n as u64, Ordering::Relaxed);
-            })
+            Arc::new(move |n: usize, took: Duration| m.record_batch(n, took))
         };
         let batcher = Batcher::start(
             spender.clone(),
@@ -251,15 +263,13 @@ impl Redeemer {
         if pending.is_empty() {
             return Ok(0);
         }
+        let started = std::time::Instant::now();
         let outcomes = match self.spender.spend(&pending).await {
             Ok(o) => o,
             Err(SpendFailure::Unavailable) => return Ok(0),
             Err(e) => return Err(e.into()),
         };
-        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .batched_spends
-            .fetch_add(pending.len() as u64, Ordering::Relaxed);
+        self.metrics.record_batch(pending.len(), started.elapsed());
         let mut decided = Vec::with_capacity(pending.len());
         for ((_, n), outcome) in pending.iter().zip(outcomes) {
             decided.push(*n);

@@ -166,8 +166,8 @@ impl std::fmt::Debug for Job {
     }
 }
 
-/// Batch sizes seen, for `/metrics`.
-pub type BatchObserver = Arc<dyn Fn(usize) + Send + Sync>;
+/// Called after each batch with its size and the ledger's answer time, for `/metrics`.
+pub type BatchObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
 
 impl Batcher {
     /// Starts the batching task.
@@ -188,10 +188,13 @@ impl Batcher {
                         _ => break,
                     }
                 }
-                observe(jobs.len());
-                let spender = spender.clone();
+                let (spender, observe) = (spender.clone(), observe.clone());
                 // Batches go out concurrently; each is one request at the ledger.
-                tokio::spawn(async move { settle(&spender, jobs).await });
+                tokio::spawn(async move {
+                    let (n, started) = (jobs.len(), std::time::Instant::now());
+                    settle(&spender, jobs).await;
+                    observe(n, started.elapsed());
+                });
             }
         });
         Self { tx }
