@@ -1,7 +1,7 @@
 //! The wallet file: SQLite, created owner-only (it holds the seed and bearer tokens).
 
 use scrip_spec::{Nullifier, Token, TokenKeyId, TokenKeyInfo, UnixSeconds};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Row as _, SqlitePool};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
@@ -117,15 +117,8 @@ impl WalletStore {
                 path.display()
             );
         }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options)
-            .await?;
+        let pool =
+            scrip_ledger::store::durable_pool(SqliteConnectOptions::new().filename(path)).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

@@ -2,17 +2,15 @@
 
 use crate::ratelimit::RateLimiter;
 use crate::service::{Issuer, OpenError};
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use scrip_ledger::api::{ApiError, ApiJson, finish, metric};
 use scrip_spec::issuance::{
     BalanceRequest, BalanceResponse, IssuerKeys, OpenRequest, OpenResponse, ReplayRequest,
     ReplayResponse,
 };
-use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,48 +38,6 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Counters.
     pub metrics: Arc<Metrics>,
-}
-
-/// Every handler's error: `{"error": {"code", "message", …}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    extra: Vec<(&'static str, Value)>,
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            extra: Vec::new(),
-            retry_after: None,
-        }
-    }
-
-    fn with(mut self, field: &'static str, value: impl Into<Value>) -> Self {
-        self.extra.push((field, value.into()));
-        self
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        for (k, v) in self.extra {
-            error[k] = v;
-        }
-        let mut resp = (self.status, Json(json!({ "error": error }))).into_response();
-        if let Some(secs) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
-    }
 }
 
 impl From<OpenError> for ApiError {
@@ -124,60 +80,16 @@ impl From<OpenError> for ApiError {
     }
 }
 
-/// `Json` with our error format.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-        );
-    }
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "malformed_request",
-        format!("malformed request body: {}", rejection.body_text()),
-    )
-}
-
 /// The issuer's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/keys", get(keys))
         .route("/v1/cards/open", post(open))
         .route("/v1/cards/balance", post(balance))
-        .route("/v1/requests/replay", post(replay))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not take that method",
-            )
-        })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(60),
-        ))
-        .with_state(state)
+        .route("/v1/requests/replay", post(replay));
+    finish(routes, MAX_BODY_BYTES, Duration::from_secs(60)).with_state(state)
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
@@ -195,10 +107,7 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError
 async fn metrics(State(state): State<AppState>) -> String {
     let m = &state.metrics;
     let line = |name: &str, help: &str, v: &AtomicU64| {
-        format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-            v.load(Ordering::Relaxed)
-        )
+        metric(name, help, "counter", v.load(Ordering::Relaxed))
     };
     [
         line(
@@ -238,13 +147,12 @@ async fn keys(State(state): State<AppState>) -> Json<IssuerKeys> {
 fn limit(state: &AppState, source: SocketAddr) -> Result<(), ApiError> {
     if let Some(wait) = state.limiter.check(source.ip()) {
         state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let mut e = ApiError::new(
+        return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!("too many failed card attempts; retry in {wait} s"),
-        );
-        e.retry_after = Some(wait);
-        return Err(e);
+        )
+        .retry_after(wait));
     }
     Ok(())
 }

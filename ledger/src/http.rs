@@ -1,14 +1,13 @@
 //! The ledger's HTTP API (axum): JSON in and out, errors as
 //! `{"error": {"code": "...", "message": "..."}}`.
 
+use crate::api::{ApiError, ApiJson, finish, metric};
 use crate::config::LedgerConfig;
 use crate::rules::Refusal;
 use crate::service::{Ledger, LedgerError};
 use crate::store::connect;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use scrip_spec::encoding::b64_decode;
@@ -43,47 +42,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The one error type of every handler.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: &self.message,
-            },
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
-
 impl From<LedgerError> for ApiError {
     fn from(err: LedgerError) -> Self {
         use StatusCode as S;
@@ -114,40 +72,9 @@ impl From<LedgerError> for ApiError {
     }
 }
 
-/// `Json` with our error format for bodies that are not valid JSON of the right shape.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-        );
-    }
-    let message = match &rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            "send the body as JSON with Content-Type: application/json".to_owned()
-        }
-        other => format!("malformed request body: {}", other.body_text()),
-    };
-    ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message)
-}
-
 /// The ledger's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/info", get(info))
@@ -157,23 +84,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log", get(log))
         .route("/v1/totals", get(totals))
         .route("/v1/checkpoint", get(checkpoint))
-        .route("/v1/checkpoint/cosign", post(cosign))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not take that method",
-            )
-        })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
-        .with_state(state)
+        .route("/v1/checkpoint/cosign", post(cosign));
+    finish(routes, MAX_BODY_BYTES, Duration::from_secs(30)).with_state(state)
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
@@ -185,9 +97,7 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError
 async fn metrics(State(state): State<AppState>) -> String {
     let m = &state.metrics;
     let info = state.ledger.info().await;
-    let line = |name: &str, help: &str, kind: &str, v: u64| {
-        format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n")
-    };
+    let line = |name: &str, help: &str, kind: &str, v: u64| metric(name, help, kind, v);
     [
         line(
             "scrip_ledger_requests_accepted_total",

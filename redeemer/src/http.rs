@@ -2,12 +2,11 @@
 //! `POST /v1/grants/consume`, `/healthz`, `/metrics`.
 
 use crate::service::{ConsumeError, RedeemError, Redeemer};
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use scrip_ledger::api::{ApiError, ApiJson, finish};
 use scrip_spec::{CapacityKind, Token};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -17,36 +16,6 @@ use std::time::Duration;
 
 /// Largest body: a token is 354 bytes (472 in base64url).
 pub const MAX_BODY_BYTES: usize = 4096;
-
-/// Every handler's error.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    extra: Vec<(&'static str, Value)>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            extra: Vec::new(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        for (k, v) in self.extra {
-            error[k] = v;
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
-    }
-}
 
 impl From<RedeemError> for ApiError {
     fn from(e: RedeemError) -> Self {
@@ -71,14 +40,9 @@ impl From<RedeemError> for ApiError {
             RedeemError::AlreadySpent {
                 first_spent_at,
                 first_spent_by,
-            } => {
-                let mut err = ApiError::new(S::CONFLICT, "already_spent", message);
-                err.extra = vec![
-                    ("first_spent_at", first_spent_at.into()),
-                    ("first_spent_by", first_spent_by.into()),
-                ];
-                err
-            }
+            } => ApiError::new(S::CONFLICT, "already_spent", message)
+                .with("first_spent_at", first_spent_at)
+                .with("first_spent_by", first_spent_by),
             RedeemError::LedgerUnavailable => {
                 ApiError::new(S::SERVICE_UNAVAILABLE, "ledger_unavailable", message)
             }
@@ -117,35 +81,6 @@ impl From<ConsumeError> for ApiError {
             }
         }
     }
-}
-
-/// `Json` with our error format.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-        );
-    }
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "malformed_request",
-        format!("malformed request body: {}", rejection.body_text()),
-    )
 }
 
 /// `POST /v1/redeem` body.
@@ -328,27 +263,12 @@ async fn metrics(State(redeemer): State<Arc<Redeemer>>) -> String {
 
 /// The sidecar's routes.
 pub fn router(redeemer: Arc<Redeemer>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/redeem", post(redeem))
-        .route("/v1/grants/consume", post(consume))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not take that method",
-            )
-        })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
-        .with_state(redeemer)
+        .route("/v1/grants/consume", post(consume));
+    finish(routes, MAX_BODY_BYTES, Duration::from_secs(30)).with_state(redeemer)
 }
 
 /// A running sidecar.

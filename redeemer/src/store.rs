@@ -2,10 +2,9 @@
 //! SQLite; the grants survive a restart of the sidecar.
 
 use scrip_spec::{CapacityKind, Nullifier, TokenKeyId, UnixSeconds};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Row as _, SqlitePool};
 use std::str::FromStr as _;
-use std::time::Duration;
 
 /// A grant's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,15 +115,8 @@ impl RedeemerStore {
             url.starts_with("sqlite:"),
             "the redeemer stores grants in SQLite: use sqlite://PATH"
         );
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+        let pool = scrip_ledger::store::durable_pool(options).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

@@ -7,10 +7,9 @@ use super::{
 use async_trait::async_trait;
 use scrip_spec::issuance::{CardState, RequestId};
 use scrip_spec::{TokenKeyId, TokenKeyInfo, UnixSeconds};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Row as _, SqlitePool};
 use std::str::FromStr as _;
-use std::time::Duration;
 
 /// The issuer's SQLite store.
 #[derive(Debug, Clone)]
@@ -21,16 +20,8 @@ pub struct SqliteIssuerStore {
 impl SqliteIssuerStore {
     /// Opens (creating if needed) and migrates.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+        let pool = scrip_ledger::store::durable_pool(options).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

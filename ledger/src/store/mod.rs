@@ -9,7 +9,7 @@ mod postgres;
 mod sqlite;
 
 pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, durable_pool};
 
 use async_trait::async_trait;
 use scrip_spec::ledger::{Genesis, Hash32, LogEntry, OperatorInfo, SpendGroup, Totals};

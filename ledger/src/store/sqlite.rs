@@ -15,6 +15,21 @@ use sqlx::{Row as _, SqlitePool};
 use std::str::FromStr as _;
 use std::time::Duration;
 
+/// A pool on a SQLite file set up the way every scrip service keeps its data: WAL, a commit is
+/// on disk (fsync) before it is acknowledged, writers wait for each other instead of failing,
+/// foreign keys enforced.
+pub async fn durable_pool(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let options = options
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+}
+
 /// A ledger store in a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -24,17 +39,8 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before the ledger acknowledges it, even on power loss.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool =
+            durable_pool(SqliteConnectOptions::from_str(url)?.create_if_missing(true)).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
