@@ -1,5 +1,6 @@
 //! `scrip`: one binary for every role of the scrip consortium.
 
+mod audit;
 mod issuer;
 mod ledger;
 mod operator;
@@ -31,6 +32,10 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         keep: Option<std::path::PathBuf>,
     },
+    /// Verify the ledger's log (hashes, signatures, the rules, checkpoints, cosignatures),
+    /// recompute the totals, raise alarms and print who owes whom. Exit status: 0 clean,
+    /// 2 tampering, 3 alarms, 1 could not run.
+    Audit(audit::AuditArgs),
     /// Operator identities: Ed25519 keys that sign everything an operator submits.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
@@ -110,7 +115,17 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Audit(args) = cli.command {
+        return match runtime().and_then(|rt| rt.block_on(audit::run(args))) {
+            Ok(code) => std::process::ExitCode::from(code),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let result = match cli.command {
+        Command::Audit(_) => Ok(()),
         Command::Demo { keep } => runtime().and_then(|rt| rt.block_on(demo(keep))),
         Command::Operator(cmd) => operator::run(cmd),
         Command::Ledger(cmd) => runtime().and_then(|rt| rt.block_on(ledger::run(cmd))),

@@ -1,13 +1,17 @@
 //! Auditing the log: anyone holding it replays it from genesis, checks every hash, sequence
 //! number and signature, re-applies the ledger's own rules, recomputes the totals every
-//! checkpoint committed to, and derives the settlement between operators.
+//! checkpoint committed to, raises alarms, and derives the settlement between operators.
+//!
+//! The [`Auditor`] is incremental: its state serializes, so a second run reads only the
+//! entries appended since the first.
 
 use crate::rules::LedgerState;
 use crate::store::Effect;
 use scrip_spec::ledger::{
-    EntryBody, Hash32, IssuerTotals, KeyTotals, LogEntry, Totals, prune_commitment,
+    EntryBody, Hash32, IssuerTotals, KeyTotals, LogEntry, MAX_LIVE_KEYS, Totals, prune_commitment,
 };
-use scrip_spec::{Nullifier, TokenKeyId};
+use scrip_spec::{Nullifier, TokenKeyId, UnixSeconds};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// The first thing wrong with a log.
@@ -20,119 +24,242 @@ pub struct Tampering {
     pub problem: String,
 }
 
-/// Spends of one issuer's tokens at one redeeming operator, per kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// Spends of one issuer's tokens at one redeeming operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementCell {
     /// Tokens per kind.
     pub tokens: BTreeMap<String, u64>,
-    /// Their value in credits at the catalog prices of the time of each spend.
+    /// Their value in credits, at the catalog price in force at each spend.
     pub value: u64,
 }
 
+/// One UTC day's spends of one issuer's tokens at one operator, for settlement by period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Day(u64);
+
+/// A period of settlement: `[from, until)` in Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Period {
+    /// First instant included.
+    pub from: UnixSeconds,
+    /// First instant excluded.
+    pub until: UnixSeconds,
+}
+
+impl Period {
+    /// Everything.
+    pub fn all() -> Self {
+        Self {
+            from: 0,
+            until: u64::MAX,
+        }
+    }
+
+    /// A calendar month `YYYY-MM` (UTC), or a range `YYYY-MM-DD..YYYY-MM-DD` (end exclusive).
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Some((a, b)) = text.split_once("..") {
+            let (from, until) = (parse_date(a)?, parse_date(b)?);
+            return (from < until).then_some(Self { from, until });
+        }
+        let (y, m) = text.split_once('-')?;
+        let (y, m): (i64, u32) = (y.parse().ok()?, m.parse().ok()?);
+        if !(1..=12).contains(&m) {
+            return None;
+        }
+        let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        Some(Self {
+            from: days_from_civil(y, m, 1)?.checked_mul(86_400)?,
+            until: days_from_civil(ny, nm, 1)?.checked_mul(86_400)?,
+        })
+    }
+}
+
+fn parse_date(text: &str) -> Option<u64> {
+    let mut parts = text.split('-');
+    let (y, m, d) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    if parts.next().is_some() || !(1..=31).contains(&d) || !(1..=12).contains(&m) {
+        return None;
+    }
+    days_from_civil(y, m, d)?.checked_mul(86_400)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> Option<u64> {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    u64::try_from(era * 146_097 + doe - 719_468).ok()
+}
+
+/// The audit's running state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Auditor {
+    state: Option<LedgerState>,
+    prev: Hash32,
+    entries: u64,
+    checkpoints: u64,
+    spent: HashMap<Nullifier, TokenKeyId>,
+    issuers: BTreeMap<String, IssuerTotals>,
+    days: BTreeMap<(Day, String, String, String), (u64, u64)>,
+    spends_outside_window: u64,
+}
+
+impl Default for Auditor {
+    fn default() -> Self {
+        Self {
+            state: None,
+            prev: Hash32([0; 32]),
+            entries: 0,
+            checkpoints: 0,
+            spent: HashMap::new(),
+            issuers: BTreeMap::new(),
+            days: BTreeMap::new(),
+            spends_outside_window: 0,
+        }
+    }
+}
+
 /// What an audit found.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditReport {
-    /// Entries verified.
+    /// Entries verified so far.
     pub entries: u64,
-    /// Checkpoints verified (ledger signature and totals digest).
+    /// Checkpoints verified (ledger signature, head and totals digest).
     pub checkpoints: u64,
     /// Hash of the last entry verified.
     pub head_hash: Option<Hash32>,
     /// Totals recomputed from the log.
     pub totals: Totals,
-    /// `(issuer, redeemer) →` what the issuer owes the redeemer.
+    /// Per issuer: credits sold, and the value of the tokens issued and redeemed.
+    pub issuers: Vec<IssuerValue>,
+    /// Per kind: tokens issued and spent.
+    pub kinds: BTreeMap<String, (u64, u64)>,
+    /// The settlement period.
+    pub period: Option<Period>,
+    /// `(issuer, redeemer) →` spends in the period.
     pub settlement: BTreeMap<(String, String), SettlementCell>,
-    /// Net position per operator: credits owed to it minus credits it owes.
+    /// Fee the redeemer keeps, in basis points, from the catalog.
+    pub fee_bps: u16,
+    /// Net position per operator in the period, after the fee: owed to it minus owed by it.
     pub net: BTreeMap<String, i64>,
-    /// Findings that are not tampering but need a look (more spent than issued, …).
+    /// Findings that are not tampering but need a look.
     pub alarms: Vec<String>,
 }
 
-/// Replays `entries` (from genesis, in order).
-pub fn audit(entries: &[LogEntry]) -> Result<AuditReport, Tampering> {
-    let bad = |seq: u64, problem: String| Tampering { seq, problem };
-    let Some(first) = entries.first() else {
-        return Ok(AuditReport::default());
-    };
-    let EntryBody::Genesis(genesis) = &first.body else {
-        return Err(bad(
-            first.seq,
-            "the log does not start with a genesis".into(),
-        ));
-    };
-    if first.seq != 0 || first.prev_hash != Hash32([0; 32]) {
-        return Err(bad(
-            first.seq,
-            "genesis is not entry 0 with a zero previous hash".into(),
-        ));
-    }
-    LedgerState::check_genesis(genesis).map_err(|e| bad(0, format!("invalid genesis: {e}")))?;
-    let mut state = LedgerState::from_genesis(genesis.clone(), (0, first.hash()));
-    let mut spent: HashMap<Nullifier, (TokenKeyId, String)> = HashMap::new();
-    let mut issuers: BTreeMap<String, IssuerTotals> = BTreeMap::new();
-    let mut report = AuditReport {
-        entries: 1,
-        ..AuditReport::default()
-    };
-    let mut prev = first.hash();
+/// Value figures of one issuer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IssuerValue {
+    /// The issuer.
+    pub issuer: String,
+    /// Credits of cards sold.
+    pub credits_sold: u64,
+    /// Catalog value of the tokens reported issued.
+    pub value_issued: u64,
+    /// Catalog value of its tokens spent anywhere.
+    pub value_redeemed: u64,
+}
 
-    for e in &entries[1..] {
-        let expected_seq = state.head.0 + 1;
-        if e.seq != expected_seq {
-            return Err(bad(
-                e.seq,
-                format!("sequence number {} where {expected_seq} was due", e.seq),
-            ));
+impl Auditor {
+    /// Where the next entry must start.
+    pub fn next_seq(&self) -> u64 {
+        if self.state.is_some() {
+            self.entries
+        } else {
+            0
         }
-        if e.prev_hash != prev {
+    }
+
+    /// Verifies and applies the next entry.
+    pub fn feed(&mut self, e: &LogEntry) -> Result<(), Tampering> {
+        let bad = |problem: String| Tampering {
+            seq: e.seq,
+            problem,
+        };
+        let hash = e.hash();
+        let Some(state) = self.state.as_mut() else {
+            let EntryBody::Genesis(genesis) = &e.body else {
+                return Err(bad("the log does not start with a genesis".into()));
+            };
+            if e.seq != 0 || e.prev_hash != Hash32([0; 32]) {
+                return Err(bad(
+                    "genesis is not entry 0 with a zero previous hash".into()
+                ));
+            }
+            LedgerState::check_genesis(genesis)
+                .map_err(|r| bad(format!("invalid genesis: {r}")))?;
+            self.state = Some(LedgerState::from_genesis(genesis.clone(), (0, hash)));
+            self.prev = hash;
+            self.entries = 1;
+            return Ok(());
+        };
+        let expected = state.head.0 + 1;
+        if e.seq != expected {
+            return Err(bad(format!(
+                "sequence number {} where {expected} was due",
+                e.seq
+            )));
+        }
+        if e.prev_hash != self.prev {
             return Err(bad(
-                e.seq,
                 "previous-hash does not match the entry before: the chain is broken".into(),
             ));
         }
-        let hash = e.hash();
         match &e.body {
-            EntryBody::Genesis(_) => return Err(bad(e.seq, "a second genesis".into())),
+            EntryBody::Genesis(_) => return Err(bad("a second genesis".into())),
             EntryBody::Request(signed) => {
                 let judgement = state.judge(signed, e.recorded_at).map_err(|r| {
-                    bad(
-                        e.seq,
-                        format!("the ledger accepted a request its rules refuse: {r}"),
-                    )
+                    bad(format!(
+                        "the ledger accepted a request its rules refuse: {r}"
+                    ))
                 })?;
                 let signer = state
                     .operators
                     .get(&signed.signer)
                     .map(|o| o.name.clone())
                     .unwrap_or_default();
-                let mut accepted: Vec<(TokenKeyId, u64)> = Vec::new();
+                let mut accepted = Vec::new();
                 match &judgement.effect {
                     Effect::Spend { groups } => {
                         let mut any = false;
                         for g in groups {
-                            let mut n_accepted = 0;
                             let key = state.keys.get(&g.token_key_id).map(|k| k.info.clone());
+                            let mut n_accepted = 0;
                             for n in &g.nullifiers {
-                                if spent.contains_key(n) {
+                                if self.spent.contains_key(n) {
                                     continue;
                                 }
-                                spent.insert(*n, (g.token_key_id, signer.clone()));
+                                self.spent.insert(*n, g.token_key_id);
                                 n_accepted += 1;
                                 if let Some(info) = &key {
+                                    if !info.can_redeem_at(e.recorded_at) {
+                                        self.spends_outside_window += 1;
+                                    }
                                     let price = state.catalog.price(&info.kind).unwrap_or(0);
-                                    let cell = report
-                                        .settlement
-                                        .entry((info.issuer.clone(), signer.clone()))
+                                    let cell = self
+                                        .days
+                                        .entry((
+                                            Day(e.recorded_at / 86_400),
+                                            info.issuer.clone(),
+                                            signer.clone(),
+                                            info.kind.to_string(),
+                                        ))
                                         .or_default();
-                                    *cell.tokens.entry(info.kind.to_string()).or_default() += 1;
-                                    cell.value += price;
+                                    cell.0 += 1;
+                                    cell.1 += price;
                                 }
                             }
                             any |= n_accepted > 0;
                             accepted.push((g.token_key_id, n_accepted));
                         }
                         if !any {
-                            return Err(bad(e.seq, "a spend entry that spends nothing new".into()));
+                            return Err(bad("a spend entry that spends nothing new".into()));
                         }
                     }
                     Effect::CardsSold {
@@ -140,13 +267,14 @@ pub fn audit(entries: &[LogEntry]) -> Result<AuditReport, Tampering> {
                         count,
                         credits,
                     } => {
-                        let t = issuers
-                            .entry(issuer.clone())
-                            .or_insert_with(|| IssuerTotals {
-                                issuer: issuer.clone(),
-                                cards_sold: 0,
-                                credits_sold: 0,
-                            });
+                        let t =
+                            self.issuers
+                                .entry(issuer.clone())
+                                .or_insert_with(|| IssuerTotals {
+                                    issuer: issuer.clone(),
+                                    cards_sold: 0,
+                                    credits_sold: 0,
+                                });
                         t.cards_sold += count;
                         t.credits_sold += credits;
                     }
@@ -156,46 +284,37 @@ pub fn audit(entries: &[LogEntry]) -> Result<AuditReport, Tampering> {
             }
             EntryBody::Checkpoint(signed) => {
                 if signed.signer != state.genesis.ledger_key || signed.verify().is_err() {
-                    return Err(bad(e.seq, "checkpoint not signed by the ledger key".into()));
+                    return Err(bad("checkpoint not signed by the ledger key".into()));
                 }
                 let cp = &signed.payload;
                 if cp.ledger_id != state.ledger_id
                     || cp.seq != state.head.0
                     || cp.head_hash != state.head.1
                 {
-                    return Err(bad(
-                        e.seq,
-                        "checkpoint does not describe the log before it".into(),
-                    ));
+                    return Err(bad("checkpoint does not describe the log before it".into()));
                 }
-                if cp.totals_digest != totals(&state, &issuers).digest() {
+                if cp.totals_digest != totals(state, &self.issuers).digest() {
                     return Err(bad(
-                        e.seq,
                         "checkpoint totals digest does not match the recomputed totals".into(),
                     ));
                 }
-                report.checkpoints += 1;
+                self.checkpoints += 1;
                 state.apply(&Effect::None, (e.seq, hash), &[]);
             }
             EntryBody::Pruned(signed) => {
                 if signed.signer != state.genesis.ledger_key || signed.verify().is_err() {
-                    return Err(bad(
-                        e.seq,
-                        "pruning record not signed by the ledger key".into(),
-                    ));
+                    return Err(bad("pruning record not signed by the ledger key".into()));
                 }
                 let p = &signed.payload;
-                let mut dropped: Vec<Nullifier> = spent
+                let mut dropped: Vec<Nullifier> = self
+                    .spent
                     .iter()
-                    .filter(|(_, (k, _))| k == &p.token_key_id)
+                    .filter(|(_, k)| **k == p.token_key_id)
                     .map(|(n, _)| *n)
                     .collect();
                 dropped.sort();
                 if dropped.len() as u64 != p.count || prune_commitment(&dropped) != p.commitment {
-                    return Err(bad(
-                        e.seq,
-                        "pruning record does not match the key's spends".into(),
-                    ));
+                    return Err(bad("pruning record does not match the key's spends".into()));
                 }
                 state.apply(&Effect::Pruned, (e.seq, hash), &[]);
                 if let Some(k) = state.keys.get_mut(&p.token_key_id) {
@@ -203,27 +322,117 @@ pub fn audit(entries: &[LogEntry]) -> Result<AuditReport, Tampering> {
                 }
             }
         }
-        prev = hash;
-        report.entries += 1;
+        self.prev = hash;
+        self.entries += 1;
+        Ok(())
     }
-    report.head_hash = Some(prev);
-    report.totals = totals(&state, &issuers);
-    for k in &report.totals.keys {
-        if k.spent > k.issued {
+
+    /// The findings so far, with the settlement of `period`.
+    pub fn report(&self, period: Period) -> AuditReport {
+        let Some(state) = &self.state else {
+            return AuditReport::default();
+        };
+        let totals = totals(state, &self.issuers);
+        let mut report = AuditReport {
+            entries: self.entries,
+            checkpoints: self.checkpoints,
+            head_hash: Some(self.prev),
+            fee_bps: state.catalog.settlement_fee_bps,
+            period: Some(period),
+            ..AuditReport::default()
+        };
+        let price = |kind: &scrip_spec::CapacityKind| state.catalog.price(kind).unwrap_or(0);
+        let mut values: BTreeMap<String, IssuerValue> = BTreeMap::new();
+        for k in &totals.keys {
+            let v = values
+                .entry(k.issuer.clone())
+                .or_insert_with(|| IssuerValue {
+                    issuer: k.issuer.clone(),
+                    ..IssuerValue::default()
+                });
+            v.value_issued += k.issued * price(&k.kind);
+            v.value_redeemed += k.spent * price(&k.kind);
+            let per_kind = report.kinds.entry(k.kind.to_string()).or_default();
+            per_kind.0 += k.issued;
+            per_kind.1 += k.spent;
+            if k.spent > k.issued {
+                report.alarms.push(format!(
+                    "key {} of {} ({}): {} spent but {} reported issued (reports lag up to an interval; a lasting excess means a leaked or forged key)",
+                    k.token_key_id, k.issuer, k.kind, k.spent, k.issued
+                ));
+            }
+        }
+        for t in &self.issuers {
+            values
+                .entry(t.0.clone())
+                .or_insert_with(|| IssuerValue {
+                    issuer: t.0.clone(),
+                    ..IssuerValue::default()
+                })
+                .credits_sold = t.1.credits_sold;
+        }
+        for v in values.values() {
+            if v.value_issued > v.credits_sold {
+                report.alarms.push(format!(
+                    "issuer {}: tokens worth {} credits issued against {} credits of cards sold",
+                    v.issuer, v.value_issued, v.credits_sold
+                ));
+            }
+        }
+        if self.spends_outside_window > 0 {
             report.alarms.push(format!(
-                "key {} of {} ({}): {} spent but only {} reported issued (reports lag an interval; a lasting excess means a leaked or forged key)",
-                k.token_key_id, k.issuer, k.kind, k.spent, k.issued
+                "{} spends outside their key's redemption window",
+                self.spends_outside_window
             ));
         }
-    }
-    for ((issuer, redeemer), cell) in &report.settlement {
-        if issuer != redeemer {
-            let v = i64::try_from(cell.value).unwrap_or(i64::MAX);
-            *report.net.entry(redeemer.clone()).or_default() += v;
-            *report.net.entry(issuer.clone()).or_default() -= v;
+        let now = e_now();
+        let mut live: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for k in state
+            .keys
+            .values()
+            .filter(|k| !k.revoked && now <= k.info.redeem_until)
+        {
+            *live
+                .entry((k.info.issuer.clone(), k.info.kind.to_string()))
+                .or_default() += 1;
         }
+        for ((issuer, kind), n) in live {
+            if n > MAX_LIVE_KEYS {
+                report.alarms.push(format!(
+                    "issuer {issuer} has {n} live {kind} keys, more than {MAX_LIVE_KEYS}"
+                ));
+            }
+        }
+        for ((Day(day), issuer, redeemer, kind), (count, value)) in &self.days {
+            let at = day * 86_400;
+            if at < period.from || at >= period.until {
+                continue;
+            }
+            let cell = report
+                .settlement
+                .entry((issuer.clone(), redeemer.clone()))
+                .or_default();
+            *cell.tokens.entry(kind.clone()).or_default() += count;
+            cell.value += value;
+        }
+        for ((issuer, redeemer), cell) in &report.settlement {
+            if issuer != redeemer {
+                // The redeemer keeps the fee from what the issuer pays for the capacity it
+                // served: the issuer owes the value less the fee.
+                let fee = cell.value * u64::from(report.fee_bps) / 10_000;
+                let owed = i64::try_from(cell.value - fee).unwrap_or(i64::MAX);
+                *report.net.entry(redeemer.clone()).or_default() += owed;
+                *report.net.entry(issuer.clone()).or_default() -= owed;
+            }
+        }
+        report.issuers = values.into_values().collect();
+        report.totals = totals;
+        report
     }
-    Ok(report)
+}
+
+fn e_now() -> UnixSeconds {
+    crate::service::now()
 }
 
 fn totals(state: &LedgerState, issuers: &BTreeMap<String, IssuerTotals>) -> Totals {
@@ -246,6 +455,15 @@ fn totals(state: &LedgerState, issuers: &BTreeMap<String, IssuerTotals>) -> Tota
     }
 }
 
+/// Replays `entries` from genesis and reports over all time.
+pub fn audit(entries: &[LogEntry]) -> Result<AuditReport, Tampering> {
+    let mut auditor = Auditor::default();
+    for e in entries {
+        auditor.feed(e)?;
+    }
+    Ok(auditor.report(Period::all()))
+}
+
 /// Reads the whole log from a ledger over HTTP.
 pub async fn fetch_log(client: &crate::LedgerClient) -> Result<Vec<LogEntry>, crate::ClientError> {
     let mut entries = Vec::new();
@@ -256,6 +474,31 @@ pub async fn fetch_log(client: &crate::LedgerClient) -> Result<Vec<LogEntry>, cr
         match page.next {
             Some(n) => from = n,
             None => return Ok(entries),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods() {
+        let nov = Period::parse("2026-11").expect("month");
+        assert_eq!(nov.from, 1_793_491_200); // 2026-11-01T00:00:00Z
+        assert_eq!(nov.until - nov.from, 30 * 86_400);
+        let dec = Period::parse("2026-12").expect("december");
+        assert_eq!(dec.until, Period::parse("2027-01").expect("jan").from);
+        let range = Period::parse("2026-11-01..2026-11-02").expect("range");
+        assert_eq!((range.from, range.until - range.from), (nov.from, 86_400));
+        for bad in [
+            "2026-13",
+            "2026",
+            "x-y",
+            "2026-11-02..2026-11-01",
+            "2026-11-40..2026-12-01",
+        ] {
+            assert!(Period::parse(bad).is_none(), "{bad}");
         }
     }
 }

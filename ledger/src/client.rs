@@ -159,6 +159,11 @@ impl LedgerClient {
             .await
     }
 
+    /// The latest checkpoint and its cosignatures.
+    pub async fn checkpoint(&self) -> Result<crate::service::CheckpointView, ClientError> {
+        self.get("/v1/checkpoint").await
+    }
+
     /// Current totals.
     pub async fn totals(&self) -> Result<Totals, ClientError> {
         self.get("/v1/totals").await

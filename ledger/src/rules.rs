@@ -86,7 +86,7 @@ pub enum SpendRefusal {
 }
 
 /// The ledger's state: what the rules need to judge the next entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LedgerState {
     /// The ledger id.
     pub ledger_id: Hash32,

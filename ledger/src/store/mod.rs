@@ -226,6 +226,19 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// Opens a ledger database for reading only (no migrations): an auditor's replica.
+pub async fn connect_read_only(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open_read_only(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::open_read_only(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl {
+            url: url.split('@').next_back().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
 /// Decodes an entry body read back from the database.
 pub(crate) fn decode_entry(bytes: &[u8], seq: u64) -> Result<LogEntry, StoreError> {
     scrip_spec::encoding::from_canonical_bytes(bytes).map_err(|_| StoreError::Corrupt {

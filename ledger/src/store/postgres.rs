@@ -22,6 +22,15 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// Connects without migrating (a read-only replica, as an auditor keeps one).
+    pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(PgConnectOptions::from_str(url)?)
+            .await?;
+        Ok(Self { pool })
+    }
+
     /// Connects to `url` (a `search_path` in its `options` selects the schema) and runs the
     /// migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {

@@ -37,6 +37,16 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Opens an existing database read-only (an auditor's copy): no migration, no write.
+    pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?.read_only(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
     /// Opens (creating if needed) the database at `url` and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool =
