@@ -75,18 +75,24 @@ impl IssuerStore for SqliteIssuerStore {
         .bind(to_i64(now))
         .execute(&mut *tx)
         .await?;
-        for (serial, hash) in hashes.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO cards (code_hash, batch_id, serial, value, remaining, state) \
-                 VALUES (?, ?, ?, ?, ?, 'minted')",
-            )
-            .bind(&hash[..])
-            .bind(batch_id)
-            .bind(to_i64(serial as u64 + 1))
-            .bind(to_i64(value))
-            .bind(to_i64(value))
-            .execute(&mut *tx)
-            .await?;
+        // Multi-row inserts: a batch of a million cards is a few thousand statements.
+        const ROWS: usize = 1000;
+        for (chunk_no, chunk) in hashes.chunks(ROWS).enumerate() {
+            let sql = format!(
+                "INSERT INTO cards (code_hash, batch_id, serial, value, remaining, state) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, 'minted')"; chunk.len()].join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (i, hash) in chunk.iter().enumerate() {
+                let serial = (chunk_no * ROWS + i + 1) as u64;
+                query = query
+                    .bind(&hash[..])
+                    .bind(batch_id)
+                    .bind(to_i64(serial))
+                    .bind(to_i64(value))
+                    .bind(to_i64(value));
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
