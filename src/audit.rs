@@ -36,6 +36,10 @@ pub struct AuditArgs {
     /// Print the report as JSON (schema in spec/PROTOCOL.md section 14).
     #[arg(long)]
     json: bool,
+    /// Also write a self-contained HTML page with charts (alarms, settlement heat map,
+    /// outstanding value, issued and spent per key over time).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 enum Source {
@@ -160,6 +164,11 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot save the audit state to {}", args.state.display()))?;
 
     let report = auditor.report(period);
+    if let Some(file) = &args.html {
+        let page = crate::audit_html::render(&report)
+            .map_err(|e| anyhow::anyhow!("cannot draw the report: {e}"))?;
+        std::fs::write(file, page).with_context(|| format!("cannot write {}", file.display()))?;
+    }
     if args.json {
         println!(
             "{}",

@@ -1,6 +1,7 @@
 //! `scrip`: one binary for every role of the scrip consortium.
 
 mod audit;
+mod audit_html;
 mod issuer;
 mod ledger;
 mod operator;

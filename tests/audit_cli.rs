@@ -84,6 +84,21 @@ async fn clean_incremental_alarms_and_tampering() {
     assert_eq!(report["settlement"]["net"]["op-b"], 4);
     assert!(report["alarms"].as_array().expect("alarms").is_empty());
 
+    // The HTML page: self-contained, alarms first, charts inline.
+    let page = dir.path().join("audit.html");
+    let out = audit(base(&["--html", path(&page)])).await.expect("join");
+    assert_eq!(out.status.code(), Some(0));
+    let html = std::fs::read_to_string(&page).expect("page");
+    assert!(
+        html.contains("No alarms.") && html.matches("<svg").count() >= 3,
+        "charts drawn"
+    );
+    assert!(html.contains("op-a") && html.contains("op-b"));
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<script"),
+        "nothing fetched"
+    );
+
     // A period with no spends settles nothing.
     let out = audit(base(&["--json", "--period", "2001-01"]))
         .await

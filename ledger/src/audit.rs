@@ -108,6 +108,7 @@ pub struct Auditor {
     spent: HashMap<Nullifier, TokenKeyId>,
     issuers: BTreeMap<String, IssuerTotals>,
     days: BTreeMap<(Day, String, String, String), (u64, u64)>,
+    key_days: BTreeMap<(TokenKeyId, Day), (u64, u64)>,
     spends_outside_window: u64,
 }
 
@@ -121,6 +122,7 @@ impl Default for Auditor {
             spent: HashMap::new(),
             issuers: BTreeMap::new(),
             days: BTreeMap::new(),
+            key_days: BTreeMap::new(),
             spends_outside_window: 0,
         }
     }
@@ -151,6 +153,21 @@ pub struct AuditReport {
     pub net: BTreeMap<String, i64>,
     /// Findings that are not tampering but need a look.
     pub alarms: Vec<String>,
+    /// Per key, by day: cumulative tokens issued and spent.
+    pub key_series: Vec<KeySeries>,
+}
+
+/// One key's issued and spent tokens over time.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KeySeries {
+    /// The key.
+    pub token_key_id: Option<TokenKeyId>,
+    /// Its issuer.
+    pub issuer: String,
+    /// Its kind.
+    pub kind: String,
+    /// `(day start, cumulative issued, cumulative spent)`, one point per day with activity.
+    pub points: Vec<(UnixSeconds, u64, u64)>,
 }
 
 /// Value figures of one issuer.
@@ -237,6 +254,10 @@ impl Auditor {
                                 }
                                 self.spent.insert(*n, g.token_key_id);
                                 n_accepted += 1;
+                                self.key_days
+                                    .entry((g.token_key_id, Day(e.recorded_at / 86_400)))
+                                    .or_default()
+                                    .1 += 1;
                                 if let Some(info) = &key {
                                     if !info.can_redeem_at(e.recorded_at) {
                                         self.spends_outside_window += 1;
@@ -426,6 +447,21 @@ impl Auditor {
             }
         }
         report.issuers = values.into_values().collect();
+        let mut series: BTreeMap<TokenKeyId, KeySeries> = BTreeMap::new();
+        for ((key, Day(day)), (issued, spent)) in &self.key_days {
+            let s = series.entry(*key).or_insert_with(|| {
+                let info = state.keys.get(key).map(|k| &k.info);
+                KeySeries {
+                    token_key_id: Some(*key),
+                    issuer: info.map(|i| i.issuer.clone()).unwrap_or_default(),
+                    kind: info.map(|i| i.kind.to_string()).unwrap_or_default(),
+                    points: Vec::new(),
+                }
+            });
+            let (ci, cs) = s.points.last().map(|p| (p.1, p.2)).unwrap_or((0, 0));
+            s.points.push((day * 86_400, ci + issued, cs + spent));
+        }
+        report.key_series = series.into_values().collect();
         report.totals = totals;
         report
     }
