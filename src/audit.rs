@@ -111,7 +111,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
         )?
         .progress_chars("=> "),
     );
-    let mut last_checkpoint = None;
+    let mut checkpoints = Vec::new();
     loop {
         let page = match source.page(auditor.next_seq()).await {
             Ok(page) => page,
@@ -135,16 +135,17 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
                 return Ok(EXIT_TAMPERING);
             }
             if let EntryBody::Checkpoint(cp) = &e.body {
-                last_checkpoint = Some((e.seq, cp.payload.clone()));
+                checkpoints.push((e.seq, cp.payload.clone()));
             }
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
 
-    // Cosignatures of the latest checkpoint: each by a member, of exactly that checkpoint.
+    // Cosignatures of every checkpoint read in this run (a ledger over HTTP serves those of
+    // the latest one; a database holds them all): each of exactly that checkpoint.
     let mut cosigners = Vec::new();
-    if let Some((seq, checkpoint)) = &last_checkpoint {
+    for (seq, checkpoint) in &checkpoints {
         for c in source.cosignatures(*seq).await? {
             if c.verify().is_err() || &c.payload.checkpoint != checkpoint {
                 eprintln!(
@@ -153,7 +154,9 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
                 );
                 return Ok(EXIT_TAMPERING);
             }
-            cosigners.push(c.signer.to_string());
+            if Some(seq) == checkpoints.last().map(|c| &c.0) {
+                cosigners.push(c.signer.to_string());
+            }
         }
     }
 

@@ -63,11 +63,24 @@ async fn clean_incremental_alarms_and_tampering() {
 
     // After the report and a checkpoint: clean, and the second run reads only new entries.
     a.issuer.report_issuance().await.expect("report");
-    c.ledger
+    let checkpoint = c
+        .ledger
         .checkpoint()
         .await
         .expect("checkpoint")
         .expect("made");
+    let scrip_spec::ledger::EntryBody::Checkpoint(signed) = &checkpoint.body else {
+        panic!("not a checkpoint")
+    };
+    let key_text = std::fs::read_to_string(dir.path().join("c/op-b.key")).expect("key");
+    let op_b = scrip_spec::OperatorKey::from_text(&key_text).expect("key");
+    let cosignature = scrip_spec::ledger::Cosignature {
+        checkpoint: signed.payload.clone(),
+    };
+    c.ledger
+        .cosign(op_b.sign(cosignature))
+        .await
+        .expect("cosign");
     let out = audit(base(&["--json"])).await.expect("join");
     assert_eq!(
         out.status.code(),
@@ -78,6 +91,10 @@ async fn clean_incremental_alarms_and_tampering() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["verified"]["new_entries"], 2);
     assert_eq!(report["verified"]["checkpoints"], 1);
+    assert_eq!(
+        report["verified"]["latest_checkpoint_cosigners"][0],
+        op_b.id().to_string()
+    );
     assert_eq!(report["settlement"]["cells"][0]["issuer"], "op-a");
     assert_eq!(report["settlement"]["cells"][0]["redeemer"], "op-b");
     assert_eq!(report["settlement"]["cells"][0]["value"], 4);
