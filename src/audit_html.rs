@@ -13,6 +13,20 @@ fn escape(s: &str) -> String {
 
 type Svg = Result<String, Box<dyn std::error::Error>>;
 
+/// `YYYY-MM-DD` of a day number since 1970-01-01 (Howard Hinnant's algorithm).
+fn date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// Cumulative issued (solid) and spent (dashed) tokens of one key over time.
 fn key_chart(title: &str, points: &[(u64, u64, u64)]) -> Svg {
     let mut out = String::new();
@@ -38,9 +52,9 @@ fn key_chart(title: &str, points: &[(u64, u64, u64)]) -> Svg {
             .build_cartesian_2d((first - 0.5)..(last + 0.5), 0.0..top * 1.1)?;
         chart
             .configure_mesh()
-            .x_desc("day (since 1970)")
             .y_desc("tokens")
-            .x_label_formatter(&|d| format!("{d:.0}"))
+            .x_labels(4)
+            .x_label_formatter(&|d| date(d.round() as i64))
             .draw()?;
         chart
             .draw_series(LineSeries::new(
@@ -56,6 +70,17 @@ fn key_chart(title: &str, points: &[(u64, u64, u64)]) -> Svg {
             ))?
             .label("spent")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+        // Markers, so that a key active on a single day still shows its points.
+        chart.draw_series(
+            days.iter()
+                .zip(points)
+                .map(|(d, p)| Circle::new((*d, p.1 as f64), 4, BLUE.filled())),
+        )?;
+        chart.draw_series(
+            days.iter()
+                .zip(points)
+                .map(|(d, p)| Circle::new((*d, p.2 as f64), 4, RED.filled())),
+        )?;
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
@@ -90,13 +115,14 @@ fn outstanding_chart(report: &AuditReport) -> Svg {
             .x_label_area_size(28)
             .y_label_area_size(50)
             .build_cartesian_2d(0.0..n as f64, 0.0..top * 1.15)?;
-        let names: Vec<String> = values.iter().map(|v| v.0.clone()).collect();
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n)
-            .x_label_formatter(&|x| names.get(x.floor() as usize).cloned().unwrap_or_default())
-            .draw()?;
+        chart.configure_mesh().disable_x_mesh().x_labels(0).draw()?;
+        chart.draw_series(values.iter().enumerate().map(|(i, (name, v))| {
+            Text::new(
+                format!("{name}: {v}"),
+                (i as f64 + 0.25, v + top * 0.08),
+                ("sans-serif", 13),
+            )
+        }))?;
         chart.draw_series(values.iter().enumerate().map(|(i, (_, v))| {
             Rectangle::new(
                 [(i as f64 + 0.2, 0.0), (i as f64 + 0.8, *v)],
@@ -127,27 +153,16 @@ fn settlement_heatmap(report: &AuditReport) -> Svg {
         .max(1) as f64;
     let mut out = String::new();
     {
-        let side = 120 * n as u32 + 120;
-        let root = SVGBackend::with_string(&mut out, (side, side)).into_drawing_area();
+        let side = 130 * n as u32 + 140;
+        let root = SVGBackend::with_string(&mut out, (side, side + 20)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "settlement: row (issuer) owes column (redeemer)",
+                "settlement: credits each issuer owes each redeemer",
                 ("sans-serif", 15),
             )
             .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
             .build_cartesian_2d(0.0..n as f64, 0.0..n as f64)?;
-        let names = operators.clone();
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(n)
-            .y_labels(n)
-            .x_label_formatter(&|x| names.get(x.floor() as usize).cloned().unwrap_or_default())
-            .y_label_formatter(&|y| names.get(y.floor() as usize).cloned().unwrap_or_default())
-            .draw()?;
         for (i, issuer) in operators.iter().enumerate() {
             for (j, redeemer) in operators.iter().enumerate() {
                 let value = report
@@ -161,16 +176,26 @@ fn settlement_heatmap(report: &AuditReport) -> Svg {
                     (255.0 * (1.0 - heat * 0.8)) as u8,
                     (255.0 * (1.0 - heat)) as u8,
                 );
-                let (x, y) = (j as f64, i as f64);
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [(x, y), (x + 1.0, y + 1.0)],
-                    colour.filled(),
-                )))?;
-                chart.draw_series(std::iter::once(Text::new(
-                    value.to_string(),
-                    (x + 0.45, y + 0.5),
-                    ("sans-serif", 16),
-                )))?;
+                // Issuers top to bottom, redeemers left to right.
+                let (x, y) = (j as f64, (n - 1 - i) as f64);
+                chart.draw_series([
+                    Rectangle::new([(x, y), (x + 1.0, y + 1.0)], colour.filled()),
+                    Rectangle::new([(x, y), (x + 1.0, y + 1.0)], BLACK.mix(0.3)),
+                ])?;
+                let own = if issuer == redeemer { " (own)" } else { "" };
+                chart.draw_series([
+                    Text::new(
+                        format!("{issuer} owes"),
+                        (x + 0.08, y + 0.85),
+                        ("sans-serif", 12),
+                    ),
+                    Text::new(
+                        format!("{redeemer}{own}"),
+                        (x + 0.08, y + 0.7),
+                        ("sans-serif", 12),
+                    ),
+                    Text::new(value.to_string(), (x + 0.4, y + 0.4), ("sans-serif", 22)),
+                ])?;
             }
         }
         root.present()?;

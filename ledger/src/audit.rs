@@ -283,6 +283,13 @@ impl Auditor {
                             return Err(bad("a spend entry that spends nothing new".into()));
                         }
                     }
+                    Effect::TokensIssued {
+                        token_key_id,
+                        count,
+                    } => {
+                        let day = Day(e.recorded_at / 86_400);
+                        self.key_days.entry((*token_key_id, day)).or_default().0 += count;
+                    }
                     Effect::CardsSold {
                         issuer,
                         count,

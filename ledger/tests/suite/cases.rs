@@ -394,6 +394,13 @@ pub async fn log_chain_signatures_and_checkpoint_verify_after_mixed_workload(f: 
     );
     assert_eq!(report.net["op-b"], 20);
     assert_eq!(report.net["op-a"], -20);
+    let series = report
+        .key_series
+        .iter()
+        .find(|s| s.token_key_id == Some(k0))
+        .expect("a series for the queue key");
+    let last = series.points.last().expect("points");
+    assert_eq!((last.1, last.2), (7, 2), "cumulative issued and spent");
     let mut forged = entries.clone();
     forged[5].recorded_at += 1;
     let err = scrip_ledger::audit::audit(&forged).expect_err("tampering found");
