@@ -54,6 +54,17 @@ impl Consortium {
     /// Starts a ledger and `names.len()` operators (each issuer, redeemer and admin) under
     /// `dir`, every service on a free loopback port.
     pub async fn start(dir: &Path, names: &[&str], mode: Mode) -> anyhow::Result<Self> {
+        let ledger_db = format!("sqlite://{}", dir.join("ledger.db").display());
+        Self::start_with_ledger(dir, names, mode, &ledger_db).await
+    }
+
+    /// [`Consortium::start`] with the ledger on the database `ledger_db` (which must be empty).
+    pub async fn start_with_ledger(
+        dir: &Path,
+        names: &[&str],
+        mode: Mode,
+        ledger_db: &str,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let ledger_key = OperatorKey::generate();
         scrip_spec::secret_file::write_private(
@@ -86,8 +97,7 @@ impl Consortium {
                 .collect(),
             catalog: Catalog::standard(),
         };
-        let store =
-            scrip_ledger::connect(&format!("sqlite://{}", dir.join("ledger.db").display())).await?;
+        let store = scrip_ledger::connect(ledger_db).await?;
         let ledger = Arc::new(Ledger::init(store, ledger_key, genesis).await?);
         let ledger_app =
             scrip_ledger::Application::from_ledger(ledger.clone(), "127.0.0.1:0".parse()?, 3600)

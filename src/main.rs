@@ -2,6 +2,7 @@
 
 mod audit;
 mod audit_html;
+mod bench;
 mod issuer;
 mod ledger;
 mod operator;
@@ -37,6 +38,9 @@ enum Command {
     /// recompute the totals, raise alarms and print who owes whom. Exit status: 0 clean,
     /// 2 tampering, 3 alarms, 1 could not run.
     Audit(audit::AuditArgs),
+    /// Load generator: issue and redeem tokens over HTTP against a consortium on loopback,
+    /// and report throughput, latency percentiles and ratios to the in-process crypto rates.
+    Bench(bench::BenchArgs),
     /// Operator identities: Ed25519 keys that sign everything an operator submits.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
@@ -127,6 +131,7 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Audit(_) => Ok(()),
+        Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
         Command::Demo { keep } => runtime().and_then(|rt| rt.block_on(demo(keep))),
         Command::Operator(cmd) => operator::run(cmd),
         Command::Ledger(cmd) => runtime().and_then(|rt| rt.block_on(ledger::run(cmd))),

@@ -57,3 +57,35 @@ fn the_demo_keeps_its_files_when_asked_and_refuses_a_busy_directory() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 }
+
+#[test]
+fn the_load_generator_issues_and_redeems_and_reports_ratios() {
+    let out = scrip(&[
+        "bench",
+        "--tokens",
+        "60",
+        "--open-batch",
+        "20",
+        "--concurrency",
+        "8",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("% of the in-process signing rate"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("% of the in-process verification rate"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("the ledger recorded exactly 60 spends"),
+        "{stdout}"
+    );
+}

@@ -118,7 +118,8 @@ impl WalletStore {
             );
         }
         let pool =
-            scrip_ledger::store::durable_pool(SqliteConnectOptions::new().filename(path)).await?;
+            scrip_ledger::store::durable_pool(SqliteConnectOptions::new().filename(path), true)
+                .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

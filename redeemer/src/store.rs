@@ -116,7 +116,12 @@ impl RedeemerStore {
             "the redeemer stores grants in SQLite: use sqlite://PATH"
         );
         let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-        let pool = scrip_ledger::store::durable_pool(options).await?;
+        // Grants are the one store that need not fsync each commit: WAL with synchronous=NORMAL
+        // survives a killed process, and a grant lost to a power cut is recovered by the
+        // lost-answer path (the wallet presents the token again; this redeemer spent it, has no
+        // consumed grant for it, and grants anew). Per-grant fsync capped redemptions at about
+        // 1,100/s on the development machine.
+        let pool = scrip_ledger::store::durable_pool(options, false).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

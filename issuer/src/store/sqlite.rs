@@ -21,7 +21,7 @@ impl SqliteIssuerStore {
     /// Opens (creating if needed) and migrates.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-        let pool = scrip_ledger::store::durable_pool(options).await?;
+        let pool = scrip_ledger::store::durable_pool(options, true).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

@@ -15,13 +15,22 @@ use sqlx::{Row as _, SqlitePool};
 use std::str::FromStr as _;
 use std::time::Duration;
 
-/// A pool on a SQLite file set up the way every scrip service keeps its data: WAL, a commit is
-/// on disk (fsync) before it is acknowledged, writers wait for each other instead of failing,
-/// foreign keys enforced.
-pub async fn durable_pool(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+/// A pool on a SQLite file set up the way every scrip service keeps its data: WAL, writers wait
+/// for each other instead of failing, foreign keys enforced. With `fsync_each_commit` a commit
+/// is on disk before it is acknowledged (synchronous=FULL); without, WAL's NORMAL level, which
+/// survives a killed process but may lose the last commits to a power cut.
+pub async fn durable_pool(
+    options: SqliteConnectOptions,
+    fsync_each_commit: bool,
+) -> Result<SqlitePool, sqlx::Error> {
+    let synchronous = if fsync_each_commit {
+        SqliteSynchronous::Full
+    } else {
+        SqliteSynchronous::Normal
+    };
     let options = options
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(synchronous)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
     SqlitePoolOptions::new()
@@ -49,8 +58,11 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the database at `url` and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool =
-            durable_pool(SqliteConnectOptions::from_str(url)?.create_if_missing(true)).await?;
+        let pool = durable_pool(
+            SqliteConnectOptions::from_str(url)?.create_if_missing(true),
+            true,
+        )
+        .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
