@@ -171,7 +171,8 @@ impl Redeemer {
             )
         })?;
         let operator = OperatorKey::from_text(&text)?;
-        let store = RedeemerStore::connect(&config.database).await?;
+        let store =
+            RedeemerStore::connect(&config.database, config.mode == Mode::Optimistic).await?;
         // Short timeouts: a wallet waits on this call, and a hung ledger must fail fast.
         let ledger = LedgerClient::with_timeout(&config.ledger_url, Duration::from_secs(5));
         let info = ledger.info().await.with_context(|| {

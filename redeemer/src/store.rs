@@ -109,19 +109,21 @@ fn to_i64(v: u64) -> i64 {
 }
 
 impl RedeemerStore {
-    /// Opens (creating if needed) and migrates.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    /// Opens (creating if needed) and migrates. `fsync_each_commit` is needed in optimistic
+    /// mode, where a pending spend lost to a power cut would be capacity given and never
+    /// recorded.
+    pub async fn connect(url: &str, fsync_each_commit: bool) -> anyhow::Result<Self> {
         anyhow::ensure!(
             url.starts_with("sqlite:"),
             "the redeemer stores grants in SQLite: use sqlite://PATH"
         );
         let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-        // Grants are the one store that need not fsync each commit: WAL with synchronous=NORMAL
-        // survives a killed process, and a grant lost to a power cut is recovered by the
-        // lost-answer path (the wallet presents the token again; this redeemer spent it, has no
-        // consumed grant for it, and grants anew). Per-grant fsync capped redemptions at about
-        // 1,100/s on the development machine.
-        let pool = scrip_ledger::store::durable_pool(options, false).await?;
+        // In strict mode grants need not fsync each commit: WAL with synchronous=NORMAL survives
+        // a killed process, and a grant lost to a power cut is recovered by the lost-answer
+        // path (the wallet presents the token again; this redeemer spent it, has no consumed
+        // grant for it, and grants anew). Per-grant fsync capped redemptions at about 1,100/s
+        // on the development machine.
+        let pool = scrip_ledger::store::durable_pool(options, fsync_each_commit).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
