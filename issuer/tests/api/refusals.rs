@@ -113,6 +113,36 @@ async fn malformed_and_semantically_wrong_openings() {
         (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
     );
 
+    // Balance and replay with bad input.
+    let (status, body) = t
+        .post("/v1/cards/balance", &json!({"card_code": "nonsense"}))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "malformed_card_code")
+    );
+    let (status, body) = t.post("/v1/cards/balance", &json!({"code": card})).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "malformed_request")
+    );
+    let resp = t
+        .client
+        .post(format!("{}/v1/cards/balance", t.base))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, body) = t
+        .post("/v1/requests/replay", &json!({"request_id": "AAAA"}))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "malformed_request")
+    );
+
     // None of that charged anything.
     let (_, balance) = t
         .post("/v1/cards/balance", &json!({"card_code": card}))

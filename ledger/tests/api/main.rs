@@ -208,6 +208,64 @@ async fn spend_then_double_spend_then_lookup() {
     assert!(metrics.contains("scrip_ledger_nullifiers_refused_total 1"));
     assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
     assert_eq!(app.get("/v1/nope").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = app.get("/v1/log?from=abc").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "malformed_query")
+    );
+    assert_eq!(
+        app.get("/v1/log?from=0&limit=-1").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Cosignatures: garbage, a stranger's, and one of a checkpoint that does not exist.
+    let (status, body) = app
+        .post("/v1/checkpoint/cosign", &json!({"signer": "x"}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "malformed_request")
+    );
+    let fake = scrip_spec::ledger::Checkpoint {
+        ledger_id: app.ledger_id,
+        seq: 1,
+        head_hash: scrip_spec::ledger::Hash32([0; 32]),
+        totals_digest: scrip_spec::ledger::Hash32([0; 32]),
+        created_at: now(),
+    };
+    let stranger = OperatorKey::generate().sign(scrip_spec::ledger::Cosignature {
+        checkpoint: fake.clone(),
+    });
+    let (status, body) = app
+        .post(
+            "/v1/checkpoint/cosign",
+            &serde_json::to_value(&stranger).expect("json"),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "unknown_operator")
+    );
+    let member = app
+        .redeemer
+        .sign(scrip_spec::ledger::Cosignature { checkpoint: fake });
+    let (status, body) = app
+        .post(
+            "/v1/checkpoint/cosign",
+            &serde_json::to_value(&member).expect("json"),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+    );
+    let mut forged = serde_json::to_value(&member).expect("json");
+    forged["payload"]["checkpoint"]["seq"] = json!(2);
+    let (status, body) = app.post("/v1/checkpoint/cosign", &forged).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "bad_signature")
+    );
     let (status, body) = app.get("/v1/entries").await;
     assert_eq!(
         (status, error_code(&body)),
