@@ -261,3 +261,71 @@ async fn a_key_the_ledger_does_not_list_is_refused() {
         "nothing was charged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unanswered_opening_blocks_new_ones_so_restore_never_meets_a_gap() {
+    let (dir, c, code) = setup().await;
+    let real = c.operators[0].issuer_url.clone();
+    // A front that passes the keys through but fails every opening with 503.
+    let keys: serde_json::Value = reqwest::get(format!("{real}/v1/keys"))
+        .await
+        .expect("keys")
+        .json()
+        .await
+        .expect("json");
+    let app = axum::Router::new()
+        .route(
+            "/v1/keys",
+            axum::routing::get(move || {
+                let keys = keys.clone();
+                async move { axum::Json(keys) }
+            }),
+        )
+        .route(
+            "/v1/cards/open",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(
+                        serde_json::json!({"error": {"code": "unavailable", "message": "down"}}),
+                    ),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let flaky = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let err = wallet
+        .open_card(&flaky, &code, &[(kind("queue"), 1)], &|_, _| {})
+        .await
+        .expect_err("503");
+    assert!(matches!(err, WalletError::IssuerRefused { .. }), "{err}");
+    assert_eq!(
+        wallet.store().pending_openings().await.expect("q").len(),
+        1,
+        "kept for a retry"
+    );
+    let err = wallet
+        .open_card(&real, &code, &[(kind("queue"), 1)], &|_, _| {})
+        .await
+        .expect_err("blocked");
+    assert!(
+        matches!(err, WalletError::IssuerRefused { ref code, .. } if code == "opening_pending"),
+        "{err}"
+    );
+    assert_eq!(
+        wallet
+            .card_balance(&real, &code)
+            .await
+            .expect("balance")
+            .remaining_credits,
+        100,
+        "nothing charged"
+    );
+}

@@ -382,7 +382,10 @@ impl Wallet {
                     .await?;
                 Ok(response)
             }
-            Reply::Refused { status, error } if status < 500 && status != 409 && status != 429 => {
+            Reply::Refused {
+                status: 400 | 403 | 413 | 422,
+                error,
+            } => {
                 self.store.abandon_opening(pending).await?;
                 let (code, message) = refused(&error);
                 Err(WalletError::IssuerRefused { code, message })
@@ -392,6 +395,27 @@ impl Wallet {
                 let replay = self
                     .replay(&pending.issuer_url, &request.request_id)
                     .await?;
+                if let Some(r) = &replay {
+                    // The recorded opening may cover more counters than this one would have,
+                    // and keys this wallet has not stored: take both from the record.
+                    let directory = self.ledger.keys(None, None).await.map_err(|e| {
+                        anyhow::anyhow!(e).context("cannot read the ledger's key directory")
+                    })?;
+                    for req in &r.requests {
+                        let listed = directory
+                            .iter()
+                            .find(|k| k.info.public_key.id() == req.token_key_id);
+                        if let Some(k) = listed {
+                            self.store.put_key(&k.info).await?;
+                        }
+                    }
+                    let end = pending.first_counter + r.requests.len() as u64;
+                    if self.store.next_counter().await? < end {
+                        self.store
+                            .set_meta("next_counter", &end.to_string())
+                            .await?;
+                    }
+                }
                 match replay {
                     Some(r) => {
                         let request = OpenRequest {
@@ -477,6 +501,17 @@ impl Wallet {
                 Err(WalletError::IssuerRefused { .. }) => {}
                 Err(e) => return Err(e),
             }
+        }
+        // An opening still unanswered holds its counters: a new one must not start after it,
+        // or a later refusal of the old one would leave a gap that stops a restore (5.4).
+        if let Some(stuck) = self.store.pending_openings().await?.first() {
+            return Err(WalletError::IssuerRefused {
+                code: "opening_pending".into(),
+                message: format!(
+                    "an earlier opening at {} is not answered yet; run the command again later",
+                    stuck.issuer_url
+                ),
+            });
         }
         Ok(resumed)
     }
@@ -572,11 +607,11 @@ impl Wallet {
                 let state = match code.as_str() {
                     "already_spent" => TokenState::Spent,
                     "key_not_redeemable" => TokenState::Expired,
-                    "unknown_key" | "invalid_signature" | "wrong_challenge" | "malformed_token" => {
+                    "invalid_signature" | "wrong_challenge" | "malformed_token" => {
                         TokenState::Invalid
                     }
-                    // Not spent: the ledger was unavailable, or another refusal that leaves
-                    // the token as it was.
+                    // Not spent: the redeemer does not know the key (yet), or another refusal
+                    // made before any spend.
                     _ => TokenState::Unspent,
                 };
                 let _ = status;
@@ -775,9 +810,13 @@ impl Wallet {
                     }
                 }
                 counter += replay.requests.len().max(1) as u64;
-                self.store
-                    .set_meta("next_counter", &counter.to_string())
-                    .await?;
+                // Never lower the counter: openings beyond a gap at an issuer not listed here
+                // must not be overwritten by new ones.
+                if self.store.next_counter().await? < counter {
+                    self.store
+                        .set_meta("next_counter", &counter.to_string())
+                        .await?;
+                }
                 continue 'walk;
             }
             break;

@@ -270,10 +270,20 @@ impl Issuer {
                 Ok(_) => {}
                 Err(e) if e.code() == Some("replayed_request") => {}
                 Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "the ledger did not accept key {id} ({})",
-                        k.info.kind
-                    )));
+                    // An earlier run's announcement may have landed without this store
+                    // hearing of it: the ledger's directory says.
+                    let listed = self
+                        .ledger
+                        .keys(Some(&self.name), Some(&k.info.kind))
+                        .await
+                        .map(|dir| dir.iter().any(|r| r.info == k.info))
+                        .unwrap_or(false);
+                    if !listed {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "the ledger did not accept key {id} ({})",
+                            k.info.kind
+                        )));
+                    }
                 }
             }
             self.store.mark_announced(&id).await?;

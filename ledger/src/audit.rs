@@ -109,6 +109,7 @@ pub struct Auditor {
     issuers: BTreeMap<String, IssuerTotals>,
     days: BTreeMap<(Day, String, String, String), (u64, u64)>,
     key_days: BTreeMap<(TokenKeyId, Day), (u64, u64)>,
+    requests: std::collections::HashSet<[u8; 32]>,
     spends_outside_window: u64,
 }
 
@@ -123,6 +124,7 @@ impl Default for Auditor {
             issuers: BTreeMap::new(),
             days: BTreeMap::new(),
             key_days: BTreeMap::new(),
+            requests: std::collections::HashSet::new(),
             spends_outside_window: 0,
         }
     }
@@ -231,6 +233,14 @@ impl Auditor {
         match &e.body {
             EntryBody::Genesis(_) => return Err(bad("a second genesis".into())),
             EntryBody::Request(signed) => {
+                // The ledger refuses a request it has recorded before; a log with a copy of
+                // one (say a "cards sold" counted twice) was forged.
+                if !self
+                    .requests
+                    .insert(crate::store::signed_request_digest(signed))
+                {
+                    return Err(bad("a signed request recorded a second time".into()));
+                }
                 let judgement = state.judge(signed, e.recorded_at).map_err(|r| {
                     bad(format!(
                         "the ledger accepted a request its rules refuse: {r}"

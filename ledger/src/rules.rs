@@ -322,10 +322,10 @@ impl LedgerState {
                         role: Role::Issuer,
                     });
                 }
-                if from > until || *count == 0 {
-                    return Err(invalid(
-                        "an issuance report needs from <= until and count > 0",
-                    ));
+                if from > until || *count == 0 || *count > MAX_REPORTED_COUNT {
+                    return Err(invalid(format!(
+                        "an issuance report needs from <= until and 0 < count <= {MAX_REPORTED_COUNT}"
+                    )));
                 }
                 plain(Effect::TokensIssued {
                     token_key_id: *token_key_id,

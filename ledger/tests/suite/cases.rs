@@ -408,6 +408,24 @@ pub async fn log_chain_signatures_and_checkpoint_verify_after_mixed_workload(f: 
         err.seq, 6,
         "the entry after the changed one no longer chains: {err}"
     );
+    // A ledger that records one signed request twice (a "cards sold" counted twice) is caught,
+    // even with the chain rebuilt around the copy.
+    let copy_of = entries
+        .iter()
+        .find(|e| matches!(&e.body, EntryBody::Request(r) if matches!(r.payload.action, Action::CardsSold { .. })))
+        .expect("a cards-sold entry")
+        .clone();
+    let mut doubled = entries.clone();
+    let last = doubled.last().expect("entries").clone();
+    doubled.push(scrip_spec::ledger::LogEntry {
+        seq: last.seq + 1,
+        prev_hash: last.hash(),
+        recorded_at: copy_of.recorded_at,
+        body: copy_of.body.clone(),
+    });
+    let err = scrip_ledger::audit::audit(&doubled).expect_err("a copied request");
+    assert_eq!(err.seq, last.seq + 1);
+    assert!(err.problem.contains("second time"), "{err}");
     let mut truncated = entries.clone();
     truncated.remove(3);
     assert_eq!(
