@@ -13,8 +13,10 @@ async fn malformed_and_semantically_wrong_openings() {
     let good = t.opening(&seed, 0, &card, &["chunk-64k"]).await;
     let good_json = serde_json::to_value(&good.request).expect("json");
 
+    // Each raw request on a fresh client: a connection the server closed after refusing a
+    // body must not be reused.
     let raw = |body: Vec<u8>| {
-        t.client
+        reqwest::Client::new()
             .post(&url)
             .header("content-type", "application/json")
             .body(body)
@@ -126,8 +128,9 @@ async fn malformed_and_semantically_wrong_openings() {
         (status, code(&body)),
         (StatusCode::BAD_REQUEST, "malformed_request")
     );
-    let resp = t
-        .client
+    // A client of its own: the server closes a connection whose body it refused, and that
+    // connection must not go back to the shared pool.
+    let resp = reqwest::Client::new()
         .post(format!("{}/v1/cards/balance", t.base))
         .header("content-type", "application/json")
         .body(vec![b' '; 2 * 1024 * 1024])

@@ -308,7 +308,8 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
             "malformed_request",
         ),
         (
-            app.client
+            // A client of its own: the refused connection must not return to the shared pool.
+            reqwest::Client::new()
                 .post(&url)
                 .header("content-type", "application/json")
                 .body(vec![b'['; 3 * 1024 * 1024]),
