@@ -119,7 +119,7 @@ impl Consortium {
                     keys_dir: dir.join(format!("{name}-keys")),
                     ledger_url: ledger_url.clone(),
                     issue_days: 7,
-                    redeem_days: 14,
+                    redeem_days: 13,
                     forget_days: 7,
                     report_secs: 3600,
                     rate_limit: RateLimitConfig::default(),

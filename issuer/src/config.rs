@@ -66,8 +66,10 @@ fn default_listen() -> SocketAddr {
 fn default_issue_days() -> u64 {
     7
 }
+/// 7 days issuing plus 13 redeeming is a lifetime under three weekly rotations, so a weekly
+/// `keys rotate` never meets the limit of 3 live keys per kind (PROTOCOL.md section 4.4).
 fn default_redeem_days() -> u64 {
-    14
+    13
 }
 fn default_forget_days() -> u64 {
     7
@@ -115,7 +117,7 @@ mod tests {
              keys_dir = \"keys\"\nledger_url = \"http://127.0.0.1:7400\"\n",
         )
         .expect("valid");
-        assert_eq!((c.issue_days, c.redeem_days, c.report_secs), (7, 14, 3600));
+        assert_eq!((c.issue_days, c.redeem_days, c.report_secs), (7, 13, 3600));
         assert_eq!(c.rate_limit.per_source, 10);
         c.apply_env(|n| (n == "SCRIP_ISSUER_DATABASE").then(|| "sqlite://other.db".into()))
             .expect("valid");

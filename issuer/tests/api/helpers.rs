@@ -59,7 +59,7 @@ pub async fn spawn(rate_limit: RateLimitConfig) -> TestIssuer {
         keys_dir: dir.path().join("keys"),
         ledger_url: ledger_base.clone(),
         issue_days: 7,
-        redeem_days: 14,
+        redeem_days: 13,
         forget_days: 7,
         report_secs: 3600,
         rate_limit,
