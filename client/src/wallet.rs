@@ -20,10 +20,7 @@ use std::path::Path;
 /// Warn about tokens this close to their `redeem_until`.
 pub const EXPIRY_WARNING_SECS: u64 = 3 * 86_400;
 
-/// Seconds since the Unix epoch.
-pub fn now() -> UnixSeconds {
-    scrip_ledger::service::now()
-}
+pub use scrip_ledger::service::now;
 
 /// Why a wallet operation failed, with what to do next.
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +321,9 @@ impl Wallet {
                 usize::try_from(*count).unwrap_or(0),
             ));
         }
+        for key in keys.values() {
+            self.store.put_key(key).await?;
+        }
         let total = items.len() as u64;
         let mut summary = OpenSummary::default();
         let mut done = 0u64;
@@ -341,7 +341,6 @@ impl Wallet {
                     token_key_id: key.public_key.id(),
                     token_request,
                 });
-                self.store.put_key(key).await?;
             }
             let request = OpenRequest {
                 card_code: code.to_owned(),
@@ -465,10 +464,19 @@ impl Wallet {
             .into());
         }
         let mut tokens = Vec::with_capacity(responses.len());
+        // An opening uses few keys: read each from the store once.
+        let mut keys: std::collections::HashMap<scrip_spec::TokenKeyId, TokenKeyInfo> =
+            std::collections::HashMap::new();
         for (j, (req, resp)) in request.requests.iter().zip(responses).enumerate() {
-            let info = self.store.key(&req.token_key_id).await?.ok_or_else(|| {
-                anyhow::anyhow!("key {} of an opening is unknown", req.token_key_id)
-            })?;
+            let info = match keys.entry(req.token_key_id) {
+                std::collections::hash_map::Entry::Occupied(known) => known.get().clone(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    let info = self.store.key(&req.token_key_id).await?.ok_or_else(|| {
+                        anyhow::anyhow!("key {} of an opening is unknown", req.token_key_id)
+                    })?;
+                    slot.insert(info).clone()
+                }
+            };
             let challenge =
                 TokenChallenge::for_issuer(&info.issuer).map_err(anyhow::Error::from)?;
             let counter = pending.first_counter + j as u64;
@@ -602,7 +610,7 @@ impl Wallet {
                 self.settle_at_ledger(&nullifier, t).await?;
                 Err(WalletError::RedeemerRefused { code, message })
             }
-            Reply::Refused { status, error } => {
+            Reply::Refused { error, .. } => {
                 let (code, message) = refused(&error);
                 let state = match code.as_str() {
                     "already_spent" => TokenState::Spent,
@@ -614,7 +622,6 @@ impl Wallet {
                     // made before any spend.
                     _ => TokenState::Unspent,
                 };
-                let _ = status;
                 self.store
                     .set_state(&nullifier, state, None, Some(&code), t)
                     .await?;

@@ -18,13 +18,7 @@ use std::sync::{Arc, RwLock};
 
 const DAY: u64 = 86_400;
 
-/// Seconds since the Unix epoch.
-pub fn now() -> UnixSeconds {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use scrip_ledger::service::now;
 
 /// A key ready to sign.
 #[derive(Debug)]
@@ -106,6 +100,9 @@ pub struct Issuer {
     ledger_id: Hash32,
     catalog: RwLock<Catalog>,
     keys: RwLock<HashMap<TokenKeyId, Arc<LoadedKey>>>,
+    /// When an unknown key id last caused a reload: at most one a second, so random key ids
+    /// in openings cannot turn into disk reads and ledger calls.
+    last_miss_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -156,6 +153,7 @@ impl Issuer {
             ledger_id: info.ledger_id,
             catalog: RwLock::new(info.catalog),
             keys: RwLock::new(HashMap::new()),
+            last_miss_reload: tokio::sync::Mutex::new(None),
             config,
         };
         issuer.reload_keys().await?;
@@ -622,6 +620,11 @@ impl Issuer {
         if let Some(k) = lookup(self) {
             return Some(k);
         }
+        let mut last = self.last_miss_reload.lock().await;
+        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            return lookup(self);
+        }
+        *last = Some(std::time::Instant::now());
         if self.reload_keys().await.is_err() {
             return None;
         }

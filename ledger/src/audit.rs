@@ -423,7 +423,7 @@ impl Auditor {
                 self.spends_outside_window
             ));
         }
-        let now = e_now();
+        let now = crate::service::now();
         let mut live: BTreeMap<(String, String), usize> = BTreeMap::new();
         for k in state
             .keys
@@ -482,10 +482,6 @@ impl Auditor {
         report.totals = totals;
         report
     }
-}
-
-fn e_now() -> UnixSeconds {
-    crate::service::now()
 }
 
 fn totals(state: &LedgerState, issuers: &BTreeMap<String, IssuerTotals>) -> Totals {

@@ -12,10 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Seconds since the Unix epoch.
-pub fn now() -> UnixSeconds {
-    scrip_ledger::service::now()
-}
+pub use scrip_ledger::service::now;
 
 /// A grant handed to the wallet (and by it to the relay).
 #[derive(Debug, Clone)]
