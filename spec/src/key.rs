@@ -65,6 +65,13 @@ pub enum KeyError {
         /// Modulus length in bytes.
         bytes: usize,
     },
+    /// An RSA backend could not load the key.
+    #[error("the RSA backend could not load the key")]
+    Backend {
+        /// What the backend said.
+        #[source]
+        source: crate::backend::RsaError,
+    },
     /// Key generation failed.
     #[error("RSA key generation failed")]
     Generation {
@@ -79,6 +86,10 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct TokenPublicKey {
     pub(crate) inner: PublicKeySha384PSSDeterministic,
+    /// The modulus, big-endian: a blinded message must be below it.
+    pub(crate) modulus: [u8; MODULUS_BYTES],
+    #[cfg(feature = "openssl")]
+    pub(crate) openssl: crate::backend::openssl_rsa::PublicKey,
     spki: Vec<u8>,
     id: TokenKeyId,
 }
@@ -107,7 +118,26 @@ impl TokenPublicKey {
             source,
         })?;
         let id = TokenKeyId(Sha256::digest(&spki).into());
-        Ok(Self { inner, spki, id })
+        let modulus: [u8; MODULUS_BYTES] = inner
+            .as_ref()
+            .n_bytes()
+            .as_ref()
+            .try_into()
+            .map_err(|_| KeyError::WrongSize { bytes })?;
+        #[cfg(feature = "openssl")]
+        let openssl = crate::backend::openssl_rsa::PublicKey::from_components(
+            &modulus,
+            &inner.as_ref().e_bytes(),
+        )
+        .map_err(|source| KeyError::Backend { source })?;
+        Ok(Self {
+            inner,
+            modulus,
+            #[cfg(feature = "openssl")]
+            openssl,
+            spki,
+            id,
+        })
     }
 
     /// Imports the RSASSA-PSS SPKI encoding used on the wire (RFC 9578 section 6.5).
@@ -187,6 +217,8 @@ crate::encoding::serde_via_wire_bytes!(TokenPublicKey);
 #[derive(Clone)]
 pub struct TokenSecretKey {
     pub(crate) inner: SecretKeySha384PSSDeterministic,
+    #[cfg(feature = "openssl")]
+    pub(crate) openssl: crate::backend::openssl_rsa::SecretKey,
     public: TokenPublicKey,
 }
 
@@ -201,9 +233,29 @@ impl TokenSecretKey {
     pub fn generate() -> Result<Self, KeyError> {
         let pair = KeyPairSha384PSSDeterministic::generate(&mut DefaultRng, 8 * MODULUS_BYTES)
             .map_err(|source| KeyError::Generation { source })?;
+        Self::from_parts(pair.sk, TokenPublicKey::from_inner(pair.pk)?)
+    }
+
+    fn from_parts(
+        inner: SecretKeySha384PSSDeterministic,
+        public: TokenPublicKey,
+    ) -> Result<Self, KeyError> {
+        #[cfg(feature = "openssl")]
+        let openssl = {
+            let der = zeroize::Zeroizing::new(inner.to_der().map_err(|source| {
+                KeyError::Encoding {
+                    format: "PKCS#8",
+                    source,
+                }
+            })?);
+            crate::backend::openssl_rsa::SecretKey::from_pkcs8_der(&der)
+                .map_err(|source| KeyError::Backend { source })?
+        };
         Ok(Self {
-            public: TokenPublicKey::from_inner(pair.pk)?,
-            inner: pair.sk,
+            inner,
+            #[cfg(feature = "openssl")]
+            openssl,
+            public,
         })
     }
 
@@ -219,10 +271,7 @@ impl TokenSecretKey {
             format: "PEM",
             source,
         })?;
-        Ok(Self {
-            public: TokenPublicKey::from_inner(public)?,
-            inner,
-        })
+        Self::from_parts(inner, TokenPublicKey::from_inner(public)?)
     }
 
     /// Exports as PKCS#8 PEM. The caller writes it to a file readable by its owner only.

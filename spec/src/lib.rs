@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod backend;
 pub mod card;
 pub mod catalog;
 pub mod challenge;
@@ -19,6 +20,7 @@ pub mod sign;
 pub mod token;
 pub mod verify;
 
+pub use backend::{RsaBackend, RsaError, UnknownBackend};
 pub use card::{CardCode, CardCodeError};
 pub use catalog::{CapacityKind, Catalog, CatalogEntry, CatalogError, KindError};
 pub use challenge::TokenChallenge;
@@ -33,7 +35,7 @@ pub use request::TokenRequest;
 pub use response::TokenResponse;
 pub use sign::SignError;
 pub use token::{Nullifier, TOKEN_TYPE, Token};
-pub use verify::{VerifyError, verify_token, verify_token_with_digest};
+pub use verify::{VerifyError, verify_token, verify_token_with_backend, verify_token_with_digest};
 
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -1,5 +1,6 @@
 //! The issuer's side of issuance: blind-signing a token request.
 
+use crate::backend::{RsaBackend, RsaError};
 use crate::key::{MODULUS_BYTES, TokenSecretKey};
 use crate::request::TokenRequest;
 use crate::response::TokenResponse;
@@ -15,19 +16,33 @@ pub enum SignError {
         /// This key's truncated key id.
         ours: u8,
     },
-    /// The blinded message is not a value modulo this key's modulus.
+    /// The blinded message is not below this key's modulus.
     #[error("the blinded message is out of range for this key")]
-    OutOfRange {
-        /// What the RSA library said.
+    OutOfRange,
+    /// The RSA backend failed, or its result did not verify (a fault): nothing is returned.
+    #[error("the {backend} RSA backend could not sign")]
+    Backend {
+        /// The backend that ran.
+        backend: RsaBackend,
+        /// What it said.
         #[source]
-        source: blind_rsa_signatures::Error,
+        source: RsaError,
     },
 }
 
 impl TokenSecretKey {
     /// Blind-signs a request (RFC 9474 `BlindSign`, which checks its own result against the
-    /// public key before returning it).
+    /// public key before returning it) on [`RsaBackend::DEFAULT`].
     pub fn blind_sign(&self, request: &TokenRequest) -> Result<TokenResponse, SignError> {
+        self.blind_sign_with(RsaBackend::DEFAULT, request)
+    }
+
+    /// [`Self::blind_sign`] on the backend given.
+    pub fn blind_sign_with(
+        &self,
+        backend: RsaBackend,
+        request: &TokenRequest,
+    ) -> Result<TokenResponse, SignError> {
         let ours = self.public_key().id().truncated();
         if request.truncated_token_key_id != ours {
             return Err(SignError::WrongKey {
@@ -35,17 +50,34 @@ impl TokenSecretKey {
                 ours,
             });
         }
-        let sig = self
-            .inner
-            .blind_sign(request.blinded_msg)
-            .map_err(|source| SignError::OutOfRange { source })?;
-        let blind_sig: [u8; MODULUS_BYTES] =
-            sig.0
-                .as_slice()
-                .try_into()
-                .map_err(|_| SignError::OutOfRange {
-                    source: blind_rsa_signatures::Error::InternalError,
-                })?;
+        // Both are big-endian and of equal length, so byte order is numeric order.
+        if request.blinded_msg >= self.public_key().modulus {
+            return Err(SignError::OutOfRange);
+        }
+        let failed = |source: RsaError| SignError::Backend { backend, source };
+        let blind_sig = match backend {
+            RsaBackend::RustCrypto => {
+                let sig = self
+                    .inner
+                    .blind_sign(request.blinded_msg)
+                    .map_err(|source| failed(source.into()))?;
+                <[u8; MODULUS_BYTES]>::try_from(sig.0.as_slice()).map_err(|_| {
+                    failed(RsaError::RustCrypto(
+                        blind_rsa_signatures::Error::InternalError,
+                    ))
+                })?
+            }
+            #[cfg(feature = "openssl")]
+            RsaBackend::OpenSsl => {
+                let sig = self
+                    .openssl
+                    .blind_sign(&request.blinded_msg)
+                    .map_err(failed)?;
+                <[u8; MODULUS_BYTES]>::try_from(sig.as_slice()).map_err(|_| {
+                    failed(RsaError::OpenSsl("signature of the wrong length".into()))
+                })?
+            }
+        };
         Ok(TokenResponse { blind_sig })
     }
 }
@@ -71,9 +103,24 @@ mod tests {
             truncated_token_key_id: ours,
             blinded_msg: [0xff; MODULUS_BYTES],
         };
-        assert!(matches!(
-            sk.blind_sign(&too_big),
-            Err(SignError::OutOfRange { .. })
-        ));
+        for backend in RsaBackend::ALL {
+            assert!(matches!(
+                sk.blind_sign_with(*backend, &wrong),
+                Err(SignError::WrongKey { .. })
+            ));
+            assert_eq!(
+                sk.blind_sign_with(*backend, &too_big),
+                Err(SignError::OutOfRange)
+            );
+            // The modulus itself is the smallest value out of range.
+            let modulus = TokenRequest {
+                truncated_token_key_id: ours,
+                blinded_msg: sk.public_key().modulus,
+            };
+            assert_eq!(
+                sk.blind_sign_with(*backend, &modulus),
+                Err(SignError::OutOfRange)
+            );
+        }
     }
 }

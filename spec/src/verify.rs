@@ -3,6 +3,7 @@
 use crate::challenge::TokenChallenge;
 use crate::key::{TokenKeyId, TokenPublicKey};
 use crate::token::Token;
+use crate::backend::{RsaBackend, RsaError};
 use blind_rsa_signatures::Signature;
 
 /// Why a token was refused.
@@ -22,9 +23,9 @@ pub enum VerifyError {
     /// The authenticator is not a valid signature by the key.
     #[error("the token's signature is invalid")]
     InvalidSignature {
-        /// What the RSA library said.
+        /// What the RSA backend said.
         #[source]
-        source: blind_rsa_signatures::Error,
+        source: RsaError,
     },
 }
 
@@ -42,8 +43,18 @@ pub fn verify_token(
 }
 
 /// [`verify_token`] with the expected challenge digest computed once by the caller (a redeemer
-/// caches one per key).
+/// caches one per key), on [`RsaBackend::DEFAULT`].
 pub fn verify_token_with_digest(
+    key: &TokenPublicKey,
+    expected_challenge_digest: &[u8; 32],
+    token: &Token,
+) -> Result<(), VerifyError> {
+    verify_token_with_backend(RsaBackend::DEFAULT, key, expected_challenge_digest, token)
+}
+
+/// [`verify_token_with_digest`] on the backend given.
+pub fn verify_token_with_backend(
+    backend: RsaBackend,
     key: &TokenPublicKey,
     expected_challenge_digest: &[u8; 32],
     token: &Token,
@@ -57,13 +68,31 @@ pub fn verify_token_with_digest(
     if &token.challenge_digest != expected_challenge_digest {
         return Err(VerifyError::WrongChallenge);
     }
-    key.inner
-        .verify(
-            &Signature(token.authenticator.to_vec()),
-            None,
-            token.token_input(),
-        )
-        .map_err(|source| VerifyError::InvalidSignature { source })
+    match backend {
+        RsaBackend::RustCrypto => key
+            .inner
+            .verify(
+                &Signature(token.authenticator.to_vec()),
+                None,
+                token.token_input(),
+            )
+            .map_err(|source| VerifyError::InvalidSignature {
+                source: source.into(),
+            }),
+        #[cfg(feature = "openssl")]
+        RsaBackend::OpenSsl => {
+            match key
+                .openssl
+                .verify_pss(&token.token_input(), &token.authenticator)
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(VerifyError::InvalidSignature {
+                    source: RsaError::OpenSsl("RSASSA-PSS verification failed".into()),
+                }),
+                Err(source) => Err(VerifyError::InvalidSignature { source }),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -72,39 +101,71 @@ mod tests {
     use crate::client::{WalletSeed, blind, finalize};
     use crate::test_support::{other_key, test_key};
 
+    /// Every backend signs, and every backend verifies what each of them signed, and refuses
+    /// every forgery.
     #[test]
-    fn issue_then_verify_and_every_forgery_fails() {
+    fn issue_then_verify_and_every_forgery_fails_on_every_backend() {
         let sk = test_key();
         let pk = sk.public_key();
         let challenge = TokenChallenge::for_issuer("issuer-a").expect("valid");
-        let (request, pending) = blind(&WalletSeed::generate(), 5, pk, &challenge).expect("blind");
-        let token = finalize(pk, &pending, &sk.blind_sign(&request).expect("sign")).expect("fin");
-        assert_eq!(verify_token(pk, &challenge, &token), Ok(()));
-
+        let digest = challenge.digest();
         let other_issuer = TokenChallenge::for_issuer("issuer-b").expect("valid");
-        assert_eq!(
-            verify_token(pk, &other_issuer, &token),
-            Err(VerifyError::WrongChallenge)
-        );
-        assert!(matches!(
-            verify_token(other_key().public_key(), &challenge, &token),
-            Err(VerifyError::WrongKey { .. })
-        ));
-        let mut bad_sig = token.clone();
-        bad_sig.authenticator[100] ^= 1;
-        assert!(matches!(
-            verify_token(pk, &challenge, &bad_sig),
-            Err(VerifyError::InvalidSignature { .. })
-        ));
-        let mut other_nonce = token.clone();
-        other_nonce.nonce[0] ^= 1;
-        assert!(matches!(
-            verify_token(pk, &challenge, &other_nonce),
-            Err(VerifyError::InvalidSignature { .. })
-        ));
-        // A token that claims the right challenge digest but was signed over another one.
-        let mut swapped = token.clone();
-        swapped.challenge_digest = other_issuer.digest();
-        assert!(verify_token_with_digest(pk, &other_issuer.digest(), &swapped).is_err());
+        for signer in RsaBackend::ALL {
+            let (request, pending) =
+                blind(&WalletSeed::generate(), 5, pk, &challenge).expect("blind");
+            let response = sk.blind_sign_with(*signer, &request).expect("sign");
+            let token = finalize(pk, &pending, &response).expect("finalize");
+            for verifier in RsaBackend::ALL {
+                let verify = |token: &Token, digest: &[u8; 32], key: &TokenPublicKey| {
+                    verify_token_with_backend(*verifier, key, digest, token)
+                };
+                assert_eq!(verify(&token, &digest, pk), Ok(()), "{signer} -> {verifier}");
+                assert_eq!(
+                    verify(&token, &other_issuer.digest(), pk),
+                    Err(VerifyError::WrongChallenge)
+                );
+                assert!(matches!(
+                    verify(&token, &digest, other_key().public_key()),
+                    Err(VerifyError::WrongKey { .. })
+                ));
+                let mut bad_sig = token.clone();
+                bad_sig.authenticator[100] ^= 1;
+                assert!(matches!(
+                    verify(&bad_sig, &digest, pk),
+                    Err(VerifyError::InvalidSignature { .. })
+                ));
+                // An authenticator above the modulus is malformed, not merely wrong.
+                let mut huge = token.clone();
+                huge.authenticator = [0xff; crate::key::MODULUS_BYTES];
+                assert!(matches!(
+                    verify(&huge, &digest, pk),
+                    Err(VerifyError::InvalidSignature { .. })
+                ));
+                let mut other_nonce = token.clone();
+                other_nonce.nonce[0] ^= 1;
+                assert!(matches!(
+                    verify(&other_nonce, &digest, pk),
+                    Err(VerifyError::InvalidSignature { .. })
+                ));
+                // A token that claims the right challenge digest but was signed over another.
+                let mut swapped = token.clone();
+                swapped.challenge_digest = other_issuer.digest();
+                assert!(verify(&swapped, &other_issuer.digest(), pk).is_err());
+            }
+        }
+    }
+
+    /// The backends agree byte for byte: RSA blind signatures are deterministic.
+    #[test]
+    fn backends_give_identical_signatures() {
+        let sk = test_key();
+        let challenge = TokenChallenge::for_issuer("issuer-a").expect("valid");
+        let (request, _) =
+            blind(&WalletSeed::generate(), 9, sk.public_key(), &challenge).expect("blind");
+        let signatures: Vec<_> = RsaBackend::ALL
+            .iter()
+            .map(|backend| sk.blind_sign_with(*backend, &request).expect("sign"))
+            .collect();
+        assert!(signatures.windows(2).all(|pair| pair[0] == pair[1]));
     }
 }
