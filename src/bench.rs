@@ -6,9 +6,13 @@
 use anyhow::Context as _;
 use clap::Args;
 use scrip::consortium::Consortium;
-use scrip_client::Wallet;
 use scrip_redeemer::Mode;
-use scrip_spec::{CapacityKind, Token, TokenChallenge, WalletSeed};
+use scrip_spec::issuance::{
+    KeyedTokenRequest, MAX_OPEN_BATCH, OpenRequest, OpenResponse, RequestId,
+};
+use scrip_spec::{
+    CapacityKind, CardCode, PendingToken, Token, TokenChallenge, TokenKeyInfo, WalletSeed,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,9 +25,16 @@ pub struct BenchArgs {
     /// Tokens per opening request (the issuer accepts up to 1,000).
     #[arg(long, default_value_t = 100)]
     open_batch: u64,
-    /// Concurrent redemption requests in flight.
+    /// Concurrent openings in flight (each on its own card).
+    #[arg(long, default_value_t = 4)]
+    open_concurrency: usize,
+    /// Concurrent redemption requests in flight (at most).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Offer redemptions at this many per second (open loop) instead of as fast as they are
+    /// answered; latency then counts from when each request was due.
+    #[arg(long, value_name = "PER_SECOND")]
+    rate: Option<f64>,
     /// The ledger's database; a fresh SQLite file by default. For PostgreSQL give a URL whose
     /// search_path names an empty schema.
     #[arg(long, value_name = "URL")]
@@ -43,6 +54,73 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn progress(len: u64, what: &str) -> anyhow::Result<indicatif::ProgressBar> {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(indicatif::ProgressStyle::with_template(&format!(
+        "{what} [{{bar:40}}] {{pos}}/{{len}} tokens"
+    ))?);
+    Ok(bar)
+}
+
+/// One opening request per card, blinded ahead of time on all cores, with what finalizes it.
+fn blind_openings(
+    seed: &WalletSeed,
+    key: &TokenKeyInfo,
+    challenge: &TokenChallenge,
+    codes: &[CardCode],
+    tokens: u64,
+    per_card: u64,
+) -> anyhow::Result<Vec<(OpenRequest, Vec<PendingToken>)>> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let card_numbers: Vec<usize> = (0..codes.len()).collect();
+    let chunk = codes.len().div_ceil(cores).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = card_numbers
+            .chunks(chunk)
+            .map(|cards| {
+                scope.spawn(move || {
+                    cards
+                        .iter()
+                        .map(|&card| {
+                            let first = card as u64 * per_card;
+                            let count = per_card.min(tokens - first);
+                            let (requests, pending): (Vec<_>, Vec<_>) = (first..first + count)
+                                .map(|counter| {
+                                    scrip_spec::blind(seed, counter, &key.public_key, challenge)
+                                        .map(|(token_request, pending)| {
+                                            let keyed = KeyedTokenRequest {
+                                                token_key_id: key.public_key.id(),
+                                                token_request,
+                                            };
+                                            (keyed, pending)
+                                        })
+                                })
+                                .collect::<Result<Vec<_>, _>>()?
+                                .into_iter()
+                                .unzip();
+                            let request = OpenRequest {
+                                card_code: codes[card].to_string(),
+                                request_id: RequestId(seed.request_id(first)),
+                                requests,
+                            };
+                            anyhow::Ok((request, pending))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut openings = Vec::new();
+        for worker in workers {
+            openings.extend(
+                worker
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("blinding thread panicked"))??,
+            );
+        }
+        Ok(openings)
+    })
 }
 
 /// Runs the load and prints the figures.
@@ -85,7 +163,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .path(),
     )?)?;
     let seed = WalletSeed::generate();
-    let samples: Vec<_> = (0..200u64)
+    let samples: Vec<_> = (0..1000u64)
         .map(|i| scrip_spec::blind(&seed, i, &key.public_key, &challenge))
         .collect::<Result<_, _>>()?;
     let secret = Arc::new(secret);
@@ -137,55 +215,92 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "in-process: blind signing {sign_rate:.0}/s, verification {verify_rate:.0}/s (all cores)"
     );
 
-    // Issuance over HTTP: openings of `open_batch` tokens, one after another.
-    let (batch, codes) = op.issuer.mint_cards(args.tokens, 1).await?;
+    // Issuance over HTTP. The wallet's blinding and finalization run before and after the
+    // timed part, so the figure is the issuer's: HTTP, JSON, card accounting and signing.
+    let open_batch = args.open_batch.clamp(1, MAX_OPEN_BATCH as u64);
+    let cards = args.tokens.div_ceil(open_batch) as usize;
+    let (batch, codes) = op.issuer.mint_cards(open_batch, cards).await?;
     anyhow::ensure!(
         op.issuer.activate_batch(&batch).await?,
         "the batch should be on sale"
     );
-    let wallet = Wallet::create(&dir.join("bench-wallet.db"), &c.ledger_url, None).await?;
-    let code = codes[0].to_string();
-    let bar = indicatif::ProgressBar::new(args.tokens);
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "opening [{bar:40}] {pos}/{len} tokens",
-    )?);
+    let wallet_seed = WalletSeed::generate();
+    let openings = blind_openings(
+        &wallet_seed,
+        &key,
+        &challenge,
+        &codes,
+        args.tokens,
+        open_batch,
+    )?;
+    let bar = progress(args.tokens, "opening")?;
+    let client = reqwest::Client::new();
+    let open_url = format!("{}/v1/cards/open", op.issuer_url);
+    let queue = Arc::new(std::sync::Mutex::new(
+        openings
+            .iter()
+            .map(|(r, _)| r.clone())
+            .enumerate()
+            .collect::<Vec<_>>(),
+    ));
     let started = Instant::now();
-    let mut left = args.tokens;
-    while left > 0 {
-        let n = left.min(args.open_batch.clamp(1, 1000));
-        wallet
-            .open_card(&op.issuer_url, &code, &[(kind.clone(), n)], &|_, _| {})
-            .await?;
-        left -= n;
-        bar.inc(n);
+    let mut openers = Vec::new();
+    for _ in 0..args.open_concurrency.max(1) {
+        let (queue, client, url, bar) =
+            (queue.clone(), client.clone(), open_url.clone(), bar.clone());
+        openers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            loop {
+                let next = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
+                let Some((i, request)) = next else { break };
+                let answer = client.post(&url).json(&request).send().await?;
+                anyhow::ensure!(
+                    answer.status().is_success(),
+                    "opening refused: {}",
+                    answer.status()
+                );
+                let answer: OpenResponse = answer.json().await?;
+                bar.inc(answer.responses.len() as u64);
+                answers.push((i, answer));
+            }
+            anyhow::Ok(answers)
+        }));
     }
-    bar.finish_and_clear();
+    let mut answers = Vec::new();
+    for opener in openers {
+        answers.extend(opener.await??);
+    }
     let issue_rate = args.tokens as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
     println!(
-        "issuance over HTTP, batches of {}: {issue_rate:.0} tokens/s = {:.0}% of the in-process signing rate",
-        args.open_batch,
+        "issuance over HTTP, batches of {open_batch}, {} in flight: {issue_rate:.0} tokens/s = {:.0}% of the in-process signing rate",
+        args.open_concurrency,
         100.0 * issue_rate / sign_rate
     );
+    answers.sort_by_key(|(i, _)| *i);
+    let mut tokens = Vec::with_capacity(args.tokens as usize);
+    for ((_, pending), (_, answer)) in openings.iter().zip(&answers) {
+        for (pending, response) in pending.iter().zip(&answer.responses) {
+            tokens.push(scrip_spec::finalize(&key.public_key, pending, response)?);
+        }
+    }
+    anyhow::ensure!(tokens.len() as u64 == args.tokens, "every token finalizes");
 
     // Redemption over HTTP: each request verifies locally and spends durably at the ledger.
-    let tokens: Vec<Token> = wallet
-        .export()
-        .await?
-        .tokens
-        .into_iter()
-        .map(|t| t.token)
-        .collect();
     let tokens = Arc::new(tokens);
     let next = Arc::new(AtomicUsize::new(0));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let url = format!("{}/v1/redeem", op.redeemer_url);
-    let bar = indicatif::ProgressBar::new(tokens.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "redeeming [{bar:40}] {pos}/{len} tokens",
-    )?);
+    let bar = progress(tokens.len() as u64, "redeeming")?;
+    // With --rate, request i is due at start + i/rate and its latency counts from then, so a
+    // slow answer delays nothing it should not (no coordinated omission).
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(1.0 / rate.max(1.0)));
     let started = Instant::now();
+    let start = tokio::time::Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
         let (tokens, next, client, url, bar) = (
@@ -205,7 +320,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     "token": scrip_spec::encoding::b64_encode(token.to_bytes()),
                     "kind": "chunk-64k",
                 });
-                let t = Instant::now();
+                let t = match interval {
+                    Some(interval) => {
+                        let due = start + interval * i as u32;
+                        tokio::time::sleep_until(due).await;
+                        due.into_std()
+                    }
+                    None => Instant::now(),
+                };
                 match client.post(&url).json(&body).send().await {
                     Ok(r) if r.status().is_success() => latencies.push(t.elapsed()),
                     _ => failures += 1,
@@ -226,8 +348,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     latencies.sort();
     let rate = latencies.len() as f64 / elapsed.as_secs_f64();
+    let offered = args
+        .rate
+        .map(|rate| format!(", offered {rate:.0}/s"))
+        .unwrap_or_default();
     println!(
-        "redemption over HTTP, {} in flight: {rate:.0} tokens/s = {:.0}% of the in-process verification rate; \
+        "redemption over HTTP, {} in flight{offered}: {rate:.0} tokens/s = {:.0}% of the in-process verification rate; \
          p50 {} p90 {} p99 {} max {}; {failures} failed",
         args.concurrency,
         100.0 * rate / verify_rate,

@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p scrip-benches --bench crypto`
 
-use blind_rsa_signatures::{KeyPair, PSS, PublicKey, Sha384, Deterministic};
+use blind_rsa_signatures::{Deterministic, KeyPair, PSS, PublicKey, Sha384};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use privacypass::auth::authenticate::TokenChallenge as PpChallenge;
 use privacypass::public_tokens::server::{

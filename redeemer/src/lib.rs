@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod example_relay;
+pub mod grant_writer;
 pub mod http;
 pub mod keys;
 pub mod service;

@@ -1,9 +1,10 @@
 //! The redeemer: what a relay calls to turn a token into a grant, and a grant into capacity.
 
 use crate::config::{Mode, RedeemerConfig};
+use crate::grant_writer::GrantWriter;
 use crate::keys::KeyCache;
 use crate::spend::{Batcher, SpendFailure, SpendOutcome, Spender};
-use crate::store::{ConsumeOutcome, History, RedeemerStore};
+use crate::store::{ConsumeOutcome, History, NewGrant, RedeemerStore};
 use scrip_ledger::LedgerClient;
 use scrip_spec::{
     CapacityKind, GrantCode, OperatorKey, Token, UnixSeconds, verify_token_with_digest,
@@ -143,6 +144,7 @@ pub struct Redeemer {
     store: RedeemerStore,
     keys: KeyCache,
     batcher: Batcher,
+    grants: GrantWriter,
     spender: Arc<Spender>,
     /// Counters.
     pub metrics: Arc<Metrics>,
@@ -211,11 +213,13 @@ impl Redeemer {
             Duration::from_millis(config.batch_wait_ms),
             observe,
         );
+        let grants = GrantWriter::start(store.clone(), config.batch_max);
         let redeemer = Arc::new(Self {
             config,
             store,
             keys,
             batcher,
+            grants,
             spender,
             metrics,
         });
@@ -394,18 +398,15 @@ impl Redeemer {
         };
         let code = GrantCode::generate(kind.clone());
         let expires_at = t + self.config.grant_ttl_secs;
-        match self
-            .store
-            .insert_grant(
-                &code.storage_hash(),
-                kind,
-                &nullifier,
-                expires_at,
-                pending.as_ref(),
-                t,
-            )
-            .await?
-        {
+        let grant = NewGrant {
+            hash: code.storage_hash(),
+            kind: kind.clone(),
+            nullifier,
+            expires_at,
+            pending,
+            now: t,
+        };
+        match self.grants.insert(grant).await? {
             Ok(()) => Ok(Grant {
                 code,
                 kind: kind.clone(),

@@ -4,6 +4,7 @@
 use scrip_spec::{CapacityKind, Nullifier, TokenKeyId, UnixSeconds};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Row as _, SqlitePool};
+use std::collections::HashMap;
 use std::str::FromStr as _;
 
 /// A grant's state.
@@ -81,6 +82,37 @@ pub struct RedeemerStore {
     pool: SqlitePool,
 }
 
+/// A grant to store: see [`RedeemerStore::insert_grants`].
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    /// The grant code's storage hash.
+    pub hash: [u8; 32],
+    /// What it buys.
+    pub kind: CapacityKind,
+    /// The spent token's nullifier.
+    pub nullifier: Nullifier,
+    /// When it expires.
+    pub expires_at: UnixSeconds,
+    /// In optimistic mode, the key of the spend still to send to the ledger.
+    pub pending: Option<TokenKeyId>,
+    /// Now.
+    pub now: UnixSeconds,
+}
+
+/// Rows per multi-row statement: 6 columns each stays far below SQLite's 32,766 parameters.
+const MAX_ROWS_PER_STATEMENT: usize = 1000;
+
+/// `(?, ?), (?, ?)`-style placeholders for `rows` rows of `columns` values, or `?, ?` for
+/// one column.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let row = if columns == 1 {
+        "?".to_owned()
+    } else {
+        format!("({})", vec!["?"; columns].join(", "))
+    };
+    vec![row; rows].join(", ")
+}
+
 async fn history_in(
     conn: &mut sqlx::SqliteConnection,
     nullifier: &Nullifier,
@@ -141,39 +173,137 @@ impl RedeemerStore {
         pending: Option<&TokenKeyId>,
         now: UnixSeconds,
     ) -> anyhow::Result<Result<(), History>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let history = history_in(&mut tx, nullifier).await?;
-        if matches!(history, History::Consumed | History::Refused) {
-            return Ok(Err(history));
+        let grant = NewGrant {
+            hash: *hash,
+            kind: kind.clone(),
+            nullifier: *nullifier,
+            expires_at,
+            pending: pending.copied(),
+            now,
+        };
+        let mut outcomes = self.insert_grants(std::slice::from_ref(&grant)).await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no outcome for the grant"))
+    }
+
+    /// [`Self::insert_grant`] for many grants in one transaction (group commit), each with
+    /// its own outcome, in order. A nullifier twice in the batch behaves as two grants one
+    /// after the other: the earlier is stored already revoked.
+    pub async fn insert_grants(
+        &self,
+        grants: &[NewGrant],
+    ) -> anyhow::Result<Vec<Result<(), History>>> {
+        if grants.is_empty() {
+            return Ok(Vec::new());
         }
-        sqlx::query("UPDATE grants SET state = 'revoked' WHERE nullifier = ? AND state = 'issued'")
-            .bind(&nullifier.0[..])
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO grants (hash, kind, nullifier, expires_at, state, created_at) \
-             VALUES (?, ?, ?, ?, 'issued', ?)",
-        )
-        .bind(&hash[..])
-        .bind(kind.as_str())
-        .bind(&nullifier.0[..])
-        .bind(to_i64(expires_at))
-        .bind(to_i64(now))
-        .execute(&mut *tx)
-        .await?;
-        if let Some(key) = pending {
-            sqlx::query(
-                "INSERT INTO pending_spends (nullifier, key_id, created_at) VALUES (?, ?, ?) \
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut blocked: HashMap<Nullifier, History> = HashMap::new();
+        for chunk in grants.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT nullifier, state FROM grants WHERE state IN ('consumed', 'refused') \
+                 AND nullifier IN ({})",
+                placeholders(chunk.len(), 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for grant in chunk {
+                query = query.bind(&grant.nullifier.0[..]);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                let bytes: Vec<u8> = row.get(0);
+                let state: String = row.get(1);
+                let nullifier = Nullifier(
+                    bytes
+                        .try_into()
+                        .map_err(|_| anyhow::anyhow!("a stored nullifier is not 32 bytes"))?,
+                );
+                // Consumed outranks refused, as in `history_in`.
+                let history = if state == "consumed" {
+                    History::Consumed
+                } else {
+                    History::Refused
+                };
+                let entry = blocked.entry(nullifier).or_insert(History::Refused);
+                if history == History::Consumed {
+                    *entry = History::Consumed;
+                }
+            }
+        }
+        let outcomes: Vec<Result<(), History>> = grants
+            .iter()
+            .map(|grant| match blocked.get(&grant.nullifier) {
+                Some(history) => Err(*history),
+                None => Ok(()),
+            })
+            .collect();
+        let stored: Vec<&NewGrant> = grants
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(grant, _)| grant)
+            .collect();
+        // The last grant of each nullifier stays issued; earlier ones are replaced.
+        let mut last: HashMap<Nullifier, usize> = HashMap::new();
+        for (i, grant) in stored.iter().enumerate() {
+            last.insert(grant.nullifier, i);
+        }
+        for chunk in stored.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE grants SET state = 'revoked' WHERE state = 'issued' AND nullifier IN ({})",
+                placeholders(chunk.len(), 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for grant in chunk {
+                query = query.bind(&grant.nullifier.0[..]);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for (chunk_no, chunk) in stored.chunks(MAX_ROWS_PER_STATEMENT).enumerate() {
+            let sql = format!(
+                "INSERT INTO grants (hash, kind, nullifier, expires_at, state, created_at) VALUES {}",
+                placeholders(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(&sql);
+            for (j, grant) in chunk.iter().enumerate() {
+                let i = chunk_no * MAX_ROWS_PER_STATEMENT + j;
+                let state = if last.get(&grant.nullifier) == Some(&i) {
+                    "issued"
+                } else {
+                    "revoked"
+                };
+                query = query
+                    .bind(&grant.hash[..])
+                    .bind(grant.kind.as_str())
+                    .bind(&grant.nullifier.0[..])
+                    .bind(to_i64(grant.expires_at))
+                    .bind(state)
+                    .bind(to_i64(grant.now));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let pending: Vec<&NewGrant> = stored
+            .iter()
+            .copied()
+            .filter(|g| g.pending.is_some())
+            .collect();
+        for chunk in pending.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO pending_spends (nullifier, key_id, created_at) VALUES {} \
                  ON CONFLICT (nullifier) DO NOTHING",
-            )
-            .bind(&nullifier.0[..])
-            .bind(&key.0[..])
-            .bind(to_i64(now))
-            .execute(&mut *tx)
-            .await?;
+                placeholders(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for grant in chunk {
+                let key = grant.pending.map(|k| k.0).unwrap_or_default();
+                query = query
+                    .bind(&grant.nullifier.0[..])
+                    .bind(key.to_vec())
+                    .bind(to_i64(grant.now));
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(Ok(()))
+        Ok(outcomes)
     }
 
     /// What this redeemer granted for `nullifier` before.
@@ -300,5 +430,94 @@ impl RedeemerStore {
             })
         })
         .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(hash: u8, nullifier: u8, pending: bool) -> NewGrant {
+        NewGrant {
+            hash: [hash; 32],
+            kind: CapacityKind::new("queue").expect("kind"),
+            nullifier: Nullifier([nullifier; 32]),
+            expires_at: 2_000_000_000,
+            pending: pending.then_some(TokenKeyId([7; 32])),
+            now: 1_800_000_000,
+        }
+    }
+
+    /// A batch behaves as its grants stored one after the other: consumed and refused
+    /// nullifiers are refused, a repeated nullifier leaves only its last grant usable, and
+    /// pending spends are recorded once.
+    #[tokio::test]
+    async fn a_batch_of_grants_acts_as_grants_one_by_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("grants.db").display());
+        let store = RedeemerStore::connect(&url, false).await.expect("store");
+        let queue = CapacityKind::new("queue").expect("kind");
+        let now = 1_800_000_000;
+        // Before the batch: nullifier 1 consumed, nullifier 2 refused, nullifier 3 unconsumed.
+        for (hash, nullifier) in [(1, 1), (2, 2), (3, 3)] {
+            let outcome = store.insert_grants(&[grant(hash, nullifier, false)]).await;
+            assert_eq!(outcome.expect("stored"), vec![Ok(())]);
+        }
+        assert_eq!(
+            store.consume(&[1; 32], &queue, now).await.expect("consume"),
+            ConsumeOutcome::Consumed
+        );
+        assert_eq!(
+            store
+                .revoke_nullifier(&Nullifier([2; 32]))
+                .await
+                .expect("revoke"),
+            0
+        );
+
+        let batch = [
+            grant(10, 1, false), // consumed before: refused
+            grant(11, 2, false), // refused at the ledger: refused
+            grant(12, 3, false), // replaces grant 3
+            grant(13, 4, true),  // new, pending spend
+            grant(14, 4, true),  // the same token again in the same batch: replaces grant 13
+        ];
+        let outcomes = store.insert_grants(&batch).await.expect("batch");
+        assert_eq!(
+            outcomes,
+            vec![
+                Err(History::Consumed),
+                Err(History::Refused),
+                Ok(()),
+                Ok(()),
+                Ok(())
+            ]
+        );
+        let state = |hash: u8| {
+            let store = store.clone();
+            async move {
+                store
+                    .grant(&[hash; 32])
+                    .await
+                    .expect("read")
+                    .map(|g| g.state)
+            }
+        };
+        assert_eq!(state(10).await, None);
+        assert_eq!(state(11).await, None);
+        assert_eq!(state(3).await, Some(GrantState::Revoked));
+        assert_eq!(state(12).await, Some(GrantState::Issued));
+        assert_eq!(state(13).await, Some(GrantState::Revoked));
+        assert_eq!(state(14).await, Some(GrantState::Issued));
+        assert_eq!(
+            store
+                .consume(&[13; 32], &queue, now)
+                .await
+                .expect("consume"),
+            ConsumeOutcome::Revoked
+        );
+        let pending = store.pending_spends(10).await.expect("pending");
+        assert_eq!(pending.len(), 1, "one pending spend for nullifier 4");
+        assert!(store.insert_grants(&[]).await.expect("empty").is_empty());
     }
 }

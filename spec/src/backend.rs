@@ -138,13 +138,20 @@ pub(crate) mod openssl_rsa {
         /// OpenSSL does the public-key operation (RSAVP1, which refuses a signature not below
         /// the modulus); the encoding check is done here. OpenSSL's `EVP_PKEY` verifier does
         /// the same but sets up a context per call, which cost a third of the time.
-        pub(crate) fn verify_pss(&self, message: &[u8], signature: &[u8]) -> Result<bool, RsaError> {
+        pub(crate) fn verify_pss(
+            &self,
+            message: &[u8],
+            signature: &[u8],
+        ) -> Result<bool, RsaError> {
             let size = self.0.size() as usize;
             if signature.len() != size {
                 return Ok(false);
             }
             let mut encoded = vec![0u8; size];
-            match self.0.public_encrypt(signature, &mut encoded, Padding::NONE) {
+            match self
+                .0
+                .public_encrypt(signature, &mut encoded, Padding::NONE)
+            {
                 Ok(written) if written == size => {}
                 // Not below the modulus: a malformed signature, so an invalid one.
                 _ => return Ok(false),
@@ -299,8 +306,9 @@ pub(crate) mod openssl_rsa {
             dp.nnmod(&d, &p1, &mut ctx).expect("d mod p-1");
             dq.nnmod(&d, &q1, &mut ctx).expect("d mod q-1");
             qinv.mod_inverse(&q, &p, &mut ctx).expect("q^-1 mod p");
-            let rsa = Rsa::from_private_components(number(&v.n), number(&v.e), d, p, q, dp, dq, qinv)
-                .expect("vector key");
+            let rsa =
+                Rsa::from_private_components(number(&v.n), number(&v.e), d, p, q, dp, dq, qinv)
+                    .expect("vector key");
             SecretKey(rsa)
         }
 
@@ -336,7 +344,8 @@ pub(crate) mod openssl_rsa {
             let sign = |em: &[u8]| sk.blind_sign(em).expect("raw private operation");
             assert_eq!(pk.verify_pss(message, &sign(&valid)), Ok(true));
             assert_eq!(pk.verify_pss(b"other input", &sign(&valid)), Ok(false));
-            let broken: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+            type Break = Box<dyn Fn(&mut Vec<u8>)>;
+            let broken: Vec<(&str, Break)> = vec![
                 ("trailer", Box::new(|em| em[255] = 0xbd)),
                 // The smallest top byte with the top bit set, so the value stays below n.
                 ("top bit", Box::new(|em| em[0] = 0x80)),

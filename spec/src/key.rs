@@ -87,7 +87,7 @@ pub enum KeyError {
 pub struct TokenPublicKey {
     pub(crate) inner: PublicKeySha384PSSDeterministic,
     /// The modulus, big-endian: a blinded message must be below it.
-    pub(crate) modulus: [u8; MODULUS_BYTES],
+    pub(crate) modulus: Box<[u8; MODULUS_BYTES]>,
     #[cfg(feature = "openssl")]
     pub(crate) openssl: crate::backend::openssl_rsa::PublicKey,
     spki: Vec<u8>,
@@ -118,15 +118,14 @@ impl TokenPublicKey {
             source,
         })?;
         let id = TokenKeyId(Sha256::digest(&spki).into());
-        let modulus: [u8; MODULUS_BYTES] = inner
+        let modulus: Box<[u8; MODULUS_BYTES]> = inner
             .as_ref()
             .n_bytes()
-            .as_ref()
             .try_into()
             .map_err(|_| KeyError::WrongSize { bytes })?;
         #[cfg(feature = "openssl")]
         let openssl = crate::backend::openssl_rsa::PublicKey::from_components(
-            &modulus,
+            modulus.as_slice(),
             &inner.as_ref().e_bytes(),
         )
         .map_err(|source| KeyError::Backend { source })?;
@@ -242,12 +241,11 @@ impl TokenSecretKey {
     ) -> Result<Self, KeyError> {
         #[cfg(feature = "openssl")]
         let openssl = {
-            let der = zeroize::Zeroizing::new(inner.to_der().map_err(|source| {
-                KeyError::Encoding {
+            let der =
+                zeroize::Zeroizing::new(inner.to_der().map_err(|source| KeyError::Encoding {
                     format: "PKCS#8",
                     source,
-                }
-            })?);
+                })?);
             crate::backend::openssl_rsa::SecretKey::from_pkcs8_der(&der)
                 .map_err(|source| KeyError::Backend { source })?
         };

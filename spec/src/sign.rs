@@ -51,7 +51,7 @@ impl TokenSecretKey {
             });
         }
         // Both are big-endian and of equal length, so byte order is numeric order.
-        if request.blinded_msg >= self.public_key().modulus {
+        if request.blinded_msg >= *self.public_key().modulus {
             return Err(SignError::OutOfRange);
         }
         let failed = |source: RsaError| SignError::Backend { backend, source };
@@ -115,7 +115,7 @@ mod tests {
             // The modulus itself is the smallest value out of range.
             let modulus = TokenRequest {
                 truncated_token_key_id: ours,
-                blinded_msg: sk.public_key().modulus,
+                blinded_msg: *sk.public_key().modulus,
             };
             assert_eq!(
                 sk.blind_sign_with(*backend, &modulus),

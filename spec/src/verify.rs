@@ -1,9 +1,9 @@
 //! Checking a token: anyone holding the issuer's public key can do it.
 
+use crate::backend::{RsaBackend, RsaError};
 use crate::challenge::TokenChallenge;
 use crate::key::{TokenKeyId, TokenPublicKey};
 use crate::token::Token;
-use crate::backend::{RsaBackend, RsaError};
 use blind_rsa_signatures::Signature;
 
 /// Why a token was refused.
@@ -119,7 +119,11 @@ mod tests {
                 let verify = |token: &Token, digest: &[u8; 32], key: &TokenPublicKey| {
                     verify_token_with_backend(*verifier, key, digest, token)
                 };
-                assert_eq!(verify(&token, &digest, pk), Ok(()), "{signer} -> {verifier}");
+                assert_eq!(
+                    verify(&token, &digest, pk),
+                    Ok(()),
+                    "{signer} -> {verifier}"
+                );
                 assert_eq!(
                     verify(&token, &other_issuer.digest(), pk),
                     Err(VerifyError::WrongChallenge)

@@ -9,8 +9,8 @@ use blind_rsa_signatures::{
 use rand::{TryCryptoRng, TryRng};
 use scrip_spec::client::blind_with;
 use scrip_spec::{
-    RsaBackend, Token, TokenChallenge, TokenPublicKey, TokenRequest, TokenResponse,
-    TokenSecretKey, finalize, verify_token, verify_token_with_backend,
+    RsaBackend, Token, TokenChallenge, TokenPublicKey, TokenRequest, TokenResponse, TokenSecretKey,
+    finalize, verify_token, verify_token_with_backend,
 };
 use serde::Deserialize;
 use std::collections::VecDeque;
