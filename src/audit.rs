@@ -95,7 +95,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
     } else {
         let bytes = std::fs::read(&args.state)
             .with_context(|| format!("cannot read {}", args.state.display()))?;
-        scrip_spec::encoding::from_canonical_bytes(&bytes).with_context(|| {
+        scrip_spec::encoding::from_postcard_bytes(&bytes).with_context(|| {
             format!(
                 "{} is not an audit state; pass --from-genesis to start over",
                 args.state.display()

@@ -27,8 +27,24 @@ pub fn canonical_bytes<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).unwrap_or_default()
 }
 
-/// Decodes a value from its canonical encoding; refuses trailing bytes.
-pub fn from_canonical_bytes<T: serde::de::DeserializeOwned>(
+/// Decodes a value from its canonical encoding. Refuses trailing bytes and any encoding that is
+/// not the one [`canonical_bytes`] writes for the value (postcard's own decoder accepts
+/// overlong varints, so two byte strings could otherwise carry the same value).
+pub fn from_canonical_bytes<T: Serialize + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, postcard::Error> {
+    let value = from_postcard_bytes(bytes)?;
+    if canonical_bytes(&value) == bytes {
+        Ok(value)
+    } else {
+        Err(postcard::Error::DeserializeBadEncoding)
+    }
+}
+
+/// Decodes postcard bytes without requiring the unique encoding; refuses trailing bytes. For
+/// local state files whose maps have no fixed order (the audit's state), never for what another
+/// party sent or signed.
+pub fn from_postcard_bytes<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, postcard::Error> {
     let (value, rest) = postcard::take_from_bytes(bytes)?;
@@ -181,7 +197,7 @@ mod tests {
             canonical_bytes(&Sample { a: 300, b: "hi" }),
             vec![0xac, 0x02, 2, b'h', b'i']
         );
-        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
         struct Back {
             a: u64,
             b: String,
@@ -196,5 +212,8 @@ mod tests {
         );
         assert!(from_canonical_bytes::<Back>(&[0xac, 0x02, 2, b'h', b'i', 0]).is_err());
         assert!(from_canonical_bytes::<Back>(&[0xac]).is_err());
+        // 300 written with an overlong third varint byte: the same value, not the same bytes.
+        assert!(from_canonical_bytes::<Back>(&[0xac, 0x82, 0x00, 2, b'h', b'i']).is_err());
+        assert!(from_postcard_bytes::<Back>(&[0xac, 0x82, 0x00, 2, b'h', b'i']).is_ok());
     }
 }
