@@ -110,6 +110,91 @@ struct Tally {
     kills: BTreeMap<&'static str, u64>,
     opened: u64,
     spent: u64,
+    pending_seen: u64,
+}
+
+/// What the wallets hold after recovery.
+struct Held {
+    held: u64,
+    spent: u64,
+    pending: u64,
+}
+
+/// Recovers each wallet as its next command would, then checks every invariant.
+async fn check_invariants(
+    wallets: &[TestWallet],
+    client: &reqwest::Client,
+    ledger: &str,
+    issuer: &str,
+    round: u64,
+) -> Held {
+    let mut sum = Held {
+        held: 0,
+        spent: 0,
+        pending: 0,
+    };
+    for w in wallets {
+        let wallet = Wallet::open(&w.file).await.expect("wallet");
+        wallet.resume_openings().await.expect("resume openings");
+        wallet.resolve_pending().await.expect("resolve spends");
+        let balance = wallet.balance().await.expect("balance");
+        let unspent: u64 = balance.unspent.values().sum();
+        let held = unspent + balance.spent + balance.pending;
+        sum.held += held;
+        sum.spent += balance.spent;
+        sum.pending += balance.pending;
+        let card: BalanceResponse = client
+            .post(format!("{issuer}/v1/cards/balance"))
+            .json(&serde_json::json!({ "card_code": w.card }))
+            .send()
+            .await
+            .expect("card balance")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            CARD_VALUE - card.remaining_credits,
+            held,
+            "round {round}: the card is charged exactly for the tokens its wallet holds"
+        );
+        for token in wallet.export().await.expect("export").tokens {
+            let nullifier = scrip_spec::encoding::b64_encode(token.token.nullifier().0);
+            let status: serde_json::Value = client
+                .get(format!("{ledger}/v1/nullifiers/{nullifier}"))
+                .send()
+                .await
+                .expect("nullifier")
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(
+                status["status"], "unspent",
+                "round {round}: a token the wallet holds as unspent was spent"
+            );
+        }
+    }
+    let totals: serde_json::Value = client
+        .get(format!("{ledger}/v1/totals"))
+        .send()
+        .await
+        .expect("totals")
+        .json()
+        .await
+        .expect("json");
+    let ledger_spent: u64 = totals["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["spent"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        (sum.spent..=sum.spent + sum.pending).contains(&ledger_spent),
+        "round {round}: the ledger's {ledger_spent} spends are the wallets' {} spent tokens and \
+         at most their {} pending ones",
+        sum.spent,
+        sum.pending
+    );
+    sum
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -280,68 +365,27 @@ async fn sigkill_any_process_under_load_loses_nothing() {
         }
 
         // Recovery, as the next command of each wallet does it, then the invariants.
-        let (mut wallet_spent, mut wallet_held) = (0u64, 0u64);
-        for w in &wallets {
-            let wallet = Wallet::open(&w.file).await.expect("wallet");
-            wallet.resume_openings().await.expect("resume openings");
-            wallet.resolve_pending().await.expect("resolve spends");
-            let balance = wallet.balance().await.expect("balance");
-            assert_eq!(balance.pending, 0, "round {round}: every outcome resolved");
-            let unspent: u64 = balance.unspent.values().sum();
-            wallet_spent += balance.spent;
-            wallet_held += unspent + balance.spent;
-            let card: BalanceResponse = client
-                .post(format!("{}/v1/cards/balance", issuer.base))
-                .json(&serde_json::json!({ "card_code": w.card }))
-                .send()
-                .await
-                .expect("card balance")
-                .json()
-                .await
-                .expect("json");
-            assert_eq!(
-                CARD_VALUE - card.remaining_credits,
-                unspent + balance.spent,
-                "round {round}: the card is charged exactly for the tokens its wallet holds"
-            );
-            for token in wallet.export().await.expect("export").tokens {
-                let nullifier = scrip_spec::encoding::b64_encode(token.token.nullifier().0);
-                let status: serde_json::Value = client
-                    .get(format!("{}/v1/nullifiers/{nullifier}", ledger.base))
-                    .send()
-                    .await
-                    .expect("nullifier")
-                    .json()
-                    .await
-                    .expect("json");
-                assert_eq!(
-                    status["status"], "unspent",
-                    "round {round}: a token the wallet holds was burnt unseen"
-                );
-            }
-        }
-        let totals: serde_json::Value = client
-            .get(format!("{}/v1/totals", ledger.base))
-            .send()
-            .await
-            .expect("totals")
-            .json()
-            .await
-            .expect("json");
-        let ledger_spent: u64 = totals["keys"]
-            .as_array()
-            .expect("keys")
-            .iter()
-            .map(|k| k["spent"].as_u64().unwrap_or(0))
-            .sum();
-        assert_eq!(
-            ledger_spent, wallet_spent,
-            "round {round}: the ledger's spends are exactly the wallets' spent tokens"
-        );
+        let held = check_invariants(&wallets, &client, &ledger.base, &issuer.base, round).await;
         tally.rounds += 1;
-        tally.opened = wallet_held;
-        tally.spent = wallet_spent;
+        tally.opened = held.held;
+        tally.spent = held.spent;
+        tally.pending_seen += held.pending;
     }
+
+    // Interrupted spends finish when their wallet next spends at the same redeemer: after
+    // that nothing is pending, and the ledger's spends are exactly the wallets'.
+    for w in &wallets {
+        let wallet = Wallet::open(&w.file).await.expect("wallet");
+        while wallet.balance().await.expect("balance").pending > 0 {
+            let kind = scrip_spec::CapacityKind::new(KIND).expect("kind");
+            wallet
+                .spend(&kind, &redeemer.base)
+                .await
+                .expect("finish a pending spend");
+        }
+    }
+    let held = check_invariants(&wallets, &client, &ledger.base, &issuer.base, rounds).await;
+    assert_eq!(held.pending, 0);
 
     let audit = scrip(&[
         "audit",
@@ -363,8 +407,9 @@ async fn sigkill_any_process_under_load_loses_nothing() {
         String::from_utf8_lossy(&audit.stderr)
     );
     println!(
-        "fault rounds survived: {} (kills: {:?}); tokens opened {}, spent {}",
-        tally.rounds, tally.kills, tally.opened, tally.spent
+        "fault rounds survived: {} (kills: {:?}); tokens opened {}, spent {}; {} token-rounds \
+         pending after a kill, all finished",
+        tally.rounds, tally.kills, tally.opened, tally.spent, tally.pending_seen
     );
     assert_eq!(tally.rounds, rounds);
     assert!(tally.opened > 0, "the load opened tokens");

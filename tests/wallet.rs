@@ -43,23 +43,49 @@ async fn open_spend_and_never_lose_a_token() {
         .open_card(
             &a.issuer_url,
             &code,
-            &[(kind("queue"), 2), (kind("chunk-64k"), 5)],
+            &[(kind("queue"), 3), (kind("chunk-64k"), 5)],
             &|d, t| calls.lock().expect("lock").push((d, t)),
         )
         .await
         .expect("open");
-    assert_eq!(summary.remaining_credits, 100 - 20 - 5);
-    assert_eq!(calls.lock().expect("lock").last(), Some(&(7, 7)));
+    assert_eq!(summary.remaining_credits, 100 - 30 - 5);
+    assert_eq!(calls.lock().expect("lock").last(), Some(&(8, 8)));
 
-    // A redeemer that does not answer: the ledger says the token is unspent, so it is back.
+    // A redeemer that does not answer: the outcome is unknown. The ledger says unspent, but a
+    // spend request could still be on its way there, so the token stays pending (not lost,
+    // not spendable elsewhere) until the settle horizon has passed.
+    let dead = "http://127.0.0.1:9";
     let err = wallet
-        .spend(&kind("queue"), "http://127.0.0.1:9")
+        .spend(&kind("queue"), dead)
         .await
         .expect_err("no redeemer");
     assert!(matches!(err, WalletError::NoAnswer { .. }), "{err}");
+    assert_eq!(wallet.resolve_pending().await.expect("resolve"), 0);
     let balance = wallet.balance().await.expect("balance");
     assert_eq!(balance.unspent.values().sum::<u64>(), 7, "no token lost");
-    assert_eq!(balance.pending, 0);
+    assert_eq!(balance.pending, 1);
+    let pending = wallet
+        .store()
+        .pending_at("queue", dead)
+        .await
+        .expect("q")
+        .expect("the pending token");
+    // Trying that redeemer again presents the same token again, not a second one.
+    assert!(wallet.spend(&kind("queue"), dead).await.is_err());
+    let balance = wallet.balance().await.expect("balance");
+    assert_eq!(
+        (balance.pending, balance.unspent.values().sum::<u64>()),
+        (1, 7)
+    );
+    assert_eq!(
+        wallet
+            .store()
+            .pending_at("queue", dead)
+            .await
+            .expect("q")
+            .map(|t| t.token.nullifier()),
+        Some(pending.token.nullifier())
+    );
 
     // Spends at both operators.
     let g1 = wallet
@@ -104,8 +130,30 @@ async fn open_spend_and_never_lose_a_token() {
         Err(WalletError::NoToken { .. })
     ));
 
-    // A crash between marking a token pending and learning the outcome: the next command
-    // settles it at the ledger.
+    // A crash after a token was taken for a spend at a live redeemer: the next spend there
+    // presents that same token and settles it.
+    let interrupted = wallet
+        .store()
+        .take_for_spend("chunk-64k", &b.redeemer_url, scrip_client::wallet::now())
+        .await
+        .expect("take")
+        .expect("a token");
+    wallet
+        .spend(&kind("chunk-64k"), &b.redeemer_url)
+        .await
+        .expect("the interrupted spend finishes");
+    assert_eq!(
+        wallet
+            .token(&interrupted.token.nullifier())
+            .await
+            .expect("q")
+            .expect("t")
+            .state,
+        TokenState::Spent
+    );
+
+    // A crash between marking a token pending and learning the outcome, long enough ago: the
+    // next command settles it at the ledger.
     let token = wallet
         .unspent_token("chunk-64k")
         .await

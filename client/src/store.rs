@@ -63,6 +63,8 @@ pub struct StoredToken {
     pub redeemer_url: Option<String>,
     /// The grant it was spent for.
     pub grant: Option<String>,
+    /// When its state last changed (for a pending token: when its spend was attempted).
+    pub updated_at: UnixSeconds,
 }
 
 /// A pending opening.
@@ -322,7 +324,7 @@ impl WalletStore {
     /// One token.
     pub async fn token(&self, nullifier: &Nullifier) -> anyhow::Result<Option<StoredToken>> {
         let row = sqlx::query(
-            "SELECT token, kind, issuer, redeem_until, state, redeemer_url, grant_code FROM tokens WHERE nullifier = ?",
+            "SELECT token, kind, issuer, redeem_until, state, redeemer_url, grant_code, updated_at FROM tokens WHERE nullifier = ?",
         )
         .bind(&nullifier.0[..])
         .fetch_optional(&self.pool)
@@ -333,8 +335,8 @@ impl WalletStore {
     /// Tokens in `state`.
     pub async fn tokens(&self, state: TokenState) -> anyhow::Result<Vec<StoredToken>> {
         sqlx::query(
-            "SELECT token, kind, issuer, redeem_until, state, redeemer_url, grant_code FROM tokens \
-             WHERE state = ? ORDER BY kind, redeem_until",
+            "SELECT token, kind, issuer, redeem_until, state, redeemer_url, grant_code, updated_at \
+             FROM tokens WHERE state = ? ORDER BY kind, redeem_until",
         )
         .bind(state.as_str())
         .fetch_all(&self.pool)
@@ -342,6 +344,24 @@ impl WalletStore {
         .iter()
         .map(stored)
         .collect()
+    }
+
+    /// A token of `kind` whose spend at `redeemer_url` has an unknown outcome, oldest first.
+    pub async fn pending_at(
+        &self,
+        kind: &str,
+        redeemer_url: &str,
+    ) -> anyhow::Result<Option<StoredToken>> {
+        let row = sqlx::query(
+            "SELECT token, kind, issuer, redeem_until, state, redeemer_url, grant_code, updated_at \
+             FROM tokens WHERE state = 'pending' AND kind = ? AND redeemer_url = ? \
+             ORDER BY updated_at, nullifier LIMIT 1",
+        )
+        .bind(kind)
+        .bind(redeemer_url)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| stored(&r)).transpose()
     }
 
     /// Marks unspent tokens past their `redeem_until` expired; how many.
@@ -396,5 +416,6 @@ fn stored(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<StoredToken> {
             .ok_or_else(|| anyhow::anyhow!("corrupt token state {state}"))?,
         redeemer_url: row.get(5),
         grant: row.get(6),
+        updated_at: u64_of(row.get(7)),
     })
 }

@@ -141,6 +141,14 @@ pub struct Balance {
     pub expired: u64,
 }
 
+/// How long after a spend attempt with an unknown outcome the ledger's "unspent" is taken as
+/// final: a request signed at the attempt can land until [`MAX_CLOCK_SKEW`] past it by the
+/// ledger's clock, the redeemer's clock may itself be [`MAX_CLOCK_SKEW`] ahead, and a redeemer
+/// retries for under a minute.
+///
+/// [`MAX_CLOCK_SKEW`]: scrip_spec::ledger::MAX_CLOCK_SKEW
+pub const SETTLE_HORIZON_SECS: UnixSeconds = 2 * scrip_spec::ledger::MAX_CLOCK_SKEW + 60;
+
 /// A wallet.
 pub struct Wallet {
     store: WalletStore,
@@ -555,13 +563,19 @@ impl Wallet {
         redeemer_url: &str,
     ) -> Result<SpendReceipt, WalletError> {
         self.resolve_pending().await?;
-        let token = self
-            .store
-            .take_for_spend(kind.as_str(), redeemer_url, now())
-            .await?
-            .ok_or_else(|| WalletError::NoToken {
-                kind: kind.to_string(),
-            })?;
+        // An interrupted spend at this redeemer is finished first: presenting the same token
+        // there again is always safe (if its spend committed, the redeemer grants again), and
+        // it settles the token instead of leaving it pending.
+        let token = match self.store.pending_at(kind.as_str(), redeemer_url).await? {
+            Some(pending) => pending,
+            None => self
+                .store
+                .take_for_spend(kind.as_str(), redeemer_url, now())
+                .await?
+                .ok_or_else(|| WalletError::NoToken {
+                    kind: kind.to_string(),
+                })?,
+        };
         self.redeem_pending(&token, kind, redeemer_url).await
     }
 
@@ -607,7 +621,8 @@ impl Wallet {
                 // The redeemer could not finish; the spend may have committed all the same:
                 // the ledger knows.
                 let (code, message) = refused(&error);
-                self.settle_at_ledger(&nullifier, t).await?;
+                self.settle_at_ledger(&nullifier, stored.updated_at.max(t))
+                    .await?;
                 Err(WalletError::RedeemerRefused { code, message })
             }
             Reply::Refused { error, .. } => {
@@ -634,8 +649,9 @@ impl Wallet {
                 Err(WalletError::RedeemerRefused { code, message })
             }
             Reply::NoAnswer(source) => {
-                // The spend may or may not have happened: the ledger knows.
-                self.settle_at_ledger(&nullifier, t).await?;
+                // The spend may or may not have happened: the ledger knows, in time.
+                self.settle_at_ledger(&nullifier, stored.updated_at.max(t))
+                    .await?;
                 Err(WalletError::NoAnswer {
                     what: "the redeemer",
                     source,
@@ -644,50 +660,43 @@ impl Wallet {
         }
     }
 
-    /// Settles one pending token from the ledger's record; it stays pending if the ledger
-    /// does not answer either.
+    /// Settles one pending token whose spend was attempted at `attempted_at` from the
+    /// ledger's record. Spent is final. Unspent is final only after [`SETTLE_HORIZON_SECS`]:
+    /// until then a spend request for it may still be on its way to the ledger (the redeemer
+    /// died, or its answer was lost), so the token stays pending. It stays pending too if the
+    /// ledger does not answer.
     async fn settle_at_ledger(
         &self,
         nullifier: &scrip_spec::Nullifier,
-        t: UnixSeconds,
-    ) -> anyhow::Result<()> {
-        match self.ledger.nullifier(nullifier).await {
-            Ok(NullifierStatus::Unspent) => {
-                self.store
-                    .set_state(nullifier, TokenState::Unspent, None, None, t)
-                    .await
+        attempted_at: UnixSeconds,
+    ) -> anyhow::Result<bool> {
+        let t = now();
+        let (state, note) = match self.ledger.nullifier(nullifier).await {
+            Ok(NullifierStatus::Unspent) if t >= attempted_at + SETTLE_HORIZON_SECS => {
+                (TokenState::Unspent, "not spent at the ledger")
             }
             // Spent with its grant lost: presenting it again at the same redeemer gets a
             // fresh grant (PROTOCOL.md section 10.1).
-            Ok(NullifierStatus::Spent { .. }) => {
-                self.store
-                    .set_state(nullifier, TokenState::Spent, None, Some("answer lost"), t)
-                    .await
-            }
-            Err(_) => Ok(()),
-        }
+            Ok(NullifierStatus::Spent { .. }) => (TokenState::Spent, "answer lost"),
+            Ok(NullifierStatus::Unspent) | Err(_) => return Ok(false),
+        };
+        self.store
+            .set_state(nullifier, state, None, Some(note), t)
+            .await?;
+        Ok(true)
     }
 
-    /// Settles tokens whose spend outcome is unknown by asking the ledger; how many settled.
+    /// Settles tokens whose spend outcome is unknown by asking the ledger; how many settled
+    /// (see [`Self::settle_at_ledger`] for why some stay pending).
     pub async fn resolve_pending(&self) -> Result<usize, WalletError> {
         let mut settled = 0;
         for stored in self.store.tokens(TokenState::Pending).await? {
-            let nullifier = stored.token.nullifier();
-            let state = match self.ledger.nullifier(&nullifier).await {
-                Ok(NullifierStatus::Unspent) => TokenState::Unspent,
-                Ok(NullifierStatus::Spent { .. }) => TokenState::Spent,
-                Err(_) => continue,
-            };
-            self.store
-                .set_state(
-                    &nullifier,
-                    state,
-                    None,
-                    Some("resolved at the ledger"),
-                    now(),
-                )
-                .await?;
-            settled += 1;
+            if self
+                .settle_at_ledger(&stored.token.nullifier(), stored.updated_at)
+                .await?
+            {
+                settled += 1;
+            }
         }
         Ok(settled)
     }
