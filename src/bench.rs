@@ -372,5 +372,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         latencies.len()
     );
     println!("the ledger recorded exactly {spent} spends");
+    println!(
+        "memory: peak RSS {} MiB, now {} MiB, {} open file descriptors (every service and the load generator share this process)",
+        proc_status_kib("VmHWM:") / 1024,
+        proc_status_kib("VmRSS:") / 1024,
+        std::fs::read_dir("/proc/self/fd").map_or(0, |fds| fds.count()),
+    );
     Ok(())
+}
+
+/// A `/proc/self/status` figure in KiB (0 where there is no procfs).
+fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -69,10 +69,7 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         while spent < args.tokens {
             let n = args.batch.min(args.tokens - spent);
-            bench
-                .ledger
-                .submit(bench.spend_request(n as usize))
-                .await?;
+            bench.ledger.submit(bench.spend_request(n as usize)).await?;
             spent += n;
             if spent >= milestone {
                 if *backend == Backend::Postgres {
