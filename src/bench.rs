@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Concurrent redemption requests in flight (at most).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Repeat the issuance and redemption this many times on the same services (a soak run):
+    /// each round prints its figures, memory and open file descriptors.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// Offer redemptions at this many per second (open loop) instead of as fast as they are
     /// answered; latency then counts from when each request was due.
     #[arg(long, value_name = "PER_SECOND")]
@@ -215,169 +219,177 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "in-process: blind signing {sign_rate:.0}/s, verification {verify_rate:.0}/s (all cores)"
     );
 
-    // Issuance over HTTP. The wallet's blinding and finalization run before and after the
-    // timed part, so the figure is the issuer's: HTTP, JSON, card accounting and signing.
-    let open_batch = args.open_batch.clamp(1, MAX_OPEN_BATCH as u64);
-    let cards = args.tokens.div_ceil(open_batch) as usize;
-    let (batch, codes) = op.issuer.mint_cards(open_batch, cards).await?;
-    anyhow::ensure!(
-        op.issuer.activate_batch(&batch).await?,
-        "the batch should be on sale"
-    );
-    let wallet_seed = WalletSeed::generate();
-    let openings = blind_openings(
-        &wallet_seed,
-        &key,
-        &challenge,
-        &codes,
-        args.tokens,
-        open_batch,
-    )?;
-    let bar = progress(args.tokens, "opening")?;
-    let client = reqwest::Client::new();
-    let open_url = format!("{}/v1/cards/open", op.issuer_url);
-    let queue = Arc::new(std::sync::Mutex::new(
-        openings
-            .iter()
-            .map(|(r, _)| r.clone())
-            .enumerate()
-            .collect::<Vec<_>>(),
-    ));
-    let started = Instant::now();
-    let mut openers = Vec::new();
-    for _ in 0..args.open_concurrency.max(1) {
-        let (queue, client, url, bar) =
-            (queue.clone(), client.clone(), open_url.clone(), bar.clone());
-        openers.push(tokio::spawn(async move {
-            let mut answers = Vec::new();
-            loop {
-                let next = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
-                let Some((i, request)) = next else { break };
-                let answer = client.post(&url).json(&request).send().await?;
-                anyhow::ensure!(
-                    answer.status().is_success(),
-                    "opening refused: {}",
-                    answer.status()
-                );
-                let answer: OpenResponse = answer.json().await?;
-                bar.inc(answer.responses.len() as u64);
-                answers.push((i, answer));
-            }
-            anyhow::Ok(answers)
-        }));
-    }
-    let mut answers = Vec::new();
-    for opener in openers {
-        answers.extend(opener.await??);
-    }
-    let issue_rate = args.tokens as f64 / started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
-    println!(
-        "issuance over HTTP, batches of {open_batch}, {} in flight: {issue_rate:.0} tokens/s = {:.0}% of the in-process signing rate",
-        args.open_concurrency,
-        100.0 * issue_rate / sign_rate
-    );
-    answers.sort_by_key(|(i, _)| *i);
-    let mut tokens = Vec::with_capacity(args.tokens as usize);
-    for ((_, pending), (_, answer)) in openings.iter().zip(&answers) {
-        for (pending, response) in pending.iter().zip(&answer.responses) {
-            tokens.push(scrip_spec::finalize(&key.public_key, pending, response)?);
+    // With --rounds, the same load again and again on the same services: a soak run, whose
+    // rows show whether throughput, latency, memory or file descriptors drift.
+    let mut recorded = 0u64;
+    for round in 1..=args.rounds.max(1) {
+        if args.rounds > 1 {
+            println!("-- round {round} of {}", args.rounds);
         }
-    }
-    anyhow::ensure!(tokens.len() as u64 == args.tokens, "every token finalizes");
-
-    // Redemption over HTTP: each request verifies locally and spends durably at the ledger.
-    let tokens = Arc::new(tokens);
-    let next = Arc::new(AtomicUsize::new(0));
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()?;
-    let url = format!("{}/v1/redeem", op.redeemer_url);
-    let bar = progress(tokens.len() as u64, "redeeming")?;
-    // With --rate, request i is due at start + i/rate and its latency counts from then, so a
-    // slow answer delays nothing it should not (no coordinated omission).
-    let interval = args
-        .rate
-        .map(|rate| Duration::from_secs_f64(1.0 / rate.max(1.0)));
-    let started = Instant::now();
-    let start = tokio::time::Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (tokens, next, client, url, bar) = (
-            tokens.clone(),
-            next.clone(),
-            client.clone(),
-            url.clone(),
-            bar.clone(),
+        // Issuance over HTTP. The wallet's blinding and finalization run before and after the
+        // timed part, so the figure is the issuer's: HTTP, JSON, card accounting and signing.
+        let open_batch = args.open_batch.clamp(1, MAX_OPEN_BATCH as u64);
+        let cards = args.tokens.div_ceil(open_batch) as usize;
+        let (batch, codes) = op.issuer.mint_cards(open_batch, cards).await?;
+        anyhow::ensure!(
+            op.issuer.activate_batch(&batch).await?,
+            "the batch should be on sale"
         );
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut failures = 0u64;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(token) = tokens.get(i) else { break };
-                let body = serde_json::json!({
-                    "token": scrip_spec::encoding::b64_encode(token.to_bytes()),
-                    "kind": "chunk-64k",
-                });
-                let t = match interval {
-                    Some(interval) => {
-                        let due = start + interval * i as u32;
-                        tokio::time::sleep_until(due).await;
-                        due.into_std()
-                    }
-                    None => Instant::now(),
-                };
-                match client.post(&url).json(&body).send().await {
-                    Ok(r) if r.status().is_success() => latencies.push(t.elapsed()),
-                    _ => failures += 1,
+        let wallet_seed = WalletSeed::generate();
+        let openings = blind_openings(
+            &wallet_seed,
+            &key,
+            &challenge,
+            &codes,
+            args.tokens,
+            open_batch,
+        )?;
+        let bar = progress(args.tokens, "opening")?;
+        let client = reqwest::Client::new();
+        let open_url = format!("{}/v1/cards/open", op.issuer_url);
+        let queue = Arc::new(std::sync::Mutex::new(
+            openings
+                .iter()
+                .map(|(r, _)| r.clone())
+                .enumerate()
+                .collect::<Vec<_>>(),
+        ));
+        let started = Instant::now();
+        let mut openers = Vec::new();
+        for _ in 0..args.open_concurrency.max(1) {
+            let (queue, client, url, bar) =
+                (queue.clone(), client.clone(), open_url.clone(), bar.clone());
+            openers.push(tokio::spawn(async move {
+                let mut answers = Vec::new();
+                loop {
+                    let next = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
+                    let Some((i, request)) = next else { break };
+                    let answer = client.post(&url).json(&request).send().await?;
+                    anyhow::ensure!(
+                        answer.status().is_success(),
+                        "opening refused: {}",
+                        answer.status()
+                    );
+                    let answer: OpenResponse = answer.json().await?;
+                    bar.inc(answer.responses.len() as u64);
+                    answers.push((i, answer));
                 }
-                bar.inc(1);
+                anyhow::Ok(answers)
+            }));
+        }
+        let mut answers = Vec::new();
+        for opener in openers {
+            answers.extend(opener.await??);
+        }
+        let issue_rate = args.tokens as f64 / started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        println!(
+            "issuance over HTTP, batches of {open_batch}, {} in flight: {issue_rate:.0} tokens/s = {:.0}% of the in-process signing rate",
+            args.open_concurrency,
+            100.0 * issue_rate / sign_rate
+        );
+        answers.sort_by_key(|(i, _)| *i);
+        let mut tokens = Vec::with_capacity(args.tokens as usize);
+        for ((_, pending), (_, answer)) in openings.iter().zip(&answers) {
+            for (pending, response) in pending.iter().zip(&answer.responses) {
+                tokens.push(scrip_spec::finalize(&key.public_key, pending, response)?);
             }
-            (latencies, failures)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut failures = 0;
-    for w in workers {
-        let (l, f) = w.await?;
-        latencies.extend(l);
-        failures += f;
-    }
-    let elapsed = started.elapsed();
-    bar.finish_and_clear();
-    latencies.sort();
-    let rate = latencies.len() as f64 / elapsed.as_secs_f64();
-    let offered = args
-        .rate
-        .map(|rate| format!(", offered {rate:.0}/s"))
-        .unwrap_or_default();
-    println!(
-        "redemption over HTTP, {} in flight{offered}: {rate:.0} tokens/s = {:.0}% of the in-process verification rate; \
+        }
+        anyhow::ensure!(tokens.len() as u64 == args.tokens, "every token finalizes");
+
+        // Redemption over HTTP: each request verifies locally and spends durably at the ledger.
+        let tokens = Arc::new(tokens);
+        let next = Arc::new(AtomicUsize::new(0));
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(args.concurrency)
+            .build()?;
+        let url = format!("{}/v1/redeem", op.redeemer_url);
+        let bar = progress(tokens.len() as u64, "redeeming")?;
+        // With --rate, request i is due at start + i/rate and its latency counts from then, so a
+        // slow answer delays nothing it should not (no coordinated omission).
+        let interval = args
+            .rate
+            .map(|rate| Duration::from_secs_f64(1.0 / rate.max(1.0)));
+        let started = Instant::now();
+        let start = tokio::time::Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..args.concurrency {
+            let (tokens, next, client, url, bar) = (
+                tokens.clone(),
+                next.clone(),
+                client.clone(),
+                url.clone(),
+                bar.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failures = 0u64;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(token) = tokens.get(i) else { break };
+                    let body = serde_json::json!({
+                        "token": scrip_spec::encoding::b64_encode(token.to_bytes()),
+                        "kind": "chunk-64k",
+                    });
+                    let t = match interval {
+                        Some(interval) => {
+                            let due = start + interval * i as u32;
+                            tokio::time::sleep_until(due).await;
+                            due.into_std()
+                        }
+                        None => Instant::now(),
+                    };
+                    match client.post(&url).json(&body).send().await {
+                        Ok(r) if r.status().is_success() => latencies.push(t.elapsed()),
+                        _ => failures += 1,
+                    }
+                    bar.inc(1);
+                }
+                (latencies, failures)
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut failures = 0;
+        for w in workers {
+            let (l, f) = w.await?;
+            latencies.extend(l);
+            failures += f;
+        }
+        let elapsed = started.elapsed();
+        bar.finish_and_clear();
+        latencies.sort();
+        let rate = latencies.len() as f64 / elapsed.as_secs_f64();
+        let offered = args
+            .rate
+            .map(|rate| format!(", offered {rate:.0}/s"))
+            .unwrap_or_default();
+        println!(
+            "redemption over HTTP, {} in flight{offered}: {rate:.0} tokens/s = {:.0}% of the in-process verification rate; \
          p50 {} p90 {} p99 {} max {}; {failures} failed",
-        args.concurrency,
-        100.0 * rate / verify_rate,
-        ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 0.9)),
-        ms(percentile(&latencies, 0.99)),
-        ms(latencies.last().copied().unwrap_or_default()),
-    );
-    let totals = scrip_ledger::LedgerClient::new(&c.ledger_url)
-        .totals()
-        .await?;
-    let spent: u64 = totals.keys.iter().map(|k| k.spent).sum();
-    anyhow::ensure!(
-        spent == latencies.len() as u64,
-        "the ledger recorded {spent} spends for {} grants",
-        latencies.len()
-    );
-    println!("the ledger recorded exactly {spent} spends");
-    println!(
-        "memory: peak RSS {} MiB, now {} MiB, {} open file descriptors (every service and the load generator share this process)",
-        proc_status_kib("VmHWM:") / 1024,
-        proc_status_kib("VmRSS:") / 1024,
-        std::fs::read_dir("/proc/self/fd").map_or(0, |fds| fds.count()),
-    );
+            args.concurrency,
+            100.0 * rate / verify_rate,
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.9)),
+            ms(percentile(&latencies, 0.99)),
+            ms(latencies.last().copied().unwrap_or_default()),
+        );
+        let totals = scrip_ledger::LedgerClient::new(&c.ledger_url)
+            .totals()
+            .await?;
+        let spent: u64 = totals.keys.iter().map(|k| k.spent).sum();
+        recorded += latencies.len() as u64;
+        anyhow::ensure!(
+            spent == recorded,
+            "the ledger recorded {spent} spends for {recorded} grants"
+        );
+        println!("the ledger recorded exactly {spent} spends");
+        println!(
+            "memory: peak RSS {} MiB, now {} MiB, {} open file descriptors (every service and the load generator share this process)",
+            proc_status_kib("VmHWM:") / 1024,
+            proc_status_kib("VmRSS:") / 1024,
+            std::fs::read_dir("/proc/self/fd").map_or(0, |fds| fds.count()),
+        );
+    }
     Ok(())
 }
 
