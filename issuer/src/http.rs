@@ -291,10 +291,7 @@ impl Application {
                 }
             }
         });
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = scrip_ledger::api::serve(self.listener, router(self.state), shutdown).await;
         background.abort();
         if let Err(e) = issuer.report_issuance().await {
             tracing::warn!(error = ?e, "final issuance report not sent; it stays queued");

@@ -1,14 +1,15 @@
 //! The HTTP plumbing every scrip service shares: one error type rendered as
-//! `{"error": {"code", "message", …}}`, a JSON extractor that answers in that format, and the
-//! common fallbacks and limits. The ledger, the issuer and the redeemer all use it.
+//! `{"error": {"code", "message", …}}`, a JSON extractor that answers in that format, the
+//! common fallbacks and limits, and the server loop with its connection timeouts. The ledger,
+//! the issuer, the redeemer and the example relay all use it.
 
-use axum::Json;
-use axum::Router;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::{Json, Router};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
 use std::time::Duration;
 
 /// An error answer.
@@ -66,36 +67,96 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json` whose rejections are [`ApiError`]s: 413 `body_too_large` over the body limit, 400
-/// `malformed_request` for anything else that is not JSON of the right shape.
+/// A JSON body whose rejections are [`ApiError`]s: 413 `body_too_large` over the body limit,
+/// 400 `malformed_request` for anything else that is not a JSON object of the right shape.
+///
+/// The body must be an object: serde's derived structs would also take a JSON array with the
+/// fields by position, which no client sends on purpose.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(json_rejection(&rejection)),
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json")
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(malformed(
+                "send the body as JSON with Content-Type: application/json",
+            ));
         }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                body_too_large()
+            } else {
+                malformed(format!("the request body could not be read: {}", rejection.body_text()))
+            }
+        })?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Err(malformed("the request body must be a JSON object"));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|e| malformed(format!("malformed request body: {e}")))
     }
 }
 
-fn json_rejection(rejection: &JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "the request body is larger than this endpoint accepts",
-        );
-    }
-    let message = match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            "send the body as JSON with Content-Type: application/json".to_owned()
-        }
-        other => format!("malformed request body: {}", other.body_text()),
-    };
+fn malformed(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message)
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "the request body is larger than this endpoint accepts",
+    )
+}
+
+/// Gives every error answer made outside a handler (path and body rejections, the time
+/// limit's 408, hyper's own) the JSON form, keeping its status and its text as the message.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let (code, default) = match status {
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long to arrive or to answer"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body is larger than this endpoint accepts"),
+        StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this endpoint does not take that method"),
+        s if s.is_server_error() => ("internal", "the service could not answer"),
+        _ => ("malformed_request", "the request is malformed"),
+    };
+    // Server errors made here carry no detail out: it could be internal.
+    let message = if text.is_empty() || status.is_server_error() {
+        default.to_owned()
+    } else {
+        text
+    };
+    let mut answer = ApiError::new(status, code, message).into_response();
+    if let Some(v) = retry_after {
+        answer.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    answer
 }
 
 /// Adds what every service has: JSON 404 and 405 answers, a body limit and a time limit
@@ -121,6 +182,68 @@ pub fn finish<S: Clone + Send + Sync + 'static>(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// How long a client has to send a request's head, and how long a kept-alive connection may
+/// sit idle before its next request. The body then has the router's time limit ([`finish`]).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long requests in flight may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish
+/// (up to 30 s). Each request carries its peer address as `ConnectInfo<SocketAddr>`.
+///
+/// `axum::serve` gives hyper no timer, so a client sending its request head a byte at a time
+/// (or never) would keep its connection forever; here the head must arrive within
+/// [`HEADER_READ_TIMEOUT`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use tower::ServiceExt as _;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, for one: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the shutdown grace period were dropped");
+    }
+    Ok(())
 }
 
 /// One Prometheus metric in text format.

@@ -390,9 +390,7 @@ impl Application {
                 }
             }
         });
-        let result = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = crate::api::serve(self.listener, router(self.state), shutdown).await;
         checkpoints.abort();
         if let Err(e) = ledger.checkpoint().await {
             tracing::error!(error = ?e, "final checkpoint failed");

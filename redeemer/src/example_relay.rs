@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use scrip_ledger::api::finish;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -229,11 +230,11 @@ pub fn router(config: RelayConfig) -> std::io::Result<Router> {
             .build()
             .unwrap_or_default(),
     };
-    Ok(Router::new()
+    let routes = Router::new()
         .route("/queues", post(create_queue))
-        .route("/chunks/{id}", get(get_chunk).put(put_chunk))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_CHUNK))
-        .with_state(relay))
+        .route("/chunks/{id}", get(get_chunk).put(put_chunk));
+    // A 4 MiB chunk at a slow client's pace still arrives well within a minute.
+    Ok(finish(routes, MAX_CHUNK, Duration::from_secs(60)).with_state(relay))
 }
 
 /// Serves the relay on `listener` until `shutdown`, sweeping expired chunks every minute.
@@ -256,9 +257,7 @@ pub async fn serve(
             }
         }
     });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = scrip_ledger::api::serve(listener, app, shutdown).await;
     sweeper.abort();
     result
 }
