@@ -197,115 +197,133 @@ impl RedeemerStore {
         if grants.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut blocked: HashMap<Nullifier, History> = HashMap::new();
-        for chunk in grants.chunks(MAX_ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT nullifier, state FROM grants WHERE state IN ('consumed', 'refused') \
-                 AND nullifier IN ({})",
-                placeholders(chunk.len(), 1)
-            );
-            let mut query = sqlx::query(&sql);
-            for grant in chunk {
-                query = query.bind(&grant.nullifier.0[..]);
-            }
-            for row in query.fetch_all(&mut *tx).await? {
-                let bytes: Vec<u8> = row.get(0);
-                let state: String = row.get(1);
-                let nullifier = Nullifier(
-                    bytes
-                        .try_into()
-                        .map_err(|_| anyhow::anyhow!("a stored nullifier is not 32 bytes"))?,
-                );
-                // Consumed outranks refused, as in `history_in`.
-                let history = if state == "consumed" {
-                    History::Consumed
-                } else {
-                    History::Refused
-                };
-                let entry = blocked.entry(nullifier).or_insert(History::Refused);
-                if history == History::Consumed {
-                    *entry = History::Consumed;
-                }
-            }
+        let mut conn = self.pool.acquire().await?;
+        let result = insert_grants_on(&mut conn, grants).await;
+        if result.is_err() {
+            // SQLite may have rolled the transaction back by itself (disk full, I/O error);
+            // sqlx would then keep the connection marked as inside one and fail every later
+            // write on it (see the ledger's `discard_if_failed`).
+            conn.close_on_drop();
         }
-        let outcomes: Vec<Result<(), History>> = grants
-            .iter()
-            .map(|grant| match blocked.get(&grant.nullifier) {
-                Some(history) => Err(*history),
-                None => Ok(()),
-            })
-            .collect();
-        let stored: Vec<&NewGrant> = grants
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, outcome)| outcome.is_ok())
-            .map(|(grant, _)| grant)
-            .collect();
-        // The last grant of each nullifier stays issued; earlier ones are replaced.
-        let mut last: HashMap<Nullifier, usize> = HashMap::new();
-        for (i, grant) in stored.iter().enumerate() {
-            last.insert(grant.nullifier, i);
-        }
-        for chunk in stored.chunks(MAX_ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "UPDATE grants SET state = 'revoked' WHERE state = 'issued' AND nullifier IN ({})",
-                placeholders(chunk.len(), 1)
-            );
-            let mut query = sqlx::query(&sql);
-            for grant in chunk {
-                query = query.bind(&grant.nullifier.0[..]);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        for (chunk_no, chunk) in stored.chunks(MAX_ROWS_PER_STATEMENT).enumerate() {
-            let sql = format!(
-                "INSERT INTO grants (hash, kind, nullifier, expires_at, state, created_at) VALUES {}",
-                placeholders(chunk.len(), 6)
-            );
-            let mut query = sqlx::query(&sql);
-            for (j, grant) in chunk.iter().enumerate() {
-                let i = chunk_no * MAX_ROWS_PER_STATEMENT + j;
-                let state = if last.get(&grant.nullifier) == Some(&i) {
-                    "issued"
-                } else {
-                    "revoked"
-                };
-                query = query
-                    .bind(&grant.hash[..])
-                    .bind(grant.kind.as_str())
-                    .bind(&grant.nullifier.0[..])
-                    .bind(to_i64(grant.expires_at))
-                    .bind(state)
-                    .bind(to_i64(grant.now));
-            }
-            query.execute(&mut *tx).await?;
-        }
-        let pending: Vec<&NewGrant> = stored
-            .iter()
-            .copied()
-            .filter(|g| g.pending.is_some())
-            .collect();
-        for chunk in pending.chunks(MAX_ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO pending_spends (nullifier, key_id, created_at) VALUES {} \
-                 ON CONFLICT (nullifier) DO NOTHING",
-                placeholders(chunk.len(), 3)
-            );
-            let mut query = sqlx::query(&sql);
-            for grant in chunk {
-                let key = grant.pending.map(|k| k.0).unwrap_or_default();
-                query = query
-                    .bind(&grant.nullifier.0[..])
-                    .bind(key.to_vec())
-                    .bind(to_i64(grant.now));
-            }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(outcomes)
+        result
     }
+}
 
+/// [`RedeemerStore::insert_grants`] on one connection, in one transaction.
+async fn insert_grants_on(
+    conn: &mut sqlx::SqliteConnection,
+    grants: &[NewGrant],
+) -> anyhow::Result<Vec<Result<(), History>>> {
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
+    let mut blocked: HashMap<Nullifier, History> = HashMap::new();
+    for chunk in grants.chunks(MAX_ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT nullifier, state FROM grants WHERE state IN ('consumed', 'refused') \
+                 AND nullifier IN ({})",
+            placeholders(chunk.len(), 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for grant in chunk {
+            query = query.bind(&grant.nullifier.0[..]);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            let bytes: Vec<u8> = row.get(0);
+            let state: String = row.get(1);
+            let nullifier = Nullifier(
+                bytes
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("a stored nullifier is not 32 bytes"))?,
+            );
+            // Consumed outranks refused, as in `history_in`.
+            let history = if state == "consumed" {
+                History::Consumed
+            } else {
+                History::Refused
+            };
+            let entry = blocked.entry(nullifier).or_insert(History::Refused);
+            if history == History::Consumed {
+                *entry = History::Consumed;
+            }
+        }
+    }
+    let outcomes: Vec<Result<(), History>> = grants
+        .iter()
+        .map(|grant| match blocked.get(&grant.nullifier) {
+            Some(history) => Err(*history),
+            None => Ok(()),
+        })
+        .collect();
+    let stored: Vec<&NewGrant> = grants
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_ok())
+        .map(|(grant, _)| grant)
+        .collect();
+    // The last grant of each nullifier stays issued; earlier ones are replaced.
+    let mut last: HashMap<Nullifier, usize> = HashMap::new();
+    for (i, grant) in stored.iter().enumerate() {
+        last.insert(grant.nullifier, i);
+    }
+    for chunk in stored.chunks(MAX_ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE grants SET state = 'revoked' WHERE state = 'issued' AND nullifier IN ({})",
+            placeholders(chunk.len(), 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for grant in chunk {
+            query = query.bind(&grant.nullifier.0[..]);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for (chunk_no, chunk) in stored.chunks(MAX_ROWS_PER_STATEMENT).enumerate() {
+        let sql = format!(
+            "INSERT INTO grants (hash, kind, nullifier, expires_at, state, created_at) VALUES {}",
+            placeholders(chunk.len(), 6)
+        );
+        let mut query = sqlx::query(&sql);
+        for (j, grant) in chunk.iter().enumerate() {
+            let i = chunk_no * MAX_ROWS_PER_STATEMENT + j;
+            let state = if last.get(&grant.nullifier) == Some(&i) {
+                "issued"
+            } else {
+                "revoked"
+            };
+            query = query
+                .bind(&grant.hash[..])
+                .bind(grant.kind.as_str())
+                .bind(&grant.nullifier.0[..])
+                .bind(to_i64(grant.expires_at))
+                .bind(state)
+                .bind(to_i64(grant.now));
+        }
+        query.execute(&mut *tx).await?;
+    }
+    let pending: Vec<&NewGrant> = stored
+        .iter()
+        .copied()
+        .filter(|g| g.pending.is_some())
+        .collect();
+    for chunk in pending.chunks(MAX_ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO pending_spends (nullifier, key_id, created_at) VALUES {} \
+                 ON CONFLICT (nullifier) DO NOTHING",
+            placeholders(chunk.len(), 3)
+        );
+        let mut query = sqlx::query(&sql);
+        for grant in chunk {
+            let key = grant.pending.map(|k| k.0).unwrap_or_default();
+            query = query
+                .bind(&grant.nullifier.0[..])
+                .bind(key.to_vec())
+                .bind(to_i64(grant.now));
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+impl RedeemerStore {
     /// What this redeemer granted for `nullifier` before.
     pub async fn history(&self, nullifier: &Nullifier) -> anyhow::Result<History> {
         let mut conn = self.pool.acquire().await?;
