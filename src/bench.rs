@@ -48,6 +48,9 @@ pub struct BenchArgs {
     keep: Option<std::path::PathBuf>,
 }
 
+/// Passes over the samples when measuring the in-process signing rate.
+const SIGN_PASSES: usize = 4;
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -177,6 +180,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for chunk in samples.chunks(per_core.max(1)) {
         let (secret, chunk) = (secret.clone(), chunk.to_vec());
         threads.push(std::thread::spawn(move || {
+            // Several passes, so the bound is measured over about a second, not a blip.
+            for _ in 1..SIGN_PASSES {
+                for (req, _) in &chunk {
+                    secret.blind_sign(req)?;
+                }
+            }
             chunk
                 .iter()
                 .map(|(req, _)| secret.blind_sign(req))
@@ -190,7 +199,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("signing thread panicked"))??,
         );
     }
-    let sign_rate = samples.len() as f64 / started.elapsed().as_secs_f64();
+    let sign_rate = (SIGN_PASSES * samples.len()) as f64 / started.elapsed().as_secs_f64();
     let tokens: Vec<Token> = samples
         .iter()
         .zip(&responses)
