@@ -3,11 +3,11 @@
 //! common fallbacks and limits, and the server loop with its connection timeouts. The ledger,
 //! the issuer, the redeemer and the example relay all use it.
 
-use axum::{Json, Router};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use std::time::Duration;
@@ -97,7 +97,10 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 body_too_large()
             } else {
-                malformed(format!("the request body could not be read: {}", rejection.body_text()))
+                malformed(format!(
+                    "the request body could not be read: {}",
+                    rejection.body_text()
+                ))
             }
         })?;
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
@@ -139,10 +142,19 @@ async fn json_errors(response: Response) -> Response {
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
     let (code, default) = match status {
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long to arrive or to answer"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body is larger than this endpoint accepts"),
+        StatusCode::REQUEST_TIMEOUT => (
+            "timeout",
+            "the request took too long to arrive or to answer",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "body_too_large",
+            "the request body is larger than this endpoint accepts",
+        ),
         StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this endpoint does not take that method"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        ),
         s if s.is_server_error() => ("internal", "the service could not answer"),
         _ => ("malformed_request", "the request is malformed"),
     };
@@ -221,10 +233,12 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request.map(axum::body::Body::new))
-        });
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            },
+        );
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)

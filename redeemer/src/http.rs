@@ -299,8 +299,7 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let redeemer = self.redeemer.clone();
-        let result =
-            scrip_ledger::api::serve(self.listener, router(self.redeemer), shutdown).await;
+        let result = scrip_ledger::api::serve(self.listener, router(self.redeemer), shutdown).await;
         if redeemer.config().mode == crate::config::Mode::Optimistic
             && let Err(e) = redeemer.flush_pending().await
         {

@@ -5,7 +5,9 @@
 
 use scrip_spec::encoding::canonical_bytes;
 use scrip_spec::export::{EXPORT_VERSION, ExportFile, ExportedToken};
-use scrip_spec::issuance::{BalanceRequest, KeyedTokenRequest, OpenRequest, ReplayRequest, RequestId};
+use scrip_spec::issuance::{
+    BalanceRequest, KeyedTokenRequest, OpenRequest, ReplayRequest, RequestId,
+};
 use scrip_spec::ledger::{
     Action, Checkpoint, Cosignature, EntryBody, Genesis, Hash32, LedgerRequest, LogEntry,
     OperatorInfo, Role, SpendGroup,
@@ -90,17 +92,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         checkpoint: checkpoint.clone(),
     });
     write("canonical_envelopes", "spend", &canonical_bytes(&spend))?;
-    write("canonical_envelopes", "announce", &canonical_bytes(&announce))?;
+    write(
+        "canonical_envelopes",
+        "announce",
+        &canonical_bytes(&announce),
+    )?;
     write("canonical_envelopes", "entry", &canonical_bytes(&entry))?;
     let genesis_body = EntryBody::Genesis(genesis);
-    write("canonical_envelopes", "genesis", &canonical_bytes(&genesis_body))?;
-    write("canonical_envelopes", "checkpoint", &canonical_bytes(&checkpoint))?;
-    write("canonical_envelopes", "cosignature", &canonical_bytes(&cosignature.payload))?;
+    write(
+        "canonical_envelopes",
+        "genesis",
+        &canonical_bytes(&genesis_body),
+    )?;
+    write(
+        "canonical_envelopes",
+        "checkpoint",
+        &canonical_bytes(&checkpoint),
+    )?;
+    write(
+        "canonical_envelopes",
+        "cosignature",
+        &canonical_bytes(&cosignature.payload),
+    )?;
 
-    write("text_codes", "card", CardCode::generate().to_string().as_bytes())?;
+    write(
+        "text_codes",
+        "card",
+        CardCode::generate().to_string().as_bytes(),
+    )?;
     let grant = GrantCode::generate(CapacityKind::new("chunk-1m")?);
     write("text_codes", "grant", grant.to_string().as_bytes())?;
-    write("text_codes", "operator-id", operator.id().to_string().as_bytes())?;
+    write(
+        "text_codes",
+        "operator-id",
+        operator.id().to_string().as_bytes(),
+    )?;
     write("text_codes", "operator-key", operator.to_text().as_bytes())?;
     write("text_codes", "backup", seed.backup_code().as_bytes())?;
 

@@ -12,8 +12,7 @@ fn every_kept_fuzz_input_passes_its_target() {
     let mut replayed = 0;
     for (name, check) in support::decoders::TARGETS {
         let dir = corpus.join(name);
-        let entries = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         for entry in entries {
             let path = entry.expect("corpus entry").path();
             let data = std::fs::read(&path).expect("corpus file");
@@ -22,5 +21,8 @@ fn every_kept_fuzz_input_passes_its_target() {
             replayed += 1;
         }
     }
-    assert!(replayed >= 8, "the corpus holds the seeds ({replayed} files)");
+    assert!(
+        replayed >= 8,
+        "the corpus holds the seeds ({replayed} files)"
+    );
 }

@@ -14,8 +14,11 @@ use scrip_spec::{
     TokenRequest, TokenResponse, WalletSeed,
 };
 
+/// A fuzz target's check.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by name; the corpus of each lives in `tests/fuzz-corpus/<name>/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("token_codecs", token_codecs),
     ("canonical_envelopes", canonical_envelopes),
     ("text_codes", text_codes),
@@ -74,7 +77,11 @@ pub fn text_codes(data: &[u8]) {
         assert_eq!(CardCode::parse(&code.to_string()).ok(), Some(code));
     }
     if let Ok(code) = GrantCode::parse(text) {
-        assert_eq!(code.to_string(), text, "a grant code is accepted only as printed");
+        assert_eq!(
+            code.to_string(),
+            text,
+            "a grant code is accepted only as printed"
+        );
     }
     if let Ok(id) = text.parse::<OperatorId>() {
         assert_eq!(id.to_string().parse::<OperatorId>().ok(), Some(id));
