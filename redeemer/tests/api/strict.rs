@@ -264,3 +264,112 @@ async fn outcomes_of_a_mixed_batch_reach_the_right_tokens() {
         "one batch of three"
     );
 }
+
+/// A TCP proxy in front of the ledger that holds every byte sent to it until `hold_until`:
+/// a ledger slow to answer, as the redeemer sees it.
+async fn slow_ledger_proxy(
+    ledger_base: &str,
+    hold_until: std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>,
+) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let target: std::net::SocketAddr = ledger_base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("ledger address");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let hold_until = hold_until.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = inbound.into_split();
+                let (mut from_ledger, mut to_ledger) = outbound.into_split();
+                let upstream = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from_client.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let until = *hold_until.lock().expect("lock");
+                        tokio::time::sleep_until(until).await;
+                        if to_ledger.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_ledger.shutdown().await;
+                };
+                let downstream = async move {
+                    let _ = tokio::io::copy(&mut from_ledger, &mut to_client).await;
+                };
+                tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A ledger that answers only after the redeemer's 5 s timeout: the spend that timed out still
+/// lands, and the redeemer's retry learns that it spent the token itself. The wallet gets a
+/// grant, the nullifier is spent exactly once, and presenting the token again gets a fresh
+/// grant until one is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ledger_slow_to_answer_spends_once_and_the_token_gets_its_grant() {
+    let w = world().await;
+    let hold_until = std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let mut config = w.config(0, Mode::Strict, 300);
+    config.ledger_url = slow_ledger_proxy(&w.ledger_base, hold_until.clone()).await;
+    let a = w.sidecar(config).await;
+    let token = w.token();
+
+    *hold_until.lock().expect("lock") =
+        tokio::time::Instant::now() + std::time::Duration::from_secs(7);
+    let started = std::time::Instant::now();
+    let (status, body) = a.redeem(&token, "queue").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(5),
+        "the answer waited for the slow ledger"
+    );
+    let first = body["grant"].as_str().expect("grant").to_owned();
+
+    let nullifier = scrip_spec::encoding::b64_encode(token.nullifier().0);
+    let status: serde_json::Value =
+        reqwest::get(format!("{}/v1/nullifiers/{nullifier}", w.ledger_base))
+            .await
+            .expect("lookup")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(status["status"], "spent");
+    assert_eq!(status["spent_by"], "op-a");
+    let totals: serde_json::Value = reqwest::get(format!("{}/v1/totals", w.ledger_base))
+        .await
+        .expect("totals")
+        .json()
+        .await
+        .expect("json");
+    let spent: u64 = totals["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["spent"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        spent, 1,
+        "one spend, though two requests reached the ledger"
+    );
+
+    let (status, again) = a.redeem(&token, "queue").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    let second = again["grant"].as_str().expect("grant").to_owned();
+    assert_ne!(first, second);
+    // The first grant was replaced by the second: revoked.
+    assert_eq!(a.consume(&first, "queue").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(a.consume(&second, "queue").await.0, StatusCode::OK);
+    assert_eq!(a.redeem(&token, "queue").await.0, StatusCode::CONFLICT);
+}
