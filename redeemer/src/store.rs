@@ -198,14 +198,7 @@ impl RedeemerStore {
             return Ok(Vec::new());
         }
         let mut conn = self.pool.acquire().await?;
-        let result = insert_grants_on(&mut conn, grants).await;
-        if result.is_err() {
-            // SQLite may have rolled the transaction back by itself (disk full, I/O error);
-            // sqlx would then keep the connection marked as inside one and fail every later
-            // write on it (see the ledger's `discard_if_failed`).
-            conn.close_on_drop();
-        }
-        result
+        insert_grants_on(&mut conn, grants).await
     }
 }
 

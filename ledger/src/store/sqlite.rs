@@ -40,6 +40,16 @@ pub async fn durable_pool(
         .pragma("cache_size", "-65536");
     SqlitePoolOptions::new()
         .max_connections(4)
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                // A connection still inside a transaction once the pending rollback has run is
+                // one whose rollback failed: SQLite had already rolled back by itself (disk
+                // full, I/O error), and sqlx would fail every later transaction on it until a
+                // restart (found by `tests/storage_faults.rs`). Close it instead.
+                sqlx::Connection::ping(conn).await?;
+                Ok(!sqlx::Connection::is_in_transaction(conn))
+            })
+        })
         .connect_with(options)
         .await
 }
@@ -161,19 +171,6 @@ async fn set_meta(tx: &mut Tx<'_>, name: &str, value: String) -> Result<(), Stor
 
 // Write transactions start with BEGIN IMMEDIATE: they take the write lock up front, so two
 // writers queue on busy_timeout instead of failing when a reader upgrades to a writer.
-/// Closes a connection whose write failed in the database instead of returning it to the pool.
-/// When SQLite rolls a transaction back by itself (disk full, I/O error), sqlx's own ROLLBACK
-/// then fails and the connection stays marked as inside a transaction, so every later write on
-/// it would fail until a restart (found by `tests/storage_faults.rs`).
-fn discard_if_failed<T>(
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    result: &Result<T, StoreError>,
-) {
-    if matches!(result, Err(StoreError::Database { .. })) {
-        conn.close_on_drop();
-    }
-}
-
 /// [`Store::append`] on one connection, in one `BEGIN IMMEDIATE` transaction.
 async fn append_on(
     conn: &mut sqlx::SqliteConnection,
@@ -343,9 +340,7 @@ impl Store for SqliteStore {
         effect: &Effect,
     ) -> Result<AppendOutcome, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let result = append_on(&mut conn, entry, hash, effect).await;
-        discard_if_failed(&mut conn, &result);
-        result
+        append_on(&mut conn, entry, hash, effect).await
     }
 
     async fn request_seq(&self, digest: &[u8; 32]) -> Result<Option<u64>, StoreError> {
@@ -468,9 +463,7 @@ impl Store for SqliteStore {
         record: &PruneRecordFn<'_>,
     ) -> Result<Option<LogEntry>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let result = prune_on(&mut conn, token_key_id, record).await;
-        discard_if_failed(&mut conn, &result);
-        result
+        prune_on(&mut conn, token_key_id, record).await
     }
 
     async fn add_cosignature(
