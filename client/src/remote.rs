@@ -42,6 +42,7 @@ impl Default for Remote {
         Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
+                .pool_idle_timeout(scrip_ledger::api::CLIENT_POOL_IDLE_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
         }

@@ -201,6 +201,10 @@ pub fn finish<S: Clone + Send + Sync + 'static>(
 /// sit idle before its next request. The body then has the router's time limit ([`finish`]).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long scrip's HTTP clients keep an idle connection: below [`HEADER_READ_TIMEOUT`], so a
+/// client never sends a request on a kept-alive connection the server is just closing.
+pub const CLIENT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long requests in flight may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 

@@ -67,6 +67,7 @@ impl LedgerClient {
     pub fn with_timeout(base_url: &str, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .pool_idle_timeout(crate::api::CLIENT_POOL_IDLE_TIMEOUT)
             .build()
             .unwrap_or_default();
         Self {

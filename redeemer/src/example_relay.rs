@@ -227,6 +227,7 @@ pub fn router(config: RelayConfig) -> std::io::Result<Router> {
         config: Arc::new(config),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(scrip_ledger::api::CLIENT_POOL_IDLE_TIMEOUT)
             .build()
             .unwrap_or_default(),
     };
