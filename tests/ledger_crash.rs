@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{ledger_setup, now, serve};
-use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
-use scrip_spec::{Nullifier, TokenKeyInfo, TokenSecretKey};
+use common::{announce_key, ledger_setup, now, serve};
+use scrip_spec::Nullifier;
+use scrip_spec::ledger::{Action, LedgerRequest, SpendGroup};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -44,42 +44,7 @@ async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
     let (issuer, relay, config, base) = (setup.issuer, setup.relay, setup.config, setup.base);
     let mut server = serve("ledger", &config, &base).await;
     let client = reqwest::Client::new();
-    let info: serde_json::Value = client
-        .get(format!("{base}/v1/info"))
-        .send()
-        .await
-        .expect("info")
-        .json()
-        .await
-        .expect("json");
-    let ledger_id: Hash32 = serde_json::from_value(info["ledger_id"].clone()).expect("id");
-
-    let t = now();
-    let key = TokenKeyInfo {
-        public_key: TokenSecretKey::generate()
-            .expect("keygen")
-            .public_key()
-            .clone(),
-        issuer: "issuer".into(),
-        kind: "queue".parse().expect("kind"),
-        valid_from: t - 5,
-        issue_until: t + 100,
-        redeem_until: t + 200,
-        forget_after: t + 300,
-    };
-    let token_key_id = key.public_key.id();
-    let announce = issuer.sign(LedgerRequest::new(
-        ledger_id,
-        t,
-        Action::AnnounceKey { key },
-    ));
-    let resp = client
-        .post(format!("{base}/v1/entries"))
-        .json(&announce)
-        .send()
-        .await
-        .expect("announce");
-    assert!(resp.status().is_success());
+    let (ledger_id, token_key_id) = announce_key(&client, &base, &issuer).await;
 
     // Spend batches from several tasks; kill the server while they run.
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Nullifier>::new()));

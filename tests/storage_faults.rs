@@ -11,9 +11,9 @@
 
 mod common;
 
-use common::{Server, ledger_setup, now, path, scrip};
+use common::{Server, announce_key, ledger_setup, now, path, scrip};
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
-use scrip_spec::{Nullifier, OperatorKey, Signed, TokenKeyId, TokenKeyInfo, TokenSecretKey};
+use scrip_spec::{Nullifier, OperatorKey, Signed, TokenKeyId};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -149,44 +149,6 @@ async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-/// Announces a key of `issuer` (valid for an hour) and returns the ledger id and the key id.
-async fn announce_key(
-    client: &reqwest::Client,
-    base: &str,
-    issuer: &OperatorKey,
-) -> (Hash32, TokenKeyId) {
-    let (status, info) = get_json(client, &format!("{base}/v1/info")).await;
-    assert_eq!(status, 200, "info: {info}");
-    let ledger_id: Hash32 = serde_json::from_value(info["ledger_id"].clone()).expect("id");
-    let t = now();
-    let key = TokenKeyInfo {
-        public_key: TokenSecretKey::generate()
-            .expect("keygen")
-            .public_key()
-            .clone(),
-        issuer: "issuer".into(),
-        kind: "queue".parse().expect("kind"),
-        valid_from: t - 5,
-        issue_until: t + 1800,
-        redeem_until: t + 3600,
-        forget_after: t + 7200,
-    };
-    let token_key_id = key.public_key.id();
-    let announce = issuer.sign(LedgerRequest::new(
-        ledger_id,
-        t,
-        Action::AnnounceKey { key },
-    ));
-    let resp = client
-        .post(format!("{base}/v1/entries"))
-        .json(&announce)
-        .send()
-        .await
-        .expect("announce");
-    assert!(resp.status().is_success(), "announce: {}", resp.status());
-    (ledger_id, token_key_id)
 }
 
 fn random_nullifiers(n: usize) -> Vec<Nullifier> {

@@ -621,8 +621,7 @@ impl Wallet {
                 // The redeemer could not finish; the spend may have committed all the same:
                 // the ledger knows.
                 let (code, message) = refused(&error);
-                self.settle_at_ledger(&nullifier, stored.updated_at.max(t))
-                    .await?;
+                self.settle_at_ledger(&nullifier, t).await?;
                 Err(WalletError::RedeemerRefused { code, message })
             }
             Reply::Refused { error, .. } => {
@@ -650,8 +649,7 @@ impl Wallet {
             }
             Reply::NoAnswer(source) => {
                 // The spend may or may not have happened: the ledger knows, in time.
-                self.settle_at_ledger(&nullifier, stored.updated_at.max(t))
-                    .await?;
+                self.settle_at_ledger(&nullifier, t).await?;
                 Err(WalletError::NoAnswer {
                     what: "the redeemer",
                     source,

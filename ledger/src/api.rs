@@ -117,12 +117,30 @@ fn malformed(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message)
 }
 
+/// The code and message of an error answer made outside a handler, by its status.
+fn default_error(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::REQUEST_TIMEOUT => (
+            "timeout",
+            "the request took too long to arrive or to answer",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "body_too_large",
+            "the request body is larger than this endpoint accepts",
+        ),
+        StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        ),
+        s if s.is_server_error() => ("internal", "the service could not answer"),
+        _ => ("malformed_request", "the request is malformed"),
+    }
+}
+
 fn body_too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        "the request body is larger than this endpoint accepts",
-    )
+    let (code, message) = default_error(StatusCode::PAYLOAD_TOO_LARGE);
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
 }
 
 /// Gives every error answer made outside a handler (path and body rejections, the time
@@ -141,23 +159,7 @@ async fn json_errors(response: Response) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
-    let (code, default) = match status {
-        StatusCode::REQUEST_TIMEOUT => (
-            "timeout",
-            "the request took too long to arrive or to answer",
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "body_too_large",
-            "the request body is larger than this endpoint accepts",
-        ),
-        StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
-            "this endpoint does not take that method",
-        ),
-        s if s.is_server_error() => ("internal", "the service could not answer"),
-        _ => ("malformed_request", "the request is malformed"),
-    };
+    let (code, default) = default_error(status);
     // Server errors made here carry no detail out: it could be internal.
     let message = if text.is_empty() || status.is_server_error() {
         default.to_owned()
@@ -171,24 +173,14 @@ async fn json_errors(response: Response) -> Response {
     answer
 }
 
-/// Adds what every service has: JSON 404 and 405 answers, a body limit and a time limit
-/// (408 after it).
+/// Adds what every service has: a body limit, a time limit (408 after it), and the JSON form
+/// for every error answer made outside a handler, unknown routes and methods included.
 pub fn finish<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     max_body: usize,
     timeout: Duration,
 ) -> Router<S> {
     router
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not take that method",
-            )
-        })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

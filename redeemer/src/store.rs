@@ -136,6 +136,13 @@ async fn history_in(
     })
 }
 
+/// A stored 32-byte value; anything else means the database was changed by hand.
+fn bytes32(bytes: Vec<u8>, what: &str) -> anyhow::Result<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("corrupt {what}: not 32 bytes"))
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -197,126 +204,106 @@ impl RedeemerStore {
         if grants.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.pool.acquire().await?;
-        insert_grants_on(&mut conn, grants).await
-    }
-}
-
-/// [`RedeemerStore::insert_grants`] on one connection, in one transaction.
-async fn insert_grants_on(
-    conn: &mut sqlx::SqliteConnection,
-    grants: &[NewGrant],
-) -> anyhow::Result<Vec<Result<(), History>>> {
-    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
-    let mut blocked: HashMap<Nullifier, History> = HashMap::new();
-    for chunk in grants.chunks(MAX_ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT nullifier, state FROM grants WHERE state IN ('consumed', 'refused') \
-                 AND nullifier IN ({})",
-            placeholders(chunk.len(), 1)
-        );
-        let mut query = sqlx::query(&sql);
-        for grant in chunk {
-            query = query.bind(&grant.nullifier.0[..]);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            let bytes: Vec<u8> = row.get(0);
-            let state: String = row.get(1);
-            let nullifier = Nullifier(
-                bytes
-                    .try_into()
-                    .map_err(|_| anyhow::anyhow!("a stored nullifier is not 32 bytes"))?,
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut blocked: HashMap<Nullifier, History> = HashMap::new();
+        for chunk in grants.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT nullifier, state FROM grants WHERE state IN ('consumed', 'refused') \
+                     AND nullifier IN ({})",
+                placeholders(chunk.len(), 1)
             );
-            // Consumed outranks refused, as in `history_in`.
-            let history = if state == "consumed" {
-                History::Consumed
-            } else {
-                History::Refused
-            };
-            let entry = blocked.entry(nullifier).or_insert(History::Refused);
-            if history == History::Consumed {
-                *entry = History::Consumed;
+            let mut query = sqlx::query(&sql);
+            for grant in chunk {
+                query = query.bind(&grant.nullifier.0[..]);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                let nullifier = Nullifier(bytes32(row.get(0), "nullifier")?);
+                let state: String = row.get(1);
+                // Consumed outranks refused, as in `history_in`.
+                if state == "consumed" {
+                    blocked.insert(nullifier, History::Consumed);
+                } else {
+                    blocked.entry(nullifier).or_insert(History::Refused);
+                }
             }
         }
-    }
-    let outcomes: Vec<Result<(), History>> = grants
-        .iter()
-        .map(|grant| match blocked.get(&grant.nullifier) {
-            Some(history) => Err(*history),
-            None => Ok(()),
-        })
-        .collect();
-    let stored: Vec<&NewGrant> = grants
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, outcome)| outcome.is_ok())
-        .map(|(grant, _)| grant)
-        .collect();
-    // The last grant of each nullifier stays issued; earlier ones are replaced.
-    let mut last: HashMap<Nullifier, usize> = HashMap::new();
-    for (i, grant) in stored.iter().enumerate() {
-        last.insert(grant.nullifier, i);
-    }
-    for chunk in stored.chunks(MAX_ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "UPDATE grants SET state = 'revoked' WHERE state = 'issued' AND nullifier IN ({})",
-            placeholders(chunk.len(), 1)
-        );
-        let mut query = sqlx::query(&sql);
-        for grant in chunk {
-            query = query.bind(&grant.nullifier.0[..]);
+        let outcomes: Vec<Result<(), History>> = grants
+            .iter()
+            .map(|grant| match blocked.get(&grant.nullifier) {
+                Some(history) => Err(*history),
+                None => Ok(()),
+            })
+            .collect();
+        let stored: Vec<&NewGrant> = grants
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(grant, _)| grant)
+            .collect();
+        // The last grant of each nullifier stays issued; earlier ones are replaced.
+        let mut last: HashMap<Nullifier, usize> = HashMap::new();
+        for (i, grant) in stored.iter().enumerate() {
+            last.insert(grant.nullifier, i);
         }
-        query.execute(&mut *tx).await?;
-    }
-    for (chunk_no, chunk) in stored.chunks(MAX_ROWS_PER_STATEMENT).enumerate() {
-        let sql = format!(
-            "INSERT INTO grants (hash, kind, nullifier, expires_at, state, created_at) VALUES {}",
-            placeholders(chunk.len(), 6)
-        );
-        let mut query = sqlx::query(&sql);
-        for (j, grant) in chunk.iter().enumerate() {
-            let i = chunk_no * MAX_ROWS_PER_STATEMENT + j;
-            let state = if last.get(&grant.nullifier) == Some(&i) {
-                "issued"
-            } else {
-                "revoked"
-            };
-            query = query
-                .bind(&grant.hash[..])
-                .bind(grant.kind.as_str())
-                .bind(&grant.nullifier.0[..])
-                .bind(to_i64(grant.expires_at))
-                .bind(state)
-                .bind(to_i64(grant.now));
+        for chunk in stored.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE grants SET state = 'revoked' WHERE state = 'issued' AND nullifier IN ({})",
+                placeholders(chunk.len(), 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for grant in chunk {
+                query = query.bind(&grant.nullifier.0[..]);
+            }
+            query.execute(&mut *tx).await?;
         }
-        query.execute(&mut *tx).await?;
-    }
-    let pending: Vec<&NewGrant> = stored
-        .iter()
-        .copied()
-        .filter(|g| g.pending.is_some())
-        .collect();
-    for chunk in pending.chunks(MAX_ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO pending_spends (nullifier, key_id, created_at) VALUES {} \
-                 ON CONFLICT (nullifier) DO NOTHING",
-            placeholders(chunk.len(), 3)
-        );
-        let mut query = sqlx::query(&sql);
-        for grant in chunk {
-            let key = grant.pending.map(|k| k.0).unwrap_or_default();
-            query = query
-                .bind(&grant.nullifier.0[..])
-                .bind(key.to_vec())
-                .bind(to_i64(grant.now));
+        for (chunk_no, chunk) in stored.chunks(MAX_ROWS_PER_STATEMENT).enumerate() {
+            let sql = format!(
+                "INSERT INTO grants (hash, kind, nullifier, expires_at, state, created_at) VALUES {}",
+                placeholders(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(&sql);
+            for (j, grant) in chunk.iter().enumerate() {
+                let i = chunk_no * MAX_ROWS_PER_STATEMENT + j;
+                let state = if last.get(&grant.nullifier) == Some(&i) {
+                    "issued"
+                } else {
+                    "revoked"
+                };
+                query = query
+                    .bind(&grant.hash[..])
+                    .bind(grant.kind.as_str())
+                    .bind(&grant.nullifier.0[..])
+                    .bind(to_i64(grant.expires_at))
+                    .bind(state)
+                    .bind(to_i64(grant.now));
+            }
+            query.execute(&mut *tx).await?;
         }
-        query.execute(&mut *tx).await?;
+        let pending: Vec<&NewGrant> = stored
+            .iter()
+            .copied()
+            .filter(|g| g.pending.is_some())
+            .collect();
+        for chunk in pending.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO pending_spends (nullifier, key_id, created_at) VALUES {} \
+                     ON CONFLICT (nullifier) DO NOTHING",
+                placeholders(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for grant in chunk {
+                let key = grant.pending.map(|k| k.0).unwrap_or_default();
+                query = query
+                    .bind(&grant.nullifier.0[..])
+                    .bind(key.to_vec())
+                    .bind(to_i64(grant.now));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
-    tx.commit().await?;
-    Ok(outcomes)
-}
 
-impl RedeemerStore {
     /// What this redeemer granted for `nullifier` before.
     pub async fn history(&self, nullifier: &Nullifier) -> anyhow::Result<History> {
         let mut conn = self.pool.acquire().await?;
@@ -391,15 +378,10 @@ impl RedeemerStore {
                 .await?;
         rows.iter()
             .map(|row| {
-                let k: Vec<u8> = row.get(0);
-                let n: Vec<u8> = row.get(1);
-                let k: [u8; 32] = k
-                    .try_into()
-                    .map_err(|_| anyhow::anyhow!("corrupt key id"))?;
-                let n: [u8; 32] = n
-                    .try_into()
-                    .map_err(|_| anyhow::anyhow!("corrupt nullifier"))?;
-                Ok((TokenKeyId(k), Nullifier(n)))
+                Ok((
+                    TokenKeyId(bytes32(row.get(0), "key id")?),
+                    Nullifier(bytes32(row.get(1), "nullifier")?),
+                ))
             })
             .collect()
     }

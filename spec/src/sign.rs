@@ -55,29 +55,21 @@ impl TokenSecretKey {
             return Err(SignError::OutOfRange);
         }
         let failed = |source: RsaError| SignError::Backend { backend, source };
-        let blind_sig = match backend {
+        let sig = match backend {
             RsaBackend::RustCrypto => {
-                let sig = self
-                    .inner
+                self.inner
                     .blind_sign(request.blinded_msg)
-                    .map_err(|source| failed(source.into()))?;
-                <[u8; MODULUS_BYTES]>::try_from(sig.0.as_slice()).map_err(|_| {
-                    failed(RsaError::RustCrypto(
-                        blind_rsa_signatures::Error::InternalError,
-                    ))
-                })?
+                    .map_err(|source| failed(source.into()))?
+                    .0
             }
             #[cfg(feature = "openssl")]
-            RsaBackend::OpenSsl => {
-                let sig = self
-                    .openssl
-                    .blind_sign(&request.blinded_msg)
-                    .map_err(failed)?;
-                <[u8; MODULUS_BYTES]>::try_from(sig.as_slice()).map_err(|_| {
-                    failed(RsaError::OpenSsl("signature of the wrong length".into()))
-                })?
-            }
+            RsaBackend::OpenSsl => self
+                .openssl
+                .blind_sign(&request.blinded_msg)
+                .map_err(failed)?,
         };
+        let blind_sig = <[u8; MODULUS_BYTES]>::try_from(sig.as_slice())
+            .map_err(|_| failed(RsaError::WrongLength { len: sig.len() }))?;
         Ok(TokenResponse { blind_sig })
     }
 }

@@ -81,15 +81,15 @@ pub fn verify_token_with_backend(
             }),
         #[cfg(feature = "openssl")]
         RsaBackend::OpenSsl => {
-            match key
+            if key
                 .openssl
                 .verify_pss(&token.token_input(), &token.authenticator)
             {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(VerifyError::InvalidSignature {
+                Ok(())
+            } else {
+                Err(VerifyError::InvalidSignature {
                     source: RsaError::OpenSsl("RSASSA-PSS verification failed".into()),
-                }),
-                Err(source) => Err(VerifyError::InvalidSignature { source }),
+                })
             }
         }
     }

@@ -139,3 +139,50 @@ pub fn ledger_setup(d: &Path, db: &str) -> LedgerSetup {
         base: format!("http://127.0.0.1:{port}"),
     }
 }
+
+/// Announces a `queue` key of the operator `issuer` (valid for an hour) at the ledger at
+/// `base`; returns the ledger id and the key id.
+pub async fn announce_key(
+    client: &reqwest::Client,
+    base: &str,
+    issuer: &OperatorKey,
+) -> (scrip_spec::ledger::Hash32, scrip_spec::TokenKeyId) {
+    use scrip_spec::ledger::{Action, LedgerRequest};
+    let info: serde_json::Value = client
+        .get(format!("{base}/v1/info"))
+        .send()
+        .await
+        .expect("info")
+        .json()
+        .await
+        .expect("info json");
+    let ledger_id: scrip_spec::ledger::Hash32 =
+        serde_json::from_value(info["ledger_id"].clone()).expect("ledger id");
+    let t = now();
+    let key = scrip_spec::TokenKeyInfo {
+        public_key: scrip_spec::TokenSecretKey::generate()
+            .expect("keygen")
+            .public_key()
+            .clone(),
+        issuer: "issuer".into(),
+        kind: "queue".parse().expect("kind"),
+        valid_from: t - 5,
+        issue_until: t + 1800,
+        redeem_until: t + 3600,
+        forget_after: t + 7200,
+    };
+    let token_key_id = key.public_key.id();
+    let announce = issuer.sign(LedgerRequest::new(
+        ledger_id,
+        t,
+        Action::AnnounceKey { key },
+    ));
+    let resp = client
+        .post(format!("{base}/v1/entries"))
+        .json(&announce)
+        .send()
+        .await
+        .expect("announce");
+    assert!(resp.status().is_success(), "announce: {}", resp.status());
+    (ledger_id, token_key_id)
+}

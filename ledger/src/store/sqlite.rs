@@ -171,166 +171,6 @@ async fn set_meta(tx: &mut Tx<'_>, name: &str, value: String) -> Result<(), Stor
 
 // Write transactions start with BEGIN IMMEDIATE: they take the write lock up front, so two
 // writers queue on busy_timeout instead of failing when a reader upgrades to a writer.
-/// [`Store::append`] on one connection, in one `BEGIN IMMEDIATE` transaction.
-async fn append_on(
-    conn: &mut sqlx::SqliteConnection,
-    entry: &LogEntry,
-    hash: &Hash32,
-    effect: &Effect,
-) -> Result<AppendOutcome, StoreError> {
-    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
-    if let Some(digest) = request_digest(entry) {
-        let seen: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM entries WHERE request_digest = ?")
-                .bind(&digest[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        if seen.is_some() {
-            return Err(StoreError::Replayed);
-        }
-    }
-    let mut already_spent = Vec::new();
-    match effect {
-        Effect::Spend { groups } => {
-            let mut accepted = 0u64;
-            for group in groups {
-                let key_no = key_no(&mut tx, &group.token_key_id).await?;
-                let mut in_group = 0i64;
-                // Multi-row inserts: one statement per chunk instead of one per nullifier.
-                // RETURNING lists only the rows this transaction inserted.
-                for chunk in group.nullifiers.chunks(INSERT_CHUNK) {
-                    let sql = format!(
-                        "INSERT INTO spent (nullifier, key_no, seq) VALUES {} \
-                         ON CONFLICT (nullifier) DO NOTHING RETURNING nullifier",
-                        vec!["(?, ?, ?)"; chunk.len()].join(", ")
-                    );
-                    let mut query = sqlx::query_scalar::<_, Vec<u8>>(&sql);
-                    for n in chunk {
-                        query = query.bind(&n.0[..]).bind(key_no).bind(to_i64(entry.seq));
-                    }
-                    let inserted: Vec<Vec<u8>> = query.fetch_all(&mut *tx).await?;
-                    in_group += i64::try_from(inserted.len()).unwrap_or(i64::MAX);
-                    if inserted.len() < chunk.len() {
-                        let inserted: std::collections::HashSet<Vec<u8>> =
-                            inserted.into_iter().collect();
-                        for n in chunk {
-                            if !inserted.contains(&n.0[..])
-                                && let Some(first) = first_spend(&mut tx, n).await?
-                            {
-                                already_spent.push((*n, first));
-                            }
-                        }
-                    }
-                }
-                sqlx::query("UPDATE token_keys SET spent = spent + ? WHERE key_no = ?")
-                    .bind(in_group)
-                    .bind(key_no)
-                    .execute(&mut *tx)
-                    .await?;
-                accepted += to_u64(in_group);
-            }
-            if accepted == 0 {
-                tx.rollback().await?;
-                return Ok(AppendOutcome::NothingToSpend { already_spent });
-            }
-        }
-        Effect::Genesis(genesis) => {
-            for op in &genesis.operators {
-                insert_operator(&mut tx, op, entry.seq).await?;
-            }
-            set_meta(&mut tx, "genesis", to_json(genesis)).await?;
-            set_meta(&mut tx, "catalog", to_json(&genesis.catalog)).await?;
-        }
-        Effect::AdmitOperator(op) => insert_operator(&mut tx, op, entry.seq).await?,
-        Effect::SetCatalog(catalog) => set_meta(&mut tx, "catalog", to_json(catalog)).await?,
-        Effect::AnnounceKey(info) => {
-            sqlx::query(
-                "INSERT INTO token_keys (key_id, issuer, kind, info, announced_seq) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&info.public_key.id().0[..])
-            .bind(&info.issuer)
-            .bind(info.kind.as_str())
-            .bind(to_json(info))
-            .bind(to_i64(entry.seq))
-            .execute(&mut *tx)
-            .await?;
-        }
-        Effect::RevokeKey(key) => {
-            sqlx::query("UPDATE token_keys SET revoked_seq = ? WHERE key_id = ?")
-                .bind(to_i64(entry.seq))
-                .bind(&key.0[..])
-                .execute(&mut *tx)
-                .await?;
-        }
-        Effect::CardsSold {
-            issuer,
-            count,
-            credits,
-        } => {
-            sqlx::query(
-                "INSERT INTO issuer_totals (issuer, cards_sold, credits_sold) VALUES (?, ?, ?) \
-                 ON CONFLICT (issuer) DO UPDATE SET cards_sold = cards_sold + excluded.cards_sold, \
-                 credits_sold = credits_sold + excluded.credits_sold",
-            )
-            .bind(issuer)
-            .bind(to_i64(*count))
-            .bind(to_i64(*credits))
-            .execute(&mut *tx)
-            .await?;
-        }
-        Effect::TokensIssued {
-            token_key_id,
-            count,
-        } => {
-            sqlx::query("UPDATE token_keys SET issued = issued + ? WHERE key_id = ?")
-                .bind(to_i64(*count))
-                .bind(&token_key_id.0[..])
-                .execute(&mut *tx)
-                .await?;
-        }
-        Effect::None | Effect::Pruned => {}
-    }
-    insert_entry(&mut tx, entry, hash).await?;
-    tx.commit().await?;
-    Ok(AppendOutcome::Appended { already_spent })
-}
-
-/// [`Store::prune`] on one connection, in one `BEGIN IMMEDIATE` transaction.
-async fn prune_on(
-    conn: &mut sqlx::SqliteConnection,
-    token_key_id: &TokenKeyId,
-    record: &PruneRecordFn<'_>,
-) -> Result<Option<LogEntry>, StoreError> {
-    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
-    let key_no = key_no(&mut tx, token_key_id).await?;
-    let rows: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT nullifier FROM spent WHERE key_no = ? ORDER BY nullifier")
-            .bind(key_no)
-            .fetch_all(&mut *tx)
-            .await?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let nullifiers = rows
-        .iter()
-        .map(|b| array32(b, "nullifier").map(Nullifier))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (entry, hash) = record(&nullifiers);
-    sqlx::query("DELETE FROM spent WHERE key_no = ?")
-        .bind(key_no)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE token_keys SET pruned = pruned + ? WHERE key_no = ?")
-        .bind(i64::try_from(nullifiers.len()).unwrap_or(i64::MAX))
-        .bind(key_no)
-        .execute(&mut *tx)
-        .await?;
-    insert_entry(&mut tx, &entry, &hash).await?;
-    tx.commit().await?;
-    Ok(Some(entry))
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(
@@ -339,8 +179,122 @@ impl Store for SqliteStore {
         hash: &Hash32,
         effect: &Effect,
     ) -> Result<AppendOutcome, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        append_on(&mut conn, entry, hash, effect).await
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(digest) = request_digest(entry) {
+            let seen: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM entries WHERE request_digest = ?")
+                    .bind(&digest[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if seen.is_some() {
+                return Err(StoreError::Replayed);
+            }
+        }
+        let mut already_spent = Vec::new();
+        match effect {
+            Effect::Spend { groups } => {
+                let mut accepted = 0u64;
+                for group in groups {
+                    let key_no = key_no(&mut tx, &group.token_key_id).await?;
+                    let mut in_group = 0i64;
+                    // Multi-row inserts: one statement per chunk instead of one per nullifier.
+                    // RETURNING lists only the rows this transaction inserted.
+                    for chunk in group.nullifiers.chunks(INSERT_CHUNK) {
+                        let sql = format!(
+                            "INSERT INTO spent (nullifier, key_no, seq) VALUES {} \
+                             ON CONFLICT (nullifier) DO NOTHING RETURNING nullifier",
+                            vec!["(?, ?, ?)"; chunk.len()].join(", ")
+                        );
+                        let mut query = sqlx::query_scalar::<_, Vec<u8>>(&sql);
+                        for n in chunk {
+                            query = query.bind(&n.0[..]).bind(key_no).bind(to_i64(entry.seq));
+                        }
+                        let inserted: Vec<Vec<u8>> = query.fetch_all(&mut *tx).await?;
+                        in_group += i64::try_from(inserted.len()).unwrap_or(i64::MAX);
+                        if inserted.len() < chunk.len() {
+                            let inserted: std::collections::HashSet<Vec<u8>> =
+                                inserted.into_iter().collect();
+                            for n in chunk {
+                                if !inserted.contains(&n.0[..])
+                                    && let Some(first) = first_spend(&mut tx, n).await?
+                                {
+                                    already_spent.push((*n, first));
+                                }
+                            }
+                        }
+                    }
+                    sqlx::query("UPDATE token_keys SET spent = spent + ? WHERE key_no = ?")
+                        .bind(in_group)
+                        .bind(key_no)
+                        .execute(&mut *tx)
+                        .await?;
+                    accepted += to_u64(in_group);
+                }
+                if accepted == 0 {
+                    tx.rollback().await?;
+                    return Ok(AppendOutcome::NothingToSpend { already_spent });
+                }
+            }
+            Effect::Genesis(genesis) => {
+                for op in &genesis.operators {
+                    insert_operator(&mut tx, op, entry.seq).await?;
+                }
+                set_meta(&mut tx, "genesis", to_json(genesis)).await?;
+                set_meta(&mut tx, "catalog", to_json(&genesis.catalog)).await?;
+            }
+            Effect::AdmitOperator(op) => insert_operator(&mut tx, op, entry.seq).await?,
+            Effect::SetCatalog(catalog) => set_meta(&mut tx, "catalog", to_json(catalog)).await?,
+            Effect::AnnounceKey(info) => {
+                sqlx::query(
+                    "INSERT INTO token_keys (key_id, issuer, kind, info, announced_seq) \
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&info.public_key.id().0[..])
+                .bind(&info.issuer)
+                .bind(info.kind.as_str())
+                .bind(to_json(info))
+                .bind(to_i64(entry.seq))
+                .execute(&mut *tx)
+                .await?;
+            }
+            Effect::RevokeKey(key) => {
+                sqlx::query("UPDATE token_keys SET revoked_seq = ? WHERE key_id = ?")
+                    .bind(to_i64(entry.seq))
+                    .bind(&key.0[..])
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Effect::CardsSold {
+                issuer,
+                count,
+                credits,
+            } => {
+                sqlx::query(
+                    "INSERT INTO issuer_totals (issuer, cards_sold, credits_sold) VALUES (?, ?, ?) \
+                     ON CONFLICT (issuer) DO UPDATE SET cards_sold = cards_sold + excluded.cards_sold, \
+                     credits_sold = credits_sold + excluded.credits_sold",
+                )
+                .bind(issuer)
+                .bind(to_i64(*count))
+                .bind(to_i64(*credits))
+                .execute(&mut *tx)
+                .await?;
+            }
+            Effect::TokensIssued {
+                token_key_id,
+                count,
+            } => {
+                sqlx::query("UPDATE token_keys SET issued = issued + ? WHERE key_id = ?")
+                    .bind(to_i64(*count))
+                    .bind(&token_key_id.0[..])
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Effect::None | Effect::Pruned => {}
+        }
+        insert_entry(&mut tx, entry, hash).await?;
+        tx.commit().await?;
+        Ok(AppendOutcome::Appended { already_spent })
     }
 
     async fn request_seq(&self, digest: &[u8; 32]) -> Result<Option<u64>, StoreError> {
@@ -462,8 +416,33 @@ impl Store for SqliteStore {
         token_key_id: &TokenKeyId,
         record: &PruneRecordFn<'_>,
     ) -> Result<Option<LogEntry>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        prune_on(&mut conn, token_key_id, record).await
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let key_no = key_no(&mut tx, token_key_id).await?;
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT nullifier FROM spent WHERE key_no = ? ORDER BY nullifier")
+                .bind(key_no)
+                .fetch_all(&mut *tx)
+                .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let nullifiers = rows
+            .iter()
+            .map(|b| array32(b, "nullifier").map(Nullifier))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (entry, hash) = record(&nullifiers);
+        sqlx::query("DELETE FROM spent WHERE key_no = ?")
+            .bind(key_no)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE token_keys SET pruned = pruned + ? WHERE key_no = ?")
+            .bind(i64::try_from(nullifiers.len()).unwrap_or(i64::MAX))
+            .bind(key_no)
+            .execute(&mut *tx)
+            .await?;
+        insert_entry(&mut tx, &entry, &hash).await?;
+        tx.commit().await?;
+        Ok(Some(entry))
     }
 
     async fn add_cosignature(
