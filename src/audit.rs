@@ -2,8 +2,9 @@
 
 use anyhow::Context as _;
 use clap::Args;
+use scrip_common::clients::LedgerClient;
+use scrip_ledger::Store;
 use scrip_ledger::audit::{AuditReport, Auditor, Period};
-use scrip_ledger::{LedgerClient, Store};
 use scrip_spec::Signed;
 use scrip_spec::ledger::{Cosignature, EntryBody, LogEntry};
 use std::path::PathBuf;
@@ -57,8 +58,15 @@ impl Source {
 
     async fn page(&self, from: u64) -> anyhow::Result<Vec<LogEntry>> {
         Ok(match self {
-            Source::Http(c) => c.log(from, scrip_ledger::http::MAX_LOG_PAGE).await?.entries,
-            Source::Database(s) => s.entries(from, scrip_ledger::http::MAX_LOG_PAGE).await?,
+            Source::Http(c) => {
+                c.log(from, scrip_spec::api::ledger::MAX_LOG_PAGE)
+                    .await?
+                    .entries
+            }
+            Source::Database(s) => {
+                s.entries(from, scrip_spec::api::ledger::MAX_LOG_PAGE)
+                    .await?
+            }
         })
     }
 

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use scrip::consortium::Consortium;
 use scrip_redeemer::Mode;
-use scrip_spec::issuance::{
+use scrip_spec::api::issuer::{
     KeyedTokenRequest, MAX_OPEN_BATCH, OpenRequest, OpenResponse, RequestId,
 };
 use scrip_spec::{
@@ -382,7 +382,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ms(percentile(&latencies, 0.99)),
             ms(latencies.last().copied().unwrap_or_default()),
         );
-        let totals = scrip_ledger::LedgerClient::new(&c.ledger_url)
+        let totals = scrip_common::clients::LedgerClient::new(&c.ledger_url)
             .totals()
             .await?;
         let spent: u64 = totals.keys.iter().map(|k| k.spent).sum();

@@ -85,7 +85,7 @@ impl Consortium {
         let genesis = Genesis {
             ledger_name: "scrip demo consortium".into(),
             ledger_key: ledger_key.id(),
-            created_at: scrip_ledger::service::now(),
+            created_at: scrip_spec::now(),
             operators: names
                 .iter()
                 .zip(&keys)

@@ -3,7 +3,7 @@
 use crate::consortium::Consortium;
 use anyhow::{Context as _, ensure};
 use scrip_client::Wallet;
-use scrip_ledger::LedgerClient;
+use scrip_common::clients::LedgerClient;
 use scrip_redeemer::Mode;
 use scrip_spec::CapacityKind;
 use std::path::Path;
@@ -255,7 +255,7 @@ pub async fn run(dir: &Path, kept: bool) -> anyhow::Result<()> {
         "\n   the wallet holds {} spent tokens and these unspent ones:",
         balance.spent
     );
-    let now = scrip_ledger::service::now();
+    let now = scrip_spec::now();
     for ((kind, until), n) in &balance.unspent {
         println!(
             "   {n} x {kind}, spendable for {} more days",

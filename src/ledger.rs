@@ -56,8 +56,7 @@ pub async fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
             database,
         } => {
             let key = read_key(&key)?;
-            let genesis =
-                GenesisFile::load(&genesis)?.into_genesis(key.id(), scrip_ledger::service::now());
+            let genesis = GenesisFile::load(&genesis)?.into_genesis(key.id(), scrip_spec::now());
             let store = scrip_ledger::connect(&database)
                 .await
                 .with_context(|| "cannot open the database")?;

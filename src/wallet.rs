@@ -116,7 +116,7 @@ pub async fn run(path: PathBuf, cmd: WalletCommand) -> anyhow::Result<()> {
             let plan = if tokens.is_empty() {
                 let kind = CapacityKind::new(&kind)?;
                 let balance = wallet.card_balance(&issuer, &code).await?;
-                let ledger = scrip_ledger::LedgerClient::new(&ledger_url(&wallet).await?);
+                let ledger = scrip_common::clients::LedgerClient::new(&ledger_url(&wallet).await?);
                 let price = ledger
                     .info()
                     .await?
@@ -161,7 +161,7 @@ pub async fn run(path: PathBuf, cmd: WalletCommand) -> anyhow::Result<()> {
                 println!("settled {settled} spend(s) whose outcome was unknown");
             }
             let b = wallet.balance().await?;
-            let now = scrip_ledger::service::now();
+            let now = scrip_spec::now();
             for ((kind, until), n) in &b.unspent {
                 let days = until.saturating_sub(now) / 86_400;
                 let warn = if until.saturating_sub(now) < scrip_client::wallet::EXPIRY_WARNING_SECS

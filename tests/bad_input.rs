@@ -24,14 +24,15 @@ use reqwest::Method;
 use reqwest::header::HeaderValue;
 use scrip::consortium::Consortium;
 use scrip_client::Wallet;
-use scrip_ledger::service::now;
 use scrip_redeemer::Mode;
+use scrip_spec::api::issuer::MAX_OPEN_BATCH;
+use scrip_spec::api::{ErrorAnswer, GenericCode};
 use scrip_spec::encoding::{b64_decode, b64_encode};
-use scrip_spec::issuance::MAX_OPEN_BATCH;
 use scrip_spec::ledger::{
     Action, Checkpoint, Cosignature, EntryBody, Hash32, LedgerRequest, MAX_SPEND_BATCH,
     OperatorInfo, Role, SpendGroup,
 };
+use scrip_spec::now;
 use scrip_spec::{
     CapacityKind, CardCode, Catalog, Nullifier, OperatorKey, Token, TokenKeyId, TokenKeyInfo,
 };
@@ -509,10 +510,11 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
-fn error_code(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Value>(body)
+/// The code of an error answer, read as the generic codes every service shares.
+fn error_code(body: &[u8]) -> Option<GenericCode> {
+    serde_json::from_slice::<ErrorAnswer<GenericCode>>(body)
         .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .map(|a| a.error.code)
 }
 
 /// Whether the body is exactly `{"error": {"code": <non-empty string>, "message": <string>, ...}}`.
@@ -581,7 +583,7 @@ fn judge(case: &Case, answer: &Answer) -> Vec<Problem> {
     }
     if case.parse_error {
         let code = error_code(&answer.body);
-        if code.as_deref() != Some("malformed_request") {
+        if code != Some(GenericCode::MalformedRequest) {
             problems.push(Problem::Array(format!(
                 "a JSON array was read as the request object (answer {} {:?})",
                 answer.status, code
@@ -776,7 +778,11 @@ async fn run_endpoint(ep: Endpoint, shared: reqwest::Client, ips: Arc<AtomicU32>
         let problem = match sent {
             Ok(answer) => {
                 *out.statuses.entry(answer.status).or_default() += 1;
-                let code = error_code(&answer.body).unwrap_or_else(|| "-".into());
+                // The code as sent, for the tally only (service codes are not generic ones).
+                let code = serde_json::from_slice::<Value>(&answer.body)
+                    .ok()
+                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "-".into());
                 *out.codes
                     .entry(format!("{} {code}", answer.status))
                     .or_default() += 1;
@@ -3893,8 +3899,8 @@ async fn a_body_that_never_finishes_gets_408_and_the_connection_closes() {
 }
 
 /// A request head trickled in a byte a second is cut off after
-/// `scrip_ledger::api::HEADER_READ_TIMEOUT` (axum::serve had no such limit: the services now
-/// serve through `scrip_ledger::api::serve`).
+/// `scrip_common::HEADER_READ_TIMEOUT` (axum::serve had no such limit: the services now
+/// serve through `scrip_common::server::serve`).
 #[tokio::test]
 async fn headers_sent_one_byte_a_second_are_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -3931,7 +3937,7 @@ async fn headers_sent_one_byte_a_second_are_cut_off() {
     .await
     .expect("trickle");
     let cut = outcome.expect("the ledger never cut off a client trickling its headers for 45 s");
-    let limit = scrip_ledger::api::HEADER_READ_TIMEOUT;
+    let limit = scrip_common::HEADER_READ_TIMEOUT;
     assert!(
         cut >= limit - Duration::from_secs(1) && cut <= limit + Duration::from_secs(5),
         "cut off after {cut:?}, the limit is {limit:?}"

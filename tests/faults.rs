@@ -16,7 +16,7 @@ mod common;
 
 use common::{Server, free_port, ledger_setup, path, scrip, scrip_ok, serve};
 use scrip_client::Wallet;
-use scrip_spec::issuance::BalanceResponse;
+use scrip_spec::api::issuer::BalanceResponse;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{free_port, ledger_setup, path, scrip, scrip_ok, serve};
-use scrip_spec::issuance::{KeyedTokenRequest, OpenRequest, RequestId};
+use scrip_spec::api::issuer::{KeyedTokenRequest, OpenRequest, RequestId};
 use scrip_spec::{TokenChallenge, TokenKeyInfo, WalletSeed, blind};
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -105,7 +105,7 @@ async fn operator_workflow_and_crash_safety() {
     // Open a card over HTTP.
     let mut server = serve("issuer", &config, &base).await;
     let client = reqwest::Client::new();
-    let keys: scrip_spec::issuance::IssuerKeys = client
+    let keys: scrip_spec::api::issuer::IssuerKeys = client
         .get(format!("{base}/v1/keys"))
         .send()
         .await
@@ -188,7 +188,7 @@ async fn operator_workflow_and_crash_safety() {
     );
 
     scrip_ok(&["issuer", "report", "--config", cfg]);
-    let totals = scrip_ledger::LedgerClient::new(&ledger.base)
+    let totals = scrip_common::clients::LedgerClient::new(&ledger.base)
         .totals()
         .await
         .expect("totals");

@@ -26,8 +26,8 @@
 mod common;
 
 use common::{free_port, ledger_setup, path};
+use scrip_spec::codes::export::ExportFile;
 use scrip_spec::encoding::{b64_decode, b64_encode};
-use scrip_spec::export::ExportFile;
 use scrip_spec::{CardCode, Token, TokenChallenge, TokenKeyInfo, WalletSeed, blind};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

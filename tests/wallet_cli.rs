@@ -152,7 +152,7 @@ async fn init_open_balance_spend_export_restore() {
         std::fs::metadata(&export).expect("e").permissions().mode() & 0o777,
         0o600
     );
-    let file: scrip_spec::export::ExportFile =
+    let file: scrip_spec::codes::export::ExportFile =
         serde_json::from_str(&std::fs::read_to_string(&export).expect("read")).expect("format");
     assert_eq!(file.tokens.len(), 7);
 

@@ -2,8 +2,8 @@
 //! spends.
 
 use scrip_ledger::Ledger;
-use scrip_ledger::service::now;
 use scrip_spec::ledger::{Action, Genesis, Hash32, LedgerRequest, OperatorInfo, Role, SpendGroup};
+use scrip_spec::now;
 use scrip_spec::{
     Catalog, Nullifier, OperatorKey, Signed, TokenKeyId, TokenKeyInfo, TokenSecretKey,
 };

@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-pub mod remote;
 pub mod store;
 pub mod wallet;
 

@@ -120,7 +120,7 @@ impl WalletStore {
             );
         }
         let pool =
-            scrip_ledger::store::durable_pool(SqliteConnectOptions::new().filename(path), true)
+            scrip_common::pool::durable_pool(SqliteConnectOptions::new().filename(path), true)
                 .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })

@@ -6,11 +6,14 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use scrip_ledger::api::{ApiError, ApiJson, finish, metric};
-use scrip_spec::issuance::{
+use scrip_common::metrics::metric;
+use scrip_common::server::{ApiError, ApiJson, finish, health_answer};
+use scrip_spec::api::issuer::IssuerErrorCode as Code;
+use scrip_spec::api::issuer::{
     BalanceRequest, BalanceResponse, IssuerKeys, OpenRequest, OpenResponse, ReplayRequest,
     ReplayResponse,
 };
+use scrip_spec::api::{ErrorDetails, Health};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,39 +48,43 @@ impl From<OpenError> for ApiError {
         use StatusCode as S;
         let msg = e.to_string();
         match e {
-            OpenError::Malformed(_) => ApiError::new(S::BAD_REQUEST, "malformed_request", msg),
-            OpenError::TooLarge(_) => ApiError::new(S::PAYLOAD_TOO_LARGE, "body_too_large", msg),
+            OpenError::Malformed(_) => ApiError::new(S::BAD_REQUEST, Code::MalformedRequest, msg),
+            OpenError::TooLarge(_) => ApiError::new(S::PAYLOAD_TOO_LARGE, Code::BodyTooLarge, msg),
             OpenError::MalformedCode(_) => {
-                ApiError::new(S::BAD_REQUEST, "malformed_card_code", msg)
+                ApiError::new(S::BAD_REQUEST, Code::MalformedCardCode, msg)
             }
-            OpenError::InvalidCard => ApiError::new(S::FORBIDDEN, "invalid_card", msg),
-            OpenError::RequestIdReused => ApiError::new(S::CONFLICT, "request_id_reused", msg),
-            OpenError::UnknownKey { index } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "unknown_key", msg).with("index", index)
-            }
-            OpenError::KeyNotIssuable { index } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "key_not_issuable", msg).with("index", index)
-            }
-            OpenError::KeyMismatch { index } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "key_mismatch", msg).with("index", index)
-            }
-            OpenError::BadBlindedMessage { index } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_request", msg).with("index", index)
-            }
+            OpenError::InvalidCard => ApiError::new(S::FORBIDDEN, Code::InvalidCard, msg),
+            OpenError::RequestIdReused => ApiError::new(S::CONFLICT, Code::RequestIdReused, msg),
+            OpenError::UnknownKey { index } => at_index(Code::UnknownKey, msg, index),
+            OpenError::KeyNotIssuable { index } => at_index(Code::KeyNotIssuable, msg, index),
+            OpenError::KeyMismatch { index } => at_index(Code::KeyMismatch, msg, index),
+            OpenError::BadBlindedMessage { index } => at_index(Code::InvalidRequest, msg, index),
             OpenError::InsufficientCredits { remaining, .. } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "insufficient_credits", msg)
-                    .with("remaining_credits", remaining)
+                ApiError::new(S::UNPROCESSABLE_ENTITY, Code::InsufficientCredits, msg).details(
+                    ErrorDetails {
+                        remaining_credits: Some(remaining),
+                        ..ErrorDetails::default()
+                    },
+                )
             }
             OpenError::Internal(err) => {
                 tracing::error!(error = ?err, "issuer operation failed");
                 ApiError::new(
                     S::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    Code::Unavailable,
                     "the issuer could not complete the request; nothing was charged, retry with the same request id",
                 )
             }
         }
     }
+}
+
+/// A 422 about the request at `index` of the opening.
+fn at_index(code: Code, message: String, index: usize) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).details(ErrorDetails {
+        index: Some(index as u64),
+        ..ErrorDetails::default()
+    })
 }
 
 /// The issuer's routes.
@@ -92,16 +99,15 @@ pub fn router(state: AppState) -> Router {
     finish(routes, MAX_BODY_BYTES, Duration::from_secs(60)).with_state(state)
 }
 
-async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state.issuer.store().outbox().await.map_err(|e| {
-        tracing::error!(error = ?e, "health check failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the database does not answer",
-        )
-    })?;
-    Ok("ok")
+async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let store = match state.issuer.store().outbox().await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = ?e, "health check failed");
+            false
+        }
+    };
+    health_answer(Health::from_checks([("store", store)]))
 }
 
 async fn metrics(State(state): State<AppState>) -> String {
@@ -149,7 +155,7 @@ fn limit(state: &AppState, source: SocketAddr) -> Result<(), ApiError> {
         state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            Code::RateLimited,
             format!("too many failed card attempts; retry in {wait} s"),
         )
         .retry_after(wait));
@@ -222,7 +228,7 @@ async fn replay(
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "unknown_request",
+                Code::UnknownRequest,
                 "no opening has this request id",
             )
         })
@@ -291,7 +297,7 @@ impl Application {
                 }
             }
         });
-        let result = scrip_ledger::api::serve(self.listener, router(self.state), shutdown).await;
+        let result = scrip_common::server::serve(self.listener, router(self.state), shutdown).await;
         background.abort();
         if let Err(e) = issuer.report_issuance().await {
             tracing::warn!(error = ?e, "final issuance report not sent; it stays queued");

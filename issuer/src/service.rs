@@ -2,12 +2,13 @@
 
 use crate::config::IssuerConfig;
 use crate::store::{CommitOutcome, IssuerStore, NewOpening, OnSuccess, OutboxItem, StoredKey};
-use scrip_ledger::LedgerClient;
-use scrip_spec::encoding::{canonical_bytes, from_canonical_bytes};
-use scrip_spec::issuance::{
+use scrip_common::clients::LedgerClient;
+use scrip_spec::api::issuer::{
     BalanceResponse, IssuerKeys, KeyedTokenRequest, MAX_OPEN_BATCH, OpenRequest, OpenResponse,
     ReplayResponse, RequestId,
 };
+use scrip_spec::api::ledger::LedgerErrorCode;
+use scrip_spec::encoding::{canonical_bytes, from_canonical_bytes};
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest};
 use scrip_spec::{
     CardCode, Catalog, OperatorKey, Signed, TokenKeyId, TokenKeyInfo, TokenResponse,
@@ -18,7 +19,7 @@ use std::sync::{Arc, RwLock};
 
 const DAY: u64 = 86_400;
 
-pub use scrip_ledger::service::now;
+pub use scrip_spec::now;
 
 /// A key ready to sign.
 #[derive(Debug)]
@@ -266,7 +267,7 @@ impl Issuer {
             );
             match self.ledger.submit(&request).await {
                 Ok(_) => {}
-                Err(e) if e.code() == Some("replayed_request") => {}
+                Err(e) if e.code() == Some(LedgerErrorCode::ReplayedRequest) => {}
                 Err(e) => {
                     // An earlier run's announcement may have landed without this store
                     // hearing of it: the ledger's directory says.
@@ -406,8 +407,8 @@ impl Issuer {
         for _ in 0..2 {
             match self.ledger.submit(&request).await {
                 Ok(_) => {}
-                Err(e) if e.code() == Some("replayed_request") => {}
-                Err(e) if e.code() == Some("stale_request") => {
+                Err(e) if e.code() == Some(LedgerErrorCode::ReplayedRequest) => {}
+                Err(e) if e.code() == Some(LedgerErrorCode::StaleRequest) => {
                     request = self.sign(request.payload.action.clone(), now());
                     self.store
                         .update_outbox(item.id, &serde_json::to_string(&request)?)
@@ -453,7 +454,7 @@ impl Issuer {
             .store
             .card(&code.storage_hash())
             .await?
-            .filter(|c| c.state != scrip_spec::issuance::CardState::Minted)
+            .filter(|c| c.state != scrip_spec::api::issuer::CardState::Minted)
             .ok_or(OpenError::InvalidCard)?;
         Ok(BalanceResponse {
             state: card.state,
@@ -510,7 +511,7 @@ impl Issuer {
         let card = card.ok_or(OpenError::InvalidCard)?;
         if !matches!(
             card.state,
-            scrip_spec::issuance::CardState::Active | scrip_spec::issuance::CardState::Opened
+            scrip_spec::api::issuer::CardState::Active | scrip_spec::api::issuer::CardState::Opened
         ) {
             return Err(OpenError::InvalidCard);
         }

@@ -423,13 +423,9 @@ impl Auditor {
                 self.spends_outside_window
             ));
         }
-        let now = crate::service::now();
+        let now = scrip_spec::now();
         let mut live: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for k in state
-            .keys
-            .values()
-            .filter(|k| !k.revoked && now <= k.info.redeem_until)
-        {
+        for k in state.keys.values().filter(|k| k.is_live(now)) {
             *live
                 .entry((k.info.issuer.clone(), k.info.kind.to_string()))
                 .or_default() += 1;
@@ -514,11 +510,15 @@ pub fn audit(entries: &[LogEntry]) -> Result<AuditReport, Tampering> {
 }
 
 /// Reads the whole log from a ledger over HTTP.
-pub async fn fetch_log(client: &crate::LedgerClient) -> Result<Vec<LogEntry>, crate::ClientError> {
+pub async fn fetch_log(
+    client: &scrip_common::clients::LedgerClient,
+) -> Result<Vec<LogEntry>, scrip_common::clients::LedgerClientError> {
     let mut entries = Vec::new();
     let mut from = 0;
     loop {
-        let page = client.log(from, crate::http::MAX_LOG_PAGE).await?;
+        let page = client
+            .log(from, scrip_spec::api::ledger::MAX_LOG_PAGE)
+            .await?;
         entries.extend(page.entries);
         match page.next {
             Some(n) => from = n,

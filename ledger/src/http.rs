@@ -1,7 +1,6 @@
 //! The ledger's HTTP API (axum): JSON in and out, errors as
 //! `{"error": {"code": "...", "message": "..."}}`.
 
-use crate::api::{ApiError, ApiJson, finish, metric};
 use crate::config::LedgerConfig;
 use crate::rules::Refusal;
 use crate::service::{Ledger, LedgerError};
@@ -10,18 +9,22 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use scrip_common::metrics::metric;
+use scrip_common::server::{ApiError, ApiJson, finish, health_answer, malformed_query};
+use scrip_spec::api::Health;
+use scrip_spec::api::ledger::{
+    CheckpointView, KeyDirectory, KeyFilter, LedgerErrorCode as Code, LedgerInfo, LogPage,
+    LogRange, MAX_LOG_PAGE, NullifierStatus, Receipt, SpendStatus,
+};
 use scrip_spec::encoding::b64_decode;
 use scrip_spec::ledger::{Cosignature, LedgerRequest};
-use scrip_spec::{CapacityKind, Nullifier, OperatorKey, Signed};
-use serde::{Deserialize, Serialize};
+use scrip_spec::{Nullifier, OperatorKey, Signed};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Largest request body: a spend of 10,000 nullifiers in JSON is about 500 KB.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
-/// Most entries one log page returns.
-pub const MAX_LOG_PAGE: u32 = 1000;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -48,14 +51,14 @@ impl From<LedgerError> for ApiError {
         match err {
             LedgerError::Refused(r) => {
                 let (status, code) = match &r {
-                    Refusal::UnknownOperator { .. } => (S::UNAUTHORIZED, "unknown_operator"),
-                    Refusal::BadSignature => (S::UNAUTHORIZED, "bad_signature"),
-                    Refusal::Stale { .. } => (S::UNAUTHORIZED, "stale_request"),
-                    Refusal::WrongLedger => (S::FORBIDDEN, "wrong_ledger"),
-                    Refusal::Forbidden { .. } => (S::FORBIDDEN, "forbidden"),
-                    Refusal::Replayed => (S::CONFLICT, "replayed_request"),
-                    Refusal::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "batch_too_large"),
-                    Refusal::Invalid { .. } => (S::UNPROCESSABLE_ENTITY, "invalid_request"),
+                    Refusal::UnknownOperator { .. } => (S::UNAUTHORIZED, Code::UnknownOperator),
+                    Refusal::BadSignature => (S::UNAUTHORIZED, Code::BadSignature),
+                    Refusal::Stale { .. } => (S::UNAUTHORIZED, Code::StaleRequest),
+                    Refusal::WrongLedger => (S::FORBIDDEN, Code::WrongLedger),
+                    Refusal::Forbidden { .. } => (S::FORBIDDEN, Code::Forbidden),
+                    Refusal::Replayed => (S::CONFLICT, Code::ReplayedRequest),
+                    Refusal::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, Code::BatchTooLarge),
+                    Refusal::Invalid { .. } => (S::UNPROCESSABLE_ENTITY, Code::InvalidRequest),
                 };
                 ApiError::new(status, code, r.to_string())
             }
@@ -64,7 +67,7 @@ impl From<LedgerError> for ApiError {
                 tracing::error!(error = ?other, "ledger operation failed");
                 ApiError::new(
                     S::SERVICE_UNAVAILABLE,
-                    "ledger_unavailable",
+                    Code::LedgerUnavailable,
                     "the ledger could not complete the request; nothing was changed, retry later",
                 )
             }
@@ -88,10 +91,10 @@ pub fn router(state: AppState) -> Router {
     finish(routes, MAX_BODY_BYTES, Duration::from_secs(30)).with_state(state)
 }
 
-async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     // Healthy means the database answers, not just that the process runs.
-    state.ledger.totals().await?;
-    Ok("ok")
+    let store = state.ledger.totals().await.is_ok();
+    health_answer(Health::from_checks([("store", store)]))
 }
 
 async fn metrics(State(state): State<AppState>) -> String {
@@ -139,14 +142,14 @@ async fn metrics(State(state): State<AppState>) -> String {
     .concat()
 }
 
-async fn info(State(state): State<AppState>) -> Json<crate::service::LedgerInfo> {
+async fn info(State(state): State<AppState>) -> Json<LedgerInfo> {
     Json(state.ledger.info().await)
 }
 
 async fn submit(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<Signed<LedgerRequest>>,
-) -> Result<Json<crate::service::Receipt>, ApiError> {
+) -> Result<Json<Receipt>, ApiError> {
     let m = &state.metrics;
     // The append runs in its own task: if the client goes away or the request times out, the
     // append still finishes (or fails) as a whole, and the ledger's head stays in step.
@@ -163,7 +166,7 @@ async fn submit(
             let accepted = receipt
                 .spends
                 .iter()
-                .filter(|s| s.status == crate::service::SpendStatus::Accepted)
+                .filter(|s| s.status == SpendStatus::Accepted)
                 .count() as u64;
             m.requests_accepted.fetch_add(1, Ordering::Relaxed);
             m.nullifiers_accepted.fetch_add(accepted, Ordering::Relaxed);
@@ -182,23 +185,6 @@ async fn submit(
     }
 }
 
-/// A nullifier's status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum NullifierStatus {
-    /// Not in the spent set.
-    Unspent,
-    /// Spent.
-    Spent {
-        /// When.
-        spent_at: u64,
-        /// By which operator.
-        spent_by: String,
-        /// In which entry.
-        seq: u64,
-    },
-}
-
 async fn nullifier(
     State(state): State<AppState>,
     Path(text): Path<String>,
@@ -209,7 +195,7 @@ async fn nullifier(
     let Some(bytes) = bytes else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "malformed_nullifier",
+            Code::MalformedNullifier,
             "a nullifier is 32 bytes in unpadded base64url (43 characters)",
         ));
     };
@@ -225,63 +211,24 @@ async fn nullifier(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyFilter {
-    issuer: Option<String>,
-    kind: Option<String>,
-}
-
-/// The key directory's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyDirectory {
-    /// Keys, oldest first.
-    pub keys: Vec<crate::store::KeyRecord>,
-}
-
 async fn keys(
     State(state): State<AppState>,
     filter: Result<Query<KeyFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<KeyDirectory>, ApiError> {
-    let Query(filter) = filter
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_query", e.body_text()))?;
-    let kind = filter
-        .kind
-        .as_deref()
-        .map(CapacityKind::new)
-        .transpose()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_query", e.to_string()))?;
+    let Query(filter) = filter.map_err(|e| malformed_query(e.body_text()))?;
     Ok(Json(KeyDirectory {
         keys: state
             .ledger
-            .keys(filter.issuer.as_deref(), kind.as_ref())
+            .keys(filter.issuer.as_deref(), filter.kind.as_ref())
             .await,
     }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogRange {
-    #[serde(default)]
-    from: u64,
-    limit: Option<u32>,
-}
-
-/// A page of the log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LogPage {
-    /// Entries in order.
-    pub entries: Vec<scrip_spec::ledger::LogEntry>,
-    /// Where the next page starts, if the log goes on.
-    pub next: Option<u64>,
 }
 
 async fn log(
     State(state): State<AppState>,
     range: Result<Query<LogRange>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<LogPage>, ApiError> {
-    let Query(range) = range
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_query", e.body_text()))?;
+    let Query(range) = range.map_err(|e| malformed_query(e.body_text()))?;
     let limit = range.limit.unwrap_or(MAX_LOG_PAGE).clamp(1, MAX_LOG_PAGE);
     let entries = state.ledger.entries(range.from, limit).await?;
     let next = (entries.len() == limit as usize)
@@ -296,9 +243,7 @@ async fn totals(
     Ok(Json(state.ledger.totals().await?))
 }
 
-async fn checkpoint(
-    State(state): State<AppState>,
-) -> Result<Json<crate::service::CheckpointView>, ApiError> {
+async fn checkpoint(State(state): State<AppState>) -> Result<Json<CheckpointView>, ApiError> {
     state
         .ledger
         .latest_checkpoint()
@@ -307,7 +252,7 @@ async fn checkpoint(
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "no_checkpoint",
+                Code::NoCheckpoint,
                 "no checkpoint has been made yet",
             )
         })
@@ -390,7 +335,7 @@ impl Application {
                 }
             }
         });
-        let result = crate::api::serve(self.listener, router(self.state), shutdown).await;
+        let result = scrip_common::server::serve(self.listener, router(self.state), shutdown).await;
         checkpoints.abort();
         if let Err(e) = ledger.checkpoint().await {
             tracing::error!(error = ?e, "final checkpoint failed");

@@ -1,7 +1,8 @@
 //! The rules every entry must satisfy, as pure functions over the ledger's state. The ledger
 //! applies them before appending, and an auditor replaying the log applies the same ones.
 
-use crate::store::{Effect, KeyRecord, Snapshot};
+use crate::store::{Effect, Snapshot};
+use scrip_spec::api::ledger::{KeyRecord, SpendRefusal};
 use scrip_spec::ledger::{
     Action, Genesis, Hash32, LedgerRequest, MAX_CLOCK_SKEW, MAX_LIVE_KEYS, MAX_SPEND_BATCH,
     OperatorInfo, Role, SpendGroup,
@@ -69,20 +70,6 @@ fn invalid(reason: impl Into<String>) -> Refusal {
     Refusal::Invalid {
         reason: reason.into(),
     }
-}
-
-/// Why one nullifier of a spend was refused before reaching the spent set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SpendRefusal {
-    /// The key is not announced on this ledger.
-    UnknownKey,
-    /// The key is revoked.
-    KeyRevoked,
-    /// The spend is outside the key's redemption window.
-    NotRedeemable,
-    /// The nullifier appears earlier in the same request.
-    DuplicateInRequest,
 }
 
 /// The ledger's state: what the rules need to judge the next entry.
@@ -168,12 +155,7 @@ impl LedgerState {
     pub fn live_keys(&self, issuer: &str, kind: &scrip_spec::CapacityKind, now: u64) -> usize {
         self.keys
             .values()
-            .filter(|k| {
-                !k.revoked
-                    && k.info.issuer == issuer
-                    && &k.info.kind == kind
-                    && now <= k.info.redeem_until
-            })
+            .filter(|k| k.is_live(now) && k.info.issuer == issuer && &k.info.kind == kind)
             .count()
     }
 

@@ -1,24 +1,18 @@
 //! The ledger itself: judges requests, appends entries, answers queries. One writer at a
 //! time (the hash chain is a sequence), any number of readers.
 
-use crate::rules::{LedgerState, Refusal, SpendRefusal};
-use crate::store::{AppendOutcome, Effect, FirstSpend, KeyRecord, Store, StoreError};
+use crate::rules::{LedgerState, Refusal};
+use crate::store::{AppendOutcome, Effect, FirstSpend, Store, StoreError};
+use scrip_spec::api::ledger::{
+    CheckpointView, KeyRecord, LedgerInfo, Receipt, SpendRefusal, SpendResult, SpendStatus,
+};
 use scrip_spec::ledger::{
     Checkpoint, Cosignature, EntryBody, Genesis, Hash32, LedgerRequest, LogEntry, Pruned, Totals,
     prune_commitment,
 };
 use scrip_spec::{CapacityKind, Nullifier, OperatorKey, Signed, TokenKeyId, UnixSeconds};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::Mutex;
-
-/// Seconds since the Unix epoch, from the system clock.
-pub fn now() -> UnixSeconds {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,76 +29,6 @@ pub enum LedgerError {
     /// The database already holds a ledger.
     #[error("the database already holds a ledger")]
     AlreadyInitialized,
-}
-
-/// The outcome of one nullifier of a spend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum SpendStatus {
-    /// Spent now, by this request.
-    Accepted,
-    /// Spent before.
-    AlreadySpent {
-        /// When it was first spent.
-        first_spent_at: UnixSeconds,
-        /// The operator that first spent it.
-        first_spent_by: String,
-        /// The entry that spent it.
-        seq: u64,
-    },
-    /// Refused by the key checks.
-    Refused {
-        /// Why.
-        reason: SpendRefusal,
-    },
-}
-
-/// One nullifier's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpendResult {
-    /// The nullifier.
-    pub nullifier: Nullifier,
-    /// What happened to it.
-    #[serde(flatten)]
-    pub status: SpendStatus,
-}
-
-/// The answer to an accepted request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Receipt {
-    /// The entry appended, if any (a spend of nothing new appends nothing).
-    pub seq: Option<u64>,
-    /// Its hash.
-    pub entry_hash: Option<Hash32>,
-    /// Per nullifier, for spends, in request order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub spends: Vec<SpendResult>,
-}
-
-/// What anyone may know about the ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerInfo {
-    /// The ledger id requests must name.
-    pub ledger_id: Hash32,
-    /// The genesis.
-    pub genesis: Genesis,
-    /// Current members.
-    pub operators: Vec<scrip_spec::ledger::OperatorInfo>,
-    /// Current catalog.
-    pub catalog: scrip_spec::Catalog,
-    /// Last entry.
-    pub head_seq: u64,
-    /// Its hash.
-    pub head_hash: Hash32,
-}
-
-/// The latest checkpoint with its cosignatures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointView {
-    /// The checkpoint entry.
-    pub entry: LogEntry,
-    /// Operators' cosignatures of it.
-    pub cosignatures: Vec<Signed<Cosignature>>,
 }
 
 /// Where the ledger reads the time: the system clock, or a test's clock.
@@ -155,7 +79,7 @@ impl Ledger {
             store,
             key,
             state: Mutex::new(LedgerState::from_genesis(genesis, (0, hash))),
-            clock: Arc::new(now),
+            clock: Arc::new(scrip_spec::now),
         })
     }
 
@@ -172,7 +96,7 @@ impl Ledger {
             store,
             key,
             state: Mutex::new(LedgerState::from_snapshot(snapshot)),
-            clock: Arc::new(now),
+            clock: Arc::new(scrip_spec::now),
         })
     }
 

@@ -7,6 +7,7 @@
 //!   `chunk-256k`, `chunk-1m`, `chunk-4m`) → `201`. Chunks are deleted after their retention
 //!   (48 hours by default).
 //! - `GET /chunks/{id}` → the bytes.
+//! - `GET /healthz` → whether the sidecar answers and the data directory is there.
 //!
 //! The relay never sees a token and never logs a grant code.
 
@@ -16,8 +17,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use scrip_ledger::api::finish;
-use serde_json::json;
+use scrip_common::clients::{ClientError, Http, RedeemerClient};
+use scrip_common::server::{ApiError, finish, health_answer};
+use scrip_spec::api::Health;
+use scrip_spec::api::relay::{ChunkStored, QueueCreated, RelayErrorCode as Code};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,15 +55,11 @@ pub struct RelayConfig {
 #[derive(Debug, Clone)]
 struct Relay {
     config: Arc<RelayConfig>,
-    http: reqwest::Client,
+    sidecar: RedeemerClient,
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+fn error(status: StatusCode, code: impl scrip_spec::api::ErrorCode, message: &str) -> Response {
+    ApiError::new(status, code, message).into_response()
 }
 
 impl Relay {
@@ -73,41 +72,35 @@ impl Relay {
             .ok_or_else(|| {
                 error(
                     StatusCode::UNAUTHORIZED,
-                    "grant_required",
+                    Code::GrantRequired,
                     "send Authorization: Bearer <grant>",
                 )
             })?;
-        let resp = self
-            .http
-            .post(format!("{}/v1/grants/consume", self.config.sidecar))
-            .json(&json!({"grant": grant, "kind": kind}))
-            .send()
-            .await
-            .map_err(|_| {
+        match self.sidecar.consume(grant, kind).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::Refused {
+                status,
+                error: refusal,
+                ..
+            }) => {
+                // Log the refusal, never the grant.
+                tracing::info!(status, code = %refusal.code, kind, "grant refused");
+                let status = if status >= 500 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                Err(error(status, refusal.code, "the grant was refused"))
+            }
+            Err(_) => {
                 tracing::error!("the redeemer sidecar is unreachable");
-                error(
+                Err(error(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    Code::Unavailable,
                     "cannot check the grant now; retry",
-                )
-            })?;
-        if resp.status().is_success() {
-            return Ok(());
+                ))
+            }
         }
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        let code = body["error"]["code"]
-            .as_str()
-            .unwrap_or("refused")
-            .to_owned();
-        // Log the refusal, never the grant.
-        tracing::info!(%status, code, kind, "grant refused");
-        let status = if status.is_server_error() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::FORBIDDEN
-        };
-        Err(error(status, &code, "the grant was refused"))
     }
 }
 
@@ -134,11 +127,11 @@ async fn create_queue(State(relay): State<Relay>, headers: HeaderMap) -> Respons
         tracing::error!(error = %e, "cannot create queue");
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "storage",
+            Code::Storage,
             "cannot create the queue",
         );
     }
-    (StatusCode::CREATED, Json(json!({"queue_id": id}))).into_response()
+    (StatusCode::CREATED, Json(QueueCreated { queue_id: id })).into_response()
 }
 
 async fn put_chunk(
@@ -150,14 +143,14 @@ async fn put_chunk(
     if !valid_id(&id) {
         return error(
             StatusCode::BAD_REQUEST,
-            "bad_id",
+            Code::BadId,
             "a chunk id is 22 base64url characters",
         );
     }
     let Some(kind) = chunk_kind(body.len()) else {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            Code::TooLarge,
             "chunks are at most 4 MiB",
         );
     };
@@ -165,7 +158,7 @@ async fn put_chunk(
     if tokio::fs::try_exists(&path).await.unwrap_or(false) {
         return error(
             StatusCode::CONFLICT,
-            "exists",
+            Code::Exists,
             "a chunk with this id exists",
         );
     }
@@ -176,13 +169,16 @@ async fn put_chunk(
         tracing::error!(error = %e, "cannot store chunk");
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "storage",
+            Code::Storage,
             "cannot store the chunk",
         );
     }
     (
         StatusCode::CREATED,
-        Json(json!({"chunk_id": id, "kind": kind})),
+        Json(ChunkStored {
+            chunk_id: id,
+            kind: kind.to_owned(),
+        }),
     )
         .into_response()
 }
@@ -191,7 +187,7 @@ async fn get_chunk(State(relay): State<Relay>, Path(id): Path<String>) -> Respon
     if !valid_id(&id) {
         return error(
             StatusCode::BAD_REQUEST,
-            "bad_id",
+            Code::BadId,
             "a chunk id is 22 base64url characters",
         );
     }
@@ -199,7 +195,7 @@ async fn get_chunk(State(relay): State<Relay>, Path(id): Path<String>) -> Respon
         Ok(bytes) => bytes.into_response(),
         Err(_) => error(
             StatusCode::NOT_FOUND,
-            "not_found",
+            Code::NotFound,
             "no such chunk (or expired)",
         ),
     }
@@ -219,19 +215,27 @@ pub fn sweep(config: &RelayConfig) -> std::io::Result<usize> {
     Ok(deleted)
 }
 
+async fn healthz(State(relay): State<Relay>) -> (StatusCode, Json<Health>) {
+    let sidecar = relay.sidecar.health().await.is_ok_and(|h| h.is_ok());
+    let storage = tokio::fs::try_exists(relay.config.data_dir.join("chunks"))
+        .await
+        .unwrap_or(false);
+    health_answer(Health::from_checks([
+        ("sidecar", sidecar),
+        ("storage", storage),
+    ]))
+}
+
 /// The relay's routes; creates its directories.
 pub fn router(config: RelayConfig) -> std::io::Result<Router> {
     std::fs::create_dir_all(config.data_dir.join("queues"))?;
     std::fs::create_dir_all(config.data_dir.join("chunks"))?;
     let relay = Relay {
+        sidecar: RedeemerClient::on(&config.sidecar, Http::new(Duration::from_secs(10))),
         config: Arc::new(config),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .pool_idle_timeout(scrip_ledger::api::CLIENT_POOL_IDLE_TIMEOUT)
-            .build()
-            .unwrap_or_default(),
     };
     let routes = Router::new()
+        .route("/healthz", get(healthz))
         .route("/queues", post(create_queue))
         .route("/chunks/{id}", get(get_chunk).put(put_chunk));
     // A 4 MiB chunk at a slow client's pace still arrives well within a minute.
@@ -258,7 +262,7 @@ pub async fn serve(
             }
         }
     });
-    let result = scrip_ledger::api::serve(listener, app, shutdown).await;
+    let result = scrip_common::server::serve(listener, app, shutdown).await;
     sweeper.abort();
     result
 }

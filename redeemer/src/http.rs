@@ -6,10 +6,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use scrip_ledger::api::{ApiError, ApiJson, finish};
+use scrip_common::server::{ApiError, ApiJson, finish, health_answer};
+use scrip_spec::api::redeemer::{
+    ConsumeRequest, ConsumeResponse, RedeemRequest, RedeemResponse, RedeemerErrorCode as Code,
+};
+use scrip_spec::api::{ErrorDetails, Health};
 use scrip_spec::{CapacityKind, Token};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,34 +25,36 @@ impl From<RedeemError> for ApiError {
         let message = e.to_string();
         match e {
             RedeemError::UnknownKey => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "unknown_key", message)
+                ApiError::new(S::UNPROCESSABLE_ENTITY, Code::UnknownKey, message)
             }
             RedeemError::KeyNotRedeemable => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "key_not_redeemable", message)
+                ApiError::new(S::UNPROCESSABLE_ENTITY, Code::KeyNotRedeemable, message)
             }
             RedeemError::WrongKind { .. } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "wrong_kind", message)
+                ApiError::new(S::UNPROCESSABLE_ENTITY, Code::WrongKind, message)
             }
             RedeemError::WrongChallenge => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "wrong_challenge", message)
+                ApiError::new(S::UNPROCESSABLE_ENTITY, Code::WrongChallenge, message)
             }
             RedeemError::InvalidSignature => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_signature", message)
+                ApiError::new(S::UNPROCESSABLE_ENTITY, Code::InvalidSignature, message)
             }
             RedeemError::AlreadySpent {
                 first_spent_at,
                 first_spent_by,
-            } => ApiError::new(S::CONFLICT, "already_spent", message)
-                .with("first_spent_at", first_spent_at)
-                .with("first_spent_by", first_spent_by),
+            } => ApiError::new(S::CONFLICT, Code::AlreadySpent, message).details(ErrorDetails {
+                first_spent_at: Some(first_spent_at),
+                first_spent_by: Some(first_spent_by),
+                ..ErrorDetails::default()
+            }),
             RedeemError::LedgerUnavailable => {
-                ApiError::new(S::SERVICE_UNAVAILABLE, "ledger_unavailable", message)
+                ApiError::new(S::SERVICE_UNAVAILABLE, Code::LedgerUnavailable, message)
             }
             RedeemError::Internal(err) => {
                 tracing::error!(error = ?err, "redemption failed");
                 ApiError::new(
                     S::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    Code::Unavailable,
                     "the redeemer could not complete the request; ask the ledger for the token's status before retrying",
                 )
             }
@@ -63,19 +67,21 @@ impl From<ConsumeError> for ApiError {
         use StatusCode as S;
         let message = e.to_string();
         match e {
-            ConsumeError::Malformed(_) => ApiError::new(S::BAD_REQUEST, "malformed_grant", message),
-            ConsumeError::Unknown => ApiError::new(S::NOT_FOUND, "unknown_grant", message),
-            ConsumeError::Revoked => ApiError::new(S::FORBIDDEN, "grant_revoked", message),
-            ConsumeError::Used => ApiError::new(S::CONFLICT, "grant_used", message),
-            ConsumeError::Expired => ApiError::new(S::GONE, "grant_expired", message),
+            ConsumeError::Malformed(_) => {
+                ApiError::new(S::BAD_REQUEST, Code::MalformedGrant, message)
+            }
+            ConsumeError::Unknown => ApiError::new(S::NOT_FOUND, Code::UnknownGrant, message),
+            ConsumeError::Revoked => ApiError::new(S::FORBIDDEN, Code::GrantRevoked, message),
+            ConsumeError::Used => ApiError::new(S::CONFLICT, Code::GrantUsed, message),
+            ConsumeError::Expired => ApiError::new(S::GONE, Code::GrantExpired, message),
             ConsumeError::WrongKind { .. } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "wrong_kind", message)
+                ApiError::new(S::UNPROCESSABLE_ENTITY, Code::WrongKind, message)
             }
             ConsumeError::Internal(err) => {
                 tracing::error!(error = ?err, "consume failed");
                 ApiError::new(
                     S::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    Code::Unavailable,
                     "the redeemer could not check the grant; retry",
                 )
             }
@@ -83,40 +89,14 @@ impl From<ConsumeError> for ApiError {
     }
 }
 
-/// `POST /v1/redeem` body.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedeemRequest {
-    /// The token, base64url.
-    pub token: String,
-    /// The capacity asked for.
-    pub kind: String,
-}
-
-/// `POST /v1/redeem` answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RedeemResponse {
-    /// The grant code.
-    pub grant: String,
-    /// Its kind.
-    pub kind: CapacityKind,
-    /// Its expiry.
-    pub expires_at: u64,
-}
-
-/// `POST /v1/grants/consume` body.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsumeRequest {
-    /// The grant code.
-    pub grant: String,
-    /// The capacity the relay is about to give.
-    pub kind: String,
-}
-
 fn parse_kind(kind: &str) -> Result<CapacityKind, ApiError> {
-    CapacityKind::new(kind)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string()))
+    CapacityKind::new(kind).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Code::MalformedRequest,
+            e.to_string(),
+        )
+    })
 }
 
 async fn redeem(
@@ -126,7 +106,7 @@ async fn redeem(
     let token = scrip_spec::encoding::b64_decode(&request.token)
         .map_err(|_| "the token is not unpadded base64url".to_owned())
         .and_then(|b| Token::from_bytes(&b).map_err(|e| e.to_string()))
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "malformed_token", m))?;
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, Code::MalformedToken, m))?;
     let kind = parse_kind(&request.kind)?;
     // Its own task: a client that goes away cannot cut a spend between ledger and grant.
     let task = tokio::spawn(async move {
@@ -146,23 +126,21 @@ async fn redeem(
 async fn consume(
     State(redeemer): State<Arc<Redeemer>>,
     ApiJson(request): ApiJson<ConsumeRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConsumeResponse>, ApiError> {
     let kind = parse_kind(&request.kind)?;
     redeemer.consume(&request.grant, &kind).await?;
-    Ok(Json(json!({"ok": true, "kind": kind})))
+    Ok(Json(ConsumeResponse { ok: true, kind }))
 }
 
-async fn healthz(State(redeemer): State<Arc<Redeemer>>) -> (StatusCode, Json<Value>) {
+async fn healthz(State(redeemer): State<Arc<Redeemer>>) -> (StatusCode, Json<Health>) {
     let store = redeemer.store().ping().await.is_ok();
     let ledger = redeemer.ledger_reachable().await;
     // Strict mode cannot grant without the ledger; optimistic mode can, for a while.
-    let ok = store && (ledger || redeemer.config().mode == crate::config::Mode::Optimistic);
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(json!({"store": store, "ledger": ledger})))
+    let mut health = Health::from_checks([("store", store), ("ledger", ledger)]);
+    if store && redeemer.config().mode == crate::config::Mode::Optimistic {
+        health.status = scrip_spec::api::HealthStatus::Ok;
+    }
+    health_answer(health)
 }
 
 async fn metrics(State(redeemer): State<Arc<Redeemer>>) -> String {
@@ -299,7 +277,8 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let redeemer = self.redeemer.clone();
-        let result = scrip_ledger::api::serve(self.listener, router(self.redeemer), shutdown).await;
+        let result =
+            scrip_common::server::serve(self.listener, router(self.redeemer), shutdown).await;
         if redeemer.config().mode == crate::config::Mode::Optimistic
             && let Err(e) = redeemer.flush_pending().await
         {

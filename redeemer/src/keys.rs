@@ -1,7 +1,7 @@
 //! The key directory, cached from the ledger: refreshed on a schedule and when a token names
 //! a key not yet known (at most once a second, so random key ids cannot flood the ledger).
 
-use scrip_ledger::{ClientError, LedgerClient};
+use scrip_common::clients::{LedgerClient, LedgerClientError as ClientError};
 use scrip_spec::{TokenChallenge, TokenKeyId, TokenKeyInfo};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -5,7 +5,8 @@ use crate::grant_writer::GrantWriter;
 use crate::keys::KeyCache;
 use crate::spend::{Batcher, SpendFailure, SpendOutcome, Spender};
 use crate::store::{ConsumeOutcome, History, NewGrant, RedeemerStore};
-use scrip_ledger::LedgerClient;
+use scrip_common::clients::LedgerClient;
+use scrip_spec::api::ledger::SpendRefusal;
 use scrip_spec::{
     CapacityKind, GrantCode, OperatorKey, Token, UnixSeconds, verify_token_with_digest,
 };
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use scrip_ledger::service::now;
+pub use scrip_spec::now;
 
 /// A grant handed to the wallet (and by it to the relay).
 #[derive(Debug, Clone)]
@@ -287,7 +288,8 @@ impl Redeemer {
                 SpendOutcome::AlreadySpent { first_spent_by, .. } => {
                     Some(format!("already spent by {first_spent_by}"))
                 }
-                SpendOutcome::Refused(reason) => Some(reason.clone()),
+                SpendOutcome::Refused(Some(reason)) => Some(format!("refused: {reason:?}")),
+                SpendOutcome::Refused(None) => Some("refused: no answer for it".to_owned()),
             };
             if let Some(refused_because) = refusal {
                 let used = self.store.revoke_nullifier(n).await?;
@@ -369,8 +371,8 @@ impl Redeemer {
                         first = (first_spent_at, first_spent_by);
                     }
                     Ok(SpendOutcome::Refused(reason)) => {
-                        return Err(match reason.as_str() {
-                            "not_redeemable" => RedeemError::KeyNotRedeemable,
+                        return Err(match reason {
+                            Some(SpendRefusal::NotRedeemable) => RedeemError::KeyNotRedeemable,
                             _ => RedeemError::UnknownKey,
                         });
                     }

@@ -2,7 +2,8 @@
 //! (bounded wait, bounded size), with retries that never lose track of a spend whose answer
 //! was lost.
 
-use scrip_ledger::{ClientError, LedgerClient, SpendStatus};
+use scrip_common::clients::{ClientError, LedgerClient};
+use scrip_spec::api::ledger::{LedgerErrorCode, SpendRefusal, SpendStatus};
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
 use scrip_spec::{Nullifier, OperatorKey, TokenKeyId, UnixSeconds};
 use std::collections::HashMap;
@@ -23,8 +24,8 @@ pub enum SpendOutcome {
         /// By which operator.
         first_spent_by: String,
     },
-    /// The ledger refused it (`unknown_key`, `key_revoked`, `not_redeemable`).
-    Refused(String),
+    /// The ledger refused it by the key checks; `None` if the receipt left it out.
+    Refused(Option<SpendRefusal>),
 }
 
 /// The ledger could not decide.
@@ -35,7 +36,7 @@ pub enum SpendFailure {
     Unavailable,
     /// The ledger refused the whole request (a configuration problem, such as a missing role).
     #[error("the ledger refused the spend request: {0}")]
-    Refused(String),
+    Refused(LedgerErrorCode),
 }
 
 /// Who spends and where.
@@ -72,7 +73,7 @@ impl Spender {
                 }),
             }
         }
-        let started = scrip_ledger::service::now();
+        let started = scrip_spec::now();
         let mut maybe_sent = false;
         let mut backoff = Duration::from_millis(50);
         for attempt in 0..ATTEMPTS {
@@ -82,7 +83,7 @@ impl Spender {
             }
             let request = self.operator.sign(LedgerRequest::new(
                 self.ledger_id,
-                scrip_ledger::service::now(),
+                scrip_spec::now(),
                 Action::Spend {
                     groups: groups.clone(),
                 },
@@ -116,13 +117,10 @@ impl Spender {
                                     }
                                 }
                             }
-                            Some(SpendStatus::Refused { reason }) => SpendOutcome::Refused(
-                                serde_json::to_value(reason)
-                                    .ok()
-                                    .and_then(|v| v.as_str().map(str::to_owned))
-                                    .unwrap_or_else(|| "refused".into()),
-                            ),
-                            None => SpendOutcome::Refused("no_answer".into()),
+                            Some(SpendStatus::Refused { reason }) => {
+                                SpendOutcome::Refused(Some(*reason))
+                            }
+                            None => SpendOutcome::Refused(None),
                         })
                         .collect();
                     return Ok(outcomes);
@@ -134,11 +132,13 @@ impl Spender {
                     }
                     tracing::warn!(attempt, "ledger unreachable while spending");
                 }
-                Err(ClientError::Refused { status, code, .. }) if status >= 500 => {
+                Err(ClientError::Refused { status, error, .. }) if status >= 500 => {
                     maybe_sent = true;
-                    tracing::warn!(attempt, code, "ledger failed while spending");
+                    tracing::warn!(attempt, code = %error.code, "ledger failed while spending");
                 }
-                Err(ClientError::Refused { code, .. }) => return Err(SpendFailure::Refused(code)),
+                Err(ClientError::Refused { error, .. }) => {
+                    return Err(SpendFailure::Refused(error.code));
+                }
                 Err(ClientError::BadAnswer { .. }) => maybe_sent = true,
             }
         }
@@ -242,7 +242,7 @@ async fn settle(spender: &Spender, jobs: Vec<Job>) {
                 Ok(outcomes) if j == 0 => Ok(outcomes[i].clone()),
                 Ok(outcomes) if outcomes[i] == SpendOutcome::Accepted => {
                     Ok(SpendOutcome::AlreadySpent {
-                        first_spent_at: scrip_ledger::service::now(),
+                        first_spent_at: scrip_spec::now(),
                         first_spent_by: spender.name.clone(),
                     })
                 }

@@ -162,7 +162,7 @@ impl RedeemerStore {
         // path (the wallet presents the token again; this redeemer spent it, has no consumed
         // grant for it, and grants anew). Per-grant fsync capped redemptions at about 1,100/s
         // on the development machine.
-        let pool = scrip_ledger::store::durable_pool(options, fsync_each_commit).await?;
+        let pool = scrip_common::pool::durable_pool(options, fsync_each_commit).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

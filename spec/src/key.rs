@@ -3,6 +3,7 @@
 
 use crate::catalog::CapacityKind;
 use crate::encoding::{b64_encode, serde_bytes_b64};
+pub use crate::time::UnixSeconds;
 use blind_rsa_signatures::reexports::rsa::traits::PublicKeyParts as _;
 use blind_rsa_signatures::{DefaultRng, KeyPairSha384PSSDeterministic};
 use blind_rsa_signatures::{PublicKeySha384PSSDeterministic, SecretKeySha384PSSDeterministic};
@@ -70,7 +71,7 @@ pub enum KeyError {
     Backend {
         /// What the backend said.
         #[source]
-        source: crate::backend::RsaError,
+        source: crate::token::backend::RsaError,
     },
     /// Key generation failed.
     #[error("RSA key generation failed")]
@@ -89,7 +90,7 @@ pub struct TokenPublicKey {
     /// The modulus, big-endian: a blinded message must be below it.
     pub(crate) modulus: Box<[u8; MODULUS_BYTES]>,
     #[cfg(feature = "openssl")]
-    pub(crate) openssl: crate::backend::openssl_rsa::PublicKey,
+    pub(crate) openssl: crate::token::backend::openssl_rsa::PublicKey,
     spki: Vec<u8>,
     id: TokenKeyId,
 }
@@ -124,7 +125,7 @@ impl TokenPublicKey {
             .try_into()
             .map_err(|_| KeyError::WrongSize { bytes })?;
         #[cfg(feature = "openssl")]
-        let openssl = crate::backend::openssl_rsa::PublicKey::from_components(
+        let openssl = crate::token::backend::openssl_rsa::PublicKey::from_components(
             modulus.as_slice(),
             &inner.as_ref().e_bytes(),
         )
@@ -217,7 +218,7 @@ crate::encoding::serde_via_wire_bytes!(TokenPublicKey);
 pub struct TokenSecretKey {
     pub(crate) inner: SecretKeySha384PSSDeterministic,
     #[cfg(feature = "openssl")]
-    pub(crate) openssl: crate::backend::openssl_rsa::SecretKey,
+    pub(crate) openssl: crate::token::backend::openssl_rsa::SecretKey,
     public: TokenPublicKey,
 }
 
@@ -246,7 +247,7 @@ impl TokenSecretKey {
                     format: "PKCS#8",
                     source,
                 })?);
-            crate::backend::openssl_rsa::SecretKey::from_pkcs8_der(&der)
+            crate::token::backend::openssl_rsa::SecretKey::from_pkcs8_der(&der)
                 .map_err(|source| KeyError::Backend { source })?
         };
         Ok(Self {
@@ -288,9 +289,6 @@ impl TokenSecretKey {
         &self.public
     }
 }
-
-/// Seconds since the Unix epoch, UTC. Every instant in the protocol is one.
-pub type UnixSeconds = u64;
 
 /// What makes a token key a denomination: who issues it, what it buys, and when it may be
 /// used. The three instants follow GNU Taler's denomination keys.

@@ -1,41 +1,34 @@
 #![doc = include_str!("../README.md")]
 
-pub mod backend;
-pub mod card;
+pub mod api;
 pub mod catalog;
-pub mod challenge;
-pub mod client;
+pub mod codes;
 pub mod decode;
 pub mod encoding;
-pub mod export;
-pub mod grant;
-pub mod issuance;
 pub mod key;
 pub mod ledger;
 pub mod operator;
-pub mod request;
-pub mod response;
 pub mod secret_file;
-pub mod sign;
+pub mod time;
 pub mod token;
-pub mod verify;
 
-pub use backend::{RsaBackend, RsaError, UnknownBackend};
-pub use card::{CardCode, CardCodeError};
 pub use catalog::{CapacityKind, Catalog, CatalogEntry, CatalogError, KindError};
-pub use challenge::TokenChallenge;
-pub use client::{BlindError, FinalizeError, PendingToken, WalletSeed, blind, finalize};
+pub use codes::card::{CardCode, CardCodeError};
+pub use codes::grant::{GrantCode, GrantCodeError};
 pub use decode::DecodeError;
-pub use grant::{GrantCode, GrantCodeError};
-pub use key::{
-    KeyError, KeyInfoError, TokenKeyId, TokenKeyInfo, TokenPublicKey, TokenSecretKey, UnixSeconds,
-};
+pub use key::{KeyError, KeyInfoError, TokenKeyId, TokenKeyInfo, TokenPublicKey, TokenSecretKey};
 pub use operator::{KeyTextError, OperatorId, OperatorKey, Signable, SignatureError, Signed};
-pub use request::TokenRequest;
-pub use response::TokenResponse;
-pub use sign::SignError;
+pub use time::{UnixSeconds, now};
+pub use token::backend::{RsaBackend, RsaError, UnknownBackend};
+pub use token::challenge::TokenChallenge;
+pub use token::request::TokenRequest;
+pub use token::response::TokenResponse;
+pub use token::sign::SignError;
+pub use token::verify::{
+    VerifyError, verify_token, verify_token_with_backend, verify_token_with_digest,
+};
+pub use token::wallet::{BlindError, FinalizeError, PendingToken, WalletSeed, blind, finalize};
 pub use token::{Nullifier, TOKEN_TYPE, Token};
-pub use verify::{VerifyError, verify_token, verify_token_with_backend, verify_token_with_digest};
 
 #[cfg(test)]
 pub(crate) mod test_support {

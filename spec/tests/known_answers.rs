@@ -7,7 +7,7 @@ use blind_rsa_signatures::{
     Sha384,
 };
 use rand::{TryCryptoRng, TryRng};
-use scrip_spec::client::blind_with;
+use scrip_spec::token::wallet::blind_with;
 use scrip_spec::{
     RsaBackend, Token, TokenChallenge, TokenPublicKey, TokenRequest, TokenResponse, TokenSecretKey,
     finalize, verify_token, verify_token_with_backend,

@@ -6,7 +6,7 @@ mod sqlite;
 pub use sqlite::SqliteIssuerStore;
 
 use async_trait::async_trait;
-use scrip_spec::issuance::{CardState, RequestId};
+use scrip_spec::api::issuer::{CardState, RequestId};
 use scrip_spec::{TokenKeyId, TokenKeyInfo, UnixSeconds};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

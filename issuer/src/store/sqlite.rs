@@ -5,7 +5,7 @@ use super::{
     OutboxItem, StoreError, StoredKey, to_i64, to_u64,
 };
 use async_trait::async_trait;
-use scrip_spec::issuance::{CardState, RequestId};
+use scrip_spec::api::issuer::{CardState, RequestId};
 use scrip_spec::{TokenKeyId, TokenKeyInfo, UnixSeconds};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Row as _, SqlitePool};
@@ -21,7 +21,7 @@ impl SqliteIssuerStore {
     /// Opens (creating if needed) and migrates.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-        let pool = scrip_ledger::store::durable_pool(options, true).await?;
+        let pool = scrip_common::pool::durable_pool(options, true).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

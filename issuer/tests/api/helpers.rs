@@ -4,7 +4,8 @@ use reqwest::StatusCode;
 use scrip_issuer::config::RateLimitConfig;
 use scrip_issuer::{Application, Issuer, IssuerConfig};
 use scrip_ledger::Ledger;
-use scrip_spec::issuance::{KeyedTokenRequest, OpenRequest, RequestId};
+pub use scrip_spec::api::issuer::IssuerErrorCode as Code;
+use scrip_spec::api::issuer::{KeyedTokenRequest, OpenRequest, RequestId};
 use scrip_spec::ledger::{Genesis, OperatorInfo, Role};
 use scrip_spec::{
     Catalog, OperatorKey, PendingToken, Token, TokenChallenge, TokenKeyInfo, WalletSeed, blind,
@@ -29,7 +30,7 @@ pub async fn spawn(rate_limit: RateLimitConfig) -> TestIssuer {
     let genesis = Genesis {
         ledger_name: "issuer test".into(),
         ledger_key: ledger_key.id(),
-        created_at: scrip_ledger::service::now(),
+        created_at: scrip_spec::now(),
         operators: vec![OperatorInfo {
             name: "op-a".into(),
             id: op.id(),
@@ -172,6 +173,7 @@ pub fn tokens(opening: &Opening, body: &Value) -> Vec<Token> {
         .collect()
 }
 
-pub fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("<none>")
+/// The error code of an error answer (`Unknown` if there is none).
+pub fn code(body: &Value) -> Code {
+    serde_json::from_value(body["error"]["code"].clone()).unwrap_or(Code::Unknown)
 }

@@ -1,4 +1,4 @@
-use crate::helpers::{code, default_limits, spawn, tokens};
+use crate::helpers::{Code, code, default_limits, spawn, tokens};
 use reqwest::StatusCode;
 use scrip_spec::{TokenChallenge, WalletSeed, verify_token};
 use std::os::unix::fs::PermissionsExt as _;
@@ -43,7 +43,7 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
     let (status, err) = t.post("/v1/cards/open", &other.request).await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::CONFLICT, "request_id_reused")
+        (StatusCode::CONFLICT, Code::RequestIdReused)
     );
 
     // Too expensive: refused, nothing charged.
@@ -51,7 +51,7 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
     let (status, err) = t.post("/v1/cards/open", &big.request).await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_credits")
+        (StatusCode::UNPROCESSABLE_ENTITY, Code::InsufficientCredits)
     );
     assert_eq!(err["error"]["remaining_credits"], 16);
 
@@ -84,7 +84,7 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
     let (status, err) = t.post("/v1/cards/open", &fresh.request).await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::FORBIDDEN, "invalid_card")
+        (StatusCode::FORBIDDEN, Code::InvalidCard)
     );
 
     // Replay for a restoring wallet.
@@ -99,17 +99,17 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
     let (status, err) = t
         .post(
             "/v1/requests/replay",
-            &serde_json::json!({"request_id": scrip_spec::issuance::RequestId([0; 32])}),
+            &serde_json::json!({"request_id": scrip_spec::api::issuer::RequestId([0; 32])}),
         )
         .await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::NOT_FOUND, "unknown_request")
+        (StatusCode::NOT_FOUND, Code::UnknownRequest)
     );
 
     // Issuance goes to the ledger as aggregates per key: 6 tokens over 4 kinds here.
     assert!(t.issuer.report_issuance().await.expect("report") >= 3);
-    let ledger = scrip_ledger::LedgerClient::new(&t.ledger_base);
+    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger_base);
     let totals = ledger.totals().await.expect("totals");
     assert_eq!(totals.keys.iter().map(|k| k.issued).sum::<u64>(), 6);
     assert_eq!(totals.issuers[0].credits_sold, 30);
@@ -165,7 +165,7 @@ async fn a_minted_batch_is_not_for_sale_until_activated() {
     let (status, err) = t.post("/v1/cards/open", &opening.request).await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::FORBIDDEN, "invalid_card")
+        (StatusCode::FORBIDDEN, Code::InvalidCard)
     );
     let (status, _) = t
         .post(
@@ -198,7 +198,7 @@ async fn a_minted_batch_is_not_for_sale_until_activated() {
         )
         .await;
     assert_eq!(balance["state"], "void");
-    let ledger = scrip_ledger::LedgerClient::new(&t.ledger_base);
+    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger_base);
     assert_eq!(
         ledger.totals().await.expect("totals").issuers[0].cards_sold,
         2

@@ -1,4 +1,4 @@
-use crate::helpers::{code, default_limits, spawn};
+use crate::helpers::{Code, code, default_limits, spawn};
 use reqwest::StatusCode;
 use scrip_issuer::config::RateLimitConfig;
 use scrip_spec::WalletSeed;
@@ -25,17 +25,17 @@ async fn malformed_and_semantically_wrong_openings() {
         (
             raw(b"{".to_vec()),
             StatusCode::BAD_REQUEST,
-            "malformed_request",
+            Code::MalformedRequest,
         ),
         (
             raw(vec![0xff; 10]),
             StatusCode::BAD_REQUEST,
-            "malformed_request",
+            Code::MalformedRequest,
         ),
         (
             raw(vec![b' '; 2 * 1024 * 1024]),
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            Code::BodyTooLarge,
         ),
     ] {
         let resp = req.send().await.expect("send");
@@ -60,7 +60,7 @@ async fn malformed_and_semantically_wrong_openings() {
     let (status, body) = t.post("/v1/cards/open", &empty).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "malformed_request")
+        (StatusCode::BAD_REQUEST, Code::MalformedRequest)
     );
 
     let mut typo = good_json.clone();
@@ -70,7 +70,7 @@ async fn malformed_and_semantically_wrong_openings() {
     let (status, body) = t.post("/v1/cards/open", &typo).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "malformed_card_code")
+        (StatusCode::BAD_REQUEST, Code::MalformedCardCode)
     );
 
     let mut unknown = good_json.clone();
@@ -78,7 +78,7 @@ async fn malformed_and_semantically_wrong_openings() {
     let (status, body) = t.post("/v1/cards/open", &unknown).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::FORBIDDEN, "invalid_card")
+        (StatusCode::FORBIDDEN, Code::InvalidCard)
     );
     assert_eq!(body["error"]["message"], "the card is invalid or used");
 
@@ -87,7 +87,7 @@ async fn malformed_and_semantically_wrong_openings() {
     let (status, body) = t.post("/v1/cards/open", &wrong_key).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "unknown_key")
+        (StatusCode::UNPROCESSABLE_ENTITY, Code::UnknownKey)
     );
     assert_eq!(body["error"]["index"], 0);
 
@@ -96,7 +96,7 @@ async fn malformed_and_semantically_wrong_openings() {
     let (status, body) = t.post("/v1/cards/open", &mismatch).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "key_mismatch")
+        (StatusCode::UNPROCESSABLE_ENTITY, Code::KeyMismatch)
     );
 
     let mut out_of_range = good.request.clone();
@@ -104,7 +104,7 @@ async fn malformed_and_semantically_wrong_openings() {
     let (status, body) = t.post("/v1/cards/open", &out_of_range).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+        (StatusCode::UNPROCESSABLE_ENTITY, Code::InvalidRequest)
     );
 
     let mut too_many = good.request.clone();
@@ -112,7 +112,7 @@ async fn malformed_and_semantically_wrong_openings() {
     let (status, body) = t.post("/v1/cards/open", &too_many).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+        (StatusCode::PAYLOAD_TOO_LARGE, Code::BodyTooLarge)
     );
 
     // Balance and replay with bad input.
@@ -121,12 +121,12 @@ async fn malformed_and_semantically_wrong_openings() {
         .await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "malformed_card_code")
+        (StatusCode::BAD_REQUEST, Code::MalformedCardCode)
     );
     let (status, body) = t.post("/v1/cards/balance", &json!({"code": card})).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "malformed_request")
+        (StatusCode::BAD_REQUEST, Code::MalformedRequest)
     );
     // A client of its own: the server closes a connection whose body it refused, and that
     // connection must not go back to the shared pool.
@@ -143,7 +143,7 @@ async fn malformed_and_semantically_wrong_openings() {
         .await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "malformed_request")
+        (StatusCode::BAD_REQUEST, Code::MalformedRequest)
     );
 
     // None of that charged anything.
@@ -214,10 +214,10 @@ async fn keys_endpoint_lists_announced_keys_the_ledger_also_lists() {
         .json()
         .await
         .expect("json");
-    let keys: scrip_spec::issuance::IssuerKeys = serde_json::from_value(resp).expect("shape");
+    let keys: scrip_spec::api::issuer::IssuerKeys = serde_json::from_value(resp).expect("shape");
     assert_eq!(keys.issuer, "op-a");
     assert_eq!(keys.keys.len(), 5, "one per catalog kind");
-    let ledger = scrip_ledger::LedgerClient::new(&t.ledger_base);
+    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger_base);
     let directory = ledger.keys(Some("op-a"), None).await.expect("directory");
     for k in &keys.keys {
         assert!(

@@ -123,22 +123,7 @@ pub enum AppendOutcome {
     },
 }
 
-/// A key as the directory shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KeyRecord {
-    /// The key and its metadata.
-    pub info: TokenKeyInfo,
-    /// The entry that announced it.
-    pub announced_seq: u64,
-    /// Whether it was revoked.
-    pub revoked: bool,
-    /// Tokens reported issued.
-    pub issued: u64,
-    /// Nullifiers accepted.
-    pub spent: u64,
-    /// Nullifiers pruned.
-    pub pruned: u64,
-}
+pub use scrip_spec::api::ledger::KeyRecord;
 
 /// The ledger's configuration as stored: fixed by genesis, then changed by entries.
 #[derive(Debug, Clone)]

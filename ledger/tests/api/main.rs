@@ -2,9 +2,10 @@
 //! kind, each answered with the right status and leaving the log unchanged.
 
 use reqwest::StatusCode;
-use scrip_ledger::service::now;
 use scrip_ledger::{Application, Ledger};
+use scrip_spec::api::ledger::LedgerErrorCode as Code;
 use scrip_spec::ledger::{Action, Genesis, LedgerRequest, OperatorInfo, Role, SpendGroup};
+use scrip_spec::now;
 use scrip_spec::{Catalog, Nullifier, OperatorKey, TokenKeyInfo, TokenSecretKey};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -136,8 +137,8 @@ fn nullifier(b: u8) -> Nullifier {
     Nullifier([b; 32])
 }
 
-fn error_code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("<none>")
+fn error_code(body: &Value) -> Code {
+    serde_json::from_value(body["error"]["code"].clone()).unwrap_or(Code::Unknown)
 }
 
 #[tokio::test]
@@ -170,7 +171,7 @@ async fn spend_then_double_spend_then_lookup() {
     let (status, body) = app.get("/v1/nullifiers/not-base64!").await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::BAD_REQUEST, "malformed_nullifier")
+        (StatusCode::BAD_REQUEST, Code::MalformedNullifier)
     );
 
     let (status, body) = app.get("/v1/keys?issuer=issuer&kind=queue").await;
@@ -211,7 +212,7 @@ async fn spend_then_double_spend_then_lookup() {
     let (status, body) = app.get("/v1/log?from=abc").await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::BAD_REQUEST, "malformed_query")
+        (StatusCode::BAD_REQUEST, Code::MalformedQuery)
     );
     assert_eq!(
         app.get("/v1/log?from=0&limit=-1").await.0,
@@ -224,7 +225,7 @@ async fn spend_then_double_spend_then_lookup() {
         .await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::BAD_REQUEST, "malformed_request")
+        (StatusCode::BAD_REQUEST, Code::MalformedRequest)
     );
     let fake = scrip_spec::ledger::Checkpoint {
         ledger_id: app.ledger_id,
@@ -244,7 +245,7 @@ async fn spend_then_double_spend_then_lookup() {
         .await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::UNAUTHORIZED, "unknown_operator")
+        (StatusCode::UNAUTHORIZED, Code::UnknownOperator)
     );
     let member = app
         .redeemer
@@ -257,19 +258,19 @@ async fn spend_then_double_spend_then_lookup() {
         .await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+        (StatusCode::UNPROCESSABLE_ENTITY, Code::InvalidRequest)
     );
     let mut forged = serde_json::to_value(&member).expect("json");
     forged["payload"]["checkpoint"]["seq"] = json!(2);
     let (status, body) = app.post("/v1/checkpoint/cosign", &forged).await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::UNAUTHORIZED, "bad_signature")
+        (StatusCode::UNAUTHORIZED, Code::BadSignature)
     );
     let (status, body) = app.get("/v1/entries").await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+        (StatusCode::METHOD_NOT_ALLOWED, Code::MethodNotAllowed)
     );
 }
 
@@ -280,24 +281,24 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let url = format!("{}/v1/entries", app.base);
 
     // Not JSON, JSON of the wrong shape, wrong content type, an unknown field.
-    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, Code)> = vec![
         (
             app.client
                 .post(&url)
                 .header("content-type", "application/json")
                 .body("{not json"),
             StatusCode::BAD_REQUEST,
-            "malformed_request",
+            Code::MalformedRequest,
         ),
         (
             app.client.post(&url).json(&json!({"signer": 5})),
             StatusCode::BAD_REQUEST,
-            "malformed_request",
+            Code::MalformedRequest,
         ),
         (
             app.client.post(&url).body("hello"),
             StatusCode::BAD_REQUEST,
-            "malformed_request",
+            Code::MalformedRequest,
         ),
         (
             app.client
@@ -305,7 +306,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
                 .header("content-type", "application/json")
                 .body(vec![0xff, 0xfe, 0x00]),
             StatusCode::BAD_REQUEST,
-            "malformed_request",
+            Code::MalformedRequest,
         ),
         (
             // A client of its own: the refused connection must not return to the shared pool.
@@ -314,7 +315,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
                 .header("content-type", "application/json")
                 .body(vec![b'['; 3 * 1024 * 1024]),
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            Code::BodyTooLarge,
         ),
     ];
     for (i, (req, status, code)) in cases.into_iter().enumerate() {
@@ -347,7 +348,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let (status, body) = app.post("/v1/entries", &forged).await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::UNAUTHORIZED, "bad_signature")
+        (StatusCode::UNAUTHORIZED, Code::BadSignature)
     );
     let outsider = OperatorKey::generate();
     let action = Action::Spend { groups: vec![] };
@@ -360,7 +361,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let (status, body) = app.post("/v1/entries", &unknown).await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::UNAUTHORIZED, "unknown_operator")
+        (StatusCode::UNAUTHORIZED, Code::UnknownOperator)
     );
     let other = serde_json::to_value(app.redeemer.sign(LedgerRequest::new(
         scrip_spec::ledger::Hash32([1; 32]),
@@ -371,7 +372,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let (status, body) = app.post("/v1/entries", &other).await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::FORBIDDEN, "wrong_ledger")
+        (StatusCode::FORBIDDEN, Code::WrongLedger)
     );
     let big: Vec<Nullifier> = (0..10_001u32)
         .map(|i| {
@@ -383,7 +384,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let (status, body) = app.post("/v1/entries", &app.spend(big)).await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large")
+        (StatusCode::PAYLOAD_TOO_LARGE, Code::BatchTooLarge)
     );
     assert_eq!(app.head_seq().await, head, "no bad request changed the log");
 
@@ -392,7 +393,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let (status, body) = app.post("/v1/entries", &good).await;
     assert_eq!(
         (status, error_code(&body)),
-        (StatusCode::CONFLICT, "replayed_request")
+        (StatusCode::CONFLICT, Code::ReplayedRequest)
     );
     assert_eq!(app.head_seq().await, head + 1);
 }

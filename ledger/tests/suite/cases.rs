@@ -1,12 +1,13 @@
 //! The cases, each taking a fresh fixture.
 
 use crate::support::{Fixture, key_info, random_nullifier};
-use scrip_ledger::rules::{Refusal, SpendRefusal};
-use scrip_ledger::service::now;
-use scrip_ledger::{Ledger, LedgerError, SpendStatus};
+use scrip_ledger::rules::Refusal;
+use scrip_ledger::{Ledger, LedgerError};
+use scrip_spec::api::ledger::{SpendRefusal, SpendStatus};
 use scrip_spec::ledger::{
     Action, Checkpoint, EntryBody, Hash32, LedgerRequest, MAX_LIVE_KEYS, SpendGroup, Totals,
 };
+use scrip_spec::now;
 use scrip_spec::{Nullifier, OperatorKey, TokenKeyId};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ fn spend(key: TokenKeyId, nullifiers: Vec<Nullifier>) -> Action {
     }
 }
 
-fn refusal(result: Result<scrip_ledger::Receipt, LedgerError>) -> Refusal {
+fn refusal(result: Result<scrip_spec::api::ledger::Receipt, LedgerError>) -> Refusal {
     match result {
         Err(LedgerError::Refused(r)) => r,
         other => panic!("expected a refusal, got {other:?}"),
@@ -446,7 +447,7 @@ fn assert_checkpoint_fields(cp: &Checkpoint, entries: &[scrip_spec::ledger::LogE
 /// Recomputes totals from entries (the audit's job, here in its simplest form).
 fn recompute_totals(
     entries: &[scrip_spec::ledger::LogEntry],
-    info: &scrip_ledger::service::LedgerInfo,
+    info: &scrip_spec::api::ledger::LedgerInfo,
 ) -> Totals {
     let mut keys: HashMap<TokenKeyId, scrip_spec::ledger::KeyTotals> = HashMap::new();
     let mut issuers: HashMap<String, scrip_spec::ledger::IssuerTotals> = HashMap::new();

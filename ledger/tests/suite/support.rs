@@ -1,8 +1,8 @@
 //! Fixtures: a fresh ledger on a fresh database, with two member operators and a token key.
 
 use scrip_ledger::Ledger;
-use scrip_ledger::service::now;
 use scrip_spec::ledger::{Action, Genesis, LedgerRequest, OperatorInfo, Role};
+use scrip_spec::now;
 use scrip_spec::{
     CapacityKind, Catalog, OperatorKey, Signed, TokenKeyInfo, TokenSecretKey, UnixSeconds,
 };

@@ -4,6 +4,7 @@
 use reqwest::StatusCode;
 use scrip_ledger::Ledger;
 use scrip_redeemer::{Application, Mode, Redeemer, RedeemerConfig};
+pub use scrip_spec::api::redeemer::RedeemerErrorCode as Code;
 use scrip_spec::ledger::{Action, Genesis, LedgerRequest, OperatorInfo, Role};
 use scrip_spec::{
     Catalog, OperatorKey, Token, TokenChallenge, TokenKeyInfo, TokenSecretKey, WalletSeed, blind,
@@ -59,7 +60,7 @@ pub async fn world() -> World {
     let genesis = Genesis {
         ledger_name: "redeemer test".into(),
         ledger_key: ledger_key.id(),
-        created_at: scrip_ledger::service::now(),
+        created_at: scrip_spec::now(),
         operators: ops
             .iter()
             .map(|(n, k)| OperatorInfo {
@@ -78,7 +79,7 @@ pub async fn world() -> World {
             .await
             .expect("init"),
     );
-    let t = scrip_ledger::service::now();
+    let t = scrip_spec::now();
     let key = TokenSecretKey::generate().expect("keygen");
     let info = TokenKeyInfo {
         public_key: key.public_key().clone(),
@@ -249,6 +250,7 @@ impl Sidecar {
     }
 }
 
-pub fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("<none>")
+/// The error code of an error answer (`Unknown` if there is none).
+pub fn code(body: &Value) -> Code {
+    serde_json::from_value(body["error"]["code"].clone()).unwrap_or(Code::Unknown)
 }

@@ -1,4 +1,4 @@
-use crate::helpers::{code, world};
+use crate::helpers::{Code, code, world};
 use reqwest::StatusCode;
 use scrip_redeemer::Mode;
 
@@ -24,7 +24,7 @@ async fn a_double_spend_across_optimistic_relays_is_caught_and_revoked() {
     let (status, err) = b.consume(&gb, "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::FORBIDDEN, "grant_revoked")
+        (StatusCode::FORBIDDEN, Code::GrantRevoked)
     );
     assert!(
         b.metrics()
@@ -36,12 +36,12 @@ async fn a_double_spend_across_optimistic_relays_is_caught_and_revoked() {
             .await
             .contains("scrip_redeemer_optimistic_revoked_total 0")
     );
-    let status = scrip_ledger::LedgerClient::new(&w.ledger_base)
+    let status = scrip_common::clients::LedgerClient::new(&w.ledger_base)
         .nullifier(&token.nullifier())
         .await
         .expect("status");
     assert!(
-        matches!(status, scrip_ledger::http::NullifierStatus::Spent { ref spent_by, .. } if spent_by == "op-a")
+        matches!(status, scrip_spec::api::ledger::NullifierStatus::Spent { ref spent_by, .. } if spent_by == "op-a")
     );
 }
 
@@ -61,7 +61,7 @@ async fn optimistic_grants_while_the_ledger_is_down_and_catches_up() {
     );
     w.restart_ledger().await;
     assert_eq!(a.redeemer.flush_pending().await.expect("flush"), 1);
-    let totals = scrip_ledger::LedgerClient::new(&w.ledger_base)
+    let totals = scrip_common::clients::LedgerClient::new(&w.ledger_base)
         .totals()
         .await
         .expect("totals");
@@ -82,7 +82,7 @@ async fn a_refused_token_never_gets_a_new_grant_and_own_spends_are_not_revoked()
     let (status, err) = b.redeem(&token, "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::CONFLICT, "already_spent")
+        (StatusCode::CONFLICT, Code::AlreadySpent)
     );
 
     // a's flush committed; a pending row left behind (a crash before it was cleared) is

@@ -1,4 +1,4 @@
-use crate::helpers::{code, world};
+use crate::helpers::{Code, code, world};
 use reqwest::StatusCode;
 use scrip_redeemer::Mode;
 use serde_json::json;
@@ -19,34 +19,37 @@ async fn redeem_consume_and_every_refusal() {
     let (status, err) = a.consume(&grant, "chunk-1m").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "wrong_kind")
+        (StatusCode::UNPROCESSABLE_ENTITY, Code::WrongKind)
     );
     assert_eq!(a.consume(&grant, "queue").await.0, StatusCode::OK);
     let (status, err) = a.consume(&grant, "queue").await;
-    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "grant_used"));
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, Code::GrantUsed)
+    );
     let (status, err) = a.consume("sg1.queue.AAAAAAAAAAAAAAAAAAAAAA", "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::NOT_FOUND, "unknown_grant")
+        (StatusCode::NOT_FOUND, Code::UnknownGrant)
     );
     let (status, err) = a.consume("hunter2", "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "malformed_grant")
+        (StatusCode::BAD_REQUEST, Code::MalformedGrant)
     );
 
     // The token is spent: at this operator and at the other.
     let (status, err) = a.redeem(&token, "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::CONFLICT, "already_spent")
+        (StatusCode::CONFLICT, Code::AlreadySpent)
     );
     assert_eq!(err["error"]["first_spent_by"], "op-a");
     let b = w.sidecar(w.config(1, Mode::Strict, 300)).await;
     let (status, err) = b.redeem(&token, "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::CONFLICT, "already_spent")
+        (StatusCode::CONFLICT, Code::AlreadySpent)
     );
     assert_eq!(err["error"]["first_spent_by"], "op-a");
     assert!(err["error"]["first_spent_at"].as_u64().is_some());
@@ -56,14 +59,14 @@ async fn redeem_consume_and_every_refusal() {
     let (status, err) = a.redeem(&fresh, "chunk-1m").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "wrong_kind")
+        (StatusCode::UNPROCESSABLE_ENTITY, Code::WrongKind)
     );
     let mut forged = fresh.clone();
     forged.authenticator[7] ^= 1;
     let (status, err) = a.redeem(&forged, "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_signature")
+        (StatusCode::UNPROCESSABLE_ENTITY, Code::InvalidSignature)
     );
     let mut other_challenge = fresh.clone();
     other_challenge.challenge_digest = scrip_spec::TokenChallenge::for_issuer("op-b")
@@ -72,28 +75,34 @@ async fn redeem_consume_and_every_refusal() {
     let (status, err) = a.redeem(&other_challenge, "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "wrong_challenge")
+        (StatusCode::UNPROCESSABLE_ENTITY, Code::WrongChallenge)
     );
     let mut unknown = fresh.clone();
     unknown.token_key_id = scrip_spec::TokenKeyId([5; 32]);
     let (status, err) = a.redeem(&unknown, "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::UNPROCESSABLE_ENTITY, "unknown_key")
+        (StatusCode::UNPROCESSABLE_ENTITY, Code::UnknownKey)
     );
 
     // Malformed input.
     for (body, expected) in [
-        (json!({"token": "!!", "kind": "queue"}), "malformed_token"),
-        (json!({"token": "AAIA", "kind": "queue"}), "malformed_token"),
+        (
+            json!({"token": "!!", "kind": "queue"}),
+            Code::MalformedToken,
+        ),
+        (
+            json!({"token": "AAIA", "kind": "queue"}),
+            Code::MalformedToken,
+        ),
         (
             json!({"token": scrip_spec::encoding::b64_encode(fresh.to_bytes()), "kind": "Queue!"}),
-            "malformed_request",
+            Code::MalformedRequest,
         ),
-        (json!({"token": 5, "kind": "queue"}), "malformed_request"),
+        (json!({"token": 5, "kind": "queue"}), Code::MalformedRequest),
         (
             json!({"token": "x", "kind": "queue", "extra": 1}),
-            "malformed_request",
+            Code::MalformedRequest,
         ),
     ] {
         let (status, err) = a.post("/v1/redeem", &body).await;
@@ -107,7 +116,7 @@ async fn redeem_consume_and_every_refusal() {
     let (status, err) = a.post("/v1/redeem", &big).await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+        (StatusCode::PAYLOAD_TOO_LARGE, Code::BodyTooLarge)
     );
 
     // None of the refusals spent the fresh token.
@@ -128,7 +137,7 @@ async fn grants_expire_and_survive_a_restart() {
     let expired = body["grant"].as_str().expect("grant").to_owned();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (status, err) = short.consume(&expired, "queue").await;
-    assert_eq!((status, code(&err)), (StatusCode::GONE, "grant_expired"));
+    assert_eq!((status, code(&err)), (StatusCode::GONE, Code::GrantExpired));
 
     let mut config = w.config(1, Mode::Strict, 300);
     let first = w.sidecar(config.clone()).await;
@@ -156,7 +165,7 @@ async fn lost_answer_gets_a_fresh_grant_and_revokes_the_old() {
     let (status, err) = a.consume(&g1, "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::FORBIDDEN, "grant_revoked")
+        (StatusCode::FORBIDDEN, Code::GrantRevoked)
     );
     assert_eq!(a.consume(&g2, "queue").await.0, StatusCode::OK);
     // Once a grant of it is used, the token is spent for good.
@@ -173,7 +182,7 @@ async fn ledger_down_fails_closed_and_the_token_stays_spendable() {
     let (status, err) = a.redeem(&token, "queue").await;
     assert_eq!(
         (status, code(&err)),
-        (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable")
+        (StatusCode::SERVICE_UNAVAILABLE, Code::LedgerUnavailable)
     );
     let health = a
         .client
@@ -221,7 +230,7 @@ async fn concurrent_redemptions_are_batched() {
         batches < 200,
         "200 spends went out in {batches} ledger requests"
     );
-    let totals = scrip_ledger::LedgerClient::new(&w.ledger_base)
+    let totals = scrip_common::clients::LedgerClient::new(&w.ledger_base)
         .totals()
         .await
         .expect("totals");
@@ -253,7 +262,10 @@ async fn outcomes_of_a_mixed_batch_reach_the_right_tokens() {
             }
         );
         assert_eq!(r1.0, StatusCode::OK, "first fresh token granted: {}", r1.1);
-        assert_eq!((r2.0, code(&r2.1)), (StatusCode::CONFLICT, "already_spent"));
+        assert_eq!(
+            (r2.0, code(&r2.1)),
+            (StatusCode::CONFLICT, Code::AlreadySpent)
+        );
         assert_eq!(r2.1["error"]["first_spent_by"], "op-b");
         assert_eq!(r3.0, StatusCode::OK, "second fresh token granted: {}", r3.1);
     }

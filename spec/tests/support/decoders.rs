@@ -5,9 +5,9 @@
 
 #![allow(dead_code)]
 
+use scrip_spec::api::issuer::{BalanceRequest, OpenRequest, ReplayRequest};
+use scrip_spec::codes::export::ExportFile;
 use scrip_spec::encoding::{canonical_bytes, from_canonical_bytes};
-use scrip_spec::export::ExportFile;
-use scrip_spec::issuance::{BalanceRequest, OpenRequest, ReplayRequest};
 use scrip_spec::ledger::{Checkpoint, Cosignature, EntryBody, LedgerRequest, LogEntry};
 use scrip_spec::{
     CardCode, GrantCode, OperatorId, OperatorKey, Signed, Token, TokenChallenge, TokenPublicKey,

@@ -4,10 +4,10 @@
 //! wallet seed and a counter, so a wallet restored from its seed can rebuild any request it
 //! made and finalize a signature the issuer still holds for it.
 
-use crate::challenge::TokenChallenge;
 use crate::key::{MODULUS_BYTES, TokenKeyId, TokenPublicKey};
-use crate::request::TokenRequest;
-use crate::response::TokenResponse;
+use crate::token::challenge::TokenChallenge;
+use crate::token::request::TokenRequest;
+use crate::token::response::TokenResponse;
 use crate::token::{Token, token_input};
 use blind_rsa_signatures::{BlindSignature, BlindingResult, Secret};
 use rand::{TryCryptoRng, TryRng};
@@ -436,7 +436,7 @@ mod tests {
         // (The other key refuses outright when the value is beyond its modulus.)
         match other_key().blind_sign(&misdirected) {
             Ok(by_other) => assert!(finalize(sk.public_key(), &pending, &by_other).is_err()),
-            Err(e) => assert!(matches!(e, crate::sign::SignError::OutOfRange)),
+            Err(e) => assert!(matches!(e, crate::token::sign::SignError::OutOfRange)),
         }
         let token = finalize(sk.public_key(), &pending, &response).expect("finalize");
         assert_eq!(token.nonce, seed.nonce(0));

@@ -1,13 +1,40 @@
-//! The issuer's HTTP messages (PROTOCOL.md section 9): card opening, balance, replay, keys.
+//! The issuer's HTTP messages (PROTOCOL.md section 9): card opening, balance, replay, keys,
+//! and its error codes.
 
 use crate::encoding::serde_bytes_b64;
 use crate::key::{TokenKeyId, TokenKeyInfo};
-use crate::request::TokenRequest;
-use crate::response::TokenResponse;
+use crate::token::request::TokenRequest;
+use crate::token::response::TokenResponse;
 use serde::{Deserialize, Serialize};
 
 /// Most token requests in one opening.
 pub const MAX_OPEN_BATCH: usize = 1000;
+
+super::error_codes! {
+    /// The issuer's error codes.
+    pub enum IssuerErrorCode {
+        /// 400: the card code does not parse (length, alphabet or check symbol).
+        MalformedCardCode = "malformed_card_code",
+        /// 403: no such card, or not active.
+        InvalidCard = "invalid_card",
+        /// 409: this request id was used with other content.
+        RequestIdReused = "request_id_reused",
+        /// 422: request `index` names a key this issuer does not have (`index`).
+        UnknownKey = "unknown_key",
+        /// 422: the key cannot sign now (`index`).
+        KeyNotIssuable = "key_not_issuable",
+        /// 422: the request's truncated key id does not match its key (`index`).
+        KeyMismatch = "key_mismatch",
+        /// 422: a blinded request the key cannot sign (`index`).
+        InvalidRequest = "invalid_request",
+        /// 422: the card has fewer credits than the tokens cost (`remaining_credits`).
+        InsufficientCredits = "insufficient_credits",
+        /// 404: no opening with this request id.
+        UnknownRequest = "unknown_request",
+        /// 503: the issuer could not complete the request; nothing was charged.
+        Unavailable = "unavailable",
+    }
+}
 
 /// A 32-byte request id chosen by the wallet (derived from its seed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

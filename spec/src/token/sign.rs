@@ -1,9 +1,9 @@
 //! The issuer's side of issuance: blind-signing a token request.
 
-use crate::backend::{RsaBackend, RsaError};
 use crate::key::{MODULUS_BYTES, TokenSecretKey};
-use crate::request::TokenRequest;
-use crate::response::TokenResponse;
+use crate::token::backend::{RsaBackend, RsaError};
+use crate::token::request::TokenRequest;
+use crate::token::response::TokenResponse;
 
 /// Why a token request was not signed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,9 +1,9 @@
 //! Checking a token: anyone holding the issuer's public key can do it.
 
-use crate::backend::{RsaBackend, RsaError};
-use crate::challenge::TokenChallenge;
 use crate::key::{TokenKeyId, TokenPublicKey};
 use crate::token::Token;
+use crate::token::backend::{RsaBackend, RsaError};
+use crate::token::challenge::TokenChallenge;
 use blind_rsa_signatures::Signature;
 
 /// Why a token was refused.
@@ -98,8 +98,8 @@ pub fn verify_token_with_backend(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{WalletSeed, blind, finalize};
     use crate::test_support::{other_key, test_key};
+    use crate::token::wallet::{WalletSeed, blind, finalize};
 
     /// Every backend signs, and every backend verifies what each of them signed, and refuses
     /// every forgery.

@@ -1,11 +1,11 @@
 //! Writes the seed corpus for the fuzz targets (`fuzz/README.md`): one real encoding of every
 //! structure each target decodes, into `spec/tests/fuzz-corpus/<target>/seed-*`.
 //!
-//! `cargo run -p scrip-spec --example fuzz_seeds`
+//! `cd fuzz && cargo run --bin fuzz_seeds`
 
 use scrip_spec::encoding::canonical_bytes;
-use scrip_spec::export::{EXPORT_VERSION, ExportFile, ExportedToken};
-use scrip_spec::issuance::{
+use scrip_spec::codes::export::{EXPORT_VERSION, ExportFile, ExportedToken};
+use scrip_spec::api::issuer::{
     BalanceRequest, KeyedTokenRequest, OpenRequest, ReplayRequest, RequestId,
 };
 use scrip_spec::ledger::{
@@ -19,7 +19,7 @@ use scrip_spec::{
 use std::path::Path;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-corpus");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/tests/fuzz-corpus");
     let write = |target: &str, name: &str, bytes: &[u8]| -> std::io::Result<()> {
         let dir = corpus.join(target);
         std::fs::create_dir_all(&dir)?;

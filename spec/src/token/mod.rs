@@ -1,4 +1,16 @@
 //! `Token` (RFC 9578 section 2.2), the bytes a wallet spends, and its nullifier.
+//!
+//! Everything about Privacy Pass publicly verifiable tokens (RFC 9578 type `0x0002`, RFC 9474
+//! blind RSA): the challenge, the blinded request and its response, the wallet's blinding
+//! and finalization, the issuer's signing, verification, and the RSA backends behind them.
+
+pub mod backend;
+pub mod challenge;
+pub mod request;
+pub mod response;
+pub mod sign;
+pub mod verify;
+pub mod wallet;
 
 use crate::decode::{DecodeError, expect_end, expect_token_type};
 use crate::encoding::{Reader, b64_encode, serde_bytes_b64, serde_via_wire_bytes};

@@ -13,13 +13,13 @@
 //!
 //! [`RsaBackend::DEFAULT`] is the fastest one compiled in. Wallet-side blinding and
 //! finalization always run on the pure-Rust backend: they need the deterministic blinding
-//! stream of [`crate::client`], and their cost is the wallet's, not a service's.
+//! stream of [`crate::token::wallet`], and their cost is the wallet's, not a service's.
 
 use std::fmt;
 use std::str::FromStr;
 
 /// An RSA implementation behind [`crate::TokenSecretKey::blind_sign_with`] and
-/// [`crate::verify::verify_token_with_backend`].
+/// [`crate::token::verify::verify_token_with_backend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RsaBackend {
     /// Pure Rust: `blind-rsa-signatures` on RustCrypto's `rsa`.
@@ -375,7 +375,7 @@ pub(crate) mod openssl_rsa {
         #[test]
         fn rfc9474_vectors_on_openssl() {
             let vectors: Vec<Vector> =
-                serde_json::from_str(include_str!("../vectors/rfc9474.json")).expect("vectors");
+                serde_json::from_str(include_str!("../../vectors/rfc9474.json")).expect("vectors");
             assert_eq!(vectors.len(), 4);
             for v in &vectors {
                 let sk = secret_key(v);

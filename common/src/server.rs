@@ -1,42 +1,45 @@
 //! The HTTP plumbing every scrip service shares: one error type rendered as
-//! `{"error": {"code", "message", …}}`, a JSON extractor that answers in that format, the
-//! common fallbacks and limits, and the server loop with its connection timeouts. The ledger,
-//! the issuer, the redeemer and the example relay all use it.
+//! `{"error": {"code", "message", …}}` (the [`ErrorAnswer`] of `scrip_spec::api`), a JSON
+//! extractor that answers in that format, the common fallbacks and limits, and the server loop
+//! with its connection timeouts. The ledger, the issuer, the redeemer and the example relay all
+//! use it.
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use scrip_spec::api::{ErrorAnswer, ErrorCode, ErrorDetails, ErrorObject, GenericCode, Health};
 
+use crate::HEADER_READ_TIMEOUT;
 use std::time::Duration;
 
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
-    message: String,
-    extra: Vec<(&'static str, Value)>,
+    // Boxed: handlers return `Result<_, ApiError>`, and a small error keeps every one cheap.
+    error: Box<ErrorObject<&'static str>>,
     retry_after: Option<u64>,
 }
 
 impl ApiError {
-    /// An error with its status, stable code and message for people.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with its status, its service's code and a message for people.
+    pub fn new(status: StatusCode, code: impl ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code,
-            message: message.into(),
-            extra: Vec::new(),
+            error: Box::new(ErrorObject {
+                code: code.as_str(),
+                message: message.into(),
+                details: ErrorDetails::default(),
+            }),
             retry_after: None,
         }
     }
 
-    /// Adds a field to the `error` object.
-    pub fn with(mut self, field: &'static str, value: impl Into<Value>) -> Self {
-        self.extra.push((field, value.into()));
+    /// Sets the fields the code carries besides its message.
+    pub fn details(mut self, details: ErrorDetails) -> Self {
+        self.error.details = details;
         self
     }
 
@@ -54,11 +57,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        for (k, v) in self.extra {
-            error[k] = v;
-        }
-        let mut resp = (self.status, Json(json!({ "error": error }))).into_response();
+        let mut resp = (self.status, Json(ErrorAnswer { error: *self.error })).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -114,27 +113,41 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
 }
 
 fn malformed(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message)
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        GenericCode::MalformedRequest,
+        message,
+    )
+}
+
+/// 400 `malformed_query`: a query string that does not parse.
+pub fn malformed_query(message: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        GenericCode::MalformedQuery,
+        message,
+    )
 }
 
 /// The code and message of an error answer made outside a handler, by its status.
-fn default_error(status: StatusCode) -> (&'static str, &'static str) {
+fn default_error(status: StatusCode) -> (GenericCode, &'static str) {
     match status {
         StatusCode::REQUEST_TIMEOUT => (
-            "timeout",
+            GenericCode::Timeout,
             "the request took too long to arrive or to answer",
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
-            "body_too_large",
+            GenericCode::BodyTooLarge,
             "the request body is larger than this endpoint accepts",
         ),
-        StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
+        StatusCode::NOT_FOUND => (GenericCode::NotFound, "no such endpoint"),
         StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
+            GenericCode::MethodNotAllowed,
             "this endpoint does not take that method",
         ),
-        s if s.is_server_error() => ("internal", "the service could not answer"),
-        _ => ("malformed_request", "the request is malformed"),
+        StatusCode::TOO_MANY_REQUESTS => (GenericCode::RateLimited, "too many requests"),
+        s if s.is_server_error() => (GenericCode::Internal, "the service could not answer"),
+        _ => (GenericCode::MalformedRequest, "the request is malformed"),
     }
 }
 
@@ -173,6 +186,17 @@ async fn json_errors(response: Response) -> Response {
     answer
 }
 
+/// The `/healthz` answer every service gives: 200 when every check passed, 503 when not, with
+/// the checks as JSON either way.
+pub fn health_answer(health: Health) -> (StatusCode, Json<Health>) {
+    let status = if health.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health))
+}
+
 /// Adds what every service has: a body limit, a time limit (408 after it), and the JSON form
 /// for every error answer made outside a handler, unknown routes and methods included.
 pub fn finish<S: Clone + Send + Sync + 'static>(
@@ -188,14 +212,6 @@ pub fn finish<S: Clone + Send + Sync + 'static>(
         ))
         .layer(axum::middleware::map_response(json_errors))
 }
-
-/// How long a client has to send a request's head, and how long a kept-alive connection may
-/// sit idle before its next request. The body then has the router's time limit ([`finish`]).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long scrip's HTTP clients keep an idle connection: below [`HEADER_READ_TIMEOUT`], so a
-/// client never sends a request on a kept-alive connection the server is just closing.
-pub const CLIENT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long requests in flight may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -254,9 +270,4 @@ pub async fn serve(
         tracing::warn!("requests still in flight after the shutdown grace period were dropped");
     }
     Ok(())
-}
-
-/// One Prometheus metric in text format.
-pub fn metric(name: &str, help: &str, kind: &str, value: impl std::fmt::Display) -> String {
-    format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
 }

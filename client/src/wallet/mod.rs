@@ -1,0 +1,290 @@
+//! The wallet: opening cards, keeping tokens, spending them, and never losing one.
+//!
+//! One file per part: [`keys`] (which issuer keys to trust), [`open`] (opening cards),
+//! [`spend`] (spending and settling unknown outcomes), [`backup`] (export, import, restore).
+
+mod backup;
+mod keys;
+mod open;
+mod spend;
+
+use crate::store::{StoredToken, TokenState, WalletStore};
+use scrip_common::clients::{
+    ClientError, Http, IssuerClient, IssuerClientError, LedgerClient, RedeemerClient,
+};
+use scrip_spec::api::issuer::IssuerErrorCode;
+use scrip_spec::api::redeemer::RedeemerErrorCode;
+use scrip_spec::ledger::MAX_LIVE_KEYS;
+use scrip_spec::{Token, UnixSeconds, WalletSeed};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Warn about tokens this close to their `redeem_until`.
+pub const EXPIRY_WARNING_SECS: u64 = 3 * 86_400;
+
+use scrip_spec::now;
+
+/// Why a wallet operation failed, with what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    /// The issuer offers a key the ledger does not list identically: possibly a tagging key.
+    #[error(
+        "the issuer's {kind} key {key} is not on the ledger's key directory as announced; refusing it (it could identify you)"
+    )]
+    UntrustedKey {
+        /// The kind.
+        kind: String,
+        /// The key id.
+        key: String,
+    },
+    /// The ledger lists more live keys for one issuer and kind than allowed.
+    #[error(
+        "the ledger lists {count} live {kind} keys for {issuer}, more than {MAX_LIVE_KEYS}; refusing (possible key tagging)"
+    )]
+    TooManyKeys {
+        /// The issuer.
+        issuer: String,
+        /// The kind.
+        kind: String,
+        /// Live keys.
+        count: usize,
+    },
+    /// No usable key for a kind.
+    #[error("{issuer} has no key for {kind} that can issue now")]
+    NoKey {
+        /// The issuer.
+        issuer: String,
+        /// The kind.
+        kind: String,
+    },
+    /// The issuer refused.
+    #[error("the issuer refused: {code}: {message}")]
+    IssuerRefused {
+        /// Error code.
+        code: IssuerErrorCode,
+        /// Message.
+        message: String,
+    },
+    /// An earlier opening is still unanswered; no new one starts until it is settled.
+    #[error("an earlier opening at {issuer_url} is not answered yet; run the command again later")]
+    OpeningPending {
+        /// The issuer it was sent to.
+        issuer_url: String,
+    },
+    /// The redeemer refused.
+    #[error("the redeemer refused: {code}: {message}")]
+    RedeemerRefused {
+        /// Error code.
+        code: RedeemerErrorCode,
+        /// Message.
+        message: String,
+    },
+    /// The token was spent before.
+    #[error(
+        "that token was already spent (at {first_spent_at} by {first_spent_by}); it is marked spent"
+    )]
+    AlreadySpent {
+        /// When.
+        first_spent_at: u64,
+        /// By whom.
+        first_spent_by: String,
+    },
+    /// No answer; the work is saved and is resumed by running the command again.
+    #[error("no answer from {what} ({source}); nothing is lost: run the command again to resume")]
+    NoAnswer {
+        /// Which service.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// No unspent token of the kind.
+    #[error("no unspent {kind} token; open a card first (`scrip wallet open`)")]
+    NoToken {
+        /// The kind.
+        kind: String,
+    },
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl WalletError {
+    /// An issuer call's failure: its refusal, or no answer.
+    fn from_issuer(e: IssuerClientError) -> Self {
+        match e {
+            ClientError::Refused { error, .. } => WalletError::IssuerRefused {
+                code: error.code,
+                message: error.message,
+            },
+            ClientError::Unreachable { source, .. } | ClientError::BadAnswer { source, .. } => {
+                WalletError::NoAnswer {
+                    what: "the issuer",
+                    source,
+                }
+            }
+        }
+    }
+}
+
+/// What an opening produced.
+#[derive(Debug, Clone, Default)]
+pub struct OpenSummary {
+    /// Tokens stored, per kind.
+    pub tokens: BTreeMap<String, u64>,
+    /// Credits left on the card.
+    pub remaining_credits: u64,
+}
+
+/// A spend's result.
+#[derive(Debug, Clone)]
+pub struct SpendReceipt {
+    /// The grant code to hand to the relay.
+    pub grant: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its expiry.
+    pub expires_at: u64,
+}
+
+/// Tokens per kind and expiry.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Balance {
+    /// `(kind, redeem_until) → unspent count`.
+    pub unspent: BTreeMap<(String, u64), u64>,
+    /// Tokens whose spend outcome is being resolved.
+    pub pending: u64,
+    /// Spent tokens.
+    pub spent: u64,
+    /// Tokens that expired unspent.
+    pub expired: u64,
+}
+
+/// How long after a spend attempt with an unknown outcome the ledger's "unspent" is taken as
+/// final: a request signed at the attempt can land until [`MAX_CLOCK_SKEW`] past it by the
+/// ledger's clock, the redeemer's clock may itself be [`MAX_CLOCK_SKEW`] ahead, and a redeemer
+/// retries for under a minute.
+///
+/// [`MAX_CLOCK_SKEW`]: scrip_spec::ledger::MAX_CLOCK_SKEW
+pub const SETTLE_HORIZON_SECS: UnixSeconds = 2 * scrip_spec::ledger::MAX_CLOCK_SKEW + 60;
+
+/// How long the wallet waits for an issuer or a redeemer.
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A wallet.
+pub struct Wallet {
+    store: WalletStore,
+    seed: WalletSeed,
+    ledger: LedgerClient,
+    http: Http,
+}
+
+impl std::fmt::Debug for Wallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wallet").finish_non_exhaustive()
+    }
+}
+
+impl Wallet {
+    /// Creates a wallet file (owner-only) with a new seed, or with `seed` for a restore.
+    pub async fn create(
+        path: &Path,
+        ledger_url: &str,
+        seed: Option<WalletSeed>,
+    ) -> anyhow::Result<Self> {
+        let store = WalletStore::open(path, true).await?;
+        let seed = seed.unwrap_or_else(WalletSeed::generate);
+        store.set_meta("seed", &seed.backup_code()).await?;
+        store.set_meta("ledger_url", ledger_url).await?;
+        Ok(Self {
+            store,
+            seed,
+            ledger: LedgerClient::new(ledger_url),
+            http: Http::new(SERVICE_TIMEOUT),
+        })
+    }
+
+    /// Opens an existing wallet file.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        let store = WalletStore::open(path, false).await?;
+        let seed = store
+            .meta("seed")
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the wallet has no seed"))?;
+        let seed = WalletSeed::from_backup_code(&seed)?;
+        let ledger_url = store
+            .meta("ledger_url")
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the wallet names no ledger"))?;
+        Ok(Self {
+            store,
+            seed,
+            ledger: LedgerClient::new(&ledger_url),
+            http: Http::new(SERVICE_TIMEOUT),
+        })
+    }
+
+    /// The seed's backup code.
+    pub fn backup_code(&self) -> zeroize::Zeroizing<String> {
+        self.seed.backup_code()
+    }
+
+    /// The store (for inspection).
+    pub fn store(&self) -> &WalletStore {
+        &self.store
+    }
+
+    fn issuer(&self, url: &str) -> IssuerClient {
+        IssuerClient::on(url, self.http.clone())
+    }
+
+    fn redeemer(&self, url: &str) -> RedeemerClient {
+        RedeemerClient::on(url, self.http.clone())
+    }
+
+    /// The ledger's key directory, every key.
+    async fn directory(&self) -> anyhow::Result<Vec<scrip_spec::api::ledger::KeyRecord>> {
+        self.ledger
+            .keys(None, None)
+            .await
+            .map_err(|e| anyhow::anyhow!(e).context("cannot read the ledger's key directory"))
+    }
+
+    /// Tokens per kind and expiry; marks tokens past their window expired first.
+    pub async fn balance(&self) -> anyhow::Result<Balance> {
+        self.store.expire(now()).await?;
+        let mut b = Balance::default();
+        for t in self.store.tokens(TokenState::Unspent).await? {
+            *b.unspent.entry((t.kind, t.redeem_until)).or_default() += 1;
+        }
+        b.pending = self.store.tokens(TokenState::Pending).await?.len() as u64;
+        b.spent = self.store.tokens(TokenState::Spent).await?.len() as u64;
+        b.expired = self.store.tokens(TokenState::Expired).await?.len() as u64;
+        Ok(b)
+    }
+
+    /// The stored token behind a nullifier (tests, inspection).
+    pub async fn token(
+        &self,
+        nullifier: &scrip_spec::Nullifier,
+    ) -> anyhow::Result<Option<StoredToken>> {
+        self.store.token(nullifier).await
+    }
+
+    /// Every token in a state.
+    pub async fn tokens(&self, state: TokenState) -> anyhow::Result<Vec<StoredToken>> {
+        self.store.tokens(state).await
+    }
+
+    /// An unspent token of `kind`, as stored (for inspection, and the demo's double spend).
+    pub async fn unspent_token(&self, kind: &str) -> anyhow::Result<Option<Token>> {
+        Ok(self
+            .store
+            .tokens(TokenState::Unspent)
+            .await?
+            .into_iter()
+            .find(|t| t.kind == kind)
+            .map(|t| t.token))
+    }
+}

@@ -1,0 +1,429 @@
+//! Typed HTTP clients of the ledger, the issuer and the redeemer, with one reader of answers:
+//! a 2xx body as the endpoint's type from `scrip_spec::api`, an error answer as its service's
+//! [`ErrorCode`], and no answer as [`ClientError::Unreachable`] (the request may or may not
+//! have been applied).
+
+use crate::CLIENT_POOL_IDLE_TIMEOUT;
+use scrip_spec::api::issuer::{
+    BalanceRequest, BalanceResponse, IssuerErrorCode, IssuerKeys, OpenRequest, OpenResponse,
+    ReplayRequest, ReplayResponse, RequestId,
+};
+use scrip_spec::api::ledger::{
+    CheckpointView, KeyDirectory, KeyRecord, LedgerErrorCode, LedgerInfo, LogPage, NullifierStatus,
+    Receipt,
+};
+use scrip_spec::api::redeemer::{
+    ConsumeRequest, ConsumeResponse, RedeemRequest, RedeemResponse, RedeemerErrorCode,
+};
+use scrip_spec::api::{ErrorAnswer, ErrorCode, ErrorDetails, ErrorObject, Health};
+use scrip_spec::encoding::b64_encode;
+use scrip_spec::ledger::{LedgerRequest, Totals};
+use scrip_spec::{CapacityKind, Nullifier, Signed, Token};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError<C: ErrorCode> {
+    /// No answer: the service is down or unreachable, or the connection broke. The request
+    /// may or may not have been applied.
+    #[error("the {service} at {url} is unreachable")]
+    Unreachable {
+        /// Which service.
+        service: &'static str,
+        /// Its base URL.
+        url: String,
+        /// What the HTTP client said.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The service answered with an error.
+    #[error("the {service} refused: {} ({status}): {}", .error.code.as_str(), .error.message)]
+    Refused {
+        /// Which service.
+        service: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The error object.
+        error: ErrorObject<C>,
+    },
+    /// A 2xx answer that is not what the protocol says. Whether the request was applied is
+    /// unknown, as with no answer.
+    #[error("the {service}'s answer could not be read")]
+    BadAnswer {
+        /// Which service.
+        service: &'static str,
+        /// What the HTTP client said.
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl<C: ErrorCode> ClientError<C> {
+    /// The error code, if the service answered with one.
+    pub fn code(&self) -> Option<C> {
+        match self {
+            ClientError::Refused { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, if the service answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the outcome is unknown: no answer, an unreadable answer, a 5xx or a 408 (the
+    /// service may still complete the request).
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ClientError::Refused { status, .. } => *status >= 500 || *status == 408,
+            _ => true,
+        }
+    }
+}
+
+/// The connection pool and time limit the typed clients share.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    /// A pool whose every call gives up after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_idle_timeout(CLIENT_POOL_IDLE_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        Self { client }
+    }
+
+    /// The underlying client, for a call no typed client makes (a relay's own API).
+    pub fn raw(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+/// One service's base URL on a shared [`Http`] pool: the common part of the typed clients.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    service: &'static str,
+    base: String,
+    http: Http,
+}
+
+impl Endpoint {
+    fn new(service: &'static str, base_url: &str, http: Http) -> Self {
+        Self {
+            service,
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    async fn get<T: DeserializeOwned, C: ErrorCode>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError<C>> {
+        let resp = self
+            .http
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await;
+        self.read(resp).await
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned, C: ErrorCode>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError<C>> {
+        let resp = self
+            .http
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await;
+        self.read(resp).await
+    }
+
+    /// Reads `/healthz`: its JSON on 200 and 503 alike.
+    async fn health<C: ErrorCode>(&self) -> Result<Health, ClientError<C>> {
+        let resp = self
+            .http
+            .client
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await
+            .map_err(|source| self.unreachable(source))?;
+        resp.json().await.map_err(|source| ClientError::BadAnswer {
+            service: self.service,
+            source,
+        })
+    }
+
+    fn unreachable<C: ErrorCode>(&self, source: reqwest::Error) -> ClientError<C> {
+        ClientError::Unreachable {
+            service: self.service,
+            url: self.base.clone(),
+            source,
+        }
+    }
+
+    async fn read<T: DeserializeOwned, C: ErrorCode>(
+        &self,
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<T, ClientError<C>> {
+        let resp = resp.map_err(|source| self.unreachable(source))?;
+        let status = resp.status();
+        if status.is_success() {
+            return resp.json().await.map_err(|source| ClientError::BadAnswer {
+                service: self.service,
+                source,
+            });
+        }
+        let error = match resp.json::<ErrorAnswer<C>>().await {
+            Ok(answer) => answer.error,
+            // Not our error shape (a proxy's page, say): keep the status, say so.
+            Err(_) => ErrorObject {
+                code: C::unknown(),
+                message: "no message".into(),
+                details: ErrorDetails::default(),
+            },
+        };
+        Err(ClientError::Refused {
+            service: self.service,
+            status: status.as_u16(),
+            error,
+        })
+    }
+}
+
+/// A ledger client's error.
+pub type LedgerClientError = ClientError<LedgerErrorCode>;
+/// An issuer client's error.
+pub type IssuerClientError = ClientError<IssuerErrorCode>;
+/// A redeemer client's error.
+pub type RedeemerClientError = ClientError<RedeemerErrorCode>;
+
+/// A client of the ledger, for issuers, redeemers, wallets and auditors.
+#[derive(Debug, Clone)]
+pub struct LedgerClient {
+    endpoint: Endpoint,
+}
+
+impl LedgerClient {
+    /// A client of the ledger at `base_url` (for example `http://127.0.0.1:7400`), 30 s per call.
+    pub fn new(base_url: &str) -> Self {
+        Self::with_timeout(base_url, Duration::from_secs(30))
+    }
+
+    /// A client whose every call gives up after `timeout`.
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> Self {
+        Self::on(base_url, Http::new(timeout))
+    }
+
+    /// A client on a shared pool.
+    pub fn on(base_url: &str, http: Http) -> Self {
+        Self {
+            endpoint: Endpoint::new("ledger", base_url, http),
+        }
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.endpoint.base
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<Health, LedgerClientError> {
+        self.endpoint.health().await
+    }
+
+    /// Ledger id, genesis, members, catalog and head.
+    pub async fn info(&self) -> Result<LedgerInfo, LedgerClientError> {
+        self.endpoint.get("/v1/info").await
+    }
+
+    /// Submits a signed request.
+    pub async fn submit(
+        &self,
+        request: &Signed<LedgerRequest>,
+    ) -> Result<Receipt, LedgerClientError> {
+        self.endpoint.post("/v1/entries", request).await
+    }
+
+    /// The key directory, optionally filtered.
+    pub async fn keys(
+        &self,
+        issuer: Option<&str>,
+        kind: Option<&CapacityKind>,
+    ) -> Result<Vec<KeyRecord>, LedgerClientError> {
+        let mut query = Vec::new();
+        if let Some(i) = issuer {
+            query.push(format!("issuer={}", urlencode(i)));
+        }
+        if let Some(k) = kind {
+            query.push(format!("kind={k}"));
+        }
+        let dir: KeyDirectory = self
+            .endpoint
+            .get(&format!("/v1/keys?{}", query.join("&")))
+            .await?;
+        Ok(dir.keys)
+    }
+
+    /// A nullifier's status.
+    pub async fn nullifier(
+        &self,
+        nullifier: &Nullifier,
+    ) -> Result<NullifierStatus, LedgerClientError> {
+        self.endpoint
+            .get(&format!("/v1/nullifiers/{}", b64_encode(nullifier.0)))
+            .await
+    }
+
+    /// A page of the log.
+    pub async fn log(&self, from: u64, limit: u32) -> Result<LogPage, LedgerClientError> {
+        self.endpoint
+            .get(&format!("/v1/log?from={from}&limit={limit}"))
+            .await
+    }
+
+    /// The latest checkpoint and its cosignatures.
+    pub async fn checkpoint(&self) -> Result<CheckpointView, LedgerClientError> {
+        self.endpoint.get("/v1/checkpoint").await
+    }
+
+    /// Current totals.
+    pub async fn totals(&self) -> Result<Totals, LedgerClientError> {
+        self.endpoint.get("/v1/totals").await
+    }
+}
+
+/// A client of one issuer, for wallets and the load generator.
+#[derive(Debug, Clone)]
+pub struct IssuerClient {
+    endpoint: Endpoint,
+}
+
+impl IssuerClient {
+    /// A client of the issuer at `base_url` on a shared pool.
+    pub fn on(base_url: &str, http: Http) -> Self {
+        Self {
+            endpoint: Endpoint::new("issuer", base_url, http),
+        }
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.endpoint.base
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<Health, IssuerClientError> {
+        self.endpoint.health().await
+    }
+
+    /// `GET /v1/keys`: the keys the issuer offers.
+    pub async fn keys(&self) -> Result<IssuerKeys, IssuerClientError> {
+        self.endpoint.get("/v1/keys").await
+    }
+
+    /// `POST /v1/cards/balance`.
+    pub async fn balance(&self, card_code: &str) -> Result<BalanceResponse, IssuerClientError> {
+        let body = BalanceRequest {
+            card_code: card_code.to_owned(),
+        };
+        self.endpoint.post("/v1/cards/balance", &body).await
+    }
+
+    /// `POST /v1/cards/open`.
+    pub async fn open(&self, request: &OpenRequest) -> Result<OpenResponse, IssuerClientError> {
+        self.endpoint.post("/v1/cards/open", request).await
+    }
+
+    /// `POST /v1/requests/replay`: a recorded opening.
+    pub async fn replay(
+        &self,
+        request_id: &RequestId,
+    ) -> Result<ReplayResponse, IssuerClientError> {
+        let body = ReplayRequest {
+            request_id: *request_id,
+        };
+        self.endpoint.post("/v1/requests/replay", &body).await
+    }
+}
+
+/// A client of one redeemer sidecar, for wallets, relays and the load generator.
+#[derive(Debug, Clone)]
+pub struct RedeemerClient {
+    endpoint: Endpoint,
+}
+
+impl RedeemerClient {
+    /// A client of the sidecar at `base_url` on a shared pool.
+    pub fn on(base_url: &str, http: Http) -> Self {
+        Self {
+            endpoint: Endpoint::new("redeemer", base_url, http),
+        }
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.endpoint.base
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<Health, RedeemerClientError> {
+        self.endpoint.health().await
+    }
+
+    /// `POST /v1/redeem`: a token for a grant of `kind`.
+    pub async fn redeem(
+        &self,
+        token: &Token,
+        kind: &CapacityKind,
+    ) -> Result<RedeemResponse, RedeemerClientError> {
+        let body = RedeemRequest {
+            token: b64_encode(token.to_bytes()),
+            kind: kind.to_string(),
+        };
+        self.endpoint.post("/v1/redeem", &body).await
+    }
+
+    /// `POST /v1/grants/consume`: uses up a grant for `kind`.
+    pub async fn consume(
+        &self,
+        grant: &str,
+        kind: &str,
+    ) -> Result<ConsumeResponse, RedeemerClientError> {
+        let body = ConsumeRequest {
+            grant: grant.to_owned(),
+            kind: kind.to_owned(),
+        };
+        self.endpoint.post("/v1/grants/consume", &body).await
+    }
+}
+
+/// Percent-encodes a query value (operator names are letters, digits, `-`, `.`, `_`; anything
+/// else is escaped).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,207 @@
+//! The ledger's HTTP messages (PROTOCOL.md section 11.6): info, signed requests and their
+//! receipts, nullifier status, the key directory, log pages, checkpoints.
+
+use crate::catalog::{CapacityKind, Catalog};
+use crate::key::{TokenKeyInfo, UnixSeconds};
+use crate::ledger::{Cosignature, Genesis, Hash32, LogEntry, OperatorInfo};
+use crate::operator::Signed;
+use crate::token::Nullifier;
+use serde::{Deserialize, Serialize};
+
+/// Most entries one log page returns.
+pub const MAX_LOG_PAGE: u32 = 1000;
+
+super::error_codes! {
+    /// The ledger's error codes.
+    pub enum LedgerErrorCode {
+        /// 401: the signer is not a member.
+        UnknownOperator = "unknown_operator",
+        /// 401: the signature does not verify.
+        BadSignature = "bad_signature",
+        /// 401: the timestamp is too far from the ledger's clock.
+        StaleRequest = "stale_request",
+        /// 403: signed for another ledger.
+        WrongLedger = "wrong_ledger",
+        /// 403: the signer lacks the role or does not own the object.
+        Forbidden = "forbidden",
+        /// 409: this exact signed request is already in the log.
+        ReplayedRequest = "replayed_request",
+        /// 413: a spend with too many nullifiers.
+        BatchTooLarge = "batch_too_large",
+        /// 422: well formed but breaks a rule.
+        InvalidRequest = "invalid_request",
+        /// 503: the ledger could not complete the request; nothing changed.
+        LedgerUnavailable = "ledger_unavailable",
+        /// 400: a nullifier that is not 32 bytes of base64url.
+        MalformedNullifier = "malformed_nullifier",
+        /// 404: no checkpoint has been made yet.
+        NoCheckpoint = "no_checkpoint",
+    }
+}
+
+/// `GET /v1/info`: what anyone may know about the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerInfo {
+    /// The ledger id requests must name.
+    pub ledger_id: Hash32,
+    /// The genesis.
+    pub genesis: Genesis,
+    /// Current members.
+    pub operators: Vec<OperatorInfo>,
+    /// Current catalog.
+    pub catalog: Catalog,
+    /// Last entry.
+    pub head_seq: u64,
+    /// Its hash.
+    pub head_hash: Hash32,
+}
+
+/// Why one nullifier of a spend was refused before reaching the spent set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpendRefusal {
+    /// The key is not announced on this ledger.
+    UnknownKey,
+    /// The key is revoked.
+    KeyRevoked,
+    /// The spend is outside the key's redemption window.
+    NotRedeemable,
+    /// The nullifier appears earlier in the same request.
+    DuplicateInRequest,
+}
+
+/// The outcome of one nullifier of a spend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SpendStatus {
+    /// Spent now, by this request.
+    Accepted,
+    /// Spent before.
+    AlreadySpent {
+        /// When it was first spent.
+        first_spent_at: UnixSeconds,
+        /// The operator that first spent it.
+        first_spent_by: String,
+        /// The entry that spent it.
+        seq: u64,
+    },
+    /// Refused by the key checks.
+    Refused {
+        /// Why.
+        reason: SpendRefusal,
+    },
+}
+
+/// One nullifier's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendResult {
+    /// The nullifier.
+    pub nullifier: Nullifier,
+    /// What happened to it.
+    #[serde(flatten)]
+    pub status: SpendStatus,
+}
+
+/// `POST /v1/entries` answer: the receipt of an accepted request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The entry appended, if any (a spend of nothing new appends nothing).
+    pub seq: Option<u64>,
+    /// Its hash.
+    pub entry_hash: Option<Hash32>,
+    /// Per nullifier, for spends, in request order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spends: Vec<SpendResult>,
+}
+
+/// `GET /v1/nullifiers/{nullifier}`: a nullifier's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum NullifierStatus {
+    /// Not in the spent set.
+    Unspent,
+    /// Spent.
+    Spent {
+        /// When.
+        spent_at: u64,
+        /// By which operator.
+        spent_by: String,
+        /// In which entry.
+        seq: u64,
+    },
+}
+
+/// A key as the directory shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The key and its metadata.
+    pub info: TokenKeyInfo,
+    /// The entry that announced it.
+    pub announced_seq: u64,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// Tokens reported issued.
+    pub issued: u64,
+    /// Nullifiers accepted.
+    pub spent: u64,
+    /// Nullifiers pruned.
+    pub pruned: u64,
+}
+
+impl KeyRecord {
+    /// Whether the key counts as live at `now`: not revoked, and its tokens still spendable.
+    /// The one definition of "live" behind the per-(issuer, kind) limit, the audit and the
+    /// wallet's key choice.
+    pub fn is_live(&self, now: UnixSeconds) -> bool {
+        !self.revoked && now <= self.info.redeem_until
+    }
+}
+
+/// `GET /v1/keys` query: both filters optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFilter {
+    /// Only this issuer's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Only keys of this kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CapacityKind>,
+}
+
+/// `GET /v1/keys` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyDirectory {
+    /// Keys, oldest first.
+    pub keys: Vec<KeyRecord>,
+}
+
+/// `GET /v1/log` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogRange {
+    /// The first sequence number wanted.
+    #[serde(default)]
+    pub from: u64,
+    /// Most entries wanted (at most [`MAX_LOG_PAGE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/log` answer: a page of the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogPage {
+    /// Entries in order.
+    pub entries: Vec<LogEntry>,
+    /// Where the next page starts, if the log goes on.
+    pub next: Option<u64>,
+}
+
+/// `GET /v1/checkpoint`: the latest checkpoint with its cosignatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointView {
+    /// The checkpoint entry.
+    pub entry: LogEntry,
+    /// Operators' cosignatures of it.
+    pub cosignatures: Vec<Signed<Cosignature>>,
+}
