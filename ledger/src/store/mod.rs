@@ -1,4 +1,5 @@
-//! Storage: one trait, one implementation per database, one test suite run against each.
+//! Storage: one trait, one SQL implementation (`sql.rs`) for every database, with per backend
+//! only its connection set-up and what its SQL cannot share; one test suite run against each.
 //!
 //! The ledger appends an entry and applies its effects in one database transaction, so a
 //! crash never leaves an effect without its entry or an entry without its effects. Each
@@ -6,6 +7,7 @@
 //! it, on every backend.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 pub use postgres::PostgresStore;
