@@ -483,8 +483,8 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     // transaction that hit SQLITE_FULL was rolled back by SQLite itself, sqlx's ROLLBACK on
     // drop then failed, and the connection went back to the pool still counting itself inside
     // a transaction, so later writes on it failed with `InvalidSavePointStatement` until a
-    // restart; now the pool closes such a connection when it is released, see `durable_pool` in
-    // ledger/src/store/sqlite.rs.) Then restart as well.
+    // restart; now the pool closes such a connection when it is released, see
+    // `scrip_common::pool::durable_pool`.) Then restart as well.
     let grow = Instant::now();
     tmpfs.resize(TMPFS_GROWN);
     let mut probe_accepted = 0;

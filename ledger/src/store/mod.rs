@@ -1,4 +1,5 @@
-//! Storage: one trait, one implementation per database, one test suite run against each.
+//! Storage: one trait, one SQL implementation (`sql.rs`) for every database, with per backend
+//! only its connection set-up and what its SQL cannot share; one test suite run against each.
 //!
 //! The ledger appends an entry and applies its effects in one database transaction, so a
 //! crash never leaves an effect without its entry or an entry without its effects. Each
@@ -6,10 +7,11 @@
 //! it, on every backend.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 pub use postgres::PostgresStore;
-pub use sqlite::{SqliteStore, durable_pool};
+pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use scrip_spec::ledger::{Genesis, Hash32, LogEntry, OperatorInfo, SpendGroup, Totals};

@@ -2,7 +2,7 @@
 
 use crate::support::{Fixture, key_info, random_nullifier};
 use scrip_ledger::rules::Refusal;
-use scrip_ledger::{Ledger, LedgerError};
+use scrip_ledger::{Ledger, LedgerError, StoreError};
 use scrip_spec::api::ledger::{SpendRefusal, SpendStatus};
 use scrip_spec::ledger::{
     Action, Checkpoint, EntryBody, Hash32, LedgerRequest, MAX_LIVE_KEYS, SpendGroup, Totals,
@@ -692,4 +692,97 @@ pub async fn state_survives_reopening_the_store(f: Fixture) {
         ),
         "a ledger opens only with its own key"
     );
+}
+
+/// The store itself refuses a replay and a second writer at a taken position, by its unique
+/// indexes, and tells the two apart (the service checks for replays first; this is what a
+/// replay racing past that check meets).
+pub async fn store_tells_a_replay_from_a_taken_position(f: Fixture) {
+    use scrip_ledger::store::Effect;
+    use scrip_spec::ledger::LogEntry;
+
+    let key = f.announce(&f.a, "op-a", 0, "queue").await.public_key.id();
+    let store = f.ledger.store().clone();
+    let info = f.ledger.info().await;
+    let (head, head_hash) = (info.head_seq, info.head_hash);
+    let entry = |seq: u64, prev_hash: Hash32, req: &scrip_spec::Signed<LedgerRequest>| {
+        let entry = LogEntry {
+            seq,
+            prev_hash,
+            recorded_at: f.now(),
+            body: EntryBody::Request(req.clone()),
+        };
+        let hash = entry.hash();
+        (entry, hash)
+    };
+    let sold = |batch: &str| Action::CardsSold {
+        batch: batch.into(),
+        count: 1,
+        credits: 10,
+    };
+    let sold_effect = Effect::CardsSold {
+        issuer: "op-a".into(),
+        count: 1,
+        credits: 10,
+    };
+
+    let req = f.request(&f.a, sold("first")).await;
+    let (first, first_hash) = entry(head + 1, head_hash, &req);
+    store
+        .append(&first, &first_hash, &sold_effect)
+        .await
+        .expect("first append");
+
+    // The same signed request at the next position: a replay.
+    let (again, again_hash) = entry(head + 2, first_hash, &req);
+    assert!(matches!(
+        store.append(&again, &again_hash, &sold_effect).await,
+        Err(StoreError::Replayed)
+    ));
+
+    // Another request at the taken position: a second writer.
+    let other = f.request(&f.a, sold("second")).await;
+    let (clash, clash_hash) = entry(head + 1, head_hash, &other);
+    assert!(matches!(
+        store.append(&clash, &clash_hash, &sold_effect).await,
+        Err(StoreError::SeqTaken { seq }) if seq == head + 1
+    ));
+
+    // A replayed spend is a replay, not a spend of nullifiers it spent itself.
+    let n = random_nullifier();
+    let spend_req = f.request(&f.b, spend(key, vec![n])).await;
+    let spend_effect = Effect::Spend {
+        groups: vec![SpendGroup {
+            token_key_id: key,
+            nullifiers: vec![n],
+        }],
+    };
+    let (spent, spent_hash) = entry(head + 2, first_hash, &spend_req);
+    store
+        .append(&spent, &spent_hash, &spend_effect)
+        .await
+        .expect("spend append");
+    let (respent, respent_hash) = entry(head + 3, spent_hash, &spend_req);
+    assert!(matches!(
+        store.append(&respent, &respent_hash, &spend_effect).await,
+        Err(StoreError::Replayed)
+    ));
+
+    // Neither refusal left a trace.
+    let entries = store.entries(head + 1, 10).await.expect("entries");
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![head + 1, head + 2]
+    );
+    assert_eq!(entries[0], first);
+    let totals = store.totals().await.expect("totals");
+    let op_a = totals.issuers.iter().find(|i| i.issuer == "op-a");
+    assert_eq!(op_a.map(|i| (i.cards_sold, i.credits_sold)), Some((1, 10)));
+    assert_eq!(totals.keys[0].spent, 1);
+    assert_eq!(
+        store.nullifier(&n).await.expect("query").map(|s| s.seq),
+        Some(head + 2)
+    );
+    // The size query runs on each backend (its SQL is one of the few not shared).
+    assert!(store.size_bytes().await.expect("size") > 0);
 }

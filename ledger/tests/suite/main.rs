@@ -37,4 +37,5 @@ per_backend!(
     live_key_limit_and_key_rules,
     expired_keys_are_refused_then_pruned_with_a_commitment,
     state_survives_reopening_the_store,
+    store_tells_a_replay_from_a_taken_position,
 );
