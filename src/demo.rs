@@ -9,7 +9,13 @@ use scrip_spec::CapacityKind;
 use std::path::Path;
 
 fn step(n: u32, title: &str) {
-    println!("\n\x1b[1m{n}. {title}\x1b[0m");
+    use std::io::IsTerminal as _;
+    // Bold titles on a terminal only: piped output and NO_COLOR get plain text.
+    if scrip_common::logging::colour_allowed(std::io::stdout().is_terminal()) {
+        println!("\n\x1b[1m{n}. {title}\x1b[0m");
+    } else {
+        println!("\n{n}. {title}");
+    }
 }
 
 fn kind(name: &str) -> anyhow::Result<CapacityKind> {

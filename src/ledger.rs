@@ -43,9 +43,7 @@ pub enum LedgerCommand {
 }
 
 fn read_key(path: &Path) -> anyhow::Result<OperatorKey> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the key file {}", path.display()))?;
-    OperatorKey::from_text(&text).with_context(|| format!("{} is not a key file", path.display()))
+    Ok(OperatorKey::read_file(path)?)
 }
 
 pub async fn run(cmd: LedgerCommand) -> anyhow::Result<()> {

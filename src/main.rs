@@ -19,6 +19,17 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "scrip", version, propagate_version = true)]
 struct Cli {
+    /// How log lines on standard error are written: `text` for people, `json` (one object
+    /// per line) for log collectors. Colour only on a terminal, and never with NO_COLOR set.
+    /// The level comes from RUST_LOG (default `info`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        default_value = "text",
+        env = "SCRIP_LOG_FORMAT"
+    )]
+    log_format: scrip_common::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -113,13 +124,7 @@ async fn demo(keep: Option<std::path::PathBuf>) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    scrip_common::logging::init(cli.log_format);
     if let Command::Audit(args) = cli.command {
         return match runtime().and_then(|rt| rt.block_on(audit::run(args))) {
             Ok(code) => std::process::ExitCode::from(code),

@@ -1,6 +1,5 @@
 //! `scrip operator …`: operator key management.
 
-use anyhow::Context as _;
 use clap::Subcommand;
 use scrip_spec::OperatorKey;
 use scrip_spec::secret_file::{SecretFileError, write_private};
@@ -44,10 +43,7 @@ pub fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
             Ok(())
         }
         OperatorCommand::Show { key } => {
-            let text = std::fs::read_to_string(&key)
-                .with_context(|| format!("cannot read key file {}", key.display()))?;
-            let key = OperatorKey::from_text(&text)
-                .with_context(|| format!("{} is not an operator key file", key.display()))?;
+            let key = OperatorKey::read_file(&key)?;
             println!("{}", key.id());
             Ok(())
         }

@@ -51,7 +51,7 @@ pub async fn run(cmd: RedeemerCommand) -> anyhow::Result<()> {
             data_dir,
             chunk_ttl_secs,
         } => {
-            let listener = tokio::net::TcpListener::bind(listen).await?;
+            let listener = scrip_common::server::bind(listen).await?;
             tracing::info!(address = %listener.local_addr()?, "example relay listening");
             let config = RelayConfig {
                 sidecar,

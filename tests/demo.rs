@@ -33,6 +33,27 @@ fn the_demo_runs_every_step_and_exits_zero() {
         !stdout.contains("sw1-"),
         "the demo never prints a wallet seed"
     );
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b),
+        "no ANSI escapes when the output is not a terminal"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let out = scrip(&["--log-format", "json", "demo"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the demo's services log at info");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    let bad = scrip(&["--log-format", "xml", "demo"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use text or json"));
 }
 
 #[test]

@@ -207,6 +207,36 @@ impl Endpoint {
     }
 }
 
+/// A typed client of one service: its base URL on a shared [`Http`] pool, and `/healthz`.
+macro_rules! service_client {
+    ($(#[$meta:meta])* $name:ident, $service:literal, $code:ty) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            endpoint: Endpoint,
+        }
+
+        impl $name {
+            #[doc = concat!("A client of the ", $service, " at `base_url` on a shared pool.")]
+            pub fn on(base_url: &str, http: Http) -> Self {
+                Self {
+                    endpoint: Endpoint::new($service, base_url, http),
+                }
+            }
+
+            /// The base URL.
+            pub fn url(&self) -> &str {
+                &self.endpoint.base
+            }
+
+            /// `GET /healthz`: its checks, on 200 and 503 alike.
+            pub async fn health(&self) -> Result<Health, ClientError<$code>> {
+                self.endpoint.health().await
+            }
+        }
+    };
+}
+
 /// A ledger client's error.
 pub type LedgerClientError = ClientError<LedgerErrorCode>;
 /// An issuer client's error.
@@ -214,11 +244,12 @@ pub type IssuerClientError = ClientError<IssuerErrorCode>;
 /// A redeemer client's error.
 pub type RedeemerClientError = ClientError<RedeemerErrorCode>;
 
-/// A client of the ledger, for issuers, redeemers, wallets and auditors.
-#[derive(Debug, Clone)]
-pub struct LedgerClient {
-    endpoint: Endpoint,
-}
+service_client!(
+    /// A client of the ledger, for issuers, redeemers, wallets and auditors.
+    LedgerClient,
+    "ledger",
+    LedgerErrorCode
+);
 
 impl LedgerClient {
     /// A client of the ledger at `base_url` (for example `http://127.0.0.1:7400`), 30 s per call.
@@ -229,23 +260,6 @@ impl LedgerClient {
     /// A client whose every call gives up after `timeout`.
     pub fn with_timeout(base_url: &str, timeout: Duration) -> Self {
         Self::on(base_url, Http::new(timeout))
-    }
-
-    /// A client on a shared pool.
-    pub fn on(base_url: &str, http: Http) -> Self {
-        Self {
-            endpoint: Endpoint::new("ledger", base_url, http),
-        }
-    }
-
-    /// The base URL.
-    pub fn url(&self) -> &str {
-        &self.endpoint.base
-    }
-
-    /// `GET /healthz`.
-    pub async fn health(&self) -> Result<Health, LedgerClientError> {
-        self.endpoint.health().await
     }
 
     /// Ledger id, genesis, members, catalog and head.
@@ -309,30 +323,14 @@ impl LedgerClient {
     }
 }
 
-/// A client of one issuer, for wallets and the load generator.
-#[derive(Debug, Clone)]
-pub struct IssuerClient {
-    endpoint: Endpoint,
-}
+service_client!(
+    /// A client of one issuer, for wallets and the load generator.
+    IssuerClient,
+    "issuer",
+    IssuerErrorCode
+);
 
 impl IssuerClient {
-    /// A client of the issuer at `base_url` on a shared pool.
-    pub fn on(base_url: &str, http: Http) -> Self {
-        Self {
-            endpoint: Endpoint::new("issuer", base_url, http),
-        }
-    }
-
-    /// The base URL.
-    pub fn url(&self) -> &str {
-        &self.endpoint.base
-    }
-
-    /// `GET /healthz`.
-    pub async fn health(&self) -> Result<Health, IssuerClientError> {
-        self.endpoint.health().await
-    }
-
     /// `GET /v1/keys`: the keys the issuer offers.
     pub async fn keys(&self) -> Result<IssuerKeys, IssuerClientError> {
         self.endpoint.get("/v1/keys").await
@@ -363,30 +361,14 @@ impl IssuerClient {
     }
 }
 
-/// A client of one redeemer sidecar, for wallets, relays and the load generator.
-#[derive(Debug, Clone)]
-pub struct RedeemerClient {
-    endpoint: Endpoint,
-}
+service_client!(
+    /// A client of one redeemer sidecar, for wallets, relays and the load generator.
+    RedeemerClient,
+    "redeemer",
+    RedeemerErrorCode
+);
 
 impl RedeemerClient {
-    /// A client of the sidecar at `base_url` on a shared pool.
-    pub fn on(base_url: &str, http: Http) -> Self {
-        Self {
-            endpoint: Endpoint::new("redeemer", base_url, http),
-        }
-    }
-
-    /// The base URL.
-    pub fn url(&self) -> &str {
-        &self.endpoint.base
-    }
-
-    /// `GET /healthz`.
-    pub async fn health(&self) -> Result<Health, RedeemerClientError> {
-        self.endpoint.health().await
-    }
-
     /// `POST /v1/redeem`: a token for a grant of `kind`.
     pub async fn redeem(
         &self,
@@ -426,4 +408,81 @@ fn urlencode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Why a service may not act for its operator on the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// The ledger did not answer.
+    #[error("cannot reach the ledger at {url}; start it or fix ledger_url")]
+    Unreachable {
+        /// The ledger's URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: LedgerClientError,
+    },
+    /// The key is not a member.
+    #[error("operator key {id} is not a member of the ledger; have it admitted first")]
+    NotAMember {
+        /// The operator key's id.
+        id: scrip_spec::OperatorId,
+    },
+    /// The key is a member under another name.
+    #[error(
+        "the ledger knows this operator key as {known:?}, not {configured:?}; fix `name` in the config"
+    )]
+    OtherName {
+        /// The name on the ledger.
+        known: String,
+        /// The name configured.
+        configured: String,
+    },
+    /// The member lacks the role the service needs.
+    #[error(
+        "operator {name:?} lacks the {role:?} role on the ledger; its requests would be refused"
+    )]
+    MissingRole {
+        /// The member.
+        name: String,
+        /// The role.
+        role: scrip_spec::ledger::Role,
+    },
+}
+
+/// The ledger's info, once it is confirmed that `operator` is the member called `name` and,
+/// if given, holds `role`: what an issuer or a redeemer checks before it serves.
+pub async fn member_info(
+    ledger: &LedgerClient,
+    operator: &scrip_spec::OperatorKey,
+    name: &str,
+    role: Option<scrip_spec::ledger::Role>,
+) -> Result<LedgerInfo, MembershipError> {
+    let info = ledger
+        .info()
+        .await
+        .map_err(|source| MembershipError::Unreachable {
+            url: ledger.url().to_owned(),
+            source,
+        })?;
+    let me = info
+        .operators
+        .iter()
+        .find(|o| o.id == operator.id())
+        .ok_or(MembershipError::NotAMember { id: operator.id() })?;
+    if me.name != name {
+        return Err(MembershipError::OtherName {
+            known: me.name.clone(),
+            configured: name.to_owned(),
+        });
+    }
+    if let Some(role) = role
+        && !me.roles.contains(&role)
+    {
+        return Err(MembershipError::MissingRole {
+            name: me.name.clone(),
+            role,
+        });
+    }
+    Ok(info)
 }

@@ -2,6 +2,8 @@
 
 #[cfg(feature = "clients")]
 pub mod clients;
+#[cfg(feature = "server")]
+pub mod keyring;
 #[cfg(feature = "logging")]
 pub mod logging;
 #[cfg(feature = "server")]

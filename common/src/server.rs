@@ -37,6 +37,18 @@ impl ApiError {
         }
     }
 
+    /// 503 for a failure inside the service: the details go to the log (as `what` failed),
+    /// never to the client, who gets `code` and `message`.
+    pub fn unavailable(
+        code: impl ErrorCode,
+        what: &str,
+        error: &dyn std::fmt::Debug,
+        message: impl Into<String>,
+    ) -> Self {
+        tracing::error!(?error, "{what}");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
     /// Sets the fields the code carries besides its message.
     pub fn details(mut self, details: ErrorDetails) -> Self {
         self.error.details = details;
@@ -211,6 +223,16 @@ pub fn finish<S: Clone + Send + Sync + 'static>(
             timeout,
         ))
         .layer(axum::middleware::map_response(json_errors))
+}
+
+/// Binds a listener; the error names the address (port 0 picks a free port).
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}; is another process using it?"),
+        )
+    })
 }
 
 /// How long requests in flight may take to finish once shutdown starts.

@@ -67,14 +67,12 @@ impl From<OpenError> for ApiError {
                     },
                 )
             }
-            OpenError::Internal(err) => {
-                tracing::error!(error = ?err, "issuer operation failed");
-                ApiError::new(
-                    S::SERVICE_UNAVAILABLE,
-                    Code::Unavailable,
-                    "the issuer could not complete the request; nothing was charged, retry with the same request id",
-                )
-            }
+            OpenError::Internal(err) => ApiError::unavailable(
+                Code::Unavailable,
+                "issuer operation failed",
+                &err,
+                "the issuer could not complete the request; nothing was charged, retry with the same request id",
+            ),
         }
     }
 }
@@ -243,11 +241,7 @@ pub struct Application {
 impl Application {
     /// Binds the listener for an opened issuer (port 0 picks a free port).
     pub async fn new(issuer: Arc<Issuer>) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let listen = issuer.config().listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = scrip_common::server::bind(issuer.config().listen).await?;
         let limiter = Arc::new(RateLimiter::new(issuer.config().rate_limit.clone()));
         Ok(Self {
             listener,

@@ -62,15 +62,12 @@ impl From<LedgerError> for ApiError {
                 };
                 ApiError::new(status, code, r.to_string())
             }
-            other => {
-                // Internal details go to the log, never to the client.
-                tracing::error!(error = ?other, "ledger operation failed");
-                ApiError::new(
-                    S::SERVICE_UNAVAILABLE,
-                    Code::LedgerUnavailable,
-                    "the ledger could not complete the request; nothing was changed, retry later",
-                )
-            }
+            other => ApiError::unavailable(
+                Code::LedgerUnavailable,
+                "ledger operation failed",
+                &other,
+                "the ledger could not complete the request; nothing was changed, retry later",
+            ),
         }
     }
 }
@@ -276,14 +273,7 @@ pub struct Application {
 impl Application {
     /// Opens the store and the ledger and binds the listener (port 0 picks a free port).
     pub async fn build(config: &LedgerConfig) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let key_text = std::fs::read_to_string(&config.key_file).with_context(|| {
-            format!(
-                "cannot read the ledger key file {}",
-                config.key_file.display()
-            )
-        })?;
-        let key = OperatorKey::from_text(&key_text)?;
+        let key = OperatorKey::read_file(&config.key_file)?;
         let store = connect(&config.database).await?;
         let ledger = Ledger::open(store, key).await?;
         Self::from_ledger(Arc::new(ledger), config.listen, config.checkpoint_secs).await
@@ -295,10 +285,7 @@ impl Application {
         listen: std::net::SocketAddr,
         checkpoint_secs: u64,
     ) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = scrip_common::server::bind(listen).await?;
         Ok(Self {
             listener,
             state: AppState {

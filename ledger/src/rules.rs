@@ -417,7 +417,15 @@ impl LedgerState {
                     }
                 }
             }
-            Effect::Genesis(_) | Effect::CardsSold { .. } | Effect::None | Effect::Pruned => {}
+            Effect::Pruned {
+                token_key_id,
+                count,
+            } => {
+                if let Some(k) = self.keys.get_mut(token_key_id) {
+                    k.pruned = k.pruned.saturating_add(*count);
+                }
+            }
+            Effect::Genesis(_) | Effect::CardsSold { .. } | Effect::None => {}
         }
     }
 }

@@ -119,14 +119,23 @@ impl Ledger {
     /// Judges and, if accepted, appends an operator's request.
     pub async fn submit(&self, signed: Signed<LedgerRequest>) -> Result<Receipt, LedgerError> {
         let mut state = self.state.lock().await;
-        // Replay is checked first, so that a request retried after the clock-skew window is
-        // still recognised as already applied rather than refused as stale.
-        let digest = crate::store::signed_request_digest(&signed);
-        if self.store.request_seq(&digest).await?.is_some() {
-            return Err(Refusal::Replayed.into());
-        }
         let now = (self.clock)();
-        let judgement = state.judge(&signed, now)?;
+        // Replay is detected by the store's unique index on the request digest when appending.
+        // A request the rules refuse is looked up, so that one already in the log is reported
+        // as a replay whatever else it breaks now: retried after the clock-skew window it would
+        // read as stale, and its sender would sign it anew and apply it twice.
+        let judgement = match state.judge(&signed, now) {
+            Err(_)
+                if self
+                    .store
+                    .request_seq(&crate::store::signed_request_digest(&signed))
+                    .await?
+                    .is_some() =>
+            {
+                return Err(Refusal::Replayed.into());
+            }
+            judged => judged?,
+        };
         let entry = LogEntry {
             seq: state.head.0 + 1,
             prev_hash: state.head.1,
@@ -274,11 +283,11 @@ impl Ledger {
         let EntryBody::Pruned(record) = &entry.body else {
             return Ok(Some(entry));
         };
-        let count = record.payload.count;
-        state.apply(&Effect::Pruned, (entry.seq, entry.hash()), &[]);
-        if let Some(k) = state.keys.get_mut(token_key_id) {
-            k.pruned = k.pruned.saturating_add(count);
-        }
+        let effect = Effect::Pruned {
+            token_key_id: *token_key_id,
+            count: record.payload.count,
+        };
+        state.apply(&effect, (entry.seq, entry.hash()), &[]);
         Ok(Some(entry))
     }
 

@@ -50,14 +50,12 @@ impl From<RedeemError> for ApiError {
             RedeemError::LedgerUnavailable => {
                 ApiError::new(S::SERVICE_UNAVAILABLE, Code::LedgerUnavailable, message)
             }
-            RedeemError::Internal(err) => {
-                tracing::error!(error = ?err, "redemption failed");
-                ApiError::new(
-                    S::SERVICE_UNAVAILABLE,
-                    Code::Unavailable,
-                    "the redeemer could not complete the request; ask the ledger for the token's status before retrying",
-                )
-            }
+            RedeemError::Internal(err) => ApiError::unavailable(
+                Code::Unavailable,
+                "redemption failed",
+                &err,
+                "the redeemer could not complete the request; ask the ledger for the token's status before retrying",
+            ),
         }
     }
 }
@@ -77,14 +75,12 @@ impl From<ConsumeError> for ApiError {
             ConsumeError::WrongKind { .. } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, Code::WrongKind, message)
             }
-            ConsumeError::Internal(err) => {
-                tracing::error!(error = ?err, "consume failed");
-                ApiError::new(
-                    S::SERVICE_UNAVAILABLE,
-                    Code::Unavailable,
-                    "the redeemer could not check the grant; retry",
-                )
-            }
+            ConsumeError::Internal(err) => ApiError::unavailable(
+                Code::Unavailable,
+                "consume failed",
+                &err,
+                "the redeemer could not check the grant; retry",
+            ),
         }
     }
 }
@@ -258,11 +254,7 @@ pub struct Application {
 impl Application {
     /// Binds the configured address (port 0 picks a free port).
     pub async fn new(redeemer: Arc<Redeemer>) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let listen = redeemer.config().listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = scrip_common::server::bind(redeemer.config().listen).await?;
         Ok(Self { listener, redeemer })
     }
 

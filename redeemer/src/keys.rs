@@ -2,11 +2,10 @@
 //! a key not yet known (at most once a second, so random key ids cannot flood the ledger).
 
 use scrip_common::clients::{LedgerClient, LedgerClientError as ClientError};
+use scrip_common::keyring::KeyRing;
 use scrip_spec::{TokenChallenge, TokenKeyId, TokenKeyInfo};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
+use std::sync::Arc;
 
 /// A key as a redeemer needs it.
 #[derive(Debug)]
@@ -23,29 +22,24 @@ pub struct CachedKey {
 #[derive(Debug)]
 pub struct KeyCache {
     ledger: LedgerClient,
-    keys: RwLock<HashMap<TokenKeyId, Arc<CachedKey>>>,
-    last_refresh: Mutex<Option<Instant>>,
+    ring: KeyRing<CachedKey>,
 }
-
-const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
 
 impl KeyCache {
     /// An empty cache of `ledger`'s directory.
     pub fn new(ledger: LedgerClient) -> Self {
         Self {
             ledger,
-            keys: RwLock::new(HashMap::new()),
-            last_refresh: Mutex::new(None),
+            ring: KeyRing::new(),
         }
     }
 
     /// Reloads the whole directory.
     pub async fn refresh(&self) -> Result<(), ClientError> {
-        let mut last = self.last_refresh.lock().await;
-        self.refresh_locked(&mut last).await
+        self.ring.reload(|| self.load()).await
     }
 
-    async fn refresh_locked(&self, last: &mut Option<Instant>) -> Result<(), ClientError> {
+    async fn load(&self) -> Result<HashMap<TokenKeyId, Arc<CachedKey>>, ClientError> {
         let records = self.ledger.keys(None, None).await?;
         let mut map = HashMap::with_capacity(records.len());
         for r in records {
@@ -61,38 +55,11 @@ impl KeyCache {
                 }),
             );
         }
-        if let Ok(mut keys) = self.keys.write() {
-            *keys = map;
-        }
-        *last = Some(Instant::now());
-        Ok(())
+        Ok(map)
     }
 
-    fn lookup(&self, id: &TokenKeyId) -> Option<Arc<CachedKey>> {
-        self.keys.read().ok().and_then(|k| k.get(id).cloned())
-    }
-
-    /// A key by id. An unknown id triggers a refresh, waiting if the last one was less than a
-    /// second ago (so a key announced a moment ago is still found), and sharing one refresh
-    /// between all the requests that wait for it.
+    /// A key by id; an unknown id reloads the directory (see [`KeyRing::get_or_reload`]).
     pub async fn get(&self, id: &TokenKeyId) -> Result<Option<Arc<CachedKey>>, ClientError> {
-        if let Some(k) = self.lookup(id) {
-            return Ok(Some(k));
-        }
-        let asked = Instant::now();
-        let mut last = self.last_refresh.lock().await;
-        if let Some(k) = self.lookup(id) {
-            return Ok(Some(k));
-        }
-        if last.is_some_and(|t| t > asked) {
-            // A refresh made after this request arrived did not find the key.
-            return Ok(None);
-        }
-        if let Some(t) = *last {
-            let wait = MIN_REFRESH_GAP.saturating_sub(t.elapsed());
-            tokio::time::sleep(wait).await;
-        }
-        self.refresh_locked(&mut last).await?;
-        Ok(self.lookup(id))
+        self.ring.get_or_reload(id, || self.load()).await
     }
 }

@@ -5,7 +5,7 @@ use crate::grant_writer::GrantWriter;
 use crate::keys::KeyCache;
 use crate::spend::{Batcher, SpendFailure, SpendOutcome, Spender};
 use crate::store::{ConsumeOutcome, History, NewGrant, RedeemerStore};
-use scrip_common::clients::LedgerClient;
+use scrip_common::clients::{LedgerClient, member_info};
 use scrip_spec::api::ledger::SpendRefusal;
 use scrip_spec::{
     CapacityKind, GrantCode, OperatorKey, Token, UnixSeconds, verify_token_with_digest,
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use scrip_spec::now;
+use scrip_spec::now;
 
 /// A grant handed to the wallet (and by it to the relay).
 #[derive(Debug, Clone)]
@@ -163,38 +163,13 @@ impl Redeemer {
     /// Opens the store, checks membership at the ledger, loads the key directory and starts
     /// the batcher (and, in optimistic mode, the flusher of pending spends).
     pub async fn start(config: RedeemerConfig) -> anyhow::Result<Arc<Self>> {
-        use anyhow::Context as _;
-        let text = std::fs::read_to_string(&config.operator_key_file).with_context(|| {
-            format!(
-                "cannot read the operator key {}",
-                config.operator_key_file.display()
-            )
-        })?;
-        let operator = OperatorKey::from_text(&text)?;
+        let operator = OperatorKey::read_file(&config.operator_key_file)?;
         let store =
             RedeemerStore::connect(&config.database, config.mode == Mode::Optimistic).await?;
         // Short timeouts: a wallet waits on this call, and a hung ledger must fail fast.
         let ledger = LedgerClient::with_timeout(&config.ledger_url, Duration::from_secs(5));
-        let info = ledger.info().await.with_context(|| {
-            format!(
-                "cannot reach the ledger at {}; start it or fix ledger_url",
-                config.ledger_url
-            )
-        })?;
-        match info.operators.iter().find(|o| o.id == operator.id()) {
-            Some(o) if o.name == config.name => {
-                anyhow::ensure!(
-                    o.roles.contains(&scrip_spec::ledger::Role::Redeemer),
-                    "operator {:?} lacks the redeemer role on the ledger; its spends would be refused",
-                    o.name
-                );
-            }
-            _ => anyhow::bail!(
-                "operator key {} is not the ledger member {:?}; fix `name` or have it admitted",
-                operator.id(),
-                config.name
-            ),
-        }
+        let role = Some(scrip_spec::ledger::Role::Redeemer);
+        let info = member_info(&ledger, &operator, &config.name, role).await?;
         let keys = KeyCache::new(ledger.clone());
         keys.refresh().await?;
         let spender = Arc::new(Spender {
@@ -277,14 +252,9 @@ impl Redeemer {
         for ((_, n), outcome) in pending.iter().zip(outcomes) {
             decided.push(*n);
             let refusal = match &outcome {
-                SpendOutcome::Accepted => None,
                 // A flush whose answer was lost (or a crash before the pending row was
                 // cleared) committed it: spent by this operator is this redeemer's own spend.
-                SpendOutcome::AlreadySpent { first_spent_by, .. }
-                    if *first_spent_by == self.config.name =>
-                {
-                    None
-                }
+                SpendOutcome::Accepted | SpendOutcome::SpentByUs { .. } => None,
                 SpendOutcome::AlreadySpent { first_spent_by, .. } => {
                     Some(format!("already spent by {first_spent_by}"))
                 }
@@ -355,20 +325,17 @@ impl Redeemer {
             Mode::Strict => {
                 match self.batcher.spend(token.token_key_id, nullifier).await {
                     Ok(SpendOutcome::Accepted) => {}
+                    // Spent by this operator: a lost answer or a concurrent duplicate; a fresh
+                    // grant replaces an unconsumed one (checked in the grant's own transaction).
+                    Ok(SpendOutcome::SpentByUs { first_spent_at }) => first.0 = first_spent_at,
                     Ok(SpendOutcome::AlreadySpent {
                         first_spent_at,
                         first_spent_by,
                     }) => {
-                        // Spent by another operator: refused. Spent by this one: a lost answer
-                        // or a concurrent duplicate; a fresh grant replaces an unconsumed one
-                        // (checked in the grant's own transaction).
-                        if first_spent_by != self.config.name {
-                            return Err(RedeemError::AlreadySpent {
-                                first_spent_at,
-                                first_spent_by,
-                            });
-                        }
-                        first = (first_spent_at, first_spent_by);
+                        return Err(RedeemError::AlreadySpent {
+                            first_spent_at,
+                            first_spent_by,
+                        });
                     }
                     Ok(SpendOutcome::Refused(reason)) => {
                         return Err(match reason {

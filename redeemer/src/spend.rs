@@ -17,7 +17,14 @@ pub enum SpendOutcome {
     /// Spent by this operator now (or by an earlier attempt of this batch whose answer was
     /// lost).
     Accepted,
-    /// Spent before.
+    /// Spent before by this operator: an earlier redemption whose answer was lost, or a
+    /// concurrent presentation of the same token. The one place that tells "spent by me" from
+    /// "spent by another".
+    SpentByUs {
+        /// When.
+        first_spent_at: UnixSeconds,
+    },
+    /// Spent before by another operator.
     AlreadySpent {
         /// When.
         first_spent_at: UnixSeconds,
@@ -104,19 +111,23 @@ impl Spender {
                                 first_spent_at,
                                 first_spent_by,
                                 ..
-                            }) => {
-                                if maybe_sent
-                                    && first_spent_by == &self.name
-                                    && *first_spent_at + 1 >= started
-                                {
+                            }) if first_spent_by == &self.name => {
+                                if maybe_sent && *first_spent_at + 1 >= started {
                                     SpendOutcome::Accepted
                                 } else {
-                                    SpendOutcome::AlreadySpent {
+                                    SpendOutcome::SpentByUs {
                                         first_spent_at: *first_spent_at,
-                                        first_spent_by: first_spent_by.clone(),
                                     }
                                 }
                             }
+                            Some(SpendStatus::AlreadySpent {
+                                first_spent_at,
+                                first_spent_by,
+                                ..
+                            }) => SpendOutcome::AlreadySpent {
+                                first_spent_at: *first_spent_at,
+                                first_spent_by: first_spent_by.clone(),
+                            },
                             Some(SpendStatus::Refused { reason }) => {
                                 SpendOutcome::Refused(Some(*reason))
                             }
@@ -241,9 +252,8 @@ async fn settle(spender: &Spender, jobs: Vec<Job>) {
                 Err(e) => Err(e.clone()),
                 Ok(outcomes) if j == 0 => Ok(outcomes[i].clone()),
                 Ok(outcomes) if outcomes[i] == SpendOutcome::Accepted => {
-                    Ok(SpendOutcome::AlreadySpent {
+                    Ok(SpendOutcome::SpentByUs {
                         first_spent_at: scrip_spec::now(),
-                        first_spent_by: spender.name.clone(),
                     })
                 }
                 Ok(outcomes) => Ok(outcomes[i].clone()),

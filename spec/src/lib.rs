@@ -17,7 +17,9 @@ pub use codes::card::{CardCode, CardCodeError};
 pub use codes::grant::{GrantCode, GrantCodeError};
 pub use decode::DecodeError;
 pub use key::{KeyError, KeyInfoError, TokenKeyId, TokenKeyInfo, TokenPublicKey, TokenSecretKey};
-pub use operator::{KeyTextError, OperatorId, OperatorKey, Signable, SignatureError, Signed};
+pub use operator::{
+    KeyFileError, KeyTextError, OperatorId, OperatorKey, Signable, SignatureError, Signed,
+};
 pub use time::{UnixSeconds, now};
 pub use token::backend::{RsaBackend, RsaError, UnknownBackend};
 pub use token::challenge::TokenChallenge;

@@ -47,6 +47,29 @@ pub const KEY_TEXT_LABEL: &str = "scrip-operator-key-v1";
 #[error("not an operator key file: expected `{KEY_TEXT_LABEL} <base64url of 32 bytes>`")]
 pub struct KeyTextError;
 
+/// An operator key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read.
+    #[error("cannot read the key file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not an operator key file.
+    #[error("{path} is not an operator key file")]
+    NotAKey {
+        /// The file.
+        path: String,
+        /// What is wrong with its text.
+        #[source]
+        source: KeyTextError,
+    },
+}
+
 /// An operator's signing key. Its `Debug` hides the secret.
 pub struct OperatorKey(SigningKey);
 
@@ -90,6 +113,22 @@ impl OperatorKey {
         let bytes = Zeroizing::new(b64_decode(body).map_err(|_| KeyTextError)?);
         let seed: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyTextError)?;
         Ok(Self::from_seed(seed))
+    }
+
+    /// Reads a key file (see [`Self::to_text`]).
+    pub fn read_file(path: &std::path::Path) -> Result<Self, KeyFileError> {
+        let shown = || path.display().to_string();
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+                    path: shown(),
+                    source,
+                })?,
+            );
+        Self::from_text(&text).map_err(|source| KeyFileError::NotAKey {
+            path: shown(),
+            source,
+        })
     }
 
     /// The public identity.

@@ -95,8 +95,14 @@ pub enum Effect {
     },
     /// Nothing beyond the entry (a checkpoint).
     None,
-    /// A key's nullifiers dropped (done by [`Store::prune`] before the entry).
-    Pruned,
+    /// A key's nullifiers dropped (done by [`Store::prune`] with the entry): which key, how
+    /// many, so that [`crate::rules::LedgerState::apply`] counts them like any other effect.
+    Pruned {
+        /// The key.
+        token_key_id: TokenKeyId,
+        /// Nullifiers dropped.
+        count: u64,
+    },
 }
 
 /// Who spent a nullifier first.

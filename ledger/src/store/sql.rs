@@ -309,7 +309,7 @@ where
                     .execute(&mut *tx)
                     .await?;
             }
-            Effect::None | Effect::Pruned => {}
+            Effect::None | Effect::Pruned { .. } => {}
         }
         tx.commit().await?;
         Ok(AppendOutcome::Appended { already_spent })

@@ -1,0 +1,152 @@
+//! The key ring the issuer and the redeemer keep: token keys by id, replaced whole on reload,
+//! and reloaded when a request names an id not yet known, at most once a second, so random key
+//! ids cannot turn into a flood of reloads.
+
+use scrip_spec::TokenKeyId;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Least time between two reloads caused by unknown ids.
+pub const MIN_RELOAD_GAP: Duration = Duration::from_secs(1);
+
+/// Keys of type `K` by id.
+#[derive(Debug)]
+pub struct KeyRing<K> {
+    keys: RwLock<HashMap<TokenKeyId, Arc<K>>>,
+    last_reload: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl<K> Default for KeyRing<K> {
+    fn default() -> Self {
+        Self {
+            keys: RwLock::new(HashMap::new()),
+            last_reload: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<K> KeyRing<K> {
+    /// An empty ring.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A key as known now, without reloading.
+    pub fn get(&self, id: &TokenKeyId) -> Option<Arc<K>> {
+        self.keys.read().ok().and_then(|k| k.get(id).cloned())
+    }
+
+    /// Every key known now.
+    pub fn all(&self) -> Vec<Arc<K>> {
+        self.keys
+            .read()
+            .map(|k| k.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn replace(&self, keys: HashMap<TokenKeyId, Arc<K>>) {
+        if let Ok(mut current) = self.keys.write() {
+            *current = keys;
+        }
+    }
+
+    /// Replaces the keys with what `load` returns.
+    pub async fn reload<E, Fut>(&self, load: impl FnOnce() -> Fut) -> Result<(), E>
+    where
+        Fut: Future<Output = Result<HashMap<TokenKeyId, Arc<K>>, E>>,
+    {
+        let mut last = self.last_reload.lock().await;
+        self.replace(load().await?);
+        *last = Some(Instant::now());
+        Ok(())
+    }
+
+    /// A key by id. An unknown id reloads the ring, waiting if the last reload was less than
+    /// [`MIN_RELOAD_GAP`] ago (so a key added a moment ago is still found), and sharing one
+    /// reload between every request that waits for it.
+    pub async fn get_or_reload<E, Fut>(
+        &self,
+        id: &TokenKeyId,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<Option<Arc<K>>, E>
+    where
+        Fut: Future<Output = Result<HashMap<TokenKeyId, Arc<K>>, E>>,
+    {
+        if let Some(k) = self.get(id) {
+            return Ok(Some(k));
+        }
+        let asked = Instant::now();
+        let mut last = self.last_reload.lock().await;
+        if let Some(k) = self.get(id) {
+            return Ok(Some(k));
+        }
+        if last.is_some_and(|t| t > asked) {
+            // A reload made after this request arrived did not find the key.
+            return Ok(None);
+        }
+        if let Some(t) = *last {
+            tokio::time::sleep(MIN_RELOAD_GAP.saturating_sub(t.elapsed())).await;
+        }
+        self.replace(load().await?);
+        *last = Some(Instant::now());
+        Ok(self.get(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn ring_of(ids: &[u8]) -> HashMap<TokenKeyId, Arc<u8>> {
+        ids.iter()
+            .map(|i| (TokenKeyId([*i; 32]), Arc::new(*i)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_id_reloads_once_and_concurrent_misses_share_it() {
+        let ring: KeyRing<u8> = KeyRing::new();
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(ring_of(&[1, 2]))
+        };
+        assert_eq!(ring.get(&TokenKeyId([1; 32])), None);
+        let (a, b) = tokio::join!(
+            ring.get_or_reload(&TokenKeyId([1; 32]), load),
+            ring.get_or_reload(&TokenKeyId([2; 32]), load)
+        );
+        assert_eq!(a, Ok(Some(Arc::new(1))));
+        assert_eq!(b, Ok(Some(Arc::new(2))));
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one reload served both");
+        // A known id never reloads; an id still unknown after a reload it waited for is None.
+        assert_eq!(
+            ring.get_or_reload(&TokenKeyId([1; 32]), load).await,
+            Ok(Some(Arc::new(1)))
+        );
+        assert_eq!(
+            ring.get_or_reload(&TokenKeyId([9; 32]), load).await,
+            Ok(None)
+        );
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+        assert_eq!(ring.all().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_reload_keeps_the_keys_it_had() {
+        let ring: KeyRing<u8> = KeyRing::new();
+        ring.reload(|| async { Ok::<_, ()>(ring_of(&[1])) })
+            .await
+            .expect("load");
+        let failed = ring
+            .get_or_reload(&TokenKeyId([2; 32]), || async {
+                Err::<HashMap<_, _>, _>("down")
+            })
+            .await;
+        assert_eq!(failed, Err("down"));
+        assert_eq!(ring.get(&TokenKeyId([1; 32])), Some(Arc::new(1)));
+    }
+}

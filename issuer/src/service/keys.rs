@@ -1,0 +1,162 @@
+//! Token keys: loaded from the store, rotated, announced on the ledger, offered to wallets.
+
+use super::{Issuer, now};
+use crate::store::StoredKey;
+use scrip_spec::api::issuer::IssuerKeys;
+use scrip_spec::api::ledger::LedgerErrorCode;
+use scrip_spec::ledger::Action;
+use scrip_spec::{TokenKeyId, TokenKeyInfo, TokenSecretKey};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const DAY: u64 = 86_400;
+
+/// A key ready to sign.
+#[derive(Debug)]
+pub struct LoadedKey {
+    /// Its metadata.
+    pub info: TokenKeyInfo,
+    /// The secret key.
+    pub secret: TokenSecretKey,
+}
+
+impl Issuer {
+    /// Reloads the announced keys from the store and the catalog from the ledger (if it
+    /// answers).
+    pub async fn reload_keys(&self) -> anyhow::Result<()> {
+        self.keys.reload(|| self.load_keys()).await
+    }
+
+    async fn load_keys(&self) -> anyhow::Result<HashMap<TokenKeyId, Arc<LoadedKey>>> {
+        use anyhow::Context as _;
+        let mut loaded = HashMap::new();
+        for k in self.store.keys().await? {
+            if !k.announced {
+                continue;
+            }
+            let pem = std::fs::read_to_string(&k.pem_path)
+                .with_context(|| format!("cannot read token key {}", k.pem_path))?;
+            let secret = TokenSecretKey::from_pem(&pem)?;
+            loaded.insert(
+                k.info.public_key.id(),
+                Arc::new(LoadedKey {
+                    info: k.info,
+                    secret,
+                }),
+            );
+        }
+        if let Ok(info) = self.ledger.info().await
+            && let Ok(mut c) = self.catalog.write()
+        {
+            *c = info.catalog;
+        }
+        Ok(loaded)
+    }
+
+    /// Generates the next key of every catalog kind, writes it (mode 0600), records it, and
+    /// announces it and any key left unannounced before. Returns the keys announced now.
+    pub async fn rotate_keys(&self) -> anyhow::Result<Vec<TokenKeyInfo>> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(&self.config.keys_dir)
+            .with_context(|| format!("cannot create {}", self.config.keys_dir.display()))?;
+        let catalog = self
+            .catalog
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        let t = now();
+        for entry in &catalog.entries {
+            let secret = TokenSecretKey::generate()?;
+            let issue_until = t + self.config.issue_days * DAY;
+            let redeem_until = issue_until + self.config.redeem_days * DAY;
+            let info = TokenKeyInfo {
+                public_key: secret.public_key().clone(),
+                issuer: self.name.clone(),
+                kind: entry.kind.clone(),
+                valid_from: t,
+                issue_until,
+                redeem_until,
+                forget_after: redeem_until + self.config.forget_days * DAY,
+            };
+            let path =
+                self.config
+                    .keys_dir
+                    .join(format!("{}-{}.pem", entry.kind, info.public_key.id()));
+            scrip_spec::secret_file::write_private(&path, secret.to_pem()?.as_bytes(), false)?;
+            self.store
+                .insert_key(
+                    &StoredKey {
+                        info,
+                        pem_path: path.display().to_string(),
+                        announced: false,
+                    },
+                    t,
+                )
+                .await?;
+        }
+        let mut announced = Vec::new();
+        for k in self.store.keys().await? {
+            if k.announced || k.info.redeem_until < t {
+                continue;
+            }
+            let id = k.info.public_key.id();
+            let request = self.sign(
+                Action::AnnounceKey {
+                    key: k.info.clone(),
+                },
+                now(),
+            );
+            match self.ledger.submit(&request).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(LedgerErrorCode::ReplayedRequest) => {}
+                Err(e) => {
+                    // An earlier run's announcement may have landed without this store
+                    // hearing of it: the ledger's directory says.
+                    let listed = self
+                        .ledger
+                        .keys(Some(&self.name), Some(&k.info.kind))
+                        .await
+                        .map(|dir| dir.iter().any(|r| r.info == k.info))
+                        .unwrap_or(false);
+                    if !listed {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "the ledger did not accept key {id} ({})",
+                            k.info.kind
+                        )));
+                    }
+                }
+            }
+            self.store.mark_announced(&id).await?;
+            announced.push(k.info);
+        }
+        self.reload_keys().await?;
+        Ok(announced)
+    }
+
+    /// The keys wallets may ask for: announced, and able to issue now or later.
+    pub fn public_keys(&self) -> IssuerKeys {
+        let t = now();
+        let mut keys: Vec<TokenKeyInfo> = self
+            .keys
+            .all()
+            .iter()
+            .filter(|k| k.info.issue_until >= t)
+            .map(|k| k.info.clone())
+            .collect();
+        keys.sort_by(|a, b| (a.kind.as_str(), a.valid_from).cmp(&(b.kind.as_str(), b.valid_from)));
+        IssuerKeys {
+            issuer: self.name.clone(),
+            keys,
+        }
+    }
+
+    /// A signing key by id; reloads once from the store if it is not known (a key rotated by
+    /// another process).
+    pub(super) async fn key(&self, id: &TokenKeyId) -> Option<Arc<LoadedKey>> {
+        self.keys
+            .get_or_reload(id, || self.load_keys())
+            .await
+            .ok()
+            .flatten()
+    }
+}
