@@ -1098,16 +1098,16 @@ impl Fixture {
         let ledger_metrics = metric_lines(
             &text(format!("{}/metrics", self.ledger())).await,
             &[
-                "scrip_ledger_requests_accepted_total",
-                "scrip_ledger_nullifiers_accepted_total",
-                "scrip_ledger_internal_errors_total",
+                r#"scrip_ledger_requests_total{result="accepted"}"#,
+                r#"scrip_ledger_requests_total{result="internal"}"#,
+                r#"scrip_ledger_nullifiers_total{result="accepted"}"#,
                 "scrip_ledger_head_seq",
             ],
         );
         let issuer_metrics = metric_lines(
             &text(format!("{}/metrics", self.issuer())).await,
             &[
-                "scrip_issuer_openings_total",
+                r#"scrip_issuer_openings_total{result="opened"}"#,
                 "scrip_issuer_tokens_signed_total",
             ],
         );
@@ -1118,20 +1118,19 @@ impl Fixture {
                 Err(e) => format!("refused: {e}"),
             });
         }
-        let m = &a.redeemer.metrics;
-        let redeemer = [
-            ("granted", &m.granted),
-            ("already_spent", &m.already_spent),
-            ("unavailable", &m.unavailable),
-            ("consumed", &m.consumed),
-            ("revoked", &m.revoked),
-            ("revoked_after_use", &m.revoked_after_use),
-            ("batches", &m.batches),
-            ("batched_spends", &m.batched_spends),
-        ]
-        .iter()
-        .map(|(n, v)| (*n, v.load(Ordering::Relaxed)))
-        .collect();
+        let redeemer_metrics = metric_lines(
+            &text(format!("{}/metrics", self.redeemer())).await,
+            &[
+                r#"scrip_redeemer_redemptions_total{result="granted"}"#,
+                r#"scrip_redeemer_redemptions_total{result="already_spent"}"#,
+                r#"scrip_redeemer_redemptions_total{result="unavailable"}"#,
+                "scrip_redeemer_grants_consumed_total",
+                "scrip_redeemer_optimistic_revoked_total",
+                "scrip_redeemer_optimistic_revoked_after_use_total",
+                "scrip_redeemer_ledger_batches_total",
+                "scrip_redeemer_ledger_batched_spends_total",
+            ],
+        );
         let mut tokens = Vec::new();
         for t in [&self.token_queue, &self.token_chunk] {
             let status = self
@@ -1157,7 +1156,7 @@ impl Fixture {
             issuer_metrics,
             issuer_outbox: a.issuer.store().outbox().await.expect("outbox").len(),
             issuer_keys: serde_json::to_string(&a.issuer.public_keys()).expect("json"),
-            redeemer,
+            redeemer_metrics,
             relay_files: files(&self.root.join("op-a-relay")),
             top_level: top_level(&self.root),
         }
@@ -1176,7 +1175,7 @@ struct Snapshot {
     issuer_metrics: Vec<String>,
     issuer_outbox: usize,
     issuer_keys: String,
-    redeemer: Vec<(&'static str, u64)>,
+    redeemer_metrics: Vec<String>,
     relay_files: Vec<(String, u64)>,
     top_level: Vec<String>,
 }
@@ -3553,6 +3552,7 @@ fn all_endpoints(fx: &Fixture) -> Vec<Endpoint> {
     for p in ["/healthz", "/metrics"] {
         eps.push(plain_get(Service::Redeemer, r, p, REDEEMER_LIMIT, true));
     }
+    eps.push(plain_get(Service::Relay, y, "/metrics", RELAY_LIMIT, true));
     eps.push(unknown_routes(Service::Ledger, l, true));
     eps.push(unknown_routes(Service::Issuer, i, true));
     eps.push(unknown_routes(Service::Redeemer, r, true));
@@ -3652,7 +3652,7 @@ async fn bad_input_to_every_endpoint_is_refused_and_changes_nothing() {
         println!("by design: {line}");
     }
     let mut again = fx.snapshot().await;
-    let accepted = "scrip_ledger_requests_accepted_total";
+    let accepted = r#"scrip_ledger_requests_total{result="accepted"}"#;
     let count = |s: &Snapshot| -> u64 {
         s.ledger_metrics
             .iter()
@@ -3712,7 +3712,7 @@ async fn bad_input_to_every_endpoint_is_refused_and_changes_nothing() {
 /// Answers that are 2xx by design: a replayed cosignature (idempotent: ON CONFLICT DO NOTHING,
 /// ledger/src/store/sqlite.rs:440) and a signed spend of nullifiers under a key the ledger does
 /// not know (refused per nullifier in a 200 receipt, nothing appended; the handler still counts
-/// it in `scrip_ledger_requests_accepted_total`, ledger/src/http.rs:168).
+/// it in `scrip_ledger_requests_total{result="accepted"}`, ledger/src/http.rs `submit`).
 async fn documented_exceptions(fx: &Fixture) -> Vec<String> {
     let mut out = Vec::new();
     let (status, body) = post(

@@ -9,9 +9,9 @@
 //!
 //! 1. **Secrets are never logged**: no card code, backup code or seed, token (nor its nonce or
 //!    authenticator, in base64url or hex), grant code, operator private key or token private
-//!    key appears in any service log, in the operator's CLI output or in the wallet's standard
-//!    error; the wallet's standard output shows only the backup code once and each grant it
-//!    was asked for.
+//!    key appears in any service log or `/metrics`, in the operator's CLI output or in the
+//!    wallet's standard error; the wallet's standard output shows only the backup code once
+//!    and each grant it was asked for.
 //! 2. **Issuer and relay share no value**: every value of the issuer side (every column of
 //!    every table of its database, its log and its CLI output) is compared with every value of
 //!    the relay side (the sidecar's database, the relay's files, both logs), after
@@ -835,6 +835,29 @@ async fn secrets_are_never_logged_and_issuer_and_relay_share_no_value() {
     wallet_stdout.push(("balance".into(), balance.clone(), Vec::new()));
     assert!(balance.contains("spent 10"), "{balance}");
 
+    // What every service's /metrics shows after all of that, for the check below.
+    let mut scrapes = Vec::new();
+    for (name, url) in [
+        ("ledger", &ledger_url),
+        ("issuer", &issuer_url),
+        ("redeemer", &redeemer_url),
+        ("relay", &relay_url),
+    ] {
+        let text = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            text.contains("_http_request_duration_seconds_bucket{"),
+            "{name} /metrics: {text}"
+        );
+        scrapes.push((name, text));
+    }
+
     // Graceful shutdown; what the ledger publishes once the issuer has reported.
     relay.stop().await;
     redeemer.stop().await;
@@ -949,6 +972,9 @@ async fn secrets_are_never_logged_and_issuer_and_relay_share_no_value() {
         let text = std::fs::read_to_string(log(name)).expect("log");
         log_lines.insert(name, text.lines().count());
         found.extend(leaks(&text, &secrets, &[], &format!("{name}.log")));
+    }
+    for (name, text) in &scrapes {
+        found.extend(leaks(text, &secrets, &[], &format!("{name} /metrics")));
     }
     for (what, stdout, shown) in &wallet_stdout {
         let shown: Vec<&str> = shown.iter().map(String::as_str).collect();

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use scrip_spec::api::{ErrorAnswer, ErrorCode, ErrorDetails, ErrorObject, GenericCode, Health};
 
 use crate::HEADER_READ_TIMEOUT;
+use crate::metrics::MetricsRegistry;
 use std::time::Duration;
 
 /// An error answer.
@@ -209,20 +210,23 @@ pub fn health_answer(health: Health) -> (StatusCode, Json<Health>) {
     (status, Json(health))
 }
 
-/// Adds what every service has: a body limit, a time limit (408 after it), and the JSON form
-/// for every error answer made outside a handler, unknown routes and methods included.
+/// Adds what every service has: a body limit, a time limit (408 after it), the JSON form for
+/// every error answer made outside a handler, unknown routes and methods included, and the
+/// request-duration histogram of `metrics` around all of it.
 pub fn finish<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     max_body: usize,
     timeout: Duration,
+    metrics: &MetricsRegistry,
 ) -> Router<S> {
-    router
+    let router = router
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::map_response(json_errors));
+    metrics.time_requests(router)
 }
 
 /// Binds a listener; the error names the address (port 0 picks a free port).

@@ -6,7 +6,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use scrip_common::metrics::metric;
+use scrip_common::metrics::{Counter, MetricsBuilder, MetricsRegistry, Outcomes};
 use scrip_common::server::{ApiError, ApiJson, finish, health_answer};
 use scrip_spec::api::issuer::IssuerErrorCode as Code;
 use scrip_spec::api::issuer::{
@@ -16,20 +16,47 @@ use scrip_spec::api::issuer::{
 use scrip_spec::api::{ErrorDetails, Health};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Largest body: an opening of 1,000 requests is about 430 KB of JSON.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
+/// What `/metrics` shows (PROTOCOL.md section 9.5).
+#[derive(Debug)]
 pub struct Metrics {
-    openings: AtomicU64,
-    tokens_signed: AtomicU64,
-    repeats: AtomicU64,
-    refused: AtomicU64,
-    rate_limited: AtomicU64,
+    registry: MetricsRegistry,
+    /// `POST /v1/cards/open` by `opened` (repeats answered from the record included),
+    /// `refused` or `rate_limited`.
+    openings: Outcomes,
+    /// `POST /v1/cards/balance` by `answered`, `refused` or `rate_limited`.
+    balances: Outcomes,
+    tokens_signed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = MetricsBuilder::new("issuer");
+        let openings = m.outcomes(
+            "openings",
+            "Card openings, by result",
+            &["opened", "refused", "rate_limited"],
+        );
+        let balances = m.outcomes(
+            "balance_checks",
+            "Card balance checks, by result",
+            &["answered", "refused", "rate_limited"],
+        );
+        let tokens_signed = m.counter(
+            "tokens_signed",
+            "Blind signatures handed out in openings (repeats included)",
+        );
+        Self {
+            registry: m.build(),
+            openings,
+            balances,
+            tokens_signed,
+        }
+    }
 }
 
 /// Handler state.
@@ -39,7 +66,7 @@ pub struct AppState {
     pub issuer: Arc<Issuer>,
     /// Failed-attempt limits.
     pub limiter: Arc<RateLimiter>,
-    /// Counters.
+    /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
 }
 
@@ -94,7 +121,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cards/open", post(open))
         .route("/v1/cards/balance", post(balance))
         .route("/v1/requests/replay", post(replay));
-    finish(routes, MAX_BODY_BYTES, Duration::from_secs(60)).with_state(state)
+    let registry = state.metrics.registry.clone();
+    finish(routes, MAX_BODY_BYTES, Duration::from_secs(60), &registry).with_state(state)
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
@@ -108,49 +136,19 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     health_answer(Health::from_checks([("store", store)]))
 }
 
-async fn metrics(State(state): State<AppState>) -> String {
-    let m = &state.metrics;
-    let line = |name: &str, help: &str, v: &AtomicU64| {
-        metric(name, help, "counter", v.load(Ordering::Relaxed))
-    };
-    [
-        line(
-            "scrip_issuer_openings_total",
-            "Card openings charged.",
-            &m.openings,
-        ),
-        line(
-            "scrip_issuer_tokens_signed_total",
-            "Blind signatures made.",
-            &m.tokens_signed,
-        ),
-        line(
-            "scrip_issuer_repeats_total",
-            "Openings answered from the record.",
-            &m.repeats,
-        ),
-        line(
-            "scrip_issuer_refused_total",
-            "Requests refused.",
-            &m.refused,
-        ),
-        line(
-            "scrip_issuer_rate_limited_total",
-            "Requests refused by the rate limit.",
-            &m.rate_limited,
-        ),
-    ]
-    .concat()
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    state.metrics.registry.render()
 }
 
 async fn keys(State(state): State<AppState>) -> Json<IssuerKeys> {
     Json(state.issuer.public_keys())
 }
 
-/// Refuses the request if its source is over the failed-attempt limit.
-fn limit(state: &AppState, source: SocketAddr) -> Result<(), ApiError> {
+/// Refuses the request if its source is over the failed-attempt limit, counting it in
+/// `outcomes`.
+fn limit(state: &AppState, outcomes: &Outcomes, source: SocketAddr) -> Result<(), ApiError> {
     if let Some(wait) = state.limiter.check(source.ip()) {
-        state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        outcomes.inc("rate_limited");
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             Code::RateLimited,
@@ -161,8 +159,8 @@ fn limit(state: &AppState, source: SocketAddr) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn count_failure(state: &AppState, source: SocketAddr, e: &OpenError) {
-    state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+fn count_failure(state: &AppState, outcomes: &Outcomes, source: SocketAddr, e: &OpenError) {
+    outcomes.inc("refused");
     if matches!(e, OpenError::InvalidCard | OpenError::MalformedCode(_)) {
         state.limiter.failed(source.ip());
     }
@@ -173,7 +171,8 @@ async fn open(
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     ApiJson(request): ApiJson<OpenRequest>,
 ) -> Result<Json<OpenResponse>, ApiError> {
-    limit(&state, source)?;
+    let outcomes = &state.metrics.openings;
+    limit(&state, outcomes, source)?;
     let count = request.requests.len() as u64;
     let issuer = state.issuer.clone();
     // The opening runs in its own task: a client that goes away cannot cut it between the
@@ -183,15 +182,12 @@ async fn open(
         .unwrap_or_else(|e| Err(OpenError::Internal(e.into())));
     match outcome {
         Ok(resp) => {
-            state.metrics.openings.fetch_add(1, Ordering::Relaxed);
-            state
-                .metrics
-                .tokens_signed
-                .fetch_add(count, Ordering::Relaxed);
+            outcomes.inc("opened");
+            state.metrics.tokens_signed.inc_by(count);
             Ok(Json(resp))
         }
         Err(e) => {
-            count_failure(&state, source, &e);
+            count_failure(&state, outcomes, source, &e);
             Err(e.into())
         }
     }
@@ -202,16 +198,19 @@ async fn balance(
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     ApiJson(request): ApiJson<BalanceRequest>,
 ) -> Result<Json<BalanceResponse>, ApiError> {
-    limit(&state, source)?;
-    state
-        .issuer
-        .balance(&request.card_code)
-        .await
-        .map(Json)
-        .map_err(|e| {
-            count_failure(&state, source, &e);
-            e.into()
-        })
+    let outcomes = &state.metrics.balances;
+    limit(&state, outcomes, source)?;
+    let answer = state.issuer.balance(&request.card_code).await;
+    match answer {
+        Ok(balance) => {
+            outcomes.inc("answered");
+            Ok(Json(balance))
+        }
+        Err(e) => {
+            count_failure(&state, outcomes, source, &e);
+            Err(e.into())
+        }
+    }
 }
 
 async fn replay(

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use scrip_common::metrics::metric;
+use scrip_common::metrics::{Gauge, MetricsBuilder, MetricsRegistry, Outcomes};
 use scrip_common::server::{ApiError, ApiJson, finish, health_answer, malformed_query};
 use scrip_spec::api::Health;
 use scrip_spec::api::ledger::{
@@ -20,20 +20,55 @@ use scrip_spec::encoding::b64_decode;
 use scrip_spec::ledger::{Cosignature, LedgerRequest};
 use scrip_spec::{Nullifier, OperatorKey, Signed};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Largest request body: a spend of 10,000 nullifiers in JSON is about 500 KB.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
+/// What `/metrics` shows (PROTOCOL.md section 11.9).
+#[derive(Debug)]
 pub struct Metrics {
-    requests_accepted: AtomicU64,
-    requests_refused: AtomicU64,
-    nullifiers_accepted: AtomicU64,
-    nullifiers_refused: AtomicU64,
-    internal_errors: AtomicU64,
+    registry: MetricsRegistry,
+    /// `POST /v1/entries` by `accepted`, `refused` (a rule) or `internal` (503).
+    requests: Outcomes,
+    /// Nullifiers by `accepted` or `refused` (already spent, or a key check).
+    nullifiers: Outcomes,
+    head_seq: Gauge,
+}
+
+impl Metrics {
+    /// The ledger's metrics, its own timings included.
+    pub fn new(ledger: &Ledger) -> Self {
+        let mut m = MetricsBuilder::new("ledger");
+        let requests = m.outcomes(
+            "requests",
+            "Signed requests to POST /v1/entries, by result",
+            &["accepted", "refused", "internal"],
+        );
+        let nullifiers = m.outcomes(
+            "nullifiers",
+            "Nullifiers in spend requests, by result (refused: already spent or a key check)",
+            &["accepted", "refused"],
+        );
+        let head_seq = m.gauge("head_seq", "Sequence number of the last entry");
+        let timings = ledger.timings();
+        m.register_latency(
+            "writer_wait_seconds",
+            "Time a submitted request waits for the writer lock",
+            &timings.writer_wait,
+        );
+        m.register_latency(
+            "store_commit_seconds",
+            "Time the store takes to append and commit a submitted request's entry",
+            &timings.store_commit,
+        );
+        Self {
+            registry: m.build(),
+            requests,
+            nullifiers,
+            head_seq,
+        }
+    }
 }
 
 /// Shared state of the handlers.
@@ -41,7 +76,7 @@ pub struct Metrics {
 pub struct AppState {
     /// The ledger.
     pub ledger: Arc<Ledger>,
-    /// Counters.
+    /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
 }
 
@@ -85,7 +120,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/totals", get(totals))
         .route("/v1/checkpoint", get(checkpoint))
         .route("/v1/checkpoint/cosign", post(cosign));
-    finish(routes, MAX_BODY_BYTES, Duration::from_secs(30)).with_state(state)
+    let registry = state.metrics.registry.clone();
+    finish(routes, MAX_BODY_BYTES, Duration::from_secs(30), &registry).with_state(state)
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
@@ -94,49 +130,14 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     health_answer(Health::from_checks([("store", store)]))
 }
 
-async fn metrics(State(state): State<AppState>) -> String {
-    let m = &state.metrics;
-    let info = state.ledger.info().await;
-    let line = |name: &str, help: &str, kind: &str, v: u64| metric(name, help, kind, v);
-    [
-        line(
-            "scrip_ledger_requests_accepted_total",
-            "Signed requests accepted.",
-            "counter",
-            m.requests_accepted.load(Ordering::Relaxed),
-        ),
-        line(
-            "scrip_ledger_requests_refused_total",
-            "Signed requests refused.",
-            "counter",
-            m.requests_refused.load(Ordering::Relaxed),
-        ),
-        line(
-            "scrip_ledger_nullifiers_accepted_total",
-            "Nullifiers spent.",
-            "counter",
-            m.nullifiers_accepted.load(Ordering::Relaxed),
-        ),
-        line(
-            "scrip_ledger_nullifiers_refused_total",
-            "Nullifiers refused (double spends and bad keys).",
-            "counter",
-            m.nullifiers_refused.load(Ordering::Relaxed),
-        ),
-        line(
-            "scrip_ledger_internal_errors_total",
-            "Requests that failed inside the ledger.",
-            "counter",
-            m.internal_errors.load(Ordering::Relaxed),
-        ),
-        line(
-            "scrip_ledger_head_seq",
-            "Sequence number of the last entry.",
-            "gauge",
-            info.head_seq,
-        ),
-    ]
-    .concat()
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    // Read at scrape time: checkpoints and pruning move the head too.
+    let head_seq = state.ledger.info().await.head_seq;
+    state
+        .metrics
+        .head_seq
+        .set(i64::try_from(head_seq).unwrap_or(i64::MAX));
+    state.metrics.registry.render()
 }
 
 async fn info(State(state): State<AppState>) -> Json<LedgerInfo> {
@@ -165,18 +166,18 @@ async fn submit(
                 .iter()
                 .filter(|s| s.status == SpendStatus::Accepted)
                 .count() as u64;
-            m.requests_accepted.fetch_add(1, Ordering::Relaxed);
-            m.nullifiers_accepted.fetch_add(accepted, Ordering::Relaxed);
-            m.nullifiers_refused
-                .fetch_add(receipt.spends.len() as u64 - accepted, Ordering::Relaxed);
+            m.requests.inc("accepted");
+            m.nullifiers.inc_by("accepted", accepted);
+            m.nullifiers
+                .inc_by("refused", receipt.spends.len() as u64 - accepted);
             Ok(Json(receipt))
         }
         Err(e) => {
-            if matches!(e, LedgerError::Refused(_)) {
-                m.requests_refused.fetch_add(1, Ordering::Relaxed);
+            m.requests.inc(if matches!(e, LedgerError::Refused(_)) {
+                "refused"
             } else {
-                m.internal_errors.fetch_add(1, Ordering::Relaxed);
-            }
+                "internal"
+            });
             Err(e.into())
         }
     }
@@ -289,8 +290,8 @@ impl Application {
         Ok(Self {
             listener,
             state: AppState {
+                metrics: Arc::new(Metrics::new(&ledger)),
                 ledger,
-                metrics: Arc::default(),
             },
             checkpoint_secs,
         })

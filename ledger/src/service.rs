@@ -3,6 +3,7 @@
 
 use crate::rules::{LedgerState, Refusal};
 use crate::store::{AppendOutcome, Effect, FirstSpend, Store, StoreError};
+use scrip_common::metrics::Latency;
 use scrip_spec::api::ledger::{
     CheckpointView, KeyRecord, LedgerInfo, Receipt, SpendRefusal, SpendResult, SpendStatus,
 };
@@ -12,6 +13,7 @@ use scrip_spec::ledger::{
 };
 use scrip_spec::{CapacityKind, Nullifier, OperatorKey, Signed, TokenKeyId, UnixSeconds};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::Mutex;
 
 /// Why a ledger operation failed.
@@ -34,12 +36,22 @@ pub enum LedgerError {
 /// Where the ledger reads the time: the system clock, or a test's clock.
 pub type Clock = Arc<dyn Fn() -> UnixSeconds + Send + Sync>;
 
+/// Where a submitted request spends its time, for `/metrics` (the HTTP service registers them).
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    /// Waiting for the writer lock.
+    pub writer_wait: Latency,
+    /// The store's append and commit of the entry.
+    pub store_commit: Latency,
+}
+
 /// The ledger.
 pub struct Ledger {
     store: Arc<dyn Store>,
     key: OperatorKey,
     state: Mutex<LedgerState>,
     clock: Clock,
+    timings: Timings,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -80,6 +92,7 @@ impl Ledger {
             key,
             state: Mutex::new(LedgerState::from_genesis(genesis, (0, hash))),
             clock: Arc::new(scrip_spec::now),
+            timings: Timings::default(),
         })
     }
 
@@ -97,6 +110,7 @@ impl Ledger {
             key,
             state: Mutex::new(LedgerState::from_snapshot(snapshot)),
             clock: Arc::new(scrip_spec::now),
+            timings: Timings::default(),
         })
     }
 
@@ -116,9 +130,16 @@ impl Ledger {
         &self.store
     }
 
+    /// Where submitted requests spend their time.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
     /// Judges and, if accepted, appends an operator's request.
     pub async fn submit(&self, signed: Signed<LedgerRequest>) -> Result<Receipt, LedgerError> {
+        let waiting = Instant::now();
         let mut state = self.state.lock().await;
+        self.timings.writer_wait.since(waiting);
         let now = (self.clock)();
         // Replay is detected by the store's unique index on the request digest when appending.
         // A request the rules refuse is looked up, so that one already in the log is reported
@@ -143,7 +164,10 @@ impl Ledger {
             body: EntryBody::Request(signed.clone()),
         };
         let hash = entry.hash();
-        let outcome = match self.store.append(&entry, &hash, &judgement.effect).await {
+        let committing = Instant::now();
+        let appended = self.store.append(&entry, &hash, &judgement.effect).await;
+        self.timings.store_commit.since(committing);
+        let outcome = match appended {
             Err(StoreError::Replayed) => return Err(Refusal::Replayed.into()),
             Err(e) => {
                 // The commit's outcome may be unknown (a lost connection): reload the state

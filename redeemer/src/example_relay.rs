@@ -8,6 +8,7 @@
 //!   (48 hours by default).
 //! - `GET /chunks/{id}` → the bytes.
 //! - `GET /healthz` → whether the sidecar answers and the data directory is there.
+//! - `GET /metrics` → request durations and grant checks by result, in the Prometheus format.
 //!
 //! The relay never sees a token and never logs a grant code.
 
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use scrip_common::clients::{ClientError, Http, RedeemerClient};
+use scrip_common::metrics::{MetricsBuilder, MetricsRegistry, Outcomes};
 use scrip_common::server::{ApiError, finish, health_answer};
 use scrip_spec::api::Health;
 use scrip_spec::api::relay::{ChunkStored, QueueCreated, RelayErrorCode as Code};
@@ -56,6 +58,9 @@ pub struct RelayConfig {
 struct Relay {
     config: Arc<RelayConfig>,
     sidecar: RedeemerClient,
+    metrics: MetricsRegistry,
+    /// Grant checks by `accepted`, `missing` (no grant sent), `refused` or `unavailable`.
+    grant_checks: Outcomes,
 }
 
 fn error(status: StatusCode, code: impl scrip_spec::api::ErrorCode, message: &str) -> Response {
@@ -70,6 +75,7 @@ impl Relay {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| {
+                self.grant_checks.inc("missing");
                 error(
                     StatusCode::UNAUTHORIZED,
                     Code::GrantRequired,
@@ -77,7 +83,10 @@ impl Relay {
                 )
             })?;
         match self.sidecar.consume(grant, kind).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.grant_checks.inc("accepted");
+                Ok(())
+            }
             Err(ClientError::Refused {
                 status,
                 error: refusal,
@@ -85,14 +94,16 @@ impl Relay {
             }) => {
                 // Log the refusal, never the grant.
                 tracing::info!(status, code = %refusal.code, kind, "grant refused");
-                let status = if status >= 500 {
-                    StatusCode::SERVICE_UNAVAILABLE
+                let (status, result) = if status >= 500 {
+                    (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
                 } else {
-                    StatusCode::FORBIDDEN
+                    (StatusCode::FORBIDDEN, "refused")
                 };
+                self.grant_checks.inc(result);
                 Err(error(status, refusal.code, "the grant was refused"))
             }
             Err(_) => {
+                self.grant_checks.inc("unavailable");
                 tracing::error!("the redeemer sidecar is unreachable");
                 Err(error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -226,20 +237,34 @@ async fn healthz(State(relay): State<Relay>) -> (StatusCode, Json<Health>) {
     ]))
 }
 
+async fn metrics(State(relay): State<Relay>) -> Response {
+    relay.metrics.render()
+}
+
 /// The relay's routes; creates its directories.
 pub fn router(config: RelayConfig) -> std::io::Result<Router> {
     std::fs::create_dir_all(config.data_dir.join("queues"))?;
     std::fs::create_dir_all(config.data_dir.join("chunks"))?;
+    let mut m = MetricsBuilder::new("relay");
+    let grant_checks = m.outcomes(
+        "grant_checks",
+        "Grants checked at the sidecar, by result",
+        &["accepted", "missing", "refused", "unavailable"],
+    );
     let relay = Relay {
         sidecar: RedeemerClient::on(&config.sidecar, Http::new(Duration::from_secs(10))),
         config: Arc::new(config),
+        metrics: m.build(),
+        grant_checks,
     };
     let routes = Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/queues", post(create_queue))
         .route("/chunks/{id}", get(get_chunk).put(put_chunk));
     // A 4 MiB chunk at a slow client's pace still arrives well within a minute.
-    Ok(finish(routes, MAX_CHUNK, Duration::from_secs(60)).with_state(relay))
+    let registry = relay.metrics.clone();
+    Ok(finish(routes, MAX_CHUNK, Duration::from_secs(60), &registry).with_state(relay))
 }
 
 /// Serves the relay on `listener` until `shutdown`, sweeping expired chunks every minute.

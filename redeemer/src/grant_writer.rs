@@ -6,6 +6,7 @@
 //! redemption at about 2,000/s on the development machine (BENCHMARKS.md).
 
 use crate::store::{History, NewGrant, RedeemerStore};
+use scrip_common::metrics::Latency;
 use tokio::sync::{mpsc, oneshot};
 
 type Reply = oneshot::Sender<Result<Result<(), History>, String>>;
@@ -17,14 +18,18 @@ pub struct GrantWriter {
 }
 
 impl GrantWriter {
-    /// Starts the writer; a transaction holds at most `max` grants.
-    pub fn start(store: RedeemerStore, max: usize) -> Self {
+    /// Starts the writer; a transaction holds at most `max` grants, and each commit's time goes
+    /// into `commit`.
+    pub fn start(store: RedeemerStore, max: usize, commit: Latency) -> Self {
         let (tx, mut rx) = mpsc::channel::<(NewGrant, Reply)>(max.max(1) * 4);
         tokio::spawn(async move {
             let mut jobs = Vec::new();
             while rx.recv_many(&mut jobs, max.max(1)).await > 0 {
                 let (grants, replies): (Vec<NewGrant>, Vec<Reply>) = jobs.drain(..).unzip();
-                match store.insert_grants(&grants).await {
+                let committing = std::time::Instant::now();
+                let stored = store.insert_grants(&grants).await;
+                commit.since(committing);
+                match stored {
                     Ok(outcomes) => {
                         for (reply, outcome) in replies.into_iter().zip(outcomes) {
                             let _ = reply.send(Ok(outcome));

@@ -13,7 +13,6 @@ use scrip_spec::api::redeemer::{
 use scrip_spec::api::{ErrorDetails, Health};
 use scrip_spec::{CapacityKind, Token};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Largest body: a token is 354 bytes (472 in base64url).
@@ -139,100 +138,8 @@ async fn healthz(State(redeemer): State<Arc<Redeemer>>) -> (StatusCode, Json<Hea
     health_answer(health)
 }
 
-async fn metrics(State(redeemer): State<Arc<Redeemer>>) -> String {
-    let m = &redeemer.metrics;
-    let mut out = String::new();
-    let mut line = |name: &str, help: &str, kind: &str, labels: &str, v: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {v}\n"
-        ));
-    };
-    let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    line(
-        "scrip_redeemer_redemptions_total",
-        "Redemptions by result.",
-        "counter",
-        "{result=\"granted\"}",
-        r(&m.granted),
-    );
-    line(
-        "scrip_redeemer_redemptions_already_spent_total",
-        "Redemptions refused as double spends.",
-        "counter",
-        "",
-        r(&m.already_spent),
-    );
-    line(
-        "scrip_redeemer_redemptions_invalid_total",
-        "Redemptions refused by the local checks.",
-        "counter",
-        "",
-        r(&m.invalid),
-    );
-    line(
-        "scrip_redeemer_redemptions_unavailable_total",
-        "Redemptions failed with the ledger unavailable.",
-        "counter",
-        "",
-        r(&m.unavailable),
-    );
-    line(
-        "scrip_redeemer_grants_consumed_total",
-        "Grants consumed by the relay.",
-        "counter",
-        "",
-        r(&m.consumed),
-    );
-    line(
-        "scrip_redeemer_optimistic_revoked_total",
-        "Optimistic grants revoked after a refused spend.",
-        "counter",
-        "",
-        r(&m.revoked),
-    );
-    line(
-        "scrip_redeemer_optimistic_revoked_after_use_total",
-        "Revoked grants that had already been used.",
-        "counter",
-        "",
-        r(&m.revoked_after_use),
-    );
-    line(
-        "scrip_redeemer_ledger_batches_total",
-        "Spend requests sent to the ledger.",
-        "counter",
-        "",
-        r(&m.batches),
-    );
-    line(
-        "scrip_redeemer_ledger_batched_spends_total",
-        "Nullifiers in those requests.",
-        "counter",
-        "",
-        r(&m.batched_spends),
-    );
-    line(
-        "scrip_redeemer_ledger_batch_max",
-        "Largest spend batch so far.",
-        "gauge",
-        "",
-        r(&m.max_batch),
-    );
-    // The ledger's answer time, as a Prometheus summary (sum and count) and its maximum.
-    let secs = |us: u64| us as f64 / 1e6;
-    out.push_str(&format!(
-        "# HELP scrip_redeemer_ledger_wait_seconds Time from sending a spend batch to the ledger's answer.\n\
-         # TYPE scrip_redeemer_ledger_wait_seconds summary\n\
-         scrip_redeemer_ledger_wait_seconds_sum {}\n\
-         scrip_redeemer_ledger_wait_seconds_count {}\n\
-         # HELP scrip_redeemer_ledger_wait_seconds_max Longest wait for the ledger so far.\n\
-         # TYPE scrip_redeemer_ledger_wait_seconds_max gauge\n\
-         scrip_redeemer_ledger_wait_seconds_max {}\n",
-        secs(r(&m.ledger_wait_us)),
-        r(&m.batches),
-        secs(r(&m.ledger_wait_max_us)),
-    ));
-    out
+async fn metrics(State(redeemer): State<Arc<Redeemer>>) -> axum::response::Response {
+    redeemer.metrics.registry().render()
 }
 
 /// The sidecar's routes.
@@ -242,7 +149,8 @@ pub fn router(redeemer: Arc<Redeemer>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/redeem", post(redeem))
         .route("/v1/grants/consume", post(consume));
-    finish(routes, MAX_BODY_BYTES, Duration::from_secs(30)).with_state(redeemer)
+    let registry = redeemer.metrics.registry().clone();
+    finish(routes, MAX_BODY_BYTES, Duration::from_secs(30), &registry).with_state(redeemer)
 }
 
 /// A running sidecar.

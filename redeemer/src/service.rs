@@ -6,6 +6,7 @@ use crate::keys::KeyCache;
 use crate::spend::{Batcher, SpendFailure, SpendOutcome, Spender};
 use crate::store::{ConsumeOutcome, History, NewGrant, RedeemerStore};
 use scrip_common::clients::{LedgerClient, member_info};
+use scrip_common::metrics::{Counter, Gauge, Latency, MetricsBuilder, MetricsRegistry, Outcomes};
 use scrip_spec::api::ledger::SpendRefusal;
 use scrip_spec::{
     CapacityKind, GrantCode, OperatorKey, Token, UnixSeconds, verify_token_with_digest,
@@ -98,44 +99,105 @@ pub enum ConsumeError {
     Internal(#[from] anyhow::Error),
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
+/// What `/metrics` shows (PROTOCOL.md section 10.3).
+#[derive(Debug)]
 pub struct Metrics {
-    /// Grants handed out.
-    pub granted: AtomicU64,
-    /// Tokens refused as already spent.
-    pub already_spent: AtomicU64,
-    /// Tokens refused by the local checks.
-    pub invalid: AtomicU64,
-    /// Redemptions failed because the ledger was unavailable.
-    pub unavailable: AtomicU64,
+    registry: MetricsRegistry,
+    /// Redemptions by `granted`, `already_spent`, `invalid` (the local checks) or
+    /// `unavailable` (the ledger, or something inside).
+    redemptions: Outcomes,
+    consumed: Counter,
     /// Optimistic grants revoked because their spend was refused.
-    pub revoked: AtomicU64,
+    revoked: Counter,
     /// Of those, grants already consumed (capacity given for a double spend).
-    pub revoked_after_use: AtomicU64,
-    /// Grants consumed.
-    pub consumed: AtomicU64,
-    /// Ledger spend requests sent.
-    pub batches: AtomicU64,
-    /// Nullifiers in them.
-    pub batched_spends: AtomicU64,
-    /// Largest batch.
-    pub max_batch: AtomicU64,
-    /// Total time spent waiting for the ledger's answers, in microseconds.
-    pub ledger_wait_us: AtomicU64,
-    /// Longest single wait, in microseconds.
-    pub ledger_wait_max_us: AtomicU64,
+    revoked_after_use: Counter,
+    /// Ledger spend requests decided, and the nullifiers in them.
+    batches: Counter,
+    batched_spends: Counter,
+    max_batch: Gauge,
+    /// From sending a spend request to the ledger's answer, per request.
+    ledger_wait: Latency,
+    /// The longest of those, in seconds.
+    ledger_wait_max: Gauge<f64, AtomicU64>,
+    /// What a strict-mode redemption waits for its spend's answer, batching included.
+    spend_wait: Latency,
+    /// The grant writer's commits.
+    grant_commit: Latency,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = MetricsBuilder::new("redeemer");
+        let redemptions = m.outcomes(
+            "redemptions",
+            "Redemptions, by result",
+            &["granted", "already_spent", "invalid", "unavailable"],
+        );
+        let consumed = m.counter("grants_consumed", "Grants consumed by the relay");
+        let revoked = m.counter(
+            "optimistic_revoked",
+            "Optimistic grants revoked after a refused spend",
+        );
+        let revoked_after_use = m.counter(
+            "optimistic_revoked_after_use",
+            "Revoked grants that had already been used",
+        );
+        let batches = m.counter("ledger_batches", "Spend requests the ledger decided");
+        let batched_spends = m.counter("ledger_batched_spends", "Nullifiers in those requests");
+        let max_batch = m.gauge("ledger_batch_max", "Largest spend batch so far");
+        let ledger_wait = m.latency(
+            "ledger_wait_seconds",
+            "Time from sending a spend request to the ledger's answer",
+        );
+        let ledger_wait_max = Gauge::<f64, AtomicU64>::default();
+        m.register(
+            "ledger_wait_seconds_max",
+            "Longest wait for the ledger so far",
+            ledger_wait_max.clone(),
+        );
+        let spend_wait = m.latency(
+            "spend_wait_seconds",
+            "Time a strict-mode redemption waits for its spend's answer, batching included",
+        );
+        let grant_commit = m.latency(
+            "grant_commit_seconds",
+            "Time to commit one transaction of grants",
+        );
+        Self {
+            registry: m.build(),
+            redemptions,
+            consumed,
+            revoked,
+            revoked_after_use,
+            batches,
+            batched_spends,
+            max_batch,
+            ledger_wait,
+            ledger_wait_max,
+            spend_wait,
+            grant_commit,
+        }
+    }
 }
 
 impl Metrics {
     /// Records one ledger spend request of `n` nullifiers that took `took`.
     pub fn record_batch(&self, n: usize, took: Duration) {
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.batched_spends.fetch_add(n as u64, Ordering::Relaxed);
-        self.max_batch.fetch_max(n as u64, Ordering::Relaxed);
-        self.ledger_wait_us.fetch_add(us, Ordering::Relaxed);
-        self.ledger_wait_max_us.fetch_max(us, Ordering::Relaxed);
+        self.batches.inc();
+        self.batched_spends.inc_by(n as u64);
+        self.max_batch
+            .inner()
+            .fetch_max(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.ledger_wait.observe(took);
+        // Non-negative floats order as their bits do, so the maximum can be taken on the bits.
+        self.ledger_wait_max
+            .inner()
+            .fetch_max(took.as_secs_f64().to_bits(), Ordering::Relaxed);
+    }
+
+    /// The registry `/metrics` renders.
+    pub fn registry(&self) -> &MetricsRegistry {
+        &self.registry
     }
 }
 
@@ -147,7 +209,11 @@ pub struct Redeemer {
     batcher: Batcher,
     grants: GrantWriter,
     spender: Arc<Spender>,
-    /// Counters.
+    /// One optimistic flush at a time: the background flusher and a flush on shutdown (or a
+    /// test's) would otherwise both take the same pending spends and revoke a refused grant,
+    /// and count it, twice.
+    flushing: tokio::sync::Mutex<()>,
+    /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
 }
 
@@ -189,7 +255,11 @@ impl Redeemer {
             Duration::from_millis(config.batch_wait_ms),
             observe,
         );
-        let grants = GrantWriter::start(store.clone(), config.batch_max);
+        let grants = GrantWriter::start(
+            store.clone(),
+            config.batch_max,
+            metrics.grant_commit.clone(),
+        );
         let redeemer = Arc::new(Self {
             config,
             store,
@@ -197,6 +267,7 @@ impl Redeemer {
             batcher,
             grants,
             spender,
+            flushing: tokio::sync::Mutex::new(()),
             metrics,
         });
         let background = redeemer.clone();
@@ -237,6 +308,7 @@ impl Redeemer {
 
     /// Sends the optimistic spends not yet committed; revokes the grants of refused ones.
     pub async fn flush_pending(&self) -> anyhow::Result<usize> {
+        let _one_at_a_time = self.flushing.lock().await;
         let pending = self.store.pending_spends(self.config.batch_max).await?;
         if pending.is_empty() {
             return Ok(0);
@@ -263,10 +335,8 @@ impl Redeemer {
             };
             if let Some(refused_because) = refusal {
                 let used = self.store.revoke_nullifier(n).await?;
-                self.metrics.revoked.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .revoked_after_use
-                    .fetch_add(used.min(1), Ordering::Relaxed);
+                self.metrics.revoked.inc();
+                self.metrics.revoked_after_use.inc_by(used.min(1));
                 tracing::warn!(
                     nullifier = %n,
                     %refused_because,
@@ -282,15 +352,13 @@ impl Redeemer {
     /// Checks a token locally and spends it; returns a grant for `kind`.
     pub async fn redeem(&self, token: &Token, kind: &CapacityKind) -> Result<Grant, RedeemError> {
         let result = self.redeem_inner(token, kind).await;
-        let m = &self.metrics;
-        let counter = match &result {
-            Ok(_) => &m.granted,
-            Err(RedeemError::AlreadySpent { .. }) => &m.already_spent,
-            Err(RedeemError::LedgerUnavailable) => &m.unavailable,
-            Err(RedeemError::Internal(_)) => &m.unavailable,
-            Err(_) => &m.invalid,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.metrics.redemptions.inc(match &result {
+            Ok(_) => "granted",
+            Err(RedeemError::AlreadySpent { .. }) => "already_spent",
+            Err(RedeemError::LedgerUnavailable) => "unavailable",
+            Err(RedeemError::Internal(_)) => "unavailable",
+            Err(_) => "invalid",
+        });
         result
     }
 
@@ -323,7 +391,10 @@ impl Redeemer {
         let mut first = (t, self.config.name.clone());
         let pending = match self.config.mode {
             Mode::Strict => {
-                match self.batcher.spend(token.token_key_id, nullifier).await {
+                let waiting = std::time::Instant::now();
+                let spent = self.batcher.spend(token.token_key_id, nullifier).await;
+                self.metrics.spend_wait.since(waiting);
+                match spent {
                     Ok(SpendOutcome::Accepted) => {}
                     // Spent by this operator: a lost answer or a concurrent duplicate; a fresh
                     // grant replaces an unconsumed one (checked in the grant's own transaction).
@@ -392,7 +463,7 @@ impl Redeemer {
             .await?;
         match outcome {
             ConsumeOutcome::Consumed => {
-                self.metrics.consumed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.consumed.inc();
                 Ok(())
             }
             ConsumeOutcome::Unknown => Err(ConsumeError::Unknown),

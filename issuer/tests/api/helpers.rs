@@ -157,6 +157,17 @@ impl TestIssuer {
         let status = resp.status();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
 }
 
 /// Finalizes the responses of an opening into tokens (each checked by `finalize`).

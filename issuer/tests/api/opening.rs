@@ -204,3 +204,40 @@ async fn a_minted_batch_is_not_for_sale_until_activated() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_time_each_route_and_count_openings_by_result() {
+    let t = spawn(default_limits()).await;
+    let card = &t.cards(30, 1).await[0];
+    let opening = t
+        .opening(&WalletSeed::generate(), 0, card, &["queue", "chunk-1m"])
+        .await;
+    assert_eq!(
+        t.post("/v1/cards/open", &opening.request).await.0,
+        StatusCode::OK
+    );
+    let mut refused = opening.request.clone();
+    refused.card_code = scrip_spec::CardCode::generate().to_string();
+    assert_eq!(
+        t.post("/v1/cards/open", &refused).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let m = scrip_common::metrics::Scrape::new("issuer", t.metrics().await);
+    for status in ["2xx", "4xx"] {
+        let timed = m.requests_timed("/v1/cards/open", "POST", status);
+        assert_eq!(timed, Some(1), "{status} in {m}");
+    }
+    for (series, value) in [
+        (r#"scrip_issuer_openings_total{result="opened"}"#, 1.0),
+        (r#"scrip_issuer_openings_total{result="refused"}"#, 1.0),
+        (
+            r#"scrip_issuer_balance_checks_total{result="answered"}"#,
+            0.0,
+        ),
+        ("scrip_issuer_tokens_signed_total", 2.0),
+    ] {
+        assert_eq!(m.value(series), Some(value), "{series} in {m}");
+    }
+    assert_eq!(m.build_version(), Some(env!("CARGO_PKG_VERSION")), "{m}");
+    assert!(!m.to_string().contains(card.as_str()), "no card code");
+}

@@ -186,19 +186,16 @@ async fn failed_code_attempts_are_rate_limited() {
         "even a valid code waits"
     );
     assert!(resp.headers().get("retry-after").is_some());
-    let metrics = t
-        .client
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
-    assert!(
-        metrics.contains("scrip_issuer_rate_limited_total 1"),
-        "{metrics}"
-    );
+    let metrics = t.metrics().await;
+    for line in [
+        r#"scrip_issuer_balance_checks_total{result="refused"} 3"#,
+        r#"scrip_issuer_balance_checks_total{result="rate_limited"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+    }
     assert!(!metrics.contains(&card), "no code in the metrics");
 }
 

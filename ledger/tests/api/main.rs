@@ -126,6 +126,11 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    async fn metrics(&self) -> String {
+        let resp = self.client.get(format!("{}/metrics", self.base)).send();
+        resp.await.expect("metrics").text().await.expect("text")
+    }
+
     async fn head_seq(&self) -> u64 {
         self.get("/v1/info").await.1["head_seq"]
             .as_u64()
@@ -193,20 +198,12 @@ async fn spend_then_double_spend_then_lookup() {
     let (_, totals) = app.get("/v1/totals").await;
     assert_eq!(totals["keys"][0]["spent"], 2);
     assert_eq!(app.get("/v1/checkpoint").await.0, StatusCode::NOT_FOUND);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
-        metrics.contains("scrip_ledger_nullifiers_accepted_total 2"),
+        metrics.contains(r#"scrip_ledger_nullifiers_total{result="accepted"} 2"#),
         "{metrics}"
     );
-    assert!(metrics.contains("scrip_ledger_nullifiers_refused_total 1"));
+    assert!(metrics.contains(r#"scrip_ledger_nullifiers_total{result="refused"} 1"#));
     assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
     assert_eq!(app.get("/v1/nope").await.0, StatusCode::NOT_FOUND);
     let (status, body) = app.get("/v1/log?from=abc").await;
@@ -396,4 +393,32 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         (StatusCode::CONFLICT, Code::ReplayedRequest)
     );
     assert_eq!(app.head_seq().await, head + 1);
+}
+
+#[tokio::test]
+async fn metrics_time_each_route_and_count_outcomes_by_result() {
+    let app = spawn_app().await;
+    let spend = app.spend(vec![nullifier(1), nullifier(1)]);
+    assert_eq!(app.post("/v1/entries", &spend).await.0, StatusCode::OK);
+    assert_eq!(app.get("/v1/nope").await.0, StatusCode::NOT_FOUND);
+    let m = scrip_common::metrics::Scrape::new("ledger", app.metrics().await);
+    assert_eq!(
+        m.requests_timed("/v1/entries", "POST", "2xx"),
+        Some(1),
+        "{m}"
+    );
+    assert_eq!(m.requests_timed("unmatched", "GET", "4xx"), Some(1), "{m}");
+    for (series, value) in [
+        (r#"scrip_ledger_requests_total{result="accepted"}"#, 1.0),
+        (r#"scrip_ledger_requests_total{result="refused"}"#, 0.0),
+        (r#"scrip_ledger_nullifiers_total{result="accepted"}"#, 1.0),
+        (r#"scrip_ledger_nullifiers_total{result="refused"}"#, 1.0),
+        // The key announcement (submitted directly) and the spend.
+        ("scrip_ledger_writer_wait_seconds_count", 2.0),
+        ("scrip_ledger_store_commit_seconds_count", 2.0),
+        ("scrip_ledger_head_seq", 2.0),
+    ] {
+        assert_eq!(m.value(series), Some(value), "{series} in {m}");
+    }
+    assert_eq!(m.build_version(), Some(env!("CARGO_PKG_VERSION")), "{m}");
 }

@@ -60,7 +60,13 @@ async fn optimistic_grants_while_the_ledger_is_down_and_catches_up() {
         "nothing decided yet"
     );
     w.restart_ledger().await;
-    assert_eq!(a.redeemer.flush_pending().await.expect("flush"), 1);
+    // This flush or the background one (they take turns) sends it, once.
+    assert!(a.redeemer.flush_pending().await.expect("flush") <= 1);
+    assert_eq!(
+        a.redeemer.flush_pending().await.expect("flush"),
+        0,
+        "nothing left"
+    );
     let totals = scrip_common::clients::LedgerClient::new(&w.ledger_base)
         .totals()
         .await

@@ -1,13 +1,12 @@
-use crate::helpers::world;
+use crate::helpers::{Sidecar, World, world};
 use reqwest::StatusCode;
 use scrip_redeemer::Mode;
 use scrip_redeemer::example_relay::{RelayConfig, serve};
+use std::path::PathBuf;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
-    let w = world().await;
-    let sidecar = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+/// Serves the example relay in front of `sidecar`; returns its base URL and data directory.
+async fn spawn_relay(w: &World, sidecar: &Sidecar) -> (String, PathBuf) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -22,6 +21,14 @@ async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
         },
         std::future::pending(),
     ));
+    (relay, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
+    let w = world().await;
+    let sidecar = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let (relay, data) = spawn_relay(&w, &sidecar).await;
     let client = reqwest::Client::new();
     let (_, body) = sidecar.redeem(&w.token(), "queue").await;
     let grant = body["grant"].as_str().expect("grant").to_owned();
@@ -107,5 +114,42 @@ async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
             .expect("bad")
             .status(),
         StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_example_relay_times_each_route_and_counts_grant_checks() {
+    let w = world().await;
+    let sidecar = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let (relay, _) = spawn_relay(&w, &sidecar).await;
+    let client = reqwest::Client::new();
+    let (_, body) = sidecar.redeem(&w.chunk_token(), "chunk-256k").await;
+    let grant = body["grant"].as_str().expect("grant").to_owned();
+    let id = "DDDDDDDDDDDDDDDDDDDDDD";
+    let put = client
+        .put(format!("{relay}/chunks/{id}"))
+        .bearer_auth(&grant);
+    let put = put.body(vec![5u8; 100 * 1024]).send().await.expect("put");
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let none = client.post(format!("{relay}/queues")).send().await;
+    assert_eq!(none.expect("none").status(), StatusCode::UNAUTHORIZED);
+    let text = client.get(format!("{relay}/metrics")).send().await;
+    let text = text.expect("metrics").text().await.expect("text");
+    let m = scrip_common::metrics::Scrape::new("relay", text);
+    assert_eq!(
+        m.requests_timed("/chunks/{id}", "PUT", "2xx"),
+        Some(1),
+        "{m}"
+    );
+    assert_eq!(m.requests_timed("/queues", "POST", "4xx"), Some(1), "{m}");
+    let checks = |result| format!("scrip_relay_grant_checks_total{{result=\"{result}\"}}");
+    assert_eq!(m.value(&checks("accepted")), Some(1.0), "{m}");
+    assert_eq!(m.value(&checks("missing")), Some(1.0), "{m}");
+    assert_eq!(m.value(&checks("refused")), Some(0.0), "{m}");
+    assert_eq!(m.build_version(), Some(env!("CARGO_PKG_VERSION")), "{m}");
+    let text = m.to_string();
+    assert!(
+        !text.contains(id) && !text.contains(&grant),
+        "no id nor grant"
     );
 }

@@ -385,3 +385,40 @@ async fn a_ledger_slow_to_answer_spends_once_and_the_token_gets_its_grant() {
     assert_eq!(a.consume(&second, "queue").await.0, StatusCode::OK);
     assert_eq!(a.redeem(&token, "queue").await.0, StatusCode::CONFLICT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_time_each_route_and_count_redemptions_by_result() {
+    let w = world().await;
+    let a = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let (status, body) = a.redeem(&w.token(), "queue").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let grant = body["grant"].as_str().expect("grant").to_owned();
+    assert_eq!(a.consume(&grant, "queue").await.0, StatusCode::OK);
+    let (status, _) = a.redeem(&w.token(), "chunk-1m").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let m = scrip_common::metrics::Scrape::new("redeemer", a.metrics().await);
+    for status in ["2xx", "4xx"] {
+        let timed = m.requests_timed("/v1/redeem", "POST", status);
+        assert_eq!(timed, Some(1), "{status} in {m}");
+    }
+    for (series, value) in [
+        (r#"scrip_redeemer_redemptions_total{result="granted"}"#, 1.0),
+        (r#"scrip_redeemer_redemptions_total{result="invalid"}"#, 1.0),
+        (
+            r#"scrip_redeemer_redemptions_total{result="unavailable"}"#,
+            0.0,
+        ),
+        ("scrip_redeemer_grants_consumed_total", 1.0),
+        // One spend, in one batch, waited for at the ledger; one grant committed.
+        ("scrip_redeemer_ledger_batches_total", 1.0),
+        ("scrip_redeemer_ledger_wait_seconds_count", 1.0),
+        ("scrip_redeemer_spend_wait_seconds_count", 1.0),
+        ("scrip_redeemer_grant_commit_seconds_count", 1.0),
+    ] {
+        assert_eq!(m.value(series), Some(value), "{series} in {m}");
+    }
+    let longest = m.value("scrip_redeemer_ledger_wait_seconds_max");
+    assert!(longest.is_some_and(|s| s > 0.0), "{m}");
+    assert_eq!(m.build_version(), Some(env!("CARGO_PKG_VERSION")), "{m}");
+    assert!(!m.to_string().contains(&grant), "no grant in the metrics");
+}
