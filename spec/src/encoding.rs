@@ -163,6 +163,24 @@ macro_rules! serde_via_wire_bytes {
 }
 pub(crate) use serde_via_wire_bytes;
 
+/// `Display` as unpadded base64url and `Debug` as `Name(base64url)` for a 32-byte id newtype
+/// (`.0` is the bytes): the way every id in logs and errors reads.
+macro_rules! b64_id_fmt {
+    ($ty:ident) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&$crate::encoding::b64_encode(self.0))
+            }
+        }
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($ty), "({})"), self)
+            }
+        }
+    };
+}
+pub(crate) use b64_id_fmt;
+
 #[cfg(test)]
 mod tests {
     use super::*;

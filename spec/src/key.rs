@@ -2,7 +2,7 @@
 //! denomination (issuer, capacity kind, validity instants).
 
 use crate::catalog::CapacityKind;
-use crate::encoding::{b64_encode, serde_bytes_b64};
+use crate::encoding::serde_bytes_b64;
 pub use crate::time::UnixSeconds;
 use blind_rsa_signatures::reexports::rsa::traits::PublicKeyParts as _;
 use blind_rsa_signatures::{DefaultRng, KeyPairSha384PSSDeterministic};
@@ -28,17 +28,7 @@ impl TokenKeyId {
     }
 }
 
-impl fmt::Display for TokenKeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&b64_encode(self.0))
-    }
-}
-
-impl fmt::Debug for TokenKeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenKeyId({self})")
-    }
-}
+crate::encoding::b64_id_fmt!(TokenKeyId);
 
 /// Why a token key could not be generated, imported or exported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

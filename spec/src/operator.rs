@@ -17,17 +17,7 @@ pub const SIGNING_PREFIX: &[u8] = b"scrip/v1/signed/";
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OperatorId(#[serde(with = "serde_bytes_b64")] pub [u8; 32]);
 
-impl fmt::Display for OperatorId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&b64_encode(self.0))
-    }
-}
-
-impl fmt::Debug for OperatorId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OperatorId({self})")
-    }
-}
+crate::encoding::b64_id_fmt!(OperatorId);
 
 impl std::str::FromStr for OperatorId {
     type Err = SignatureError;

@@ -13,7 +13,7 @@ pub mod verify;
 pub mod wallet;
 
 use crate::decode::{DecodeError, expect_end, expect_token_type};
-use crate::encoding::{Reader, b64_encode, serde_bytes_b64, serde_via_wire_bytes};
+use crate::encoding::{Reader, serde_bytes_b64, serde_via_wire_bytes};
 use crate::key::{MODULUS_BYTES, TokenKeyId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -123,17 +123,7 @@ impl Nullifier {
     }
 }
 
-impl fmt::Display for Nullifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&b64_encode(self.0))
-    }
-}
-
-impl fmt::Debug for Nullifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Nullifier({self})")
-    }
-}
+crate::encoding::b64_id_fmt!(Nullifier);
 
 #[cfg(test)]
 mod tests {
