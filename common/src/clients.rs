@@ -127,17 +127,16 @@ impl Endpoint {
         }
     }
 
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     async fn get<T: DeserializeOwned, C: ErrorCode>(
         &self,
         path: &str,
     ) -> Result<T, ClientError<C>> {
-        let resp = self
-            .http
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await;
-        self.read(resp).await
+        self.read(self.http.client.get(self.url(path)).send().await)
+            .await
     }
 
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned, C: ErrorCode>(
@@ -145,25 +144,14 @@ impl Endpoint {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError<C>> {
-        let resp = self
-            .http
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await;
-        self.read(resp).await
+        let request = self.http.client.post(self.url(path)).json(body);
+        self.read(request.send().await).await
     }
 
     /// Reads `/healthz`: its JSON on 200 and 503 alike.
     async fn health<C: ErrorCode>(&self) -> Result<Health, ClientError<C>> {
-        let resp = self
-            .http
-            .client
-            .get(format!("{}/healthz", self.base))
-            .send()
-            .await
-            .map_err(|source| self.unreachable(source))?;
+        let resp = self.http.client.get(self.url("/healthz")).send().await;
+        let resp = resp.map_err(|source| self.unreachable(source))?;
         resp.json().await.map_err(|source| ClientError::BadAnswer {
             service: self.service,
             source,
