@@ -109,7 +109,7 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
 
     // Issuance goes to the ledger as aggregates per key: 6 tokens over 4 kinds here.
     assert!(t.issuer.report_issuance().await.expect("report") >= 3);
-    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger_base);
+    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger.url);
     let totals = ledger.totals().await.expect("totals");
     assert_eq!(totals.keys.iter().map(|k| k.issued).sum::<u64>(), 6);
     assert_eq!(totals.issuers[0].credits_sold, 30);
@@ -125,7 +125,7 @@ async fn concurrent_openings_never_overspend_a_card() {
     let mut tasks = Vec::new();
     for i in 0..10u64 {
         let opening = t.opening(&seed, i, &card, &["queue"]).await;
-        let client = t.client.clone();
+        let client = t.http.client.clone();
         let url = format!("{}/v1/cards/open", t.base);
         tasks.push(tokio::spawn(async move {
             client
@@ -198,7 +198,7 @@ async fn a_minted_batch_is_not_for_sale_until_activated() {
         )
         .await;
     assert_eq!(balance["state"], "void");
-    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger_base);
+    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger.url);
     assert_eq!(
         ledger.totals().await.expect("totals").issuers[0].cards_sold,
         2

@@ -174,6 +174,7 @@ async fn failed_code_attempts_are_rate_limited() {
         );
     }
     let resp = t
+        .http
         .client
         .post(format!("{}/v1/cards/balance", t.base))
         .json(&json!({"card_code": card}))
@@ -186,15 +187,7 @@ async fn failed_code_attempts_are_rate_limited() {
         "even a valid code waits"
     );
     assert!(resp.headers().get("retry-after").is_some());
-    let metrics = t
-        .client
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
+    let metrics = t.http.text("/metrics").await;
     assert!(
         metrics.contains("scrip_issuer_rate_limited_total 1"),
         "{metrics}"
@@ -205,19 +198,11 @@ async fn failed_code_attempts_are_rate_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_endpoint_lists_announced_keys_the_ledger_also_lists() {
     let t = spawn(default_limits()).await;
-    let resp: serde_json::Value = t
-        .client
-        .get(format!("{}/v1/keys", t.base))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, resp) = t.http.get("/v1/keys").await;
     let keys: scrip_spec::api::issuer::IssuerKeys = serde_json::from_value(resp).expect("shape");
     assert_eq!(keys.issuer, "op-a");
     assert_eq!(keys.keys.len(), 5, "one per catalog kind");
-    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger_base);
+    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger.url);
     let directory = ledger.keys(Some("op-a"), None).await.expect("directory");
     for k in &keys.keys {
         assert!(
@@ -226,13 +211,5 @@ async fn keys_endpoint_lists_announced_keys_the_ledger_also_lists() {
             k.kind
         );
     }
-    assert_eq!(
-        t.client
-            .get(format!("{}/healthz", t.base))
-            .send()
-            .await
-            .expect("h")
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(t.http.get("/healthz").await.0, StatusCode::OK);
 }

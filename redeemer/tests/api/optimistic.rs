@@ -36,7 +36,7 @@ async fn a_double_spend_across_optimistic_relays_is_caught_and_revoked() {
             .await
             .contains("scrip_redeemer_optimistic_revoked_total 0")
     );
-    let status = scrip_common::clients::LedgerClient::new(&w.ledger_base)
+    let status = scrip_common::clients::LedgerClient::new(&w.ledger.url)
         .nullifier(&token.nullifier())
         .await
         .expect("status");
@@ -61,7 +61,7 @@ async fn optimistic_grants_while_the_ledger_is_down_and_catches_up() {
     );
     w.restart_ledger().await;
     assert_eq!(a.redeemer.flush_pending().await.expect("flush"), 1);
-    let totals = scrip_common::clients::LedgerClient::new(&w.ledger_base)
+    let totals = scrip_common::clients::LedgerClient::new(&w.ledger.url)
         .totals()
         .await
         .expect("totals");

@@ -1,27 +1,21 @@
 use crate::helpers::world;
 use reqwest::StatusCode;
 use scrip_redeemer::Mode;
-use scrip_redeemer::example_relay::{RelayConfig, serve};
+use scrip_redeemer::example_relay::RelayConfig;
+use scrip_testkit::services::spawn_relay;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
     let w = world().await;
     let sidecar = w.sidecar(w.config(0, Mode::Strict, 300)).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let relay = format!("http://{}", listener.local_addr().expect("addr"));
     let data = w.dir.path().join("relay");
-    tokio::spawn(serve(
-        listener,
-        RelayConfig {
-            sidecar: sidecar.base.clone(),
-            data_dir: data.clone(),
-            chunk_ttl: Duration::from_secs(3600),
-        },
-        std::future::pending(),
-    ));
+    let relay = spawn_relay(RelayConfig {
+        sidecar: sidecar.base.clone(),
+        data_dir: data.clone(),
+        chunk_ttl: Duration::from_secs(3600),
+    })
+    .await;
     let client = reqwest::Client::new();
     let (_, body) = sidecar.redeem(&w.token(), "queue").await;
     let grant = body["grant"].as_str().expect("grant").to_owned();

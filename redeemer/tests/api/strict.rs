@@ -184,13 +184,10 @@ async fn ledger_down_fails_closed_and_the_token_stays_spendable() {
         (status, code(&err)),
         (StatusCode::SERVICE_UNAVAILABLE, Code::LedgerUnavailable)
     );
-    let health = a
-        .client
-        .get(format!("{}/healthz", a.base))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        a.http.get("/healthz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     w.restart_ledger().await;
     let (status, body) = a.redeem(&token, "queue").await;
     assert_eq!(status, StatusCode::OK, "the token was not burnt: {body}");
@@ -203,7 +200,7 @@ async fn concurrent_redemptions_are_batched() {
     let tokens: Vec<_> = (0..200).map(|_| w.token()).collect();
     let mut tasks = Vec::new();
     for t in tokens {
-        let client = a.client.clone();
+        let client = a.http.client.clone();
         let url = format!("{}/v1/redeem", a.base);
         tasks.push(tokio::spawn(async move {
             let body =
@@ -230,7 +227,7 @@ async fn concurrent_redemptions_are_batched() {
         batches < 200,
         "200 spends went out in {batches} ledger requests"
     );
-    let totals = scrip_common::clients::LedgerClient::new(&w.ledger_base)
+    let totals = scrip_common::clients::LedgerClient::new(&w.ledger.url)
         .totals()
         .await
         .expect("totals");
@@ -334,7 +331,7 @@ async fn a_ledger_slow_to_answer_spends_once_and_the_token_gets_its_grant() {
     let w = world().await;
     let hold_until = std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
     let mut config = w.config(0, Mode::Strict, 300);
-    config.ledger_url = slow_ledger_proxy(&w.ledger_base, hold_until.clone()).await;
+    config.ledger_url = slow_ledger_proxy(&w.ledger.url, hold_until.clone()).await;
     let a = w.sidecar(config).await;
     let token = w.token();
 
@@ -351,7 +348,7 @@ async fn a_ledger_slow_to_answer_spends_once_and_the_token_gets_its_grant() {
 
     let nullifier = scrip_spec::encoding::b64_encode(token.nullifier().0);
     let status: serde_json::Value =
-        reqwest::get(format!("{}/v1/nullifiers/{nullifier}", w.ledger_base))
+        reqwest::get(format!("{}/v1/nullifiers/{nullifier}", w.ledger.url))
             .await
             .expect("lookup")
             .json()
@@ -359,7 +356,7 @@ async fn a_ledger_slow_to_answer_spends_once_and_the_token_gets_its_grant() {
             .expect("json");
     assert_eq!(status["status"], "spent");
     assert_eq!(status["spent_by"], "op-a");
-    let totals: serde_json::Value = reqwest::get(format!("{}/v1/totals", w.ledger_base))
+    let totals: serde_json::Value = reqwest::get(format!("{}/v1/totals", w.ledger.url))
         .await
         .expect("totals")
         .json()
