@@ -62,6 +62,17 @@ impl Http {
     }
 }
 
+/// The spends the ledger at `base` counts, over all its keys (`GET /v1/totals`).
+pub async fn spent_total(base: &str) -> u64 {
+    let (_, totals) = Http::new(base).get("/v1/totals").await;
+    totals["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["spent"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 async fn answer(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
     (status, resp.json().await.unwrap_or(Value::Null))

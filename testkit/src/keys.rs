@@ -1,5 +1,6 @@
 //! Token key announcements.
 
+use crate::http::Http;
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest};
 use scrip_spec::{OperatorKey, TokenKeyId, TokenKeyInfo, TokenPublicKey, UnixSeconds, now};
 
@@ -40,24 +41,18 @@ pub async fn announce_key(
     by: &OperatorKey,
     issuer: &str,
 ) -> (Hash32, TokenKeyId) {
-    let info: serde_json::Value = client
-        .get(format!("{base}/v1/info"))
-        .send()
-        .await
-        .expect("info")
-        .json()
-        .await
-        .expect("info json");
+    let http = Http {
+        base: base.to_owned(),
+        client: client.clone(),
+    };
+    let (_, info) = http.get("/v1/info").await;
     let ledger_id: Hash32 = serde_json::from_value(info["ledger_id"].clone()).expect("ledger id");
     let secret = scrip_spec::TokenSecretKey::generate().expect("keygen");
     let key = key_info(secret.public_key(), issuer, "queue", 1);
     let token_key_id = key.public_key.id();
-    let resp = client
-        .post(format!("{base}/v1/entries"))
-        .json(&announcement(by, ledger_id, key))
-        .send()
-        .await
-        .expect("announce");
-    assert!(resp.status().is_success(), "announce: {}", resp.status());
+    let (status, _) = http
+        .post("/v1/entries", &announcement(by, ledger_id, key))
+        .await;
+    assert!(status.is_success(), "announce: {status}");
     (ledger_id, token_key_id)
 }

@@ -21,8 +21,10 @@ pub mod process;
 pub mod services;
 
 pub use db::{Backend, PgSchema, TestDb};
-pub use http::{Http, error_code};
+pub use http::{Http, error_code, spent_total};
 pub use keys::{announce_key, key_info};
 pub use ledger::TestLedger;
-pub use process::{LedgerSetup, Process, Scrip, free_port, path};
+pub use process::{
+    LedgerSetup, Process, Scrip, ServiceConfig, free_port, mint_args, path, read_cards,
+};
 pub use scrip_ledger::local::member;

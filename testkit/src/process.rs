@@ -2,7 +2,7 @@
 //! with their config, awaited until they answer, killed with SIGKILL and restarted.
 
 use scrip_spec::OperatorKey;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -109,6 +109,106 @@ pub struct LedgerSetup {
     pub base: String,
 }
 
+/// A service's config file, written for a free port, and the base URL it will serve on.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The TOML file.
+    pub config: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl ServiceConfig {
+    /// `scrip ROLE serve` with this config, ready when it answers on `/healthz`.
+    pub fn process(&self, scrip: Scrip, role: &str) -> Process {
+        Process::serve(scrip, role, &self.config, &self.base)
+    }
+}
+
+impl LedgerSetup {
+    /// `scrip ledger serve` with this ledger's config, ready when it answers on `/healthz`.
+    pub fn process(&self, scrip: Scrip) -> Process {
+        Process::serve(scrip, "ledger", &self.config, &self.base)
+    }
+
+    /// Writes `dir/issuer.toml` for the operator `issuer` of this ledger on a free port: its
+    /// database `issuer.db`, key file `issuer.key` and token keys `keys/`, all in `dir`.
+    pub fn issuer_config(&self, dir: &Path) -> ServiceConfig {
+        let keys = format!("keys_dir = \"{}\"\n", dir.join("keys").display());
+        self.service_config(dir, "issuer.toml", "issuer", "issuer.db", &keys)
+    }
+
+    /// Writes `dir/redeemer.toml` for the operator `relay` of this ledger on a free port: its
+    /// database `redeemer.db` and key file `relay.key`, in `dir`.
+    pub fn redeemer_config(&self, dir: &Path) -> ServiceConfig {
+        self.service_config(dir, "redeemer.toml", "relay", "redeemer.db", "")
+    }
+
+    /// Writes `dir/FILE` for the operator `name` (key file `dir/NAME.key`) on a free port,
+    /// with its SQLite database `dir/DATABASE`, this ledger, and `extra` lines.
+    fn service_config(
+        &self,
+        dir: &Path,
+        file: &str,
+        name: &str,
+        database: &str,
+        extra: &str,
+    ) -> ServiceConfig {
+        let port = free_port();
+        let config = dir.join(file);
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\n\
+                 database = \"sqlite://{}\"\noperator_key_file = \"{}\"\n{extra}\
+                 ledger_url = \"{}\"\n",
+                dir.join(database).display(),
+                dir.join(format!("{name}.key")).display(),
+                self.base
+            ),
+        )
+        .expect("service config");
+        ServiceConfig {
+            config,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// The arguments of `scrip issuer cards mint --value VALUE --count COUNT --out CSV --config
+/// CONFIG`.
+pub fn mint_args<'a>(
+    value: &'a str,
+    count: &'a str,
+    csv: &'a Path,
+    config: &'a str,
+) -> [&'a str; 11] {
+    [
+        "issuer",
+        "cards",
+        "mint",
+        "--value",
+        value,
+        "--count",
+        count,
+        "--out",
+        path(csv),
+        "--config",
+        config,
+    ]
+}
+
+/// The rows of the printer's CSV that `scrip issuer cards mint` wrote, without the header: the
+/// batch first, the card code third.
+pub fn read_cards(csv: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(csv)
+        .expect("the cards CSV")
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
 /// The path as text (test paths are UTF-8).
 pub fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -171,7 +271,8 @@ impl Process {
         self
     }
 
-    /// Standard output and error go to `log` (truncated at each start), instead of nowhere.
+    /// Standard output and error are appended to `log` (a restart's after the last run's),
+    /// instead of going nowhere.
     pub fn log_to(mut self, log: &Path) -> Self {
         self.log = Some(log.to_owned());
         self
@@ -200,7 +301,11 @@ impl Process {
         }
         match &self.log {
             Some(log) => {
-                let out = File::create(log).expect("log file");
+                let out = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .expect("log file");
                 let err = out.try_clone().expect("log file");
                 command.stdout(out).stderr(err);
             }
@@ -209,12 +314,12 @@ impl Process {
             }
         }
         self.child = Some(command.spawn().expect("spawn scrip"));
+        if self.ready_url.is_empty() {
+            return;
+        }
         let client = reqwest::Client::new();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if self.ready_url.is_empty() {
-                return;
-            }
             if let Ok(r) = client.get(&self.ready_url).send().await
                 && (self.ready)(r.status().as_u16())
             {
@@ -285,6 +390,11 @@ impl Process {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Whether it was started and not killed or stopped since (it may have exited by itself).
+    pub fn is_started(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Whether it was started and has not exited.

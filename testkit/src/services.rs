@@ -6,14 +6,21 @@ use scrip_redeemer::example_relay::{self, RelayConfig};
 use scrip_redeemer::{Redeemer, RedeemerConfig};
 use std::sync::Arc;
 
+/// Binds an `Application` (`$app`, a future), serves it until the test ends, and gives its
+/// base URL. (The services' applications share no trait; their methods have the same names.)
+macro_rules! serve {
+    ($app:expr, $what:literal) => {{
+        let app = $app.await.expect(concat!("bind the ", $what));
+        let url = format!("http://{}", app.local_addr().expect("addr"));
+        tokio::spawn(app.run_until(std::future::pending()));
+        url
+    }};
+}
+
 /// Opens the issuer of `config` and serves it; returns its base URL and the issuer.
 pub async fn spawn_issuer(config: IssuerConfig) -> (String, Arc<Issuer>) {
     let issuer = Arc::new(Issuer::open(config).await.expect("open the issuer"));
-    let app = scrip_issuer::Application::new(issuer.clone())
-        .await
-        .expect("bind the issuer");
-    let url = format!("http://{}", app.local_addr().expect("addr"));
-    tokio::spawn(app.run_until(std::future::pending()));
+    let url = serve!(scrip_issuer::Application::new(issuer.clone()), "issuer");
     (url, issuer)
 }
 
@@ -21,11 +28,10 @@ pub async fn spawn_issuer(config: IssuerConfig) -> (String, Arc<Issuer>) {
 /// redeemer.
 pub async fn spawn_redeemer(config: RedeemerConfig) -> (String, Arc<Redeemer>) {
     let redeemer = Redeemer::start(config).await.expect("start the redeemer");
-    let app = scrip_redeemer::Application::new(redeemer.clone())
-        .await
-        .expect("bind the sidecar");
-    let url = format!("http://{}", app.local_addr().expect("addr"));
-    tokio::spawn(app.run_until(std::future::pending()));
+    let url = serve!(
+        scrip_redeemer::Application::new(redeemer.clone()),
+        "sidecar"
+    );
     (url, redeemer)
 }
 
