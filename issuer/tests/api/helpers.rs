@@ -121,6 +121,12 @@ impl TestIssuer {
         }
     }
 
+    /// POSTs `body`: the status and the error code.
+    pub async fn refusal(&self, path: &str, body: &impl serde::Serialize) -> (StatusCode, Code) {
+        let (status, body) = self.post(path, body).await;
+        (status, code(&body))
+    }
+
     pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> (StatusCode, Value) {
         self.http.post(path, body).await
     }

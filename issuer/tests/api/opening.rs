@@ -40,9 +40,8 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
     // The same id with other content is refused.
     let mut other = t.opening(&seed, 2, card, &["chunk-64k"]).await;
     other.request.request_id = first.request.request_id;
-    let (status, err) = t.post("/v1/cards/open", &other.request).await;
     assert_eq!(
-        (status, code(&err)),
+        t.refusal("/v1/cards/open", &other.request).await,
         (StatusCode::CONFLICT, Code::RequestIdReused)
     );
 
@@ -81,9 +80,8 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
         StatusCode::OK
     );
     let fresh = t.opening(&seed, 6, card, &["chunk-64k"]).await;
-    let (status, err) = t.post("/v1/cards/open", &fresh.request).await;
     assert_eq!(
-        (status, code(&err)),
+        t.refusal("/v1/cards/open", &fresh.request).await,
         (StatusCode::FORBIDDEN, Code::InvalidCard)
     );
 
@@ -96,14 +94,12 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(replay["responses"], again["responses"]);
-    let (status, err) = t
-        .post(
-            "/v1/requests/replay",
-            &serde_json::json!({"request_id": scrip_spec::api::issuer::RequestId([0; 32])}),
-        )
-        .await;
     assert_eq!(
-        (status, code(&err)),
+        t.refusal(
+            "/v1/requests/replay",
+            &serde_json::json!({"request_id": scrip_spec::api::issuer::RequestId([0; 32])})
+        )
+        .await,
         (StatusCode::NOT_FOUND, Code::UnknownRequest)
     );
 
@@ -162,18 +158,15 @@ async fn a_minted_batch_is_not_for_sale_until_activated() {
     let opening = t
         .opening(&WalletSeed::generate(), 0, &code0, &["chunk-64k"])
         .await;
-    let (status, err) = t.post("/v1/cards/open", &opening.request).await;
     assert_eq!(
-        (status, code(&err)),
+        t.refusal("/v1/cards/open", &opening.request).await,
         (StatusCode::FORBIDDEN, Code::InvalidCard)
     );
-    let (status, _) = t
-        .post(
-            "/v1/cards/balance",
-            &serde_json::json!({"card_code": code0}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    let balance = serde_json::json!({"card_code": code0});
+    assert_eq!(
+        t.post("/v1/cards/balance", &balance).await.0,
+        StatusCode::FORBIDDEN
+    );
     assert!(t.issuer.activate_batch(&batch).await.expect("activate"));
     assert!(
         t.issuer.activate_batch(&batch).await.is_err(),

@@ -56,6 +56,12 @@ impl TestApp {
         self.http.post(path, body).await
     }
 
+    /// POSTs `body`: the status and the error code.
+    async fn refusal(&self, path: &str, body: &impl serde::Serialize) -> (StatusCode, Code) {
+        let (status, body) = self.http.post(path, body).await;
+        (status, error_code(&body))
+    }
+
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.http.get(path).await
     }
@@ -146,11 +152,9 @@ async fn spend_then_double_spend_then_lookup() {
     );
 
     // Cosignatures: garbage, a stranger's, and one of a checkpoint that does not exist.
-    let (status, body) = app
-        .post("/v1/checkpoint/cosign", &json!({"signer": "x"}))
-        .await;
+    let cosign = "/v1/checkpoint/cosign";
     assert_eq!(
-        (status, error_code(&body)),
+        app.refusal(cosign, &json!({"signer": "x"})).await,
         (StatusCode::BAD_REQUEST, Code::MalformedRequest)
     );
     let fake = scrip_spec::ledger::Checkpoint {
@@ -163,36 +167,20 @@ async fn spend_then_double_spend_then_lookup() {
     let stranger = OperatorKey::generate().sign(scrip_spec::ledger::Cosignature {
         checkpoint: fake.clone(),
     });
-    let (status, body) = app
-        .post(
-            "/v1/checkpoint/cosign",
-            &serde_json::to_value(&stranger).expect("json"),
-        )
-        .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNAUTHORIZED, Code::UnknownOperator)
-    );
+    let unknown = app.refusal(cosign, &stranger).await;
+    assert_eq!(unknown, (StatusCode::UNAUTHORIZED, Code::UnknownOperator));
     let member = app
         .redeemer
         .sign(scrip_spec::ledger::Cosignature { checkpoint: fake });
-    let (status, body) = app
-        .post(
-            "/v1/checkpoint/cosign",
-            &serde_json::to_value(&member).expect("json"),
-        )
-        .await;
+    let invalid = app.refusal(cosign, &member).await;
     assert_eq!(
-        (status, error_code(&body)),
+        invalid,
         (StatusCode::UNPROCESSABLE_ENTITY, Code::InvalidRequest)
     );
     let mut forged = serde_json::to_value(&member).expect("json");
     forged["payload"]["checkpoint"]["seq"] = json!(2);
-    let (status, body) = app.post("/v1/checkpoint/cosign", &forged).await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNAUTHORIZED, Code::BadSignature)
-    );
+    let forged = app.refusal(cosign, &forged).await;
+    assert_eq!(forged, (StatusCode::UNAUTHORIZED, Code::BadSignature));
     let (status, body) = app.get("/v1/entries").await;
     assert_eq!(
         (status, error_code(&body)),

@@ -118,6 +118,11 @@ impl World {
         }
     }
 
+    /// A sidecar of operator `op`, in `mode`, with grants valid for 300 s.
+    pub async fn sidecar_of(&self, op: usize, mode: Mode) -> Sidecar {
+        self.sidecar(self.config(op, mode, 300)).await
+    }
+
     pub async fn sidecar(&self, config: RedeemerConfig) -> Sidecar {
         let (base, redeemer) = spawn_redeemer(config).await;
         Sidecar {
@@ -157,6 +162,11 @@ impl Sidecar {
     pub async fn metrics(&self) -> String {
         self.http.text("/metrics").await
     }
+}
+
+/// An answer's status and error code.
+pub fn refusal((status, body): (StatusCode, Value)) -> (StatusCode, Code) {
+    (status, code(&body))
 }
 
 /// The error code of an error answer (`Unknown` if there is none).

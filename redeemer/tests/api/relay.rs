@@ -8,7 +8,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
     let w = world().await;
-    let sidecar = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let sidecar = w.sidecar_of(0, Mode::Strict).await;
     let data = w.dir.path().join("relay");
     let relay = spawn_relay(RelayConfig {
         sidecar: sidecar.base.clone(),
@@ -52,11 +52,14 @@ async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
     let (_, body) = sidecar.redeem(&w.token(), "queue").await;
     let queue_grant = body["grant"].as_str().expect("grant").to_owned();
     let chunk = vec![7u8; 100 * 1024];
-    let put = client
-        .put(format!("{relay}/chunks/AAAAAAAAAAAAAAAAAAAAAA"))
-        .bearer_auth(&queue_grant)
-        .body(chunk.clone())
-        .send()
+    let store = |id: &str, g: &str| {
+        client
+            .put(format!("{relay}/chunks/{id}"))
+            .bearer_auth(g)
+            .body(chunk.clone())
+            .send()
+    };
+    let put = store("AAAAAAAAAAAAAAAAAAAAAA", &queue_grant)
         .await
         .expect("put");
     assert_eq!(put.status(), StatusCode::FORBIDDEN);
@@ -69,11 +72,7 @@ async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
     // A chunk of 100 KiB needs a chunk-256k grant; with one it is stored and served back.
     let (_, body) = sidecar.redeem(&w.chunk_token(), "chunk-256k").await;
     let chunk_grant = body["grant"].as_str().expect("grant").to_owned();
-    let put = client
-        .put(format!("{relay}/chunks/BBBBBBBBBBBBBBBBBBBBBB"))
-        .bearer_auth(&chunk_grant)
-        .body(chunk.clone())
-        .send()
+    let put = store("BBBBBBBBBBBBBBBBBBBBBB", &chunk_grant)
         .await
         .expect("put");
     assert_eq!(put.status(), StatusCode::CREATED);
