@@ -44,6 +44,10 @@ pub struct Consortium {
     pub operators: Vec<Operator>,
 }
 
+fn sqlite_url(file: &Path) -> String {
+    format!("sqlite://{}", file.display())
+}
+
 async fn bound(addr: &str) -> anyhow::Result<(tokio::net::TcpListener, String)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -54,7 +58,7 @@ impl Consortium {
     /// Starts a ledger and `names.len()` operators (each issuer, redeemer and admin) under
     /// `dir`, every service on a free loopback port.
     pub async fn start(dir: &Path, names: &[&str], mode: Mode) -> anyhow::Result<Self> {
-        let ledger_db = format!("sqlite://{}", dir.join("ledger.db").display());
+        let ledger_db = sqlite_url(&dir.join("ledger.db"));
         Self::start_with_ledger(dir, names, mode, &ledger_db).await
     }
 
@@ -102,10 +106,7 @@ impl Consortium {
                 Issuer::open(IssuerConfig {
                     name: (*name).to_owned(),
                     listen: "127.0.0.1:0".parse()?,
-                    database: format!(
-                        "sqlite://{}",
-                        dir.join(format!("{name}-issuer.db")).display()
-                    ),
+                    database: sqlite_url(&dir.join(format!("{name}-issuer.db"))),
                     operator_key_file: dir.join(format!("{name}.key")),
                     keys_dir: dir.join(format!("{name}-keys")),
                     ledger_url: ledger_url.clone(),
@@ -124,10 +125,7 @@ impl Consortium {
             let redeemer = Redeemer::start(RedeemerConfig {
                 name: (*name).to_owned(),
                 listen: "127.0.0.1:0".parse()?,
-                database: format!(
-                    "sqlite://{}",
-                    dir.join(format!("{name}-redeemer.db")).display()
-                ),
+                database: sqlite_url(&dir.join(format!("{name}-redeemer.db"))),
                 operator_key_file: dir.join(format!("{name}.key")),
                 ledger_url: ledger_url.clone(),
                 mode,
