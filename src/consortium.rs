@@ -5,11 +5,11 @@
 use anyhow::Context as _;
 use scrip_issuer::config::RateLimitConfig;
 use scrip_issuer::{Issuer, IssuerConfig};
-use scrip_ledger::Ledger;
+use scrip_ledger::{Ledger, local};
 use scrip_redeemer::example_relay::{self, RelayConfig};
 use scrip_redeemer::{Mode, Redeemer, RedeemerConfig};
-use scrip_spec::ledger::{Genesis, OperatorInfo, Role};
-use scrip_spec::{Catalog, OperatorKey};
+use scrip_spec::OperatorKey;
+use scrip_spec::ledger::Role;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,10 @@ pub struct Consortium {
     pub operators: Vec<Operator>,
 }
 
+fn sqlite_url(file: &Path) -> String {
+    format!("sqlite://{}", file.display())
+}
+
 async fn bound(addr: &str) -> anyhow::Result<(tokio::net::TcpListener, String)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -54,7 +58,7 @@ impl Consortium {
     /// Starts a ledger and `names.len()` operators (each issuer, redeemer and admin) under
     /// `dir`, every service on a free loopback port.
     pub async fn start(dir: &Path, names: &[&str], mode: Mode) -> anyhow::Result<Self> {
-        let ledger_db = format!("sqlite://{}", dir.join("ledger.db").display());
+        let ledger_db = sqlite_url(&dir.join("ledger.db"));
         Self::start_with_ledger(dir, names, mode, &ledger_db).await
     }
 
@@ -82,28 +86,19 @@ impl Consortium {
             )?;
             keys.push(key);
         }
-        let genesis = Genesis {
-            ledger_name: "scrip demo consortium".into(),
-            ledger_key: ledger_key.id(),
-            created_at: scrip_spec::now(),
-            operators: names
-                .iter()
-                .zip(&keys)
-                .map(|(n, k)| OperatorInfo {
-                    name: (*n).to_owned(),
-                    id: k.id(),
-                    roles: vec![Role::Issuer, Role::Redeemer, Role::Admin],
-                })
-                .collect(),
-            catalog: Catalog::standard(),
-        };
-        let store = scrip_ledger::connect(ledger_db).await?;
-        let ledger = Arc::new(Ledger::init(store, ledger_key, genesis).await?);
-        let ledger_app =
-            scrip_ledger::Application::from_ledger(ledger.clone(), "127.0.0.1:0".parse()?, 3600)
-                .await?;
-        let ledger_url = format!("http://{}", ledger_app.local_addr()?);
-        tokio::spawn(ledger_app.run_until(std::future::pending()));
+        let operators = names
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| local::member(n, k, &[Role::Issuer, Role::Redeemer, Role::Admin]))
+            .collect();
+        let ledger = local::init(ledger_db, ledger_key, "scrip demo consortium", operators).await?;
+        let ledger = Arc::new(ledger);
+        let ledger_url = local::serve(
+            ledger.clone(),
+            "127.0.0.1:0".parse()?,
+            std::future::pending(),
+        )
+        .await?;
 
         let mut operators = Vec::new();
         for name in names {
@@ -111,10 +106,7 @@ impl Consortium {
                 Issuer::open(IssuerConfig {
                     name: (*name).to_owned(),
                     listen: "127.0.0.1:0".parse()?,
-                    database: format!(
-                        "sqlite://{}",
-                        dir.join(format!("{name}-issuer.db")).display()
-                    ),
+                    database: sqlite_url(&dir.join(format!("{name}-issuer.db"))),
                     operator_key_file: dir.join(format!("{name}.key")),
                     keys_dir: dir.join(format!("{name}-keys")),
                     ledger_url: ledger_url.clone(),
@@ -133,10 +125,7 @@ impl Consortium {
             let redeemer = Redeemer::start(RedeemerConfig {
                 name: (*name).to_owned(),
                 listen: "127.0.0.1:0".parse()?,
-                database: format!(
-                    "sqlite://{}",
-                    dir.join(format!("{name}-redeemer.db")).display()
-                ),
+                database: sqlite_url(&dir.join(format!("{name}-redeemer.db"))),
                 operator_key_file: dir.join(format!("{name}.key")),
                 ledger_url: ledger_url.clone(),
                 mode,

@@ -22,6 +22,24 @@ fn kind(name: &str) -> anyhow::Result<CapacityKind> {
     Ok(CapacityKind::new(name)?)
 }
 
+/// Stores `body` at `relay` as the demo's chunk `DemoChunk000000000000N` with `grant`; the
+/// relay's answer.
+async fn store_chunk(
+    http: &reqwest::Client,
+    relay: &str,
+    n: &str,
+    grant: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<reqwest::StatusCode> {
+    let resp = http
+        .put(format!("{relay}/chunks/DemoChunk000000000000{n}"))
+        .bearer_auth(grant)
+        .body(body)
+        .send()
+        .await?;
+    Ok(resp.status())
+}
+
 /// Runs the demo in `dir`; `kept` says whether the caller keeps it afterwards.
 pub async fn run(dir: &Path, kept: bool) -> anyhow::Result<()> {
     step(1, "Start a consortium: one shared ledger, two operators");
@@ -121,26 +139,22 @@ pub async fn run(dir: &Path, kept: bool) -> anyhow::Result<()> {
     );
     println!("   created a queue for grant {}", queue.grant);
     let chunk = wallet.spend(&kind("chunk-64k")?, &b.redeemer_url).await?;
-    let resp = http
-        .put(format!("{}/chunks/DemoChunk0000000000000", b.relay_url))
-        .bearer_auth(&chunk.grant)
-        .body(vec![42u8; 60 * 1024])
-        .send()
-        .await?;
+    let status = store_chunk(
+        &http,
+        &b.relay_url,
+        "0",
+        &chunk.grant,
+        vec![42u8; 60 * 1024],
+    )
+    .await?;
     ensure!(
-        resp.status().as_u16() == 201,
-        "op-b's relay should store the chunk, got {}",
-        resp.status()
+        status.as_u16() == 201,
+        "op-b's relay should store the chunk, got {status}"
     );
     let big = wallet.spend(&kind("chunk-1m")?, &b.redeemer_url).await?;
-    let resp = http
-        .put(format!("{}/chunks/DemoChunk0000000000001", b.relay_url))
-        .bearer_auth(&big.grant)
-        .body(vec![7u8; 900 * 1024])
-        .send()
-        .await?;
+    let status = store_chunk(&http, &b.relay_url, "1", &big.grant, vec![7u8; 900 * 1024]).await?;
     ensure!(
-        resp.status().as_u16() == 201,
+        status.as_u16() == 201,
         "op-b's relay should store the 1 MiB chunk"
     );
     println!("   op-b's relay stored a 60 KiB and a 900 KiB chunk for tokens bought from op-a");

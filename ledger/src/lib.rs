@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod config;
 pub mod http;
+pub mod local;
 pub mod rules;
 pub mod service;
 pub mod store;

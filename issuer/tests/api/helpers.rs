@@ -2,79 +2,54 @@
 
 use reqwest::StatusCode;
 use scrip_issuer::config::RateLimitConfig;
-use scrip_issuer::{Application, Issuer, IssuerConfig};
-use scrip_ledger::Ledger;
+use scrip_issuer::{Issuer, IssuerConfig};
+use scrip_ledger::local::member;
 pub use scrip_spec::api::issuer::IssuerErrorCode as Code;
 use scrip_spec::api::issuer::{KeyedTokenRequest, OpenRequest, RequestId};
-use scrip_spec::ledger::{Genesis, OperatorInfo, Role};
+use scrip_spec::ledger::Role;
 use scrip_spec::{
-    Catalog, OperatorKey, PendingToken, Token, TokenChallenge, TokenKeyInfo, WalletSeed, blind,
-    finalize,
+    OperatorKey, PendingToken, Token, TokenChallenge, TokenKeyInfo, WalletSeed, blind, finalize,
 };
+use scrip_testkit::services::spawn_issuer;
+use scrip_testkit::{Http, TestDb, TestLedger};
 use serde_json::Value;
 use std::sync::Arc;
 
 pub struct TestIssuer {
     pub base: String,
-    pub ledger_base: String,
+    pub ledger: TestLedger,
     pub issuer: Arc<Issuer>,
-    pub client: reqwest::Client,
+    pub http: Http,
     pub dir: tempfile::TempDir,
 }
 
+/// A ledger with the one operator `op-a` (issuer, redeemer), and op-a's issuer with keys.
 pub async fn spawn(rate_limit: RateLimitConfig) -> TestIssuer {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ledger_key = OperatorKey::generate();
     let op = OperatorKey::generate();
     std::fs::write(dir.path().join("op.key"), op.to_text().as_bytes()).expect("key");
-    let genesis = Genesis {
-        ledger_name: "issuer test".into(),
-        ledger_key: ledger_key.id(),
-        created_at: scrip_spec::now(),
-        operators: vec![OperatorInfo {
-            name: "op-a".into(),
-            id: op.id(),
-            roles: vec![Role::Issuer, Role::Redeemer],
-        }],
-        catalog: Catalog::standard(),
-    };
-    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    let store = scrip_ledger::connect(&url).await.expect("ledger store");
-    let ledger = Arc::new(
-        Ledger::init(store, ledger_key, genesis)
-            .await
-            .expect("genesis"),
-    );
-    let ledger_app =
-        scrip_ledger::Application::from_ledger(ledger, "127.0.0.1:0".parse().expect("addr"), 3600)
-            .await
-            .expect("bind ledger");
-    let ledger_base = format!("http://{}", ledger_app.local_addr().expect("addr"));
-    tokio::spawn(ledger_app.run_until(std::future::pending()));
-
+    let operators = vec![member("op-a", &op, &[Role::Issuer, Role::Redeemer])];
+    let ledger = TestLedger::start(TestDb::sqlite(), "issuer test", operators).await;
     let config = IssuerConfig {
         name: "op-a".into(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         database: format!("sqlite://{}", dir.path().join("issuer.db").display()),
         operator_key_file: dir.path().join("op.key"),
         keys_dir: dir.path().join("keys"),
-        ledger_url: ledger_base.clone(),
+        ledger_url: ledger.url.clone(),
         issue_days: 7,
         redeem_days: 13,
         forget_days: 7,
         report_secs: 3600,
         rate_limit,
     };
-    let issuer = Arc::new(Issuer::open(config).await.expect("issuer"));
+    let (base, issuer) = spawn_issuer(config).await;
     issuer.rotate_keys().await.expect("rotate keys");
-    let app = Application::new(issuer.clone()).await.expect("bind issuer");
-    let base = format!("http://{}", app.local_addr().expect("addr"));
-    tokio::spawn(app.run_until(std::future::pending()));
     TestIssuer {
+        http: Http::new(&base),
         base,
-        ledger_base,
+        ledger,
         issuer,
-        client: reqwest::Client::new(),
         dir,
     }
 }
@@ -146,27 +121,18 @@ impl TestIssuer {
         }
     }
 
+    /// POSTs `body`: the status and the error code.
+    pub async fn refusal(&self, path: &str, body: &impl serde::Serialize) -> (StatusCode, Code) {
+        let (status, body) = self.post(path, body).await;
+        (status, code(&body))
+    }
+
     pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> (StatusCode, Value) {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .expect("request");
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.http.post(path, body).await
     }
 
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        self.http.text("/metrics").await
     }
 }
 
@@ -186,5 +152,5 @@ pub fn tokens(opening: &Opening, body: &Value) -> Vec<Token> {
 
 /// The error code of an error answer (`Unknown` if there is none).
 pub fn code(body: &Value) -> Code {
-    serde_json::from_value(body["error"]["code"].clone()).unwrap_or(Code::Unknown)
+    scrip_testkit::error_code(body).unwrap_or(Code::Unknown)
 }

@@ -40,9 +40,8 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
     // The same id with other content is refused.
     let mut other = t.opening(&seed, 2, card, &["chunk-64k"]).await;
     other.request.request_id = first.request.request_id;
-    let (status, err) = t.post("/v1/cards/open", &other.request).await;
     assert_eq!(
-        (status, code(&err)),
+        t.refusal("/v1/cards/open", &other.request).await,
         (StatusCode::CONFLICT, Code::RequestIdReused)
     );
 
@@ -81,9 +80,8 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
         StatusCode::OK
     );
     let fresh = t.opening(&seed, 6, card, &["chunk-64k"]).await;
-    let (status, err) = t.post("/v1/cards/open", &fresh.request).await;
     assert_eq!(
-        (status, code(&err)),
+        t.refusal("/v1/cards/open", &fresh.request).await,
         (StatusCode::FORBIDDEN, Code::InvalidCard)
     );
 
@@ -96,20 +94,18 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(replay["responses"], again["responses"]);
-    let (status, err) = t
-        .post(
-            "/v1/requests/replay",
-            &serde_json::json!({"request_id": scrip_spec::api::issuer::RequestId([0; 32])}),
-        )
-        .await;
     assert_eq!(
-        (status, code(&err)),
+        t.refusal(
+            "/v1/requests/replay",
+            &serde_json::json!({"request_id": scrip_spec::api::issuer::RequestId([0; 32])})
+        )
+        .await,
         (StatusCode::NOT_FOUND, Code::UnknownRequest)
     );
 
     // Issuance goes to the ledger as aggregates per key: 6 tokens over 4 kinds here.
     assert!(t.issuer.report_issuance().await.expect("report") >= 3);
-    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger_base);
+    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger.url);
     let totals = ledger.totals().await.expect("totals");
     assert_eq!(totals.keys.iter().map(|k| k.issued).sum::<u64>(), 6);
     assert_eq!(totals.issuers[0].credits_sold, 30);
@@ -125,7 +121,7 @@ async fn concurrent_openings_never_overspend_a_card() {
     let mut tasks = Vec::new();
     for i in 0..10u64 {
         let opening = t.opening(&seed, i, &card, &["queue"]).await;
-        let client = t.client.clone();
+        let client = t.http.client.clone();
         let url = format!("{}/v1/cards/open", t.base);
         tasks.push(tokio::spawn(async move {
             client
@@ -162,18 +158,15 @@ async fn a_minted_batch_is_not_for_sale_until_activated() {
     let opening = t
         .opening(&WalletSeed::generate(), 0, &code0, &["chunk-64k"])
         .await;
-    let (status, err) = t.post("/v1/cards/open", &opening.request).await;
     assert_eq!(
-        (status, code(&err)),
+        t.refusal("/v1/cards/open", &opening.request).await,
         (StatusCode::FORBIDDEN, Code::InvalidCard)
     );
-    let (status, _) = t
-        .post(
-            "/v1/cards/balance",
-            &serde_json::json!({"card_code": code0}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    let balance = serde_json::json!({"card_code": code0});
+    assert_eq!(
+        t.post("/v1/cards/balance", &balance).await.0,
+        StatusCode::FORBIDDEN
+    );
     assert!(t.issuer.activate_batch(&batch).await.expect("activate"));
     assert!(
         t.issuer.activate_batch(&batch).await.is_err(),
@@ -198,7 +191,7 @@ async fn a_minted_batch_is_not_for_sale_until_activated() {
         )
         .await;
     assert_eq!(balance["state"], "void");
-    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger_base);
+    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger.url);
     assert_eq!(
         ledger.totals().await.expect("totals").issuers[0].cards_sold,
         2

@@ -57,9 +57,8 @@ async fn malformed_and_semantically_wrong_openings() {
     );
     let mut empty = good_json.clone();
     empty["requests"] = json!([]);
-    let (status, body) = t.post("/v1/cards/open", &empty).await;
     assert_eq!(
-        (status, code(&body)),
+        t.refusal("/v1/cards/open", &empty).await,
         (StatusCode::BAD_REQUEST, Code::MalformedRequest)
     );
 
@@ -67,9 +66,8 @@ async fn malformed_and_semantically_wrong_openings() {
     let mut chars: Vec<char> = card.chars().collect();
     chars[0] = if chars[0] == 'A' { 'B' } else { 'A' };
     typo["card_code"] = json!(chars.into_iter().collect::<String>());
-    let (status, body) = t.post("/v1/cards/open", &typo).await;
     assert_eq!(
-        (status, code(&body)),
+        t.refusal("/v1/cards/open", &typo).await,
         (StatusCode::BAD_REQUEST, Code::MalformedCardCode)
     );
 
@@ -93,34 +91,29 @@ async fn malformed_and_semantically_wrong_openings() {
 
     let mut mismatch = good.request.clone();
     mismatch.requests[0].token_request.truncated_token_key_id ^= 1;
-    let (status, body) = t.post("/v1/cards/open", &mismatch).await;
     assert_eq!(
-        (status, code(&body)),
+        t.refusal("/v1/cards/open", &mismatch).await,
         (StatusCode::UNPROCESSABLE_ENTITY, Code::KeyMismatch)
     );
 
     let mut out_of_range = good.request.clone();
     out_of_range.requests[0].token_request.blinded_msg = [0xff; 256];
-    let (status, body) = t.post("/v1/cards/open", &out_of_range).await;
     assert_eq!(
-        (status, code(&body)),
+        t.refusal("/v1/cards/open", &out_of_range).await,
         (StatusCode::UNPROCESSABLE_ENTITY, Code::InvalidRequest)
     );
 
     let mut too_many = good.request.clone();
     too_many.requests = vec![good.request.requests[0].clone(); 1001];
-    let (status, body) = t.post("/v1/cards/open", &too_many).await;
     assert_eq!(
-        (status, code(&body)),
+        t.refusal("/v1/cards/open", &too_many).await,
         (StatusCode::PAYLOAD_TOO_LARGE, Code::BodyTooLarge)
     );
 
     // Balance and replay with bad input.
-    let (status, body) = t
-        .post("/v1/cards/balance", &json!({"card_code": "nonsense"}))
-        .await;
     assert_eq!(
-        (status, code(&body)),
+        t.refusal("/v1/cards/balance", &json!({"card_code": "nonsense"}))
+            .await,
         (StatusCode::BAD_REQUEST, Code::MalformedCardCode)
     );
     let (status, body) = t.post("/v1/cards/balance", &json!({"code": card})).await;
@@ -138,11 +131,9 @@ async fn malformed_and_semantically_wrong_openings() {
         .await
         .expect("send");
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let (status, body) = t
-        .post("/v1/requests/replay", &json!({"request_id": "AAAA"}))
-        .await;
     assert_eq!(
-        (status, code(&body)),
+        t.refusal("/v1/requests/replay", &json!({"request_id": "AAAA"}))
+            .await,
         (StatusCode::BAD_REQUEST, Code::MalformedRequest)
     );
 
@@ -174,6 +165,7 @@ async fn failed_code_attempts_are_rate_limited() {
         );
     }
     let resp = t
+        .http
         .client
         .post(format!("{}/v1/cards/balance", t.base))
         .json(&json!({"card_code": card}))
@@ -202,19 +194,11 @@ async fn failed_code_attempts_are_rate_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_endpoint_lists_announced_keys_the_ledger_also_lists() {
     let t = spawn(default_limits()).await;
-    let resp: serde_json::Value = t
-        .client
-        .get(format!("{}/v1/keys", t.base))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, resp) = t.http.get("/v1/keys").await;
     let keys: scrip_spec::api::issuer::IssuerKeys = serde_json::from_value(resp).expect("shape");
     assert_eq!(keys.issuer, "op-a");
     assert_eq!(keys.keys.len(), 5, "one per catalog kind");
-    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger_base);
+    let ledger = scrip_common::clients::LedgerClient::new(&t.ledger.url);
     let directory = ledger.keys(Some("op-a"), None).await.expect("directory");
     for k in &keys.keys {
         assert!(
@@ -223,13 +207,5 @@ async fn keys_endpoint_lists_announced_keys_the_ledger_also_lists() {
             k.kind
         );
     }
-    assert_eq!(
-        t.client
-            .get(format!("{}/healthz", t.base))
-            .send()
-            .await
-            .expect("h")
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(t.http.get("/healthz").await.0, StatusCode::OK);
 }

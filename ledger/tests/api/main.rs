@@ -2,89 +2,37 @@
 //! kind, each answered with the right status and leaving the log unchanged.
 
 use reqwest::StatusCode;
-use scrip_ledger::{Application, Ledger};
+use scrip_ledger::local::member;
 use scrip_spec::api::ledger::LedgerErrorCode as Code;
-use scrip_spec::ledger::{Action, Genesis, LedgerRequest, OperatorInfo, Role, SpendGroup};
+use scrip_spec::ledger::{Action, LedgerRequest, Role, SpendGroup};
 use scrip_spec::now;
-use scrip_spec::{Catalog, Nullifier, OperatorKey, TokenKeyInfo, TokenSecretKey};
+use scrip_spec::{Nullifier, OperatorKey, TokenKeyInfo, TokenSecretKey};
+use scrip_testkit::{Http, TestDb, TestLedger, key_info};
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 struct TestApp {
-    base: String,
-    client: reqwest::Client,
+    ledger: TestLedger,
+    http: Http,
     redeemer: OperatorKey,
-    ledger_id: scrip_spec::ledger::Hash32,
     key: TokenKeyInfo,
-    _dir: tempfile::TempDir,
 }
 
+/// A ledger with an issuer and a redeemer (`relay`), and one `queue` key announced.
 async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("l.db").display());
-    let (ledger_key, issuer, redeemer) = (
-        OperatorKey::generate(),
-        OperatorKey::generate(),
-        OperatorKey::generate(),
-    );
-    let genesis = Genesis {
-        ledger_name: "api test".into(),
-        ledger_key: ledger_key.id(),
-        created_at: now(),
-        operators: vec![
-            OperatorInfo {
-                name: "issuer".into(),
-                id: issuer.id(),
-                roles: vec![Role::Issuer],
-            },
-            OperatorInfo {
-                name: "relay".into(),
-                id: redeemer.id(),
-                roles: vec![Role::Redeemer],
-            },
-        ],
-        catalog: Catalog::standard(),
-    };
-    let ledger_id = genesis.ledger_id();
-    let store = scrip_ledger::connect(&url).await.expect("store");
-    let ledger = Arc::new(
-        Ledger::init(store, ledger_key, genesis)
-            .await
-            .expect("init"),
-    );
-    let t = now();
-    let key = TokenKeyInfo {
-        public_key: TokenSecretKey::generate()
-            .expect("keygen")
-            .public_key()
-            .clone(),
-        issuer: "issuer".into(),
-        kind: "queue".parse().expect("kind"),
-        valid_from: t - 5,
-        issue_until: t + 100,
-        redeem_until: t + 200,
-        forget_after: t + 300,
-    };
-    ledger
-        .submit(issuer.sign(LedgerRequest::new(
-            ledger_id,
-            t,
-            Action::AnnounceKey { key: key.clone() },
-        )))
-        .await
-        .expect("announce");
-    let app = Application::from_ledger(ledger, "127.0.0.1:0".parse().expect("addr"), 3600)
-        .await
-        .expect("bind");
-    let base = format!("http://{}", app.local_addr().expect("addr"));
-    tokio::spawn(app.run_until(std::future::pending()));
+    let (issuer, redeemer) = (OperatorKey::generate(), OperatorKey::generate());
+    let operators = vec![
+        member("issuer", &issuer, &[Role::Issuer]),
+        member("relay", &redeemer, &[Role::Redeemer]),
+    ];
+    let ledger = TestLedger::start(TestDb::sqlite(), "api test", operators).await;
+    let secret = TokenSecretKey::generate().expect("keygen");
+    let key = key_info(secret.public_key(), "issuer", "queue", 1);
+    ledger.announce(&issuer, key.clone()).await;
     TestApp {
-        base,
-        client: reqwest::Client::new(),
+        http: Http::new(&ledger.url),
+        ledger,
         redeemer,
-        ledger_id,
         key,
-        _dir: dir,
     }
 }
 
@@ -96,39 +44,30 @@ impl TestApp {
                 nullifiers,
             }],
         };
-        serde_json::to_value(
-            self.redeemer
-                .sign(LedgerRequest::new(self.ledger_id, now(), action)),
-        )
+        serde_json::to_value(self.redeemer.sign(LedgerRequest::new(
+            self.ledger.ledger_id,
+            now(),
+            action,
+        )))
         .expect("json")
     }
 
     async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .expect("request");
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.http.post(path, body).await
+    }
+
+    /// POSTs `body`: the status and the error code.
+    async fn refusal(&self, path: &str, body: &impl serde::Serialize) -> (StatusCode, Code) {
+        let (status, body) = self.http.post(path, body).await;
+        (status, error_code(&body))
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request");
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.http.get(path).await
     }
 
     async fn metrics(&self) -> String {
-        let resp = self.client.get(format!("{}/metrics", self.base)).send();
-        resp.await.expect("metrics").text().await.expect("text")
+        self.http.text("/metrics").await
     }
 
     async fn head_seq(&self) -> u64 {
@@ -143,7 +82,7 @@ fn nullifier(b: u8) -> Nullifier {
 }
 
 fn error_code(body: &Value) -> Code {
-    serde_json::from_value(body["error"]["code"].clone()).unwrap_or(Code::Unknown)
+    scrip_testkit::error_code(body).unwrap_or(Code::Unknown)
 }
 
 #[tokio::test]
@@ -217,15 +156,13 @@ async fn spend_then_double_spend_then_lookup() {
     );
 
     // Cosignatures: garbage, a stranger's, and one of a checkpoint that does not exist.
-    let (status, body) = app
-        .post("/v1/checkpoint/cosign", &json!({"signer": "x"}))
-        .await;
+    let cosign = "/v1/checkpoint/cosign";
     assert_eq!(
-        (status, error_code(&body)),
+        app.refusal(cosign, &json!({"signer": "x"})).await,
         (StatusCode::BAD_REQUEST, Code::MalformedRequest)
     );
     let fake = scrip_spec::ledger::Checkpoint {
-        ledger_id: app.ledger_id,
+        ledger_id: app.ledger.ledger_id,
         seq: 1,
         head_hash: scrip_spec::ledger::Hash32([0; 32]),
         totals_digest: scrip_spec::ledger::Hash32([0; 32]),
@@ -234,36 +171,20 @@ async fn spend_then_double_spend_then_lookup() {
     let stranger = OperatorKey::generate().sign(scrip_spec::ledger::Cosignature {
         checkpoint: fake.clone(),
     });
-    let (status, body) = app
-        .post(
-            "/v1/checkpoint/cosign",
-            &serde_json::to_value(&stranger).expect("json"),
-        )
-        .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNAUTHORIZED, Code::UnknownOperator)
-    );
+    let unknown = app.refusal(cosign, &stranger).await;
+    assert_eq!(unknown, (StatusCode::UNAUTHORIZED, Code::UnknownOperator));
     let member = app
         .redeemer
         .sign(scrip_spec::ledger::Cosignature { checkpoint: fake });
-    let (status, body) = app
-        .post(
-            "/v1/checkpoint/cosign",
-            &serde_json::to_value(&member).expect("json"),
-        )
-        .await;
+    let invalid = app.refusal(cosign, &member).await;
     assert_eq!(
-        (status, error_code(&body)),
+        invalid,
         (StatusCode::UNPROCESSABLE_ENTITY, Code::InvalidRequest)
     );
     let mut forged = serde_json::to_value(&member).expect("json");
     forged["payload"]["checkpoint"]["seq"] = json!(2);
-    let (status, body) = app.post("/v1/checkpoint/cosign", &forged).await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::UNAUTHORIZED, Code::BadSignature)
-    );
+    let forged = app.refusal(cosign, &forged).await;
+    assert_eq!(forged, (StatusCode::UNAUTHORIZED, Code::BadSignature));
     let (status, body) = app.get("/v1/entries").await;
     assert_eq!(
         (status, error_code(&body)),
@@ -275,12 +196,13 @@ async fn spend_then_double_spend_then_lookup() {
 async fn bad_requests_get_clear_errors_and_change_nothing() {
     let app = spawn_app().await;
     let head = app.head_seq().await;
-    let url = format!("{}/v1/entries", app.base);
+    let url = format!("{}/v1/entries", app.http.base);
 
     // Not JSON, JSON of the wrong shape, wrong content type, an unknown field.
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, Code)> = vec![
         (
-            app.client
+            app.http
+                .client
                 .post(&url)
                 .header("content-type", "application/json")
                 .body("{not json"),
@@ -288,17 +210,18 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
             Code::MalformedRequest,
         ),
         (
-            app.client.post(&url).json(&json!({"signer": 5})),
+            app.http.client.post(&url).json(&json!({"signer": 5})),
             StatusCode::BAD_REQUEST,
             Code::MalformedRequest,
         ),
         (
-            app.client.post(&url).body("hello"),
+            app.http.client.post(&url).body("hello"),
             StatusCode::BAD_REQUEST,
             Code::MalformedRequest,
         ),
         (
-            app.client
+            app.http
+                .client
                 .post(&url)
                 .header("content-type", "application/json")
                 .body(vec![0xff, 0xfe, 0x00]),
@@ -350,7 +273,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let outsider = OperatorKey::generate();
     let action = Action::Spend { groups: vec![] };
     let unknown = serde_json::to_value(outsider.sign(LedgerRequest::new(
-        app.ledger_id,
+        app.ledger.ledger_id,
         now(),
         action.clone(),
     )))

@@ -28,6 +28,21 @@ fn refusal(result: Result<scrip_spec::api::ledger::Receipt, LedgerError>) -> Ref
     }
 }
 
+/// The outcome of op-b's spend of a fresh nullifier under `key`.
+async fn spend_fresh(f: &Fixture, key: TokenKeyId) -> SpendStatus {
+    let req = f.request(&f.b, spend(key, vec![random_nullifier()])).await;
+    let receipt = f.ledger.submit(req).await.expect("answered");
+    receipt.spends[0].status.clone()
+}
+
+/// An admin's revocation of `token_key_id`.
+fn revoke_key(token_key_id: TokenKeyId, reason: &str) -> Action {
+    Action::RevokeKey {
+        token_key_id,
+        reason: reason.into(),
+    }
+}
+
 pub async fn racing_redeemers_spend_each_nullifier_exactly_once(f: Fixture) {
     let key = f.announce(&f.a, "op-a", 0, "queue").await.public_key.id();
     let nullifiers: Vec<Nullifier> = (0..1000).map(|_| random_nullifier()).collect();
@@ -314,15 +329,7 @@ pub async fn log_chain_signatures_and_checkpoint_verify_after_mixed_workload(f: 
         f.ledger.checkpoint().await.expect("again").is_none(),
         "no empty checkpoint"
     );
-    let revoke = f
-        .request(
-            &f.a,
-            Action::RevokeKey {
-                token_key_id: k0,
-                reason: "test".into(),
-            },
-        )
-        .await;
+    let revoke = f.request(&f.a, revoke_key(k0, "test")).await;
     f.ledger.submit(revoke).await.expect("revoke");
 
     // Cosign the checkpoint as op-b.
@@ -565,20 +572,10 @@ pub async fn live_key_limit_and_key_rules(f: Fixture) {
             .id()
             .0,
     );
-    let revoke = f
-        .request(
-            &f.a,
-            Action::RevokeKey {
-                token_key_id: k0,
-                reason: "rotate".into(),
-            },
-        )
-        .await;
+    let revoke = f.request(&f.a, revoke_key(k0, "rotate")).await;
     f.ledger.submit(revoke).await.expect("revoke");
-    let req = f.request(&f.b, spend(k0, vec![random_nullifier()])).await;
-    let receipt = f.ledger.submit(req).await.expect("answered");
     assert_eq!(
-        receipt.spends[0].status,
+        spend_fresh(&f, k0).await,
         SpendStatus::Refused {
             reason: SpendRefusal::KeyRevoked
         }
@@ -614,10 +611,8 @@ pub async fn expired_keys_are_refused_then_pruned_with_a_commitment(f: Fixture) 
     );
     f.advance(101);
 
-    let req = f.request(&f.b, spend(key, vec![random_nullifier()])).await;
-    let receipt = f.ledger.submit(req).await.expect("answered");
     assert_eq!(
-        receipt.spends[0].status,
+        spend_fresh(&f, key).await,
         SpendStatus::Refused {
             reason: SpendRefusal::NotRedeemable
         }
@@ -694,6 +689,28 @@ pub async fn state_survives_reopening_the_store(f: Fixture) {
     );
 }
 
+/// Appends the entry `entry` (and its hash) with `effect` to `store`.
+async fn append(
+    store: &dyn scrip_ledger::Store,
+    (entry, hash): &(scrip_spec::ledger::LogEntry, Hash32),
+    effect: &scrip_ledger::store::Effect,
+) -> Result<scrip_ledger::store::AppendOutcome, StoreError> {
+    store.append(entry, hash, effect).await
+}
+
+/// Appends `entry`, then insists that `again` (the same request further on) is refused as a
+/// replay.
+async fn append_then_replay(
+    store: &dyn scrip_ledger::Store,
+    entry: &(scrip_spec::ledger::LogEntry, Hash32),
+    again: &(scrip_spec::ledger::LogEntry, Hash32),
+    effect: &scrip_ledger::store::Effect,
+) {
+    append(store, entry, effect).await.expect("append");
+    let replayed = append(store, again, effect).await;
+    assert!(matches!(replayed, Err(StoreError::Replayed)));
+}
+
 /// The store itself refuses a replay and a second writer at a taken position, by its unique
 /// indexes, and tells the two apart (the service checks for replays first; this is what a
 /// replay racing past that check meets).
@@ -727,24 +744,16 @@ pub async fn store_tells_a_replay_from_a_taken_position(f: Fixture) {
     };
 
     let req = f.request(&f.a, sold("first")).await;
-    let (first, first_hash) = entry(head + 1, head_hash, &req);
-    store
-        .append(&first, &first_hash, &sold_effect)
-        .await
-        .expect("first append");
-
+    let first = entry(head + 1, head_hash, &req);
     // The same signed request at the next position: a replay.
-    let (again, again_hash) = entry(head + 2, first_hash, &req);
-    assert!(matches!(
-        store.append(&again, &again_hash, &sold_effect).await,
-        Err(StoreError::Replayed)
-    ));
+    let again = entry(head + 2, first.1, &req);
+    append_then_replay(&*store, &first, &again, &sold_effect).await;
 
     // Another request at the taken position: a second writer.
     let other = f.request(&f.a, sold("second")).await;
-    let (clash, clash_hash) = entry(head + 1, head_hash, &other);
+    let clash = entry(head + 1, head_hash, &other);
     assert!(matches!(
-        store.append(&clash, &clash_hash, &sold_effect).await,
+        append(&*store, &clash, &sold_effect).await,
         Err(StoreError::SeqTaken { seq }) if seq == head + 1
     ));
 
@@ -757,16 +766,9 @@ pub async fn store_tells_a_replay_from_a_taken_position(f: Fixture) {
             nullifiers: vec![n],
         }],
     };
-    let (spent, spent_hash) = entry(head + 2, first_hash, &spend_req);
-    store
-        .append(&spent, &spent_hash, &spend_effect)
-        .await
-        .expect("spend append");
-    let (respent, respent_hash) = entry(head + 3, spent_hash, &spend_req);
-    assert!(matches!(
-        store.append(&respent, &respent_hash, &spend_effect).await,
-        Err(StoreError::Replayed)
-    ));
+    let spent = entry(head + 2, first.1, &spend_req);
+    let respent = entry(head + 3, spent.1, &spend_req);
+    append_then_replay(&*store, &spent, &respent, &spend_effect).await;
 
     // Neither refusal left a trace.
     let entries = store.entries(head + 1, 10).await.expect("entries");
@@ -774,7 +776,7 @@ pub async fn store_tells_a_replay_from_a_taken_position(f: Fixture) {
         entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![head + 1, head + 2]
     );
-    assert_eq!(entries[0], first);
+    assert_eq!(entries[0], first.0);
     let totals = store.totals().await.expect("totals");
     let op_a = totals.issuers.iter().find(|i| i.issuer == "op-a");
     assert_eq!(op_a.map(|i| (i.cards_sold, i.credits_sold)), Some((1, 10)));

@@ -1,11 +1,11 @@
 //! Fixtures: a fresh ledger on a fresh database, with two member operators and a token key.
 
 use scrip_ledger::Ledger;
-use scrip_spec::ledger::{Action, Genesis, LedgerRequest, OperatorInfo, Role};
+use scrip_ledger::local::member;
+use scrip_spec::ledger::{Action, LedgerRequest, Role};
 use scrip_spec::now;
-use scrip_spec::{
-    CapacityKind, Catalog, OperatorKey, Signed, TokenKeyInfo, TokenSecretKey, UnixSeconds,
-};
+use scrip_spec::{CapacityKind, OperatorKey, Signed, TokenKeyInfo, TokenSecretKey, UnixSeconds};
+use scrip_testkit::TestDb;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -18,7 +18,7 @@ pub struct Fixture {
     pub a: OperatorKey,
     pub b: OperatorKey,
     pub outsider: OperatorKey,
-    pub _dir: Option<tempfile::TempDir>,
+    pub _db: TestDb,
 }
 
 /// RSA key generation takes a while; the tests share a few keys.
@@ -33,28 +33,14 @@ pub fn rsa_key(i: usize) -> &'static TokenSecretKey {
 
 impl Fixture {
     pub async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-        Self::new(url, Some(dir)).await
+        Self::new(TestDb::sqlite()).await
     }
 
     pub async fn postgres() -> Self {
-        let base = std::env::var("SCRIP_TEST_PG_URL")
-            .expect("set SCRIP_TEST_PG_URL to run the PostgreSQL suite");
-        let schema = format!("scrip_test_{}", hex_suffix());
-        let admin = sqlx::PgPool::connect(&base)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&admin)
-            .await
-            .expect("create schema");
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-        Self::new(url, None).await
+        Self::new(TestDb::postgres().await).await
     }
 
-    async fn new(url: String, dir: Option<tempfile::TempDir>) -> Self {
+    async fn new(db: TestDb) -> Self {
         let ledger_key = OperatorKey::generate();
         let ledger_key_seed = *ledger_key.seed();
         let (a, b, outsider) = (
@@ -62,40 +48,25 @@ impl Fixture {
             OperatorKey::generate(),
             OperatorKey::generate(),
         );
-        let genesis = Genesis {
-            ledger_name: "test ledger".into(),
-            ledger_key: ledger_key.id(),
-            created_at: now(),
-            operators: vec![
-                OperatorInfo {
-                    name: "op-a".into(),
-                    id: a.id(),
-                    roles: vec![Role::Issuer, Role::Redeemer, Role::Admin],
-                },
-                OperatorInfo {
-                    name: "op-b".into(),
-                    id: b.id(),
-                    roles: vec![Role::Issuer, Role::Redeemer],
-                },
-            ],
-            catalog: Catalog::standard(),
-        };
-        let store = scrip_ledger::connect(&url).await.expect("open store");
+        let operators = vec![
+            member("op-a", &a, &[Role::Issuer, Role::Redeemer, Role::Admin]),
+            member("op-b", &b, &[Role::Issuer, Role::Redeemer]),
+        ];
         let skew = Arc::new(AtomicU64::new(0));
         let clock_skew = skew.clone();
-        let ledger = Ledger::init(store, ledger_key, genesis)
+        let ledger = scrip_ledger::local::init(&db.url, ledger_key, "test ledger", operators)
             .await
             .expect("genesis")
             .with_clock(Arc::new(move || now() + clock_skew.load(Ordering::SeqCst)));
         Self {
             ledger: Arc::new(ledger),
             skew,
-            url,
+            url: db.url.clone(),
             ledger_key_seed,
             a,
             b,
             outsider,
-            _dir: dir,
+            _db: db,
         }
     }
 
@@ -160,18 +131,8 @@ pub fn key_info(
     }
 }
 
-fn hex_suffix() -> String {
-    let mut b = [0u8; 8];
-    rand_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub fn rand_bytes(buf: &mut [u8]) {
-    rand::fill(buf);
-}
-
 pub fn random_nullifier() -> scrip_spec::Nullifier {
     let mut b = [0u8; 32];
-    rand_bytes(&mut b);
+    rand::fill(&mut b);
     scrip_spec::Nullifier(b)
 }

@@ -2,25 +2,22 @@
 //! and sidecars on port 0.
 
 use reqwest::StatusCode;
-use scrip_ledger::Ledger;
-use scrip_redeemer::{Application, Mode, Redeemer, RedeemerConfig};
+use scrip_ledger::local::member;
+use scrip_redeemer::{Mode, Redeemer, RedeemerConfig};
 pub use scrip_spec::api::redeemer::RedeemerErrorCode as Code;
-use scrip_spec::ledger::{Action, Genesis, LedgerRequest, OperatorInfo, Role};
+use scrip_spec::ledger::Role;
 use scrip_spec::{
-    Catalog, OperatorKey, Token, TokenChallenge, TokenKeyInfo, TokenSecretKey, WalletSeed, blind,
-    finalize,
+    OperatorKey, Token, TokenChallenge, TokenKeyInfo, TokenSecretKey, WalletSeed, blind, finalize,
 };
+use scrip_testkit::services::spawn_redeemer;
+use scrip_testkit::{Http, TestDb, TestLedger, key_info};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::oneshot;
 
 pub struct World {
     pub dir: tempfile::TempDir,
-    pub ledger_base: String,
-    pub ledger_db: String,
-    pub ledger_key_seed: [u8; 32],
-    pub ledger_stop: Option<oneshot::Sender<()>>,
+    pub ledger: TestLedger,
     pub ops: Vec<(String, OperatorKey)>,
     pub key: TokenSecretKey,
     pub info: TokenKeyInfo,
@@ -30,22 +27,10 @@ pub struct World {
     counter: AtomicU64,
 }
 
-async fn start_ledger(ledger: Arc<Ledger>, addr: &str) -> (String, oneshot::Sender<()>) {
-    let app = scrip_ledger::Application::from_ledger(ledger, addr.parse().expect("addr"), 3600)
-        .await
-        .expect("bind ledger");
-    let base = format!("http://{}", app.local_addr().expect("addr"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    (base, stop)
-}
-
+/// A ledger with the operators op-a and op-b (issuers and redeemers, their key files in
+/// `dir`), and op-a's `queue` and `chunk-256k` keys announced.
 pub async fn world() -> World {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ledger_key = OperatorKey::generate();
-    let ledger_key_seed = *ledger_key.seed();
     let ops: Vec<(String, OperatorKey)> = ["op-a", "op-b"]
         .iter()
         .map(|n| (n.to_string(), OperatorKey::generate()))
@@ -57,39 +42,13 @@ pub async fn world() -> World {
         )
         .expect("key");
     }
-    let genesis = Genesis {
-        ledger_name: "redeemer test".into(),
-        ledger_key: ledger_key.id(),
-        created_at: scrip_spec::now(),
-        operators: ops
-            .iter()
-            .map(|(n, k)| OperatorInfo {
-                name: n.clone(),
-                id: k.id(),
-                roles: vec![Role::Issuer, Role::Redeemer],
-            })
-            .collect(),
-        catalog: Catalog::standard(),
-    };
-    let ledger_id = genesis.ledger_id();
-    let ledger_db = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    let store = scrip_ledger::connect(&ledger_db).await.expect("store");
-    let ledger = Arc::new(
-        Ledger::init(store, ledger_key, genesis)
-            .await
-            .expect("init"),
-    );
-    let t = scrip_spec::now();
+    let operators = ops
+        .iter()
+        .map(|(n, k)| member(n, k, &[Role::Issuer, Role::Redeemer]))
+        .collect();
+    let ledger = TestLedger::start(TestDb::sqlite(), "redeemer test", operators).await;
     let key = TokenSecretKey::generate().expect("keygen");
-    let info = TokenKeyInfo {
-        public_key: key.public_key().clone(),
-        issuer: "op-a".into(),
-        kind: "queue".parse().expect("kind"),
-        valid_from: t - 10,
-        issue_until: t + 3600,
-        redeem_until: t + 7200,
-        forget_after: t + 9000,
-    };
+    let info = key_info(key.public_key(), "op-a", "queue", 1);
     let chunk_key = TokenSecretKey::generate().expect("keygen");
     let chunk_info = TokenKeyInfo {
         public_key: chunk_key.public_key().clone(),
@@ -97,19 +56,11 @@ pub async fn world() -> World {
         ..info.clone()
     };
     for k in [&info, &chunk_info] {
-        let announce = Action::AnnounceKey { key: k.clone() };
-        ledger
-            .submit(ops[0].1.sign(LedgerRequest::new(ledger_id, t, announce)))
-            .await
-            .expect("announce");
+        ledger.announce(&ops[0].1, k.clone()).await;
     }
-    let (ledger_base, stop) = start_ledger(ledger, "127.0.0.1:0").await;
     World {
         dir,
-        ledger_base,
-        ledger_db,
-        ledger_key_seed,
-        ledger_stop: Some(stop),
+        ledger,
         ops,
         key,
         info,
@@ -123,7 +74,7 @@ pub async fn world() -> World {
 pub struct Sidecar {
     pub base: String,
     pub redeemer: Arc<Redeemer>,
-    pub client: reqwest::Client,
+    pub http: Http,
 }
 
 impl World {
@@ -158,7 +109,7 @@ impl World {
                     .display()
             ),
             operator_key_file: self.dir.path().join(format!("{name}.key")),
-            ledger_url: self.ledger_base.clone(),
+            ledger_url: self.ledger.url.clone(),
             mode,
             grant_ttl_secs,
             batch_max: 1000,
@@ -167,64 +118,34 @@ impl World {
         }
     }
 
+    /// A sidecar of operator `op`, in `mode`, with grants valid for 300 s.
+    pub async fn sidecar_of(&self, op: usize, mode: Mode) -> Sidecar {
+        self.sidecar(self.config(op, mode, 300)).await
+    }
+
     pub async fn sidecar(&self, config: RedeemerConfig) -> Sidecar {
-        let redeemer = Redeemer::start(config).await.expect("redeemer");
-        let app = Application::new(redeemer.clone()).await.expect("bind");
-        let base = format!("http://{}", app.local_addr().expect("addr"));
-        tokio::spawn(app.run_until(std::future::pending()));
+        let (base, redeemer) = spawn_redeemer(config).await;
         Sidecar {
+            http: Http::new(&base),
             base,
             redeemer,
-            client: reqwest::Client::new(),
         }
     }
 
     /// Stops the ledger (the port closes).
     pub fn stop_ledger(&mut self) {
-        if let Some(stop) = self.ledger_stop.take() {
-            let _ = stop.send(());
-        }
+        self.ledger.stop();
     }
 
     /// Starts the ledger again on its old port and database.
     pub async fn restart_ledger(&mut self) {
-        let addr: std::net::SocketAddr = self
-            .ledger_base
-            .trim_start_matches("http://")
-            .parse()
-            .expect("addr");
-        for _ in 0..50 {
-            let store = scrip_ledger::connect(&self.ledger_db).await.expect("store");
-            let ledger = Ledger::open(store, OperatorKey::from_seed(&self.ledger_key_seed))
-                .await
-                .expect("open");
-            if let Ok(app) =
-                scrip_ledger::Application::from_ledger(Arc::new(ledger), addr, 3600).await
-            {
-                let (stop, stopped) = oneshot::channel::<()>();
-                tokio::spawn(app.run_until(async {
-                    let _ = stopped.await;
-                }));
-                self.ledger_stop = Some(stop);
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("the ledger did not restart on {addr}");
+        self.ledger.restart().await;
     }
 }
 
 impl Sidecar {
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .expect("request");
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.http.post(path, body).await
     }
 
     pub async fn redeem(&self, token: &Token, kind: &str) -> (StatusCode, Value) {
@@ -239,18 +160,16 @@ impl Sidecar {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        self.http.text("/metrics").await
     }
+}
+
+/// An answer's status and error code.
+pub fn refusal((status, body): (StatusCode, Value)) -> (StatusCode, Code) {
+    (status, code(&body))
 }
 
 /// The error code of an error answer (`Unknown` if there is none).
 pub fn code(body: &Value) -> Code {
-    serde_json::from_value(body["error"]["code"].clone()).unwrap_or(Code::Unknown)
+    scrip_testkit::error_code(body).unwrap_or(Code::Unknown)
 }

@@ -1,12 +1,25 @@
-use crate::helpers::{Code, code, world};
+use crate::helpers::{Code, Sidecar, World, refusal, world};
 use reqwest::StatusCode;
 use scrip_redeemer::Mode;
+use scrip_testkit::spent_total;
+
+/// A world, and optimistic sidecars of op-a and op-b.
+async fn two_optimistic_relays() -> (World, Sidecar, Sidecar) {
+    let w = world().await;
+    let a = w.sidecar_of(0, Mode::Optimistic).await;
+    let b = w.sidecar_of(1, Mode::Optimistic).await;
+    (w, a, b)
+}
+
+/// Sends both sidecars' pending spends to the ledger, `a`'s first.
+async fn flush_both(a: &Sidecar, b: &Sidecar) {
+    a.redeemer.flush_pending().await.expect("flush a");
+    b.redeemer.flush_pending().await.expect("flush b");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_double_spend_across_optimistic_relays_is_caught_and_revoked() {
-    let w = world().await;
-    let a = w.sidecar(w.config(0, Mode::Optimistic, 300)).await;
-    let b = w.sidecar(w.config(1, Mode::Optimistic, 300)).await;
+    let (w, a, b) = two_optimistic_relays().await;
     let token = w.token();
     // Both relays grant at once, before the ledger has heard of either spend.
     let (sa, ga) = a.redeem(&token, "queue").await;
@@ -19,11 +32,9 @@ async fn a_double_spend_across_optimistic_relays_is_caught_and_revoked() {
     assert_eq!(a.redeem(&token, "queue").await.0, StatusCode::CONFLICT);
 
     // The spends reach the ledger; one wins, the other's grant is revoked.
-    a.redeemer.flush_pending().await.expect("flush a");
-    b.redeemer.flush_pending().await.expect("flush b");
-    let (status, err) = b.consume(&gb, "queue").await;
+    flush_both(&a, &b).await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(b.consume(&gb, "queue").await),
         (StatusCode::FORBIDDEN, Code::GrantRevoked)
     );
     assert!(
@@ -36,7 +47,7 @@ async fn a_double_spend_across_optimistic_relays_is_caught_and_revoked() {
             .await
             .contains("scrip_redeemer_optimistic_revoked_total 0")
     );
-    let status = scrip_common::clients::LedgerClient::new(&w.ledger_base)
+    let status = scrip_common::clients::LedgerClient::new(&w.ledger.url)
         .nullifier(&token.nullifier())
         .await
         .expect("status");
@@ -48,7 +59,7 @@ async fn a_double_spend_across_optimistic_relays_is_caught_and_revoked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn optimistic_grants_while_the_ledger_is_down_and_catches_up() {
     let mut w = world().await;
-    let a = w.sidecar(w.config(0, Mode::Optimistic, 300)).await;
+    let a = w.sidecar_of(0, Mode::Optimistic).await;
     w.stop_ledger();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let token = w.token();
@@ -67,27 +78,22 @@ async fn optimistic_grants_while_the_ledger_is_down_and_catches_up() {
         0,
         "nothing left"
     );
-    let totals = scrip_common::clients::LedgerClient::new(&w.ledger_base)
-        .totals()
-        .await
-        .expect("totals");
-    assert_eq!(totals.keys.iter().map(|k| k.spent).sum::<u64>(), 1);
+    assert_eq!(spent_total(&w.ledger.url).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_token_never_gets_a_new_grant_and_own_spends_are_not_revoked() {
-    let w = world().await;
-    let a = w.sidecar(w.config(0, Mode::Optimistic, 300)).await;
-    let b = w.sidecar(w.config(1, Mode::Optimistic, 300)).await;
+    let (w, a, b) = two_optimistic_relays().await;
     let token = w.token();
-    assert_eq!(a.redeem(&token, "queue").await.0, StatusCode::OK);
-    assert_eq!(b.redeem(&token, "queue").await.0, StatusCode::OK);
-    a.redeemer.flush_pending().await.expect("flush a");
-    b.redeemer.flush_pending().await.expect("flush b");
+    let both = (
+        a.redeem(&token, "queue").await,
+        b.redeem(&token, "queue").await,
+    );
+    assert_eq!((both.0.0, both.1.0), (StatusCode::OK, StatusCode::OK));
+    flush_both(&a, &b).await;
     // b's spend was refused: presenting the token to b again must not buy anything.
-    let (status, err) = b.redeem(&token, "queue").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(b.redeem(&token, "queue").await),
         (StatusCode::CONFLICT, Code::AlreadySpent)
     );
 

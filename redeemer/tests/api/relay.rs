@@ -1,34 +1,21 @@
 use crate::helpers::{Sidecar, World, world};
 use reqwest::StatusCode;
 use scrip_redeemer::Mode;
-use scrip_redeemer::example_relay::{RelayConfig, serve};
-use std::path::PathBuf;
+use scrip_redeemer::example_relay::RelayConfig;
+use scrip_testkit::services::spawn_relay;
 use std::time::Duration;
-
-/// Serves the example relay in front of `sidecar`; returns its base URL and data directory.
-async fn spawn_relay(w: &World, sidecar: &Sidecar) -> (String, PathBuf) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let relay = format!("http://{}", listener.local_addr().expect("addr"));
-    let data = w.dir.path().join("relay");
-    tokio::spawn(serve(
-        listener,
-        RelayConfig {
-            sidecar: sidecar.base.clone(),
-            data_dir: data.clone(),
-            chunk_ttl: Duration::from_secs(3600),
-        },
-        std::future::pending(),
-    ));
-    (relay, data)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
     let w = world().await;
-    let sidecar = w.sidecar(w.config(0, Mode::Strict, 300)).await;
-    let (relay, data) = spawn_relay(&w, &sidecar).await;
+    let sidecar = w.sidecar_of(0, Mode::Strict).await;
+    let data = w.dir.path().join("relay");
+    let relay = spawn_relay(RelayConfig {
+        sidecar: sidecar.base.clone(),
+        data_dir: data.clone(),
+        chunk_ttl: Duration::from_secs(3600),
+    })
+    .await;
     let client = reqwest::Client::new();
     let (_, body) = sidecar.redeem(&w.token(), "queue").await;
     let grant = body["grant"].as_str().expect("grant").to_owned();
@@ -65,11 +52,14 @@ async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
     let (_, body) = sidecar.redeem(&w.token(), "queue").await;
     let queue_grant = body["grant"].as_str().expect("grant").to_owned();
     let chunk = vec![7u8; 100 * 1024];
-    let put = client
-        .put(format!("{relay}/chunks/AAAAAAAAAAAAAAAAAAAAAA"))
-        .bearer_auth(&queue_grant)
-        .body(chunk.clone())
-        .send()
+    let store = |id: &str, g: &str| {
+        client
+            .put(format!("{relay}/chunks/{id}"))
+            .bearer_auth(g)
+            .body(chunk.clone())
+            .send()
+    };
+    let put = store("AAAAAAAAAAAAAAAAAAAAAA", &queue_grant)
         .await
         .expect("put");
     assert_eq!(put.status(), StatusCode::FORBIDDEN);
@@ -82,11 +72,7 @@ async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
     // A chunk of 100 KiB needs a chunk-256k grant; with one it is stored and served back.
     let (_, body) = sidecar.redeem(&w.chunk_token(), "chunk-256k").await;
     let chunk_grant = body["grant"].as_str().expect("grant").to_owned();
-    let put = client
-        .put(format!("{relay}/chunks/BBBBBBBBBBBBBBBBBBBBBB"))
-        .bearer_auth(&chunk_grant)
-        .body(chunk.clone())
-        .send()
+    let put = store("BBBBBBBBBBBBBBBBBBBBBB", &chunk_grant)
         .await
         .expect("put");
     assert_eq!(put.status(), StatusCode::CREATED);
@@ -120,8 +106,13 @@ async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_example_relay_times_each_route_and_counts_grant_checks() {
     let w = world().await;
-    let sidecar = w.sidecar(w.config(0, Mode::Strict, 300)).await;
-    let (relay, _) = spawn_relay(&w, &sidecar).await;
+    let sidecar = w.sidecar_of(0, Mode::Strict).await;
+    let relay = spawn_relay(RelayConfig {
+        sidecar: sidecar.base.clone(),
+        data_dir: w.dir.path().join("relay"),
+        chunk_ttl: Duration::from_secs(3600),
+    })
+    .await;
     let client = reqwest::Client::new();
     let (_, body) = sidecar.redeem(&w.chunk_token(), "chunk-256k").await;
     let grant = body["grant"].as_str().expect("grant").to_owned();

@@ -1,12 +1,19 @@
-use crate::helpers::{Code, code, world};
+use crate::helpers::{Code, Sidecar, World, code, refusal, world};
 use reqwest::StatusCode;
 use scrip_redeemer::Mode;
+use scrip_testkit::spent_total;
 use serde_json::json;
+
+/// A world and op-a's strict sidecar.
+async fn strict_world() -> (World, Sidecar) {
+    let w = world().await;
+    let a = w.sidecar_of(0, Mode::Strict).await;
+    (w, a)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redeem_consume_and_every_refusal() {
-    let w = world().await;
-    let a = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let (w, a) = strict_world().await;
     let token = w.token();
 
     let (status, body) = a.redeem(&token, "queue").await;
@@ -16,25 +23,21 @@ async fn redeem_consume_and_every_refusal() {
     assert_eq!(body["kind"], "queue");
 
     // A grant for another kind is refused and not consumed.
-    let (status, err) = a.consume(&grant, "chunk-1m").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.consume(&grant, "chunk-1m").await),
         (StatusCode::UNPROCESSABLE_ENTITY, Code::WrongKind)
     );
     assert_eq!(a.consume(&grant, "queue").await.0, StatusCode::OK);
-    let (status, err) = a.consume(&grant, "queue").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.consume(&grant, "queue").await),
         (StatusCode::CONFLICT, Code::GrantUsed)
     );
-    let (status, err) = a.consume("sg1.queue.AAAAAAAAAAAAAAAAAAAAAA", "queue").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.consume("sg1.queue.AAAAAAAAAAAAAAAAAAAAAA", "queue").await),
         (StatusCode::NOT_FOUND, Code::UnknownGrant)
     );
-    let (status, err) = a.consume("hunter2", "queue").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.consume("hunter2", "queue").await),
         (StatusCode::BAD_REQUEST, Code::MalformedGrant)
     );
 
@@ -45,7 +48,7 @@ async fn redeem_consume_and_every_refusal() {
         (StatusCode::CONFLICT, Code::AlreadySpent)
     );
     assert_eq!(err["error"]["first_spent_by"], "op-a");
-    let b = w.sidecar(w.config(1, Mode::Strict, 300)).await;
+    let b = w.sidecar_of(1, Mode::Strict).await;
     let (status, err) = b.redeem(&token, "queue").await;
     assert_eq!(
         (status, code(&err)),
@@ -56,32 +59,28 @@ async fn redeem_consume_and_every_refusal() {
 
     // Local checks.
     let fresh = w.token();
-    let (status, err) = a.redeem(&fresh, "chunk-1m").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.redeem(&fresh, "chunk-1m").await),
         (StatusCode::UNPROCESSABLE_ENTITY, Code::WrongKind)
     );
     let mut forged = fresh.clone();
     forged.authenticator[7] ^= 1;
-    let (status, err) = a.redeem(&forged, "queue").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.redeem(&forged, "queue").await),
         (StatusCode::UNPROCESSABLE_ENTITY, Code::InvalidSignature)
     );
     let mut other_challenge = fresh.clone();
     other_challenge.challenge_digest = scrip_spec::TokenChallenge::for_issuer("op-b")
         .expect("c")
         .digest();
-    let (status, err) = a.redeem(&other_challenge, "queue").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.redeem(&other_challenge, "queue").await),
         (StatusCode::UNPROCESSABLE_ENTITY, Code::WrongChallenge)
     );
     let mut unknown = fresh.clone();
     unknown.token_key_id = scrip_spec::TokenKeyId([5; 32]);
-    let (status, err) = a.redeem(&unknown, "queue").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.redeem(&unknown, "queue").await),
         (StatusCode::UNPROCESSABLE_ENTITY, Code::UnknownKey)
     );
 
@@ -113,9 +112,8 @@ async fn redeem_consume_and_every_refusal() {
         );
     }
     let big = json!({"token": "A".repeat(5000), "kind": "queue"});
-    let (status, err) = a.post("/v1/redeem", &big).await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.post("/v1/redeem", &big).await),
         (StatusCode::PAYLOAD_TOO_LARGE, Code::BodyTooLarge)
     );
 
@@ -152,8 +150,7 @@ async fn grants_expire_and_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_answer_gets_a_fresh_grant_and_revokes_the_old() {
-    let w = world().await;
-    let a = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let (w, a) = strict_world().await;
     let token = w.token();
     let (_, first) = a.redeem(&token, "queue").await;
     let g1 = first["grant"].as_str().expect("grant").to_owned();
@@ -162,9 +159,8 @@ async fn lost_answer_gets_a_fresh_grant_and_revokes_the_old() {
     assert_eq!(status, StatusCode::OK, "{second}");
     let g2 = second["grant"].as_str().expect("grant").to_owned();
     assert_ne!(g1, g2);
-    let (status, err) = a.consume(&g1, "queue").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.consume(&g1, "queue").await),
         (StatusCode::FORBIDDEN, Code::GrantRevoked)
     );
     assert_eq!(a.consume(&g2, "queue").await.0, StatusCode::OK);
@@ -175,22 +171,18 @@ async fn lost_answer_gets_a_fresh_grant_and_revokes_the_old() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ledger_down_fails_closed_and_the_token_stays_spendable() {
     let mut w = world().await;
-    let a = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let a = w.sidecar_of(0, Mode::Strict).await;
     let token = w.token();
     w.stop_ledger();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let (status, err) = a.redeem(&token, "queue").await;
     assert_eq!(
-        (status, code(&err)),
+        refusal(a.redeem(&token, "queue").await),
         (StatusCode::SERVICE_UNAVAILABLE, Code::LedgerUnavailable)
     );
-    let health = a
-        .client
-        .get(format!("{}/healthz", a.base))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        a.http.get("/healthz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     w.restart_ledger().await;
     let (status, body) = a.redeem(&token, "queue").await;
     assert_eq!(status, StatusCode::OK, "the token was not burnt: {body}");
@@ -198,12 +190,11 @@ async fn ledger_down_fails_closed_and_the_token_stays_spendable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_redemptions_are_batched() {
-    let w = world().await;
-    let a = w.sidecar(w.config(0, Mode::Strict, 300)).await;
+    let (w, a) = strict_world().await;
     let tokens: Vec<_> = (0..200).map(|_| w.token()).collect();
     let mut tasks = Vec::new();
     for t in tokens {
-        let client = a.client.clone();
+        let client = a.http.client.clone();
         let url = format!("{}/v1/redeem", a.base);
         tasks.push(tokio::spawn(async move {
             let body =
@@ -230,11 +221,7 @@ async fn concurrent_redemptions_are_batched() {
         batches < 200,
         "200 spends went out in {batches} ledger requests"
     );
-    let totals = scrip_common::clients::LedgerClient::new(&w.ledger_base)
-        .totals()
-        .await
-        .expect("totals");
-    assert_eq!(totals.keys.iter().map(|k| k.spent).sum::<u64>(), 200);
+    assert_eq!(spent_total(&w.ledger.url).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -243,7 +230,7 @@ async fn outcomes_of_a_mixed_batch_reach_the_right_tokens() {
     let mut config = w.config(0, Mode::Strict, 300);
     config.batch_wait_ms = 300;
     let a = w.sidecar(config).await;
-    let b = w.sidecar(w.config(1, Mode::Strict, 300)).await;
+    let b = w.sidecar_of(1, Mode::Strict).await;
     let spent_chunk = w.chunk_token();
     assert_eq!(b.redeem(&spent_chunk, "chunk-256k").await.0, StatusCode::OK);
     // Queue, chunk, queue in one batch of two keys (interleaved): each gets its own answer.
@@ -334,7 +321,7 @@ async fn a_ledger_slow_to_answer_spends_once_and_the_token_gets_its_grant() {
     let w = world().await;
     let hold_until = std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
     let mut config = w.config(0, Mode::Strict, 300);
-    config.ledger_url = slow_ledger_proxy(&w.ledger_base, hold_until.clone()).await;
+    config.ledger_url = slow_ledger_proxy(&w.ledger.url, hold_until.clone()).await;
     let a = w.sidecar(config).await;
     let token = w.token();
 
@@ -351,7 +338,7 @@ async fn a_ledger_slow_to_answer_spends_once_and_the_token_gets_its_grant() {
 
     let nullifier = scrip_spec::encoding::b64_encode(token.nullifier().0);
     let status: serde_json::Value =
-        reqwest::get(format!("{}/v1/nullifiers/{nullifier}", w.ledger_base))
+        reqwest::get(format!("{}/v1/nullifiers/{nullifier}", w.ledger.url))
             .await
             .expect("lookup")
             .json()
@@ -359,18 +346,7 @@ async fn a_ledger_slow_to_answer_spends_once_and_the_token_gets_its_grant() {
             .expect("json");
     assert_eq!(status["status"], "spent");
     assert_eq!(status["spent_by"], "op-a");
-    let totals: serde_json::Value = reqwest::get(format!("{}/v1/totals", w.ledger_base))
-        .await
-        .expect("totals")
-        .json()
-        .await
-        .expect("json");
-    let spent: u64 = totals["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k["spent"].as_u64().unwrap_or(0))
-        .sum();
+    let spent = spent_total(&w.ledger.url).await;
     assert_eq!(
         spent, 1,
         "one spend, though two requests reached the ledger"

@@ -1,11 +1,10 @@
 //! `scrip ledger init` and `serve` as real processes: a ledger killed with SIGKILL while
 //! spends are in flight, restarted, has lost no acknowledged spend and accepts no second one.
 
-mod common;
-
-use common::{announce_key, ledger_setup, now, serve};
-use scrip_spec::Nullifier;
+use crate::SCRIP;
 use scrip_spec::ledger::{Action, LedgerRequest, SpendGroup};
+use scrip_spec::{Nullifier, now};
+use scrip_testkit::{Http, PgSchema, announce_key};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -18,33 +17,17 @@ async fn sigkill_under_spend_load_loses_no_acknowledged_spend_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs SCRIP_TEST_PG_URL"]
 async fn sigkill_under_spend_load_loses_no_acknowledged_spend_postgres() {
-    let base = std::env::var("SCRIP_TEST_PG_URL").expect("SCRIP_TEST_PG_URL");
-    let mut suffix = [0u8; 6];
-    rand::fill(&mut suffix);
-    let schema = format!(
-        "scrip_crash_{}",
-        suffix
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    let admin = sqlx::PgPool::connect(&base).await.expect("connect");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .expect("schema");
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let db = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let schema = PgSchema::create("scrip_crash").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    sigkill_under_spend_load(dir.path(), &db).await;
+    sigkill_under_spend_load(dir.path(), &schema.url).await;
 }
 
 async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
-    let setup = ledger_setup(d, db);
-    let (issuer, relay, config, base) = (setup.issuer, setup.relay, setup.config, setup.base);
-    let mut server = serve("ledger", &config, &base).await;
+    let setup = SCRIP.ledger_setup(d, db);
+    let mut server = setup.process(SCRIP).started().await;
+    let (issuer, relay, base) = (setup.issuer, setup.relay, setup.base);
     let client = reqwest::Client::new();
-    let (ledger_id, token_key_id) = announce_key(&client, &base, &issuer).await;
+    let (ledger_id, token_key_id) = announce_key(&client, &base, &issuer, "issuer").await;
 
     // Spend batches from several tasks; kill the server while they run.
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Nullifier>::new()));
@@ -92,8 +75,7 @@ async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    server.0.kill().expect("SIGKILL");
-    let _ = server.0.wait();
+    server.kill();
     for t in tasks {
         t.await.expect("task");
     }
@@ -103,20 +85,11 @@ async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
         "some spends were acknowledged before the kill"
     );
 
-    let _server = serve("ledger", &config, &base).await;
+    server.start().await;
+    let http = Http::new(&base);
     for n in &acknowledged {
-        let path = format!(
-            "{base}/v1/nullifiers/{}",
-            scrip_spec::encoding::b64_encode(n.0)
-        );
-        let status: serde_json::Value = client
-            .get(path)
-            .send()
-            .await
-            .expect("lookup")
-            .json()
-            .await
-            .expect("json");
+        let path = format!("/v1/nullifiers/{}", scrip_spec::encoding::b64_encode(n.0));
+        let (_, status) = http.get(&path).await;
         assert_eq!(status["status"], "spent", "acknowledged spend lost");
     }
     let retry = relay.sign(LedgerRequest::new(
@@ -129,29 +102,14 @@ async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
             }],
         },
     ));
-    let receipt: serde_json::Value = client
-        .post(format!("{base}/v1/entries"))
-        .json(&retry)
-        .send()
-        .await
-        .expect("retry")
-        .json()
-        .await
-        .expect("json");
+    let (_, receipt) = http.post("/v1/entries", &retry).await;
     assert!(
         receipt["spends"]
             .as_array()
-            .expect("spends")
+            .unwrap_or_else(|| panic!("spends: {receipt}"))
             .iter()
             .all(|s| s["status"] == "already_spent")
     );
-    let totals: serde_json::Value = client
-        .get(format!("{base}/v1/totals"))
-        .send()
-        .await
-        .expect("totals")
-        .json()
-        .await
-        .expect("json");
+    let (_, totals) = http.get("/v1/totals").await;
     assert!(totals["keys"][0]["spent"].as_u64().expect("spent") >= acknowledged.len() as u64);
 }

@@ -23,19 +23,18 @@
 //!    theirs) are on the relay side, the blinded requests and request ids on the issuer side,
 //!    and a value copied across is found.
 
-mod common;
-
-use common::{free_port, ledger_setup, path};
+use crate::SCRIP;
 use scrip_spec::codes::export::ExportFile;
 use scrip_spec::encoding::{b64_decode, b64_encode};
 use scrip_spec::{CardCode, Token, TokenChallenge, TokenKeyInfo, WalletSeed, blind};
+use scrip_testkit::{Process, free_port, mint_args, path, read_cards};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
 
 /// The log filter every process runs with.
 const LOG_FILTER: &str = "debug";
@@ -45,108 +44,28 @@ const MIN_BYTES: usize = 16;
 // ---------------------------------------------------------------------------------------------
 // Processes.
 
-/// A service process writing its standard output and error to its own log file; killed when
-/// dropped if still running.
-struct Service {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
+/// A service process at the debug log filter, its standard output and error in `log`.
+fn logged(process: Process, log: &Path) -> Process {
+    process
+        .env("RUST_LOG", LOG_FILTER)
+        .env("NO_COLOR", "1")
+        .log_to(log)
 }
 
-impl Service {
-    fn spawn(name: &'static str, args: &[&str], log: &Path) -> Self {
-        let out = File::create(log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_scrip"))
-            .args(args)
-            .env("RUST_LOG", LOG_FILTER)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("spawn service");
-        Self {
-            name,
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    /// Polls `url` until it answers with a status `ready` accepts.
-    async fn wait_ready(&mut self, url: &str, ready: fn(u16) -> bool) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(url).send().await
-                && ready(r.status().as_u16())
-            {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "{} exited with {status} before answering:\n{}",
-                    self.name,
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not answer at {url}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGTERM, and insists on a clean exit (graceful shutdown writes its own log lines).
-    async fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "cannot signal {}", self.name);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(
-                    status.success(),
-                    "{} exited with {status} on SIGTERM:\n{}",
-                    self.name,
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not stop on SIGTERM",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// `scrip ARGS` at the debug log filter, with nothing on its standard input.
+fn debug_command(args: &[&str]) -> Command {
+    let mut command = SCRIP.command(args);
+    command
+        .env("RUST_LOG", LOG_FILTER)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
 }
 
 /// Runs `scrip ARGS` with the debug log filter; appends its standard output and error (never
 /// its arguments, which may hold a card code) to `log`.
 fn cli(args: &[&str], log: &Path) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_scrip"))
-        .args(args)
-        .env("RUST_LOG", LOG_FILTER)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("scrip runs");
+    let out = debug_command(args).output().expect("scrip runs");
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
@@ -162,13 +81,7 @@ fn cli(args: &[&str], log: &Path) -> Output {
 fn wallet_cli(w: &str, args: &[&str], log: &Path) -> String {
     let mut full = vec!["wallet", "--wallet", w];
     full.extend_from_slice(args);
-    let out = Command::new(env!("CARGO_BIN_EXE_scrip"))
-        .args(&full)
-        .env("RUST_LOG", LOG_FILTER)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("scrip runs");
+    let out = debug_command(&full).output().expect("scrip runs");
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -540,63 +453,23 @@ async fn secrets_are_never_logged_and_issuer_and_relay_share_no_value() {
 
     // The ledger, with operators `issuer` and `relay`.
     let ledger_db = format!("sqlite://{}", d.join("ledger.db").display());
-    let setup = ledger_setup(d, &ledger_db);
+    let setup = SCRIP.ledger_setup(d, &ledger_db);
     let ledger_url = setup.base.clone();
-    let mut ledger = Service::spawn(
-        "ledger",
-        &["ledger", "serve", "--config", path(&setup.config)],
-        &log("ledger"),
-    );
-    ledger
-        .wait_ready(&format!("{ledger_url}/healthz"), |s| s == 200)
-        .await;
+    let mut ledger = logged(setup.process(SCRIP), &log("ledger")).started().await;
 
     // The issuer: keys, a batch of three cards, activation, then the service.
-    let issuer_port = free_port();
-    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+    let issuer_config = setup.issuer_config(d);
+    let issuer_url = issuer_config.base.clone();
     let issuer_db = d.join("issuer.db");
     let keys_dir = d.join("keys");
-    let issuer_config = d.join("issuer.toml");
-    std::fs::write(
-        &issuer_config,
-        format!(
-            "name = \"issuer\"\nlisten = \"127.0.0.1:{issuer_port}\"\n\
-             database = \"sqlite://{}\"\noperator_key_file = \"{}\"\nkeys_dir = \"{}\"\n\
-             ledger_url = \"{ledger_url}\"\n",
-            issuer_db.display(),
-            d.join("issuer.key").display(),
-            keys_dir.display(),
-        ),
-    )
-    .expect("issuer config");
-    let icfg = path(&issuer_config);
+    let icfg = path(&issuer_config.config);
     let issuer_cli = log("issuer-cli");
     let rotated = cli_ok(&["issuer", "keys", "rotate", "--config", icfg], &issuer_cli);
     assert_eq!(rotated.matches("announced").count(), 5, "{rotated}");
     let csv_path = d.join("cards.csv");
-    cli_ok(
-        &[
-            "issuer",
-            "cards",
-            "mint",
-            "--value",
-            "40",
-            "--count",
-            "3",
-            "--out",
-            path(&csv_path),
-            "--config",
-            icfg,
-        ],
-        &issuer_cli,
-    );
-    let csv = std::fs::read_to_string(&csv_path).expect("csv");
-    let rows: Vec<Vec<String>> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(str::to_owned).collect())
-        .collect();
-    assert_eq!(rows.len(), 3, "{csv}");
+    cli_ok(&mint_args("40", "3", &csv_path, icfg), &issuer_cli);
+    let rows = read_cards(&csv_path);
+    assert_eq!(rows.len(), 3, "{rows:?}");
     let batch = rows[0][0].clone();
     let codes: Vec<String> = rows.iter().map(|r| r[2].clone()).collect();
     let activated = cli_ok(
@@ -606,63 +479,37 @@ async fn secrets_are_never_logged_and_issuer_and_relay_share_no_value() {
         &issuer_cli,
     );
     assert!(activated.contains("on sale"), "{activated}");
-    let mut issuer = Service::spawn(
-        "issuer",
-        &["issuer", "serve", "--config", icfg],
-        &log("issuer"),
-    );
-    issuer
-        .wait_ready(&format!("{issuer_url}/healthz"), |s| s == 200)
+    let mut issuer = logged(issuer_config.process(SCRIP, "issuer"), &log("issuer"))
+        .started()
         .await;
 
     // The relay operator's sidecar and example relay.
-    let redeemer_port = free_port();
-    let redeemer_url = format!("http://127.0.0.1:{redeemer_port}");
+    let redeemer_config = setup.redeemer_config(d);
+    let redeemer_url = redeemer_config.base.clone();
     let redeemer_db = d.join("redeemer.db");
-    let redeemer_config = d.join("redeemer.toml");
-    std::fs::write(
-        &redeemer_config,
-        format!(
-            "name = \"relay\"\nlisten = \"127.0.0.1:{redeemer_port}\"\n\
-             database = \"sqlite://{}\"\noperator_key_file = \"{}\"\n\
-             ledger_url = \"{ledger_url}\"\n",
-            redeemer_db.display(),
-            d.join("relay.key").display(),
-        ),
-    )
-    .expect("redeemer config");
-    let mut redeemer = Service::spawn(
-        "redeemer",
-        &["redeemer", "serve", "--config", path(&redeemer_config)],
-        &log("redeemer"),
-    );
-    redeemer
-        .wait_ready(&format!("{redeemer_url}/healthz"), |s| s == 200)
+    let mut redeemer = logged(redeemer_config.process(SCRIP, "redeemer"), &log("redeemer"))
+        .started()
         .await;
     let relay_port = free_port();
     let relay_url = format!("http://127.0.0.1:{relay_port}");
     let relay_data = d.join("relay-data");
     let relay_listen = format!("127.0.0.1:{relay_port}");
-    let mut relay = Service::spawn(
-        "relay",
-        &[
-            "redeemer",
-            "example-relay",
-            "--listen",
-            &relay_listen,
-            "--sidecar",
-            &redeemer_url,
-            "--data-dir",
-            path(&relay_data),
-        ],
-        &log("relay"),
-    );
+    let relay_args = [
+        "redeemer",
+        "example-relay",
+        "--listen",
+        &relay_listen,
+        "--sidecar",
+        &redeemer_url,
+        "--data-dir",
+        path(&relay_data),
+    ];
     // The relay has no health endpoint: a missing chunk's 404 means it answers.
-    relay
-        .wait_ready(&format!("{relay_url}/chunks/AAAAAAAAAAAAAAAAAAAAAA"), |s| {
+    let relay_process = Process::new(SCRIP, "relay", &relay_args)
+        .ready_when(&format!("{relay_url}/chunks/AAAAAAAAAAAAAAAAAAAAAA"), |s| {
             s == 404
-        })
-        .await;
+        });
+    let mut relay = logged(relay_process, &log("relay")).started().await;
 
     // A person's wallet, driven with the CLI. Its standard output is checked separately.
     let wallet = d.join("wallet.db");

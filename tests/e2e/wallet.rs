@@ -1,9 +1,9 @@
 //! The wallet against a whole consortium on loopback: opening, spending at both operators,
 //! never losing a token, export and import, restore from the seed, and refusing tagging keys.
 
+use crate::support::{cards_on_sale, consortium_with_keys};
 use scrip::consortium::Consortium;
 use scrip_client::{TokenState, Wallet, WalletError};
-use scrip_redeemer::Mode;
 use scrip_spec::{CapacityKind, WalletSeed};
 
 fn kind(k: &str) -> CapacityKind {
@@ -11,17 +11,43 @@ fn kind(k: &str) -> CapacityKind {
 }
 
 async fn setup() -> (tempfile::TempDir, Consortium, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let c = Consortium::start(&dir.path().join("c"), &["op-a", "op-b"], Mode::Strict)
+    let (dir, c) = consortium_with_keys(&["op-a", "op-b"]).await;
+    let codes = cards_on_sale(&c.operators[0], 100, 2).await;
+    (dir, c, codes[0].clone())
+}
+
+/// A new wallet `w.db` in `dir`, with the ledger at `ledger`.
+async fn new_wallet(dir: &std::path::Path, ledger: &str) -> Wallet {
+    Wallet::create(&dir.join("w.db"), ledger, None)
         .await
-        .expect("consortium");
-    for op in &c.operators {
-        op.issuer.rotate_keys().await.expect("keys");
-    }
-    let a = &c.operators[0];
-    let (batch, codes) = a.issuer.mint_cards(100, 2).await.expect("mint");
-    assert!(a.issuer.activate_batch(&batch).await.expect("activate"));
-    (dir, c, codes[0].to_string())
+        .expect("wallet")
+}
+
+/// Opens one queue token of the card `code` at `issuer`, which must fail (`why`).
+async fn refused_opening(wallet: &Wallet, issuer: &str, code: &str, why: &str) -> WalletError {
+    wallet
+        .open_card(issuer, code, &[(kind("queue"), 1)], &|_, _| {})
+        .await
+        .expect_err(why)
+}
+
+/// The credits left on the card `code`, as `issuer` tells the wallet.
+async fn credits_left(wallet: &Wallet, issuer: &str, code: &str) -> u64 {
+    wallet
+        .card_balance(issuer, code)
+        .await
+        .expect("balance")
+        .remaining_credits
+}
+
+/// Serves `app`, a front a test puts before the real issuer, on a free loopback port.
+async fn serve_front(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -230,14 +256,9 @@ async fn export_import_and_restore_from_the_seed() {
     let mut tampered = file.clone();
     tampered.tokens[0].token.authenticator[3] ^= 1;
     assert!(other.import(&tampered).await.is_err());
+    let imported = other.balance().await.expect("b");
     assert_eq!(
-        other
-            .balance()
-            .await
-            .expect("b")
-            .unspent
-            .values()
-            .sum::<u64>(),
+        imported.unspent.values().sum::<u64>(),
         0,
         "nothing half-imported"
     );
@@ -285,26 +306,12 @@ async fn a_key_the_ledger_does_not_list_is_refused() {
             async move { axum::Json(offered) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let fake = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
-        .await
-        .expect("wallet");
-    let err = wallet
-        .open_card(&fake, &code, &[(kind("queue"), 1)], &|_, _| {})
-        .await
-        .expect_err("tagging key refused");
+    let fake = serve_front(app).await;
+    let wallet = new_wallet(dir.path(), &c.ledger_url).await;
+    let err = refused_opening(&wallet, &fake, &code, "tagging key refused").await;
     assert!(matches!(err, WalletError::UntrustedKey { .. }), "{err}");
     assert_eq!(
-        wallet
-            .card_balance(&c.operators[0].issuer_url, &code)
-            .await
-            .expect("balance")
-            .remaining_credits,
+        credits_left(&wallet, &c.operators[0].issuer_url, &code).await,
         100,
         "nothing was charged"
     );
@@ -340,36 +347,20 @@ async fn an_unanswered_opening_blocks_new_ones_so_restore_never_meets_a_gap() {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let flaky = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let flaky = serve_front(app).await;
 
-    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
-        .await
-        .expect("wallet");
-    let err = wallet
-        .open_card(&flaky, &code, &[(kind("queue"), 1)], &|_, _| {})
-        .await
-        .expect_err("503");
+    let wallet = new_wallet(dir.path(), &c.ledger_url).await;
+    let err = refused_opening(&wallet, &flaky, &code, "503").await;
     assert!(matches!(err, WalletError::IssuerRefused { .. }), "{err}");
     assert_eq!(
         wallet.store().pending_openings().await.expect("q").len(),
         1,
         "kept for a retry"
     );
-    let err = wallet
-        .open_card(&real, &code, &[(kind("queue"), 1)], &|_, _| {})
-        .await
-        .expect_err("blocked");
+    let err = refused_opening(&wallet, &real, &code, "blocked").await;
     assert!(matches!(err, WalletError::OpeningPending { .. }), "{err}");
     assert_eq!(
-        wallet
-            .card_balance(&real, &code)
-            .await
-            .expect("balance")
-            .remaining_credits,
+        credits_left(&wallet, &real, &code).await,
         100,
         "nothing charged"
     );

@@ -1,47 +1,37 @@
 //! `scrip audit` against a consortium on loopback: clean, incremental, alarms, tampering.
 
-mod common;
-
-use common::path;
-use scrip::consortium::Consortium;
+use crate::scrip_blocking;
+use crate::support::{cards_on_sale, checkpoint, consortium_with_keys};
 use scrip_client::Wallet;
-use scrip_redeemer::Mode;
 use scrip_spec::CapacityKind;
+use scrip_testkit::path;
 
-fn audit(args: Vec<String>) -> tokio::task::JoinHandle<std::process::Output> {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        common::scrip(&args)
-    })
+/// `scrip BASE EXTRA` off the async workers.
+async fn audit(base: &[&str], extra: &[&str]) -> std::process::Output {
+    scrip_blocking(&[base, extra].concat()).await
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+/// The audit exited 0: nothing to report.
+fn assert_clean(out: &std::process::Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clean_incremental_alarms_and_tampering() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let c = Consortium::start(&dir.path().join("c"), &["op-a", "op-b"], Mode::Strict)
-        .await
-        .expect("consortium");
+    let (dir, c) = consortium_with_keys(&["op-a", "op-b"]).await;
     let (a, b) = (&c.operators[0], &c.operators[1]);
-    for op in &c.operators {
-        op.issuer.rotate_keys().await.expect("keys");
-    }
-    let (batch, codes) = a.issuer.mint_cards(50, 1).await.expect("mint");
-    assert!(a.issuer.activate_batch(&batch).await.expect("activate"));
+    let codes = cards_on_sale(a, 50, 1).await;
     let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
         .await
         .expect("wallet");
     let kind = CapacityKind::new("chunk-1m").expect("kind");
     wallet
-        .open_card(
-            &a.issuer_url,
-            &codes[0].to_string(),
-            &[(kind.clone(), 3)],
-            &|_, _| {},
-        )
+        .open_card(&a.issuer_url, &codes[0], &[(kind.clone(), 3)], &|_, _| {})
         .await
         .expect("open");
     wallet
@@ -49,45 +39,26 @@ async fn clean_incremental_alarms_and_tampering() {
         .await
         .expect("spend at b");
     let state = dir.path().join("audit.state");
-    let base = |extra: &[&str]| {
-        let mut v = strings(&["audit", "--ledger", &c.ledger_url, "--state", path(&state)]);
-        v.extend(strings(extra));
-        v
-    };
+    let base = ["audit", "--ledger", &c.ledger_url, "--state", path(&state)];
 
     // Issuance not yet reported: a token of the key is spent but none reported issued.
-    let out = audit(base(&[])).await.expect("join");
+    let out = audit(&base, &[]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "alarm exit status: {text}");
     assert!(text.contains("1 spent but 0 reported issued"), "{text}");
 
     // After the report and a checkpoint: clean, and the second run reads only new entries.
     a.issuer.report_issuance().await.expect("report");
-    let checkpoint = c
-        .ledger
-        .checkpoint()
-        .await
-        .expect("checkpoint")
-        .expect("made");
-    let scrip_spec::ledger::EntryBody::Checkpoint(signed) = &checkpoint.body else {
-        panic!("not a checkpoint")
-    };
+    let checkpoint = checkpoint(&c).await;
     let key_text = std::fs::read_to_string(dir.path().join("c/op-b.key")).expect("key");
     let op_b = scrip_spec::OperatorKey::from_text(&key_text).expect("key");
-    let cosignature = scrip_spec::ledger::Cosignature {
-        checkpoint: signed.payload.clone(),
-    };
+    let cosignature = scrip_spec::ledger::Cosignature { checkpoint };
     c.ledger
         .cosign(op_b.sign(cosignature))
         .await
         .expect("cosign");
-    let out = audit(base(&["--json"])).await.expect("join");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = audit(&base, &["--json"]).await;
+    assert_clean(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["verified"]["new_entries"], 2);
     assert_eq!(report["verified"]["checkpoints"], 1);
@@ -103,7 +74,7 @@ async fn clean_incremental_alarms_and_tampering() {
 
     // The HTML page: self-contained, alarms first, charts inline.
     let page = dir.path().join("audit.html");
-    let out = audit(base(&["--html", path(&page)])).await.expect("join");
+    let out = audit(&base, &["--html", path(&page)]).await;
     assert_eq!(out.status.code(), Some(0));
     let html = std::fs::read_to_string(&page).expect("page");
     assert!(
@@ -117,9 +88,7 @@ async fn clean_incremental_alarms_and_tampering() {
     );
 
     // A period with no spends settles nothing.
-    let out = audit(base(&["--json", "--period", "2001-01"]))
-        .await
-        .expect("join");
+    let out = audit(&base, &["--json", "--period", "2001-01"]).await;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(
         report["settlement"]["cells"]
@@ -128,9 +97,8 @@ async fn clean_incremental_alarms_and_tampering() {
             .is_empty()
     );
     assert!(
-        !audit(base(&["--period", "2026-13"]))
+        !audit(&base, &["--period", "2026-13"])
             .await
-            .expect("join")
             .status
             .success()
     );
@@ -149,37 +117,15 @@ async fn clean_incremental_alarms_and_tampering() {
         .expect("copy");
     let copy_url = format!("sqlite://{}", copy.display());
     let db_state = dir.path().join("db.state");
-    let out = audit(strings(&[
-        "audit",
-        "--database",
-        &copy_url,
-        "--state",
-        path(&db_state),
-        "--json",
-    ]))
-    .await
-    .expect("join");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let by_copy = ["audit", "--database", &copy_url, "--state", path(&db_state)];
+    let out = audit(&by_copy, &["--json"]).await;
+    assert_clean(&out);
     let copy_conn = sqlx::SqlitePool::connect(&copy_url).await.expect("copy db");
     sqlx::query("UPDATE entries SET body = CAST(body AS BLOB) || x'00' WHERE seq = 3")
         .execute(&copy_conn)
         .await
         .expect("tamper");
-    let out = audit(strings(&[
-        "audit",
-        "--database",
-        &copy_url,
-        "--state",
-        path(&db_state),
-        "--from-genesis",
-    ]))
-    .await
-    .expect("join");
+    let out = audit(&by_copy, &["--from-genesis"]).await;
     assert_eq!(out.status.code(), Some(2), "tampering exit status");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

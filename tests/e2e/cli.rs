@@ -1,14 +1,7 @@
 //! The `scrip` binary, run as a user would.
 
+use crate::scrip;
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::Command;
-
-fn scrip(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_scrip"))
-        .args(args)
-        .output()
-        .expect("the scrip binary runs")
-}
 
 #[test]
 fn operator_keygen_writes_an_owner_only_key_and_prints_its_id() {

@@ -10,40 +10,19 @@
 //! - the audit of the whole log finds no tampering.
 //!
 //! Rounds: `SCRIP_FAULT_ROUNDS` (default 4, as CI runs it). Thousands on demand:
-//! `SCRIP_FAULT_ROUNDS=2000 cargo test --release --test faults -- --nocapture`.
+//! `SCRIP_FAULT_ROUNDS=2000 cargo test --release --test faults rounds -- --nocapture`.
 
-mod common;
-
-use common::{Server, free_port, ledger_setup, path, scrip, scrip_ok, serve};
+use crate::SCRIP;
 use scrip_client::Wallet;
 use scrip_spec::api::issuer::BalanceResponse;
+use scrip_testkit::{Http, mint_args, path, read_cards, spent_total};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const KIND: &str = "chunk-64k"; // one credit per token in the standard catalog
 const CARD_VALUE: u64 = 100_000;
-
-struct Service {
-    role: &'static str,
-    config: PathBuf,
-    base: String,
-    server: Option<Server>,
-}
-
-impl Service {
-    async fn start(&mut self) {
-        self.server = Some(serve(self.role, &self.config, &self.base).await);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            server.0.kill().expect("SIGKILL");
-            let _ = server.0.wait();
-        }
-    }
-}
 
 struct TestWallet {
     file: PathBuf,
@@ -73,8 +52,8 @@ impl TestWallet {
                 redeemer,
             ]
         };
-        Command::new(env!("CARGO_BIN_EXE_scrip"))
-            .args(args)
+        SCRIP
+            .command(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -99,11 +78,6 @@ async fn finish(mut child: Child, limit: Duration) {
     }
 }
 
-fn write_config(file: &Path, text: String) -> PathBuf {
-    std::fs::write(file, text).expect("config");
-    file.to_owned()
-}
-
 #[derive(Default, Debug)]
 struct Tally {
     rounds: u64,
@@ -123,9 +97,8 @@ struct Held {
 /// Recovers each wallet as its next command would, then checks every invariant.
 async fn check_invariants(
     wallets: &[TestWallet],
-    client: &reqwest::Client,
-    ledger: &str,
-    issuer: &str,
+    ledger: &Http,
+    issuer: &Http,
     round: u64,
 ) -> Held {
     let mut sum = Held {
@@ -143,15 +116,13 @@ async fn check_invariants(
         sum.held += held;
         sum.spent += balance.spent;
         sum.pending += balance.pending;
-        let card: BalanceResponse = client
-            .post(format!("{issuer}/v1/cards/balance"))
-            .json(&serde_json::json!({ "card_code": w.card }))
-            .send()
-            .await
-            .expect("card balance")
-            .json()
-            .await
-            .expect("json");
+        let (_, card) = issuer
+            .post(
+                "/v1/cards/balance",
+                &serde_json::json!({ "card_code": w.card }),
+            )
+            .await;
+        let card: BalanceResponse = serde_json::from_value(card).expect("card balance");
         assert_eq!(
             CARD_VALUE - card.remaining_credits,
             held,
@@ -159,34 +130,14 @@ async fn check_invariants(
         );
         for token in wallet.export().await.expect("export").tokens {
             let nullifier = scrip_spec::encoding::b64_encode(token.token.nullifier().0);
-            let status: serde_json::Value = client
-                .get(format!("{ledger}/v1/nullifiers/{nullifier}"))
-                .send()
-                .await
-                .expect("nullifier")
-                .json()
-                .await
-                .expect("json");
+            let (_, status) = ledger.get(&format!("/v1/nullifiers/{nullifier}")).await;
             assert_eq!(
                 status["status"], "unspent",
                 "round {round}: a token the wallet holds as unspent was spent"
             );
         }
     }
-    let totals: serde_json::Value = client
-        .get(format!("{ledger}/v1/totals"))
-        .send()
-        .await
-        .expect("totals")
-        .json()
-        .await
-        .expect("json");
-    let ledger_spent: u64 = totals["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k["spent"].as_u64().unwrap_or(0))
-        .sum();
+    let ledger_spent = spent_total(&ledger.base).await;
     assert!(
         (sum.spent..=sum.spent + sum.pending).contains(&ledger_spent),
         "round {round}: the ledger's {ledger_spent} spends are the wallets' {} spent tokens and \
@@ -206,65 +157,20 @@ async fn sigkill_any_process_under_load_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let db = format!("sqlite://{}", d.join("ledger.db").display());
-    let setup = ledger_setup(d, &db);
-    let mut ledger = Service {
-        role: "ledger",
-        config: setup.config.clone(),
-        base: setup.base.clone(),
-        server: None,
-    };
-    ledger.start().await;
+    let setup = SCRIP.ledger_setup(d, &db);
+    let mut ledger = setup.process(SCRIP).started().await;
 
     // The operator `issuer` runs the issuer; `relay` runs the redeemer sidecar.
-    let issuer_port = free_port();
-    let issuer_config = write_config(
-        &d.join("issuer.toml"),
-        format!(
-            "name = \"issuer\"\nlisten = \"127.0.0.1:{issuer_port}\"\n\
-             database = \"sqlite://{}\"\noperator_key_file = \"{}\"\nkeys_dir = \"{}\"\n\
-             ledger_url = \"{}\"\n",
-            d.join("issuer.db").display(),
-            d.join("issuer.key").display(),
-            d.join("keys").display(),
-            ledger.base
-        ),
-    );
-    let redeemer_port = free_port();
-    let redeemer_config = write_config(
-        &d.join("redeemer.toml"),
-        format!(
-            "name = \"relay\"\nlisten = \"127.0.0.1:{redeemer_port}\"\n\
-             database = \"sqlite://{}\"\noperator_key_file = \"{}\"\nledger_url = \"{}\"\n",
-            d.join("redeemer.db").display(),
-            d.join("relay.key").display(),
-            ledger.base
-        ),
-    );
-    let cfg = path(&issuer_config);
-    scrip_ok(&["issuer", "keys", "rotate", "--config", cfg]);
+    let issuer_config = setup.issuer_config(d);
+    let redeemer_config = setup.redeemer_config(d);
+    let cfg = path(&issuer_config.config);
+    SCRIP.ok(&["issuer", "keys", "rotate", "--config", cfg]);
     let csv = d.join("cards.csv");
     let value = CARD_VALUE.to_string();
-    scrip_ok(&[
-        "issuer",
-        "cards",
-        "mint",
-        "--value",
-        &value,
-        "--count",
-        "2",
-        "--out",
-        path(&csv),
-        "--config",
-        cfg,
-    ]);
-    let rows: Vec<Vec<String>> = std::fs::read_to_string(&csv)
-        .expect("csv")
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(str::to_owned).collect())
-        .collect();
+    SCRIP.ok(&mint_args(&value, "2", &csv, cfg));
+    let rows = read_cards(&csv);
     let batch = rows[0][0].clone();
-    scrip_ok(&[
+    SCRIP.ok(&[
         "issuer", "cards", "activate", "--batch", &batch, "--config", cfg,
     ]);
     let card_column = rows[0]
@@ -272,33 +178,23 @@ async fn sigkill_any_process_under_load_loses_nothing() {
         .position(|field| scrip_spec::CardCode::parse(field).is_ok())
         .expect("a card code column");
 
-    let mut issuer = Service {
-        role: "issuer",
-        config: issuer_config.clone(),
-        base: format!("http://127.0.0.1:{issuer_port}"),
-        server: None,
-    };
-    issuer.start().await;
-    let mut redeemer = Service {
-        role: "redeemer",
-        config: redeemer_config,
-        base: format!("http://127.0.0.1:{redeemer_port}"),
-        server: None,
-    };
-    redeemer.start().await;
+    let issuer_base = issuer_config.base.clone();
+    let mut issuer = issuer_config.process(SCRIP, "issuer").started().await;
+    let redeemer_base = redeemer_config.base.clone();
+    let mut redeemer = redeemer_config.process(SCRIP, "redeemer").started().await;
 
     let wallets: Vec<TestWallet> = rows
         .iter()
         .enumerate()
         .map(|(i, row)| {
             let file = d.join(format!("wallet-{i}.db"));
-            scrip_ok(&[
+            SCRIP.ok(&[
                 "wallet",
                 "--wallet",
                 path(&file),
                 "init",
                 "--ledger",
-                &ledger.base,
+                &setup.base,
             ]);
             TestWallet {
                 file,
@@ -307,7 +203,7 @@ async fn sigkill_any_process_under_load_loses_nothing() {
         })
         .collect();
 
-    let client = reqwest::Client::new();
+    let (ledger_http, issuer_http) = (Http::new(&setup.base), Http::new(&issuer_base));
     let mut tally = Tally::default();
     let mut seed = [0u8; 8];
     rand::fill(&mut seed);
@@ -325,20 +221,13 @@ async fn sigkill_any_process_under_load_loses_nothing() {
         let mut unspent = Vec::new();
         for w in &wallets {
             let wallet = Wallet::open(&w.file).await.expect("wallet");
-            unspent.push(
-                wallet
-                    .balance()
-                    .await
-                    .expect("balance")
-                    .unspent
-                    .values()
-                    .sum::<u64>(),
-            );
+            let balance = wallet.balance().await.expect("balance");
+            unspent.push(balance.unspent.values().sum::<u64>());
         }
         let steps: Vec<Child> = wallets
             .iter()
             .zip(&unspent)
-            .map(|(w, n)| w.next_step(*n, &issuer.base, &redeemer.base))
+            .map(|(w, n)| w.next_step(*n, &issuer_base, &redeemer_base))
             .collect();
         tokio::time::sleep(Duration::from_millis(next_random(400))).await;
         let victim = ["ledger", "issuer", "redeemer", "wallet"][next_random(4) as usize];
@@ -359,13 +248,13 @@ async fn sigkill_any_process_under_load_loses_nothing() {
             finish(step, Duration::from_secs(60)).await;
         }
         for service in [&mut ledger, &mut issuer, &mut redeemer] {
-            if service.server.is_none() {
+            if !service.is_started() {
                 service.start().await;
             }
         }
 
         // Recovery, as the next command of each wallet does it, then the invariants.
-        let held = check_invariants(&wallets, &client, &ledger.base, &issuer.base, round).await;
+        let held = check_invariants(&wallets, &ledger_http, &issuer_http, round).await;
         tally.rounds += 1;
         tally.opened = held.held;
         tally.spent = held.spent;
@@ -379,18 +268,18 @@ async fn sigkill_any_process_under_load_loses_nothing() {
         while wallet.balance().await.expect("balance").pending > 0 {
             let kind = scrip_spec::CapacityKind::new(KIND).expect("kind");
             wallet
-                .spend(&kind, &redeemer.base)
+                .spend(&kind, &redeemer_base)
                 .await
                 .expect("finish a pending spend");
         }
     }
-    let held = check_invariants(&wallets, &client, &ledger.base, &issuer.base, rounds).await;
+    let held = check_invariants(&wallets, &ledger_http, &issuer_http, rounds).await;
     assert_eq!(held.pending, 0);
 
-    let audit = scrip(&[
+    let audit = SCRIP.run(&[
         "audit",
         "--ledger",
-        &ledger.base,
+        &setup.base,
         "--state",
         path(&d.join("audit.state")),
         "--json",

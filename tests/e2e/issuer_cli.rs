@@ -1,11 +1,10 @@
 //! `scrip issuer …` as an operator runs it: keys, a printed batch, activation through the
 //! ledger, the service killed with SIGKILL and restarted without charging a card twice.
 
-mod common;
-
-use common::{free_port, ledger_setup, path, scrip, scrip_ok, serve};
+use crate::{SCRIP, ok, scrip, scrip_ok};
 use scrip_spec::api::issuer::{KeyedTokenRequest, OpenRequest, RequestId};
 use scrip_spec::{TokenChallenge, TokenKeyInfo, WalletSeed, blind};
+use scrip_testkit::{Http, mint_args, path, read_cards};
 use std::os::unix::fs::PermissionsExt as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -13,26 +12,12 @@ async fn operator_workflow_and_crash_safety() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let db = format!("sqlite://{}", d.join("ledger.db").display());
-    let ledger = ledger_setup(d, &db);
-    let _ledger = serve("ledger", &ledger.config, &ledger.base).await;
+    let ledger = SCRIP.ledger_setup(d, &db);
+    let _ledger = ledger.process(SCRIP).started().await;
 
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let config = d.join("issuer.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"issuer\"\nlisten = \"127.0.0.1:{port}\"\n\
-             database = \"sqlite://{}\"\noperator_key_file = \"{}\"\nkeys_dir = \"{}\"\n\
-             ledger_url = \"{}\"\n",
-            d.join("issuer.db").display(),
-            d.join("issuer.key").display(),
-            d.join("keys").display(),
-            ledger.base
-        ),
-    )
-    .expect("config");
-    let cfg = path(&config);
+    let issuer = ledger.issuer_config(d);
+    let base = issuer.base.clone();
+    let cfg = path(&issuer.config);
 
     let rotated = scrip_ok(&["issuer", "keys", "rotate", "--config", cfg]);
     assert_eq!(
@@ -50,46 +35,17 @@ async fn operator_workflow_and_crash_safety() {
     );
 
     let csv_path = d.join("cards.csv");
-    let minted = scrip_ok(&[
-        "issuer",
-        "cards",
-        "mint",
-        "--value",
-        "40",
-        "--count",
-        "3",
-        "--out",
-        path(&csv_path),
-        "--config",
-        cfg,
-    ]);
+    let minted = scrip_ok(&mint_args("40", "3", &csv_path, cfg));
     let mode = std::fs::metadata(&csv_path)
         .expect("csv")
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the printer's file holds secrets");
-    let csv = std::fs::read_to_string(&csv_path).expect("csv");
-    let rows: Vec<Vec<&str>> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').collect())
-        .collect();
+    let rows = read_cards(&csv_path);
     assert_eq!(rows.len(), 3);
-    let batch = rows[0][0];
+    let batch = rows[0][0].as_str();
     assert!(minted.contains(batch));
-    let again = scrip(&[
-        "issuer",
-        "cards",
-        "mint",
-        "--value",
-        "40",
-        "--count",
-        "3",
-        "--out",
-        path(&csv_path),
-        "--config",
-        cfg,
-    ]);
+    let again = scrip(&mint_args("40", "3", &csv_path, cfg));
     assert!(
         !again.status.success(),
         "an existing CSV is never overwritten"
@@ -103,16 +59,10 @@ async fn operator_workflow_and_crash_safety() {
     assert!(scrip_ok(&["issuer", "cards", "status", "--config", cfg]).contains("[active]"));
 
     // Open a card over HTTP.
-    let mut server = serve("issuer", &config, &base).await;
-    let client = reqwest::Client::new();
-    let keys: scrip_spec::api::issuer::IssuerKeys = client
-        .get(format!("{base}/v1/keys"))
-        .send()
-        .await
-        .expect("keys")
-        .json()
-        .await
-        .expect("json");
+    let mut server = issuer.process(SCRIP, "issuer").started().await;
+    let http = Http::new(&base);
+    let keys: scrip_spec::api::issuer::IssuerKeys =
+        serde_json::from_value(http.get("/v1/keys").await.1).expect("keys");
     let queue: &TokenKeyInfo = keys
         .keys
         .iter()
@@ -129,30 +79,12 @@ async fn operator_workflow_and_crash_safety() {
             token_request,
         }],
     };
-    let first: serde_json::Value = client
-        .post(format!("{base}/v1/cards/open"))
-        .json(&open)
-        .send()
-        .await
-        .expect("open")
-        .json()
-        .await
-        .expect("json");
+    let (_, first) = http.post("/v1/cards/open", &open).await;
     assert_eq!(first["remaining_credits"], 30, "{first}");
 
     // SIGKILL, restart: the repeat returns the same signatures and charges nothing.
-    server.0.kill().expect("SIGKILL");
-    let _ = server.0.wait();
-    let _server = serve("issuer", &config, &base).await;
-    let repeat: serde_json::Value = client
-        .post(format!("{base}/v1/cards/open"))
-        .json(&open)
-        .send()
-        .await
-        .expect("repeat")
-        .json()
-        .await
-        .expect("json");
+    server.restart().await;
+    let (_, repeat) = http.post("/v1/cards/open", &open).await;
     assert_eq!(repeat["responses"], first["responses"]);
     assert_eq!(repeat["remaining_credits"], 30);
 
@@ -165,27 +97,19 @@ async fn operator_workflow_and_crash_safety() {
         assert!(!wal.windows(code.len()).any(|w| w == code));
     }
 
-    let status = scrip_ok(&[
-        "issuer", "cards", "status", "--code", rows[0][2], "--config", cfg,
-    ]);
+    // `scrip issuer cards VERB --code CODE`.
+    let card =
+        |verb: &str, code: &str| scrip(&["issuer", "cards", verb, "--code", code, "--config", cfg]);
+    let (opened, voided) = (rows[0][2].as_str(), rows[1][2].as_str());
+    let status = ok(card("status", opened));
     assert!(
         status.contains("opened") && status.contains("30 of 40"),
         "{status}"
     );
-    scrip_ok(&[
-        "issuer", "cards", "void", "--code", rows[1][2], "--config", cfg,
-    ]);
-    let status = scrip_ok(&[
-        "issuer", "cards", "status", "--code", rows[1][2], "--config", cfg,
-    ]);
+    ok(card("void", voided));
+    let status = ok(card("status", voided));
     assert!(status.contains("void"), "{status}");
-    assert!(
-        !scrip(&[
-            "issuer", "cards", "void", "--code", rows[1][2], "--config", cfg
-        ])
-        .status
-        .success()
-    );
+    assert!(!card("void", voided).status.success());
 
     scrip_ok(&["issuer", "report", "--config", cfg]);
     let totals = scrip_common::clients::LedgerClient::new(&ledger.base)

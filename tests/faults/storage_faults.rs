@@ -9,11 +9,10 @@
 //! Both need more than a plain `cargo test` gives (root for `mount`, a PostgreSQL server), so
 //! both are `#[ignore]`d; CI runs them with `--include-ignored`.
 
-mod common;
-
-use common::{Server, announce_key, ledger_setup, now, path, scrip};
+use crate::SCRIP;
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
-use scrip_spec::{Nullifier, OperatorKey, Signed, TokenKeyId};
+use scrip_spec::{Nullifier, OperatorKey, Signed, TokenKeyId, now};
+use scrip_testkit::{PgSchema, Process, announce_key, path};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -38,18 +37,28 @@ struct Tmpfs {
     dir: PathBuf,
 }
 
+/// `mount ARGS DIR`, which must succeed (`failed` says what it means if not).
+fn run_mount(args: &[&str], dir: &Path, failed: &str) {
+    let out = Command::new("mount")
+        .args(args)
+        .arg(dir)
+        .output()
+        .expect("run mount");
+    assert!(
+        out.status.success(),
+        "{failed}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Self {
         std::fs::create_dir_all(dir).expect("mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs failed (this test needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
+        let size = format!("size={size}");
+        run_mount(
+            &["-t", "tmpfs", "-o", &size, "tmpfs"],
+            dir,
+            "mount -t tmpfs failed (this test needs root)",
         );
         Self {
             dir: dir.to_owned(),
@@ -57,16 +66,8 @@ impl Tmpfs {
     }
 
     fn resize(&self, size: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "remount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let options = format!("remount,size={size}");
+        run_mount(&["-o", &options], &self.dir, "remount failed");
     }
 
     /// (used, size) in bytes, as `df` sees them.
@@ -105,29 +106,13 @@ impl Drop for Tmpfs {
     }
 }
 
-/// `scrip ledger serve --config CONFIG` with its log (standard error) kept in `log`, to look
-/// for panics and see what it reported; [`common::serve`] throws the log away.
-async fn serve_logged(config: &Path, base: &str, log: &Path) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_scrip"))
-        .args(["ledger", "serve", "--config", path(config)])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .spawn()
-        .expect("spawn ledger");
-    let server = Server(child);
-    for _ in 0..300 {
-        if reqwest::get(format!("{base}/healthz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "the ledger did not come up at {base}; its log:\n{}",
-        log_tail(log, 10)
-    );
+/// `scrip ledger serve --config CONFIG` with its log kept in `log`, to look for panics and
+/// see what it reported.
+async fn serve_logged(config: &Path, base: &str, log: &Path) -> Process {
+    Process::serve(SCRIP, "ledger", config, base)
+        .log_to(log)
+        .started()
+        .await
 }
 
 fn client() -> reqwest::Client {
@@ -218,6 +203,79 @@ fn all_have_status(receipt: &Value, status: &str, count: usize) -> bool {
     receipt["spends"]
         .as_array()
         .is_some_and(|s| s.len() == count && s.iter().all(|r| r["status"] == status))
+}
+
+/// Spend batches of fresh nullifiers at one ledger.
+struct Batches<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+    relay: &'a OperatorKey,
+    ledger_id: Hash32,
+    token_key_id: TokenKeyId,
+    /// What a storage error message must not mention.
+    internals: &'a [&'a str],
+}
+
+/// What became of a batch: accepted whole, or refused with a clean storage error.
+enum Batch {
+    Accepted(Vec<Nullifier>),
+    Refused {
+        // Boxed: a signed request is large beside the accepted variant.
+        req: Box<Signed<LedgerRequest>>,
+        nullifiers: Vec<Nullifier>,
+        status: u16,
+        body: Value,
+    },
+}
+
+impl Batches<'_> {
+    /// Sends a batch of `BATCH` fresh nullifiers; returns the request, its nullifiers and what
+    /// came back.
+    async fn send_raw(&self) -> (Signed<LedgerRequest>, Vec<Nullifier>, Outcome) {
+        let nullifiers = random_nullifiers(BATCH);
+        let req = spend_request(self.relay, self.ledger_id, self.token_key_id, &nullifiers);
+        let outcome = submit(self.client, self.base, &req).await;
+        (req, nullifiers, outcome)
+    }
+
+    /// Sends a batch, which must be accepted whole or refused with a clean storage error.
+    async fn send(&self) -> Batch {
+        match self.send_raw().await {
+            (_, nullifiers, Outcome::Receipt(r)) => {
+                assert!(all_have_status(&r, "accepted", BATCH), "receipt: {r}");
+                Batch::Accepted(nullifiers)
+            }
+            (req, nullifiers, Outcome::Error(status, body)) => {
+                assert_clean_storage_error(status, &body, self.internals);
+                Batch::Refused {
+                    req: Box::new(req),
+                    nullifiers,
+                    status,
+                    body,
+                }
+            }
+            (_, _, Outcome::Transport(e)) => panic!("no answer from the ledger: {e}"),
+        }
+    }
+}
+
+/// Every acknowledged nullifier is spent.
+async fn assert_all_spent(client: &reqwest::Client, base: &str, acknowledged: &[Nullifier]) {
+    assert_eq!(
+        count_spent(client, base, acknowledged).await,
+        acknowledged.len(),
+        "an acknowledged spend is missing"
+    );
+}
+
+/// None of the refused batches' nullifiers is spent.
+async fn assert_none_spent(client: &reqwest::Client, base: &str, refused: &[Vec<Nullifier>]) {
+    let all: Vec<Nullifier> = refused.iter().flatten().copied().collect();
+    assert_eq!(
+        count_spent(client, base, &all).await,
+        0,
+        "a refused batch was (partly) applied"
+    );
 }
 
 /// A storage failure answer: 5xx, `{"error": {"code", "message"}}` and nothing else, and the
@@ -336,7 +394,7 @@ fn first_log_line(log: &Path, needle: &str) -> Option<String> {
 async fn audit(base: &str, state: &Path) -> (Option<i32>, String) {
     let (base, state) = (base.to_owned(), state.to_owned());
     let out = tokio::task::spawn_blocking(move || {
-        scrip(&[
+        SCRIP.run(&[
             "audit",
             "--ledger",
             &base,
@@ -375,15 +433,23 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     // Dropped after the ledger process is killed, so the unmount finds nothing busy.
     let tmpfs = Tmpfs::mount(&mnt, TMPFS_SIZE);
     let db = format!("sqlite://{}", mnt.join("ledger.db").display());
-    let setup = ledger_setup(dir.path(), &db);
+    let setup = SCRIP.ledger_setup(dir.path(), &db);
     let (issuer, relay, config, base) = (setup.issuer, setup.relay, setup.config, setup.base);
     let log = dir.path().join("ledger.log");
     let mut server = serve_logged(&config, &base, &log).await;
     let client = client();
-    let (ledger_id, token_key_id) = announce_key(&client, &base, &issuer).await;
+    let (ledger_id, token_key_id) = announce_key(&client, &base, &issuer, "issuer").await;
     let (used, size) = tmpfs.usage();
     println!("tmpfs {TMPFS_SIZE}: {used} of {size} bytes used after init and one key");
     let internals = [mnt.to_str().expect("utf-8"), "ledger.db", "-wal"];
+    let batches = Batches {
+        client: &client,
+        base: &base,
+        relay: &relay,
+        ledger_id,
+        token_key_id,
+        internals: &internals,
+    };
 
     // Fill the file system.
     let mut acknowledged: Vec<Nullifier> = Vec::new();
@@ -394,23 +460,21 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
             "{} batches fit in a {TMPFS_SIZE} tmpfs: it never filled",
             acknowledged.len() / BATCH
         );
-        let nullifiers = random_nullifiers(BATCH);
-        let req = spend_request(&relay, ledger_id, token_key_id, &nullifiers);
-        match submit(&client, &base, &req).await {
-            Outcome::Receipt(r) => {
-                assert!(all_have_status(&r, "accepted", BATCH), "receipt: {r}");
-                acknowledged.extend(nullifiers);
-            }
-            Outcome::Error(status, body) => {
+        match batches.send().await {
+            Batch::Accepted(nullifiers) => acknowledged.extend(nullifiers),
+            Batch::Refused {
+                req,
+                nullifiers,
+                status,
+                body,
+            } => {
                 println!(
                     "full after {} accepted batches ({:.1?}); refusal: {status} {body}",
                     acknowledged.len() / BATCH,
                     fill_started.elapsed()
                 );
-                assert_clean_storage_error(status, &body, &internals);
-                break (req, nullifiers);
+                break (*req, nullifiers);
             }
-            Outcome::Transport(e) => panic!("no answer from the ledger: {e}"),
         }
     };
     let accepted_before_full = acknowledged.len() / BATCH;
@@ -428,29 +492,19 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     let mut refused = vec![refused_nullifiers.clone()];
     let mut accepted_while_full = 0;
     for _ in 0..5 {
-        let nullifiers = random_nullifiers(BATCH);
-        let req = spend_request(&relay, ledger_id, token_key_id, &nullifiers);
-        match submit(&client, &base, &req).await {
-            Outcome::Receipt(r) => {
-                assert!(all_have_status(&r, "accepted", BATCH), "receipt: {r}");
+        match batches.send().await {
+            Batch::Accepted(nullifiers) => {
                 acknowledged.extend(nullifiers);
                 accepted_while_full += 1;
             }
-            Outcome::Error(status, body) => {
-                assert_clean_storage_error(status, &body, &internals);
-                refused.push(nullifiers);
-            }
-            Outcome::Transport(e) => panic!("no answer from the ledger: {e}"),
+            Batch::Refused { nullifiers, .. } => refused.push(nullifiers),
         }
     }
     println!(
         "while full: {} of 6 batches refused, {accepted_while_full} accepted",
         refused.len()
     );
-    assert!(
-        server.0.try_wait().expect("wait").is_none(),
-        "the ledger process died"
-    );
+    assert!(server.is_running(), "the ledger process died");
 
     // Reads still answer while full; nothing of a refused batch is spent.
     for endpoint in ["/healthz", "/v1/info", "/v1/keys", "/v1/log?from=0&limit=3"] {
@@ -466,12 +520,7 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
         acknowledged.len() as u64,
         "totals while full count exactly the acknowledged spends"
     );
-    let refused_all: Vec<Nullifier> = refused.iter().flatten().copied().collect();
-    assert_eq!(
-        count_spent(&client, &base, &refused_all).await,
-        0,
-        "a refused batch was (partly) applied"
-    );
+    assert_none_spent(&client, &base, &refused).await;
     let sample: Vec<Nullifier> = acknowledged.iter().step_by(97).copied().collect();
     assert_eq!(
         count_spent(&client, &base, &sample).await,
@@ -489,19 +538,12 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     tmpfs.resize(TMPFS_GROWN);
     let mut probe_accepted = 0;
     for _ in 0..PROBES {
-        let nullifiers = random_nullifiers(BATCH);
-        let req = spend_request(&relay, ledger_id, token_key_id, &nullifiers);
-        match submit(&client, &base, &req).await {
-            Outcome::Receipt(r) => {
-                assert!(all_have_status(&r, "accepted", BATCH), "receipt: {r}");
+        match batches.send().await {
+            Batch::Accepted(nullifiers) => {
                 acknowledged.extend(nullifiers);
                 probe_accepted += 1;
             }
-            Outcome::Error(status, body) => {
-                assert_clean_storage_error(status, &body, &internals);
-                refused.push(nullifiers);
-            }
-            Outcome::Transport(e) => panic!("no answer from the ledger: {e}"),
+            Batch::Refused { nullifiers, .. } => refused.push(nullifiers),
         }
     }
     let poisoned = std::fs::read_to_string(&log)
@@ -518,17 +560,9 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
         (PROBES, 0),
         "once there is room again every spend is accepted, without a restart"
     );
-    let refused_all: Vec<Nullifier> = refused.iter().flatten().copied().collect();
-    assert_eq!(
-        count_spent(&client, &base, &refused_all).await,
-        0,
-        "a refused batch was (partly) applied"
-    );
+    assert_none_spent(&client, &base, &refused).await;
     assert_eq!(total_spent(&client, &base).await, acknowledged.len() as u64);
-    assert!(
-        server.0.try_wait().expect("wait").is_none(),
-        "the ledger process died"
-    );
+    assert!(server.is_running(), "the ledger process died");
     assert_no_panic(&log);
     drop(server);
 
@@ -553,14 +587,12 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     );
     acknowledged.extend(refused.remove(0));
     for _ in 0..20 {
-        let nullifiers = random_nullifiers(BATCH);
-        let req = spend_request(&relay, ledger_id, token_key_id, &nullifiers);
-        match submit(&client, &base, &req).await {
-            Outcome::Receipt(r) => {
+        match batches.send_raw().await {
+            (_, nullifiers, Outcome::Receipt(r)) => {
                 assert!(all_have_status(&r, "accepted", BATCH), "receipt: {r}");
                 acknowledged.extend(nullifiers);
             }
-            other => panic!(
+            (_, _, other) => panic!(
                 "a spend after the restart failed: {other:?}\nledger log:\n{}",
                 log_tail(&log, 5)
             ),
@@ -572,13 +604,8 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     // Every acknowledged nullifier is spent, the never-resubmitted refused ones are not, and
     // the totals agree exactly.
     let check = Instant::now();
-    assert_eq!(
-        count_spent(&client, &base, &acknowledged).await,
-        acknowledged.len(),
-        "an acknowledged spend is missing"
-    );
-    let refused_rest: Vec<Nullifier> = refused.iter().flatten().copied().collect();
-    assert_eq!(count_spent(&client, &base, &refused_rest).await, 0);
+    assert_all_spent(&client, &base, &acknowledged).await;
+    assert_none_spent(&client, &base, &refused).await;
     assert_eq!(total_spent(&client, &base).await, acknowledged.len() as u64);
     println!(
         "{} acknowledged nullifiers looked up in {:.1?}",
@@ -590,10 +617,7 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     let (code, output) = audit(&base, &dir.path().join("audit.state")).await;
     println!("audit exit status {code:?}");
     assert_audit_clean(code, &output);
-    assert!(
-        server.0.try_wait().expect("wait").is_none(),
-        "the ledger process died"
-    );
+    assert!(server.is_running(), "the ledger process died");
     assert_no_panic(&log);
     drop(server);
     drop(tmpfs);
@@ -632,27 +656,19 @@ const PG_BATCH: usize = 100;
 #[ignore = "needs SCRIP_TEST_PG_URL"]
 async fn postgres_connections_killed_under_load() {
     let started = Instant::now();
-    let pg = std::env::var("SCRIP_TEST_PG_URL").expect("SCRIP_TEST_PG_URL");
-    let mut suffix = [0u8; 6];
-    rand::fill(&mut suffix);
-    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-    let schema = format!("scrip_pgkill_{suffix}");
+    let schema = PgSchema::create("scrip_pgkill").await;
+    let suffix = schema.name.trim_start_matches("scrip_pgkill_").to_owned();
     // The ledger's sessions carry this name, so only they are terminated.
     let application = format!("scrip_ledger_{suffix}");
-    let admin = sqlx::PgPool::connect(&pg).await.expect("connect");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .expect("schema");
-    let sep = if pg.contains('?') { '&' } else { '?' };
-    let db = format!("{pg}{sep}options=-c%20search_path%3D{schema}&application_name={application}");
+    let admin = schema.admin.clone();
+    let db = format!("{}&application_name={application}", schema.url);
     let dir = tempfile::tempdir().expect("tempdir");
-    let setup = ledger_setup(dir.path(), &db);
+    let setup = SCRIP.ledger_setup(dir.path(), &db);
     let (issuer, relay, config, base) = (setup.issuer, setup.relay, setup.config, setup.base);
     let log = dir.path().join("ledger.log");
     let server = serve_logged(&config, &base, &log).await;
     let client = client();
-    let (ledger_id, token_key_id) = announce_key(&client, &base, &issuer).await;
+    let (ledger_id, token_key_id) = announce_key(&client, &base, &issuer, "issuer").await;
     let sessions: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
             .bind(&application)
@@ -673,13 +689,8 @@ async fn postgres_connections_killed_under_load() {
     for _ in 0..4 {
         let ok = Arc::new(AtomicU64::new(0));
         successes.push(ok.clone());
-        let (client, base, relay, stop, failures) = (
-            client.clone(),
-            base.clone(),
-            relay.clone(),
-            stop.clone(),
-            failures.clone(),
-        );
+        let (stop, failures) = (stop.clone(), failures.clone());
+        let (client, base, relay) = (client.clone(), base.clone(), relay.clone());
         loops.push(tokio::spawn(async move {
             let mut log = LoopLog::default();
             while !stop.load(Ordering::Relaxed) {
@@ -800,7 +811,7 @@ async fn postgres_connections_killed_under_load() {
     );
     let mut codes = std::collections::BTreeMap::new();
     for (_, status, body) in &failed {
-        assert_clean_storage_error(*status, body, &[&schema, &application]);
+        assert_clean_storage_error(*status, body, &[&schema.name, &application]);
         *codes
             .entry(format!("{status} {}", body["error"]["code"]))
             .or_insert(0) += 1;
@@ -809,11 +820,7 @@ async fn postgres_connections_killed_under_load() {
 
     // Every acknowledged spend is spent; a failed batch is all or nothing.
     let check = Instant::now();
-    assert_eq!(
-        count_spent(&client, &base, &acknowledged).await,
-        acknowledged.len(),
-        "an acknowledged spend is missing"
-    );
+    assert_all_spent(&client, &base, &acknowledged).await;
     let mut committed_despite_error = 0usize;
     for (nullifiers, status, body) in &failed {
         let spent = count_spent(&client, &base, nullifiers).await;
@@ -862,9 +869,6 @@ async fn postgres_connections_killed_under_load() {
     assert_audit_clean(code, &output);
     assert_no_panic(&log);
     drop(server);
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&admin)
-        .await
-        .expect("drop schema");
+    schema.drop_now().await;
     println!("total {:.1?}", started.elapsed());
 }

@@ -1,18 +1,11 @@
 //! `scrip demo`, the README's first command, run as a newcomer would run it.
 
-mod common;
-
-use common::{path, scrip};
+use crate::{ok, scrip};
+use scrip_testkit::path;
 
 #[test]
 fn the_demo_runs_every_step_and_exits_zero() {
-    let out = scrip(&["demo"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of(scrip(&["demo"]));
     for expected in [
         "1. Start a consortium",
         "announced 5 keys",
@@ -60,12 +53,7 @@ fn json_logs_are_one_object_per_line() {
 fn the_demo_keeps_its_files_when_asked_and_refuses_a_busy_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keep = dir.path().join("demo");
-    let out = scrip(&["demo", "--keep", path(&keep)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(scrip(&["demo", "--keep", path(&keep)]));
     for file in [
         "ledger.db",
         "wallet.db",
@@ -81,7 +69,7 @@ fn the_demo_keeps_its_files_when_asked_and_refuses_a_busy_directory() {
 
 #[test]
 fn the_load_generator_issues_and_redeems_and_reports_ratios() {
-    let out = scrip(&[
+    let stdout = stdout_of(scrip(&[
         "bench",
         "--tokens",
         "60",
@@ -89,13 +77,7 @@ fn the_load_generator_issues_and_redeems_and_reports_ratios() {
         "20",
         "--concurrency",
         "8",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]));
     assert!(
         stdout.contains("% of the in-process signing rate"),
         "{stdout}"
@@ -109,4 +91,15 @@ fn the_load_generator_issues_and_redeems_and_reports_ratios() {
         stdout.contains("the ledger recorded exactly 60 spends"),
         "{stdout}"
     );
+}
+
+/// Insists `out` succeeded, showing both its outputs if not; returns its standard output.
+fn stdout_of(out: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

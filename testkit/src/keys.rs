@@ -1,0 +1,58 @@
+//! Token key announcements.
+
+use crate::http::Http;
+use scrip_spec::ledger::{Action, Hash32, LedgerRequest};
+use scrip_spec::{OperatorKey, TokenKeyId, TokenKeyInfo, TokenPublicKey, UnixSeconds, now};
+
+/// What the ledger is told about `public_key`: a key of `issuer` for `kind`, valid from ten
+/// seconds ago, issuing for `hours`, redeemable for `hours` more and kept `hours` after that.
+pub fn key_info(public_key: &TokenPublicKey, issuer: &str, kind: &str, hours: u64) -> TokenKeyInfo {
+    let t = now();
+    let span: UnixSeconds = hours * 3600;
+    TokenKeyInfo {
+        public_key: public_key.clone(),
+        issuer: issuer.into(),
+        kind: kind.parse().expect("a capacity kind"),
+        valid_from: t - 10,
+        issue_until: t + span,
+        redeem_until: t + 2 * span,
+        forget_after: t + 3 * span,
+    }
+}
+
+/// The signed request announcing `key`, by `by`.
+pub fn announcement(
+    by: &OperatorKey,
+    ledger_id: Hash32,
+    key: TokenKeyInfo,
+) -> scrip_spec::Signed<LedgerRequest> {
+    by.sign(LedgerRequest::new(
+        ledger_id,
+        now(),
+        Action::AnnounceKey { key },
+    ))
+}
+
+/// Announces a fresh `queue` key of the operator `by`, named `issuer` (valid for an hour), at
+/// the ledger at `base` over HTTP; returns the ledger id and the key id.
+pub async fn announce_key(
+    client: &reqwest::Client,
+    base: &str,
+    by: &OperatorKey,
+    issuer: &str,
+) -> (Hash32, TokenKeyId) {
+    let http = Http {
+        base: base.to_owned(),
+        client: client.clone(),
+    };
+    let (_, info) = http.get("/v1/info").await;
+    let ledger_id: Hash32 = serde_json::from_value(info["ledger_id"].clone()).expect("ledger id");
+    let secret = scrip_spec::TokenSecretKey::generate().expect("keygen");
+    let key = key_info(secret.public_key(), issuer, "queue", 1);
+    let token_key_id = key.public_key.id();
+    let (status, _) = http
+        .post("/v1/entries", &announcement(by, ledger_id, key))
+        .await;
+    assert!(status.is_success(), "announce: {status}");
+    (ledger_id, token_key_id)
+}

@@ -1,0 +1,16 @@
+//! Faults with real `scrip` processes:
+//! - `rounds`: a ledger, an issuer and a redeemer sidecar under two wallets' load, one of them
+//!   (or a wallet) SIGKILLed at a random moment each round (`SCRIP_FAULT_ROUNDS`, default 4;
+//!   `cargo test --release --test faults rounds -- --nocapture` runs only these);
+//! - `ledger_crash`: the ledger SIGKILLed under spend load, on SQLite and on PostgreSQL;
+//! - `storage_faults`: SQLite on a tmpfs that fills up, PostgreSQL sessions terminated under
+//!   load (both `#[ignore]`d: they need root or PostgreSQL).
+
+mod ledger_crash;
+mod rounds;
+mod storage_faults;
+
+use scrip_testkit::Scrip;
+
+/// The binary under test.
+const SCRIP: Scrip = Scrip(env!("CARGO_BIN_EXE_scrip"));
