@@ -370,17 +370,12 @@ impl RedeemerClient {
         self.endpoint.post("/v1/redeem", &body).await
     }
 
-    /// `POST /v1/grants/consume`: uses up a grant for `kind`.
+    /// `POST /v1/grants/consume`: uses up a grant for a kind.
     pub async fn consume(
         &self,
-        grant: &str,
-        kind: &str,
+        request: &ConsumeRequest,
     ) -> Result<ConsumeResponse, RedeemerClientError> {
-        let body = ConsumeRequest {
-            grant: grant.to_owned(),
-            kind: kind.to_owned(),
-        };
-        self.endpoint.post("/v1/grants/consume", &body).await
+        self.endpoint.post("/v1/grants/consume", request).await
     }
 }
 

@@ -298,6 +298,34 @@ impl Scrape {
         (buckets == LATENCY_BUCKETS.len() + 1).then_some(all as u64)
     }
 
+    /// Checks requests timed (route, method, status class, count), series values, and the
+    /// build-info gauge at `version`; the first mismatch is the error, with the whole text.
+    pub fn check(
+        &self,
+        timed: &[(&str, &str, &str, u64)],
+        values: &[(&str, f64)],
+        version: &str,
+    ) -> Result<(), String> {
+        for (route, method, status, count) in timed {
+            let got = self.requests_timed(route, method, status);
+            if got != Some(*count) {
+                return Err(format!(
+                    "{method} {route} {status} timed {got:?}, not {count}:\n{self}"
+                ));
+            }
+        }
+        for (series, value) in values {
+            let got = self.value(series);
+            if got != Some(*value) {
+                return Err(format!("{series} is {got:?}, not {value}:\n{self}"));
+            }
+        }
+        match self.build_version() {
+            Some(v) if v == version => Ok(()),
+            other => Err(format!("build info {other:?}, not {version}:\n{self}")),
+        }
+    }
+
     /// The `version` label of the build-info gauge, if the gauge is there at 1.
     pub fn build_version(&self) -> Option<&str> {
         let prefix = format!("scrip_{}_build_info{{version=\"", self.service);

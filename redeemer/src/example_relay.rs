@@ -22,6 +22,7 @@ use scrip_common::clients::{ClientError, Http, RedeemerClient};
 use scrip_common::metrics::{MetricsBuilder, MetricsRegistry, Outcomes};
 use scrip_common::server::{ApiError, finish, health_answer};
 use scrip_spec::api::Health;
+use scrip_spec::api::redeemer::ConsumeRequest;
 use scrip_spec::api::relay::{ChunkStored, QueueCreated, RelayErrorCode as Code};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,7 +83,11 @@ impl Relay {
                     "send Authorization: Bearer <grant>",
                 )
             })?;
-        match self.sidecar.consume(grant, kind).await {
+        let request = ConsumeRequest {
+            grant: grant.to_owned(),
+            kind: kind.to_owned(),
+        };
+        match self.sidecar.consume(&request).await {
             Ok(_) => {
                 self.grant_checks.inc("accepted");
                 Ok(())

@@ -259,22 +259,29 @@ impl Fixture {
                     .expect("text")
             }
         };
-        let ledger_metrics = metric_lines(
-            &text(format!("{}/metrics", self.ledger())).await,
+        let scrape = |base: &str, names: &'static [&'static str]| {
+            let url = format!("{base}/metrics");
+            let text = text(url);
+            async move { metric_lines(&text.await, names) }
+        };
+        let ledger_metrics = scrape(
+            self.ledger(),
             &[
                 r#"scrip_ledger_requests_total{result="accepted"}"#,
                 r#"scrip_ledger_requests_total{result="internal"}"#,
                 r#"scrip_ledger_nullifiers_total{result="accepted"}"#,
                 "scrip_ledger_head_seq",
             ],
-        );
-        let issuer_metrics = metric_lines(
-            &text(format!("{}/metrics", self.issuer())).await,
+        )
+        .await;
+        let issuer_metrics = scrape(
+            self.issuer(),
             &[
                 r#"scrip_issuer_openings_total{result="opened"}"#,
                 "scrip_issuer_tokens_signed_total",
             ],
-        );
+        )
+        .await;
         let mut cards = Vec::new();
         for code in [&self.card_opened, &self.card_fresh, &self.card_minted] {
             cards.push(match a.issuer.balance(code).await {
@@ -282,8 +289,8 @@ impl Fixture {
                 Err(e) => format!("refused: {e}"),
             });
         }
-        let redeemer_metrics = metric_lines(
-            &text(format!("{}/metrics", self.redeemer())).await,
+        let redeemer_metrics = scrape(
+            self.redeemer(),
             &[
                 r#"scrip_redeemer_redemptions_total{result="granted"}"#,
                 r#"scrip_redeemer_redemptions_total{result="already_spent"}"#,
@@ -294,7 +301,8 @@ impl Fixture {
                 "scrip_redeemer_ledger_batches_total",
                 "scrip_redeemer_ledger_batched_spends_total",
             ],
-        );
+        )
+        .await;
         let mut tokens = Vec::new();
         for t in [&self.token_queue, &self.token_chunk] {
             let status = self

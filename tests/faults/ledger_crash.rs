@@ -2,6 +2,7 @@
 //! spends are in flight, restarted, has lost no acknowledged spend and accepts no second one.
 
 use crate::SCRIP;
+use scrip_spec::api::ledger::{Receipt, SpendStatus};
 use scrip_spec::ledger::{Action, LedgerRequest, SpendGroup};
 use scrip_spec::{Nullifier, now};
 use scrip_testkit::{Http, PgSchema, announce_key};
@@ -103,12 +104,15 @@ async fn sigkill_under_spend_load(d: &std::path::Path, db: &str) {
         },
     ));
     let (_, receipt) = http.post("/v1/entries", &retry).await;
+    let retried: Receipt = serde_json::from_value(receipt.clone())
+        .unwrap_or_else(|e| panic!("a receipt ({e}): {receipt}"));
     assert!(
-        receipt["spends"]
-            .as_array()
-            .unwrap_or_else(|| panic!("spends: {receipt}"))
-            .iter()
-            .all(|s| s["status"] == "already_spent")
+        !retried.spends.is_empty()
+            && retried
+                .spends
+                .iter()
+                .all(|s| matches!(s.status, SpendStatus::AlreadySpent { .. })),
+        "every retried nullifier already spent: {receipt}"
     );
     let (_, totals) = http.get("/v1/totals").await;
     assert!(totals["keys"][0]["spent"].as_u64().expect("spent") >= acknowledged.len() as u64);

@@ -10,6 +10,7 @@
 //! both are `#[ignore]`d; CI runs them with `--include-ignored`.
 
 use crate::SCRIP;
+use scrip_spec::api::ledger::{Receipt, SpendStatus};
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
 use scrip_spec::{Nullifier, OperatorKey, Signed, TokenKeyId, now};
 use scrip_testkit::{PgSchema, Process, announce_key, path};
@@ -199,10 +200,18 @@ async fn submit(client: &reqwest::Client, base: &str, req: &Signed<LedgerRequest
 }
 
 /// Every nullifier of the receipt has `status`.
-fn all_have_status(receipt: &Value, status: &str, count: usize) -> bool {
-    receipt["spends"]
-        .as_array()
-        .is_some_and(|s| s.len() == count && s.iter().all(|r| r["status"] == status))
+/// Whether the receipt lists `count` spends, each with a status `wanted` accepts.
+fn all_have_status(receipt: &Value, wanted: fn(&SpendStatus) -> bool, count: usize) -> bool {
+    serde_json::from_value::<Receipt>(receipt.clone())
+        .is_ok_and(|r| r.spends.len() == count && r.spends.iter().all(|s| wanted(&s.status)))
+}
+
+fn accepted(status: &SpendStatus) -> bool {
+    matches!(status, SpendStatus::Accepted)
+}
+
+fn already_spent(status: &SpendStatus) -> bool {
+    matches!(status, SpendStatus::AlreadySpent { .. })
 }
 
 /// Spend batches of fresh nullifiers at one ledger.
@@ -242,7 +251,7 @@ impl Batches<'_> {
     async fn send(&self) -> Batch {
         match self.send_raw().await {
             (_, nullifiers, Outcome::Receipt(r)) => {
-                assert!(all_have_status(&r, "accepted", BATCH), "receipt: {r}");
+                assert!(all_have_status(&r, accepted, BATCH), "receipt: {r}");
                 Batch::Accepted(nullifiers)
             }
             (req, nullifiers, Outcome::Error(status, body)) => {
@@ -573,7 +582,7 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     let mut server = serve_logged(&config, &base, &log).await;
     match submit(&client, &base, &refused_req).await {
         Outcome::Receipt(r) => assert!(
-            all_have_status(&r, "accepted", BATCH),
+            all_have_status(&r, accepted, BATCH),
             "the refused request is accepted whole once there is room: {r}"
         ),
         other => panic!(
@@ -589,7 +598,7 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     for _ in 0..20 {
         match batches.send_raw().await {
             (_, nullifiers, Outcome::Receipt(r)) => {
-                assert!(all_have_status(&r, "accepted", BATCH), "receipt: {r}");
+                assert!(all_have_status(&r, accepted, BATCH), "receipt: {r}");
                 acknowledged.extend(nullifiers);
             }
             (_, _, other) => panic!(
@@ -698,7 +707,7 @@ async fn postgres_connections_killed_under_load() {
                 let req = spend_request(&relay, ledger_id, token_key_id, &nullifiers);
                 let outcome = submit(&client, &base, &req).await;
                 match outcome {
-                    Outcome::Receipt(r) if all_have_status(&r, "accepted", PG_BATCH) => {
+                    Outcome::Receipt(r) if all_have_status(&r, accepted, PG_BATCH) => {
                         log.acknowledged.extend(nullifiers);
                         log.events.push((Instant::now(), true));
                         ok.fetch_add(1, Ordering::Relaxed);
@@ -850,7 +859,7 @@ async fn postgres_connections_killed_under_load() {
     match submit(&client, &base, &req).await {
         Outcome::Receipt(r) => {
             assert!(
-                all_have_status(&r, "already_spent", sample.len()),
+                all_have_status(&r, already_spent, sample.len()),
                 "a nullifier was accepted twice: {r}"
             );
             assert!(r["seq"].is_null(), "nothing appended: {r}");

@@ -216,11 +216,9 @@ async fn metrics_time_each_route_and_count_openings_by_result() {
         StatusCode::FORBIDDEN
     );
     let m = scrip_common::metrics::Scrape::new("issuer", t.metrics().await);
-    for status in ["2xx", "4xx"] {
-        let timed = m.requests_timed("/v1/cards/open", "POST", status);
-        assert_eq!(timed, Some(1), "{status} in {m}");
-    }
-    for (series, value) in [
+    let open = "/v1/cards/open";
+    let timed = [(open, "POST", "2xx", 1), (open, "POST", "4xx", 1)];
+    let values = [
         (r#"scrip_issuer_openings_total{result="opened"}"#, 1.0),
         (r#"scrip_issuer_openings_total{result="refused"}"#, 1.0),
         (
@@ -228,9 +226,8 @@ async fn metrics_time_each_route_and_count_openings_by_result() {
             0.0,
         ),
         ("scrip_issuer_tokens_signed_total", 2.0),
-    ] {
-        assert_eq!(m.value(series), Some(value), "{series} in {m}");
-    }
-    assert_eq!(m.build_version(), Some(env!("CARGO_PKG_VERSION")), "{m}");
+    ];
+    m.check(&timed, &values, env!("CARGO_PKG_VERSION"))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(!m.to_string().contains(card.as_str()), "no card code");
 }

@@ -12,27 +12,25 @@ pub const MAX_OPEN_BATCH: usize = 1000;
 
 super::error_codes! {
     /// The issuer's error codes.
+    ///
+    /// | code | meaning |
+    /// |---|---|
+    /// | `malformed_card_code` | 400: the card code does not parse (length, alphabet or check symbol). |
+    /// | `invalid_card` | 403: no such card, or not active. |
+    /// | `request_id_reused` | 409: this request id was used with other content. |
+    /// | `unknown_key` | 422: request `index` names a key this issuer does not have (`index`). |
+    /// | `key_not_issuable` | 422: the key cannot sign now (`index`). |
+    /// | `key_mismatch` | 422: the request's truncated key id does not match its key (`index`). |
+    /// | `invalid_request` | 422: a blinded request the key cannot sign (`index`). |
+    /// | `insufficient_credits` | 422: the card has fewer credits than the tokens cost (`remaining_credits`). |
+    /// | `unknown_request` | 404: no opening with this request id. |
+    /// | `unavailable` | 503: the issuer could not complete the request; nothing was charged. |
     pub enum IssuerErrorCode {
-        /// 400: the card code does not parse (length, alphabet or check symbol).
-        MalformedCardCode = "malformed_card_code",
-        /// 403: no such card, or not active.
-        InvalidCard = "invalid_card",
-        /// 409: this request id was used with other content.
-        RequestIdReused = "request_id_reused",
-        /// 422: request `index` names a key this issuer does not have (`index`).
-        UnknownKey = "unknown_key",
-        /// 422: the key cannot sign now (`index`).
-        KeyNotIssuable = "key_not_issuable",
-        /// 422: the request's truncated key id does not match its key (`index`).
-        KeyMismatch = "key_mismatch",
-        /// 422: a blinded request the key cannot sign (`index`).
-        InvalidRequest = "invalid_request",
-        /// 422: the card has fewer credits than the tokens cost (`remaining_credits`).
-        InsufficientCredits = "insufficient_credits",
-        /// 404: no opening with this request id.
-        UnknownRequest = "unknown_request",
-        /// 503: the issuer could not complete the request; nothing was charged.
-        Unavailable = "unavailable",
+        MalformedCardCode = "malformed_card_code", InvalidCard = "invalid_card",
+        RequestIdReused = "request_id_reused", UnknownKey = "unknown_key",
+        KeyNotIssuable = "key_not_issuable", KeyMismatch = "key_mismatch",
+        InvalidRequest = "invalid_request", InsufficientCredits = "insufficient_credits",
+        UnknownRequest = "unknown_request", Unavailable = "unavailable",
     }
 }
 

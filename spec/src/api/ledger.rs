@@ -13,29 +13,26 @@ pub const MAX_LOG_PAGE: u32 = 1000;
 
 super::error_codes! {
     /// The ledger's error codes.
+    ///
+    /// | code | meaning |
+    /// |---|---|
+    /// | `unknown_operator` | 401: the signer is not a member. |
+    /// | `bad_signature` | 401: the signature does not verify. |
+    /// | `stale_request` | 401: the timestamp is too far from the ledger's clock. |
+    /// | `wrong_ledger` | 403: signed for another ledger. |
+    /// | `forbidden` | 403: the signer lacks the role or does not own the object. |
+    /// | `replayed_request` | 409: this exact signed request is already in the log. |
+    /// | `batch_too_large` | 413: a spend with too many nullifiers. |
+    /// | `invalid_request` | 422: well formed but breaks a rule. |
+    /// | `ledger_unavailable` | 503: the ledger could not complete the request; nothing changed. |
+    /// | `malformed_nullifier` | 400: a nullifier that is not 32 bytes of base64url. |
+    /// | `no_checkpoint` | 404: no checkpoint has been made yet. |
     pub enum LedgerErrorCode {
-        /// 401: the signer is not a member.
-        UnknownOperator = "unknown_operator",
-        /// 401: the signature does not verify.
-        BadSignature = "bad_signature",
-        /// 401: the timestamp is too far from the ledger's clock.
-        StaleRequest = "stale_request",
-        /// 403: signed for another ledger.
-        WrongLedger = "wrong_ledger",
-        /// 403: the signer lacks the role or does not own the object.
-        Forbidden = "forbidden",
-        /// 409: this exact signed request is already in the log.
-        ReplayedRequest = "replayed_request",
-        /// 413: a spend with too many nullifiers.
-        BatchTooLarge = "batch_too_large",
-        /// 422: well formed but breaks a rule.
-        InvalidRequest = "invalid_request",
-        /// 503: the ledger could not complete the request; nothing changed.
-        LedgerUnavailable = "ledger_unavailable",
-        /// 400: a nullifier that is not 32 bytes of base64url.
-        MalformedNullifier = "malformed_nullifier",
-        /// 404: no checkpoint has been made yet.
-        NoCheckpoint = "no_checkpoint",
+        UnknownOperator = "unknown_operator", BadSignature = "bad_signature",
+        StaleRequest = "stale_request", WrongLedger = "wrong_ledger", Forbidden = "forbidden",
+        ReplayedRequest = "replayed_request", BatchTooLarge = "batch_too_large",
+        InvalidRequest = "invalid_request", LedgerUnavailable = "ledger_unavailable",
+        MalformedNullifier = "malformed_nullifier", NoCheckpoint = "no_checkpoint",
     }
 }
 

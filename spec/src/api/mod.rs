@@ -25,8 +25,10 @@ pub trait ErrorCode:
     fn unknown() -> Self;
 }
 
-/// Defines an [`ErrorCode`] enum: each variant with its wire name. Every service's enum also
-/// has the codes the shared HTTP layer emits outside handlers (see [`GenericCode`]).
+/// Defines an [`ErrorCode`] enum: each variant with its wire name (documented in a table in
+/// the enum's own doc comment, so the list of variants stays a compact table too). Every
+/// service's enum also has the codes the shared HTTP layer emits outside handlers (see
+/// [`GenericCode`]).
 macro_rules! error_codes {
     (
         $(#[$meta:meta])*
@@ -37,7 +39,11 @@ macro_rules! error_codes {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name {
-            $( $(#[$vmeta])* $variant, )*
+            $(
+                $(#[$vmeta])*
+                #[doc = concat!("`", $text, "` (see the table above).")]
+                $variant,
+            )*
             /// 400: the body, path or query is not what the endpoint takes.
             MalformedRequest,
             /// 400: a query string that does not parse.

@@ -7,34 +7,30 @@ use serde::{Deserialize, Serialize};
 
 super::error_codes! {
     /// The redeemer's error codes.
+    ///
+    /// | code | meaning |
+    /// |---|---|
+    /// | `malformed_token` | 400: the token does not decode. |
+    /// | `unknown_key` | 422: the token's key is not in this redeemer's directory. |
+    /// | `key_not_redeemable` | 422: the key is outside its redemption window. |
+    /// | `wrong_kind` | 422: the token, or the grant, is for another kind. |
+    /// | `wrong_challenge` | 422: the token's challenge is not the one expected for the key's issuer. |
+    /// | `invalid_signature` | 422: the token's signature does not verify. |
+    /// | `already_spent` | 409: spent before (`first_spent_at`, `first_spent_by`). |
+    /// | `ledger_unavailable` | 503: the ledger did not confirm the spend; the token was not spent here. |
+    /// | `unavailable` | 503: the redeemer failed inside. |
+    /// | `malformed_grant` | 400: the grant code does not decode. |
+    /// | `unknown_grant` | 404: no such grant. |
+    /// | `grant_revoked` | 403: the grant was revoked (its token turned out spent elsewhere). |
+    /// | `grant_used` | 409: the grant was used. |
+    /// | `grant_expired` | 410: the grant expired. |
     pub enum RedeemerErrorCode {
-        /// 400: the token does not decode.
-        MalformedToken = "malformed_token",
-        /// 422: the token's key is not in this redeemer's directory.
-        UnknownKey = "unknown_key",
-        /// 422: the key is outside its redemption window.
-        KeyNotRedeemable = "key_not_redeemable",
-        /// 422: the token, or the grant, is for another kind.
-        WrongKind = "wrong_kind",
-        /// 422: the token's challenge is not the one expected for the key's issuer.
-        WrongChallenge = "wrong_challenge",
-        /// 422: the token's signature does not verify.
-        InvalidSignature = "invalid_signature",
-        /// 409: spent before (`first_spent_at`, `first_spent_by`).
-        AlreadySpent = "already_spent",
-        /// 503: the ledger did not confirm the spend; the token was not spent here.
-        LedgerUnavailable = "ledger_unavailable",
-        /// 503: the redeemer failed inside.
-        Unavailable = "unavailable",
-        /// 400: the grant code does not decode.
-        MalformedGrant = "malformed_grant",
-        /// 404: no such grant.
-        UnknownGrant = "unknown_grant",
-        /// 403: the grant was revoked (its token turned out spent elsewhere).
-        GrantRevoked = "grant_revoked",
-        /// 409: the grant was used.
-        GrantUsed = "grant_used",
-        /// 410: the grant expired.
+        MalformedToken = "malformed_token", UnknownKey = "unknown_key",
+        KeyNotRedeemable = "key_not_redeemable", WrongKind = "wrong_kind",
+        WrongChallenge = "wrong_challenge", InvalidSignature = "invalid_signature",
+        AlreadySpent = "already_spent", LedgerUnavailable = "ledger_unavailable",
+        Unavailable = "unavailable", MalformedGrant = "malformed_grant",
+        UnknownGrant = "unknown_grant", GrantRevoked = "grant_revoked", GrantUsed = "grant_used",
         GrantExpired = "grant_expired",
     }
 }

@@ -6,19 +6,18 @@ use serde::{Deserialize, Serialize};
 super::error_codes! {
     /// The example relay's own error codes. A grant the sidecar refuses is answered with the
     /// sidecar's code (a [`super::redeemer::RedeemerErrorCode`]).
+    ///
+    /// | code | meaning |
+    /// |---|---|
+    /// | `grant_required` | 401: no `Authorization: Bearer <grant>`. |
+    /// | `unavailable` | 503: the sidecar could not be asked. |
+    /// | `bad_id` | 400: a chunk id that is not 22 base64url characters. |
+    /// | `too_large` | 413: a chunk over 4 MiB. |
+    /// | `exists` | 409: a chunk with this id exists. |
+    /// | `storage` | 500: the relay could not write. |
     pub enum RelayErrorCode {
-        /// 401: no `Authorization: Bearer <grant>`.
-        GrantRequired = "grant_required",
-        /// 503: the sidecar could not be asked.
-        Unavailable = "unavailable",
-        /// 400: a chunk id that is not 22 base64url characters.
-        BadId = "bad_id",
-        /// 413: a chunk over 4 MiB.
-        TooLarge = "too_large",
-        /// 409: a chunk with this id exists.
-        Exists = "exists",
-        /// 500: the relay could not write.
-        Storage = "storage",
+        GrantRequired = "grant_required", Unavailable = "unavailable", BadId = "bad_id",
+        TooLarge = "too_large", Exists = "exists", Storage = "storage",
     }
 }
 
