@@ -5,7 +5,12 @@ use scrip_testkit::path;
 
 #[test]
 fn the_demo_runs_every_step_and_exits_zero() {
-    let stdout = stdout_of(scrip(&["demo"]));
+    let out = scrip(&["demo"]);
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b),
+        "no ANSI escapes when the output is not a terminal"
+    );
+    let stdout = stdout_of(out);
     for expected in [
         "1. Start a consortium",
         "announced 5 keys",
@@ -25,10 +30,6 @@ fn the_demo_runs_every_step_and_exits_zero() {
     assert!(
         !stdout.contains("sw1-"),
         "the demo never prints a wallet seed"
-    );
-    assert!(
-        !out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b),
-        "no ANSI escapes when the output is not a terminal"
     );
 }
 

@@ -1,4 +1,4 @@
-use crate::helpers::{Sidecar, World, world};
+use crate::helpers::world;
 use reqwest::StatusCode;
 use scrip_redeemer::Mode;
 use scrip_redeemer::example_relay::RelayConfig;
