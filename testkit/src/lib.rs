@@ -1,17 +1,4 @@
-//! scrip's test kit, for tests and benches only (`publish = false`, a dev-dependency).
-//!
-//! - [`db`]: fresh databases: a SQLite file in a temporary directory, or a PostgreSQL schema of
-//!   its own in the server at `SCRIP_TEST_PG_URL`.
-//! - [`keys`]: token key announcements, in process or over HTTP.
-//! - [`ledger`]: a one-node ledger made from a fresh genesis and served in process on port 0,
-//!   stopped and restarted on the same port.
-//! - [`services`]: an issuer, a redeemer sidecar and the example relay in process on port 0.
-//! - [`http`]: a JSON client for one service.
-//! - [`process`]: the `scrip` binary run as real processes: one-shot commands, and services
-//!   started with their config, awaited on `/healthz`, killed with SIGKILL and restarted.
-//!
-//! Everything here panics on failure (it is test set-up), but for what the benches call,
-//! which returns errors.
+#![doc = include_str!("../README.md")]
 
 pub mod db;
 pub mod http;
