@@ -103,11 +103,6 @@ impl Http {
             .unwrap_or_default();
         Self { client }
     }
-
-    /// The underlying client, for a call no typed client makes (a relay's own API).
-    pub fn raw(&self) -> &reqwest::Client {
-        &self.client
-    }
 }
 
 /// One service's base URL on a shared [`Http`] pool: the common part of the typed clients.
