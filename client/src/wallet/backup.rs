@@ -39,7 +39,7 @@ impl Wallet {
             )
             .into());
         }
-        let directory = self.directory().await?;
+        let directory = self.directory(None).await?;
         let mut accepted = Vec::new();
         for e in &file.tokens {
             if !directory.iter().any(|r| r.info == e.key && !r.revoked) {
@@ -65,7 +65,7 @@ impl Wallet {
     /// Rebuilds the tokens of every opening this seed made at `issuers`, walking request ids
     /// from counter 0 (PROTOCOL.md section 5.5). Returns how many tokens were recovered.
     pub async fn restore(&self, issuers: &[String]) -> Result<usize, WalletError> {
-        let directory = self.directory().await?;
+        let directory = self.directory(None).await?;
         let mut counter = 0u64;
         let mut recovered = 0;
         'walk: loop {

@@ -20,11 +20,7 @@ impl Wallet {
             .keys()
             .await
             .map_err(WalletError::from_issuer)?;
-        let directory = self
-            .ledger
-            .keys(Some(&offered.issuer), None)
-            .await
-            .map_err(|e| anyhow::anyhow!(e).context("cannot read the ledger's key directory"))?;
+        let directory = self.directory(Some(&offered.issuer)).await?;
         let t = now();
         let mut chosen = BTreeMap::new();
         for kind in kinds {

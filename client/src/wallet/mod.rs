@@ -243,10 +243,13 @@ impl Wallet {
         RedeemerClient::on(url, self.http.clone())
     }
 
-    /// The ledger's key directory, every key.
-    async fn directory(&self) -> anyhow::Result<Vec<scrip_spec::api::ledger::KeyRecord>> {
+    /// The ledger's key directory: every key, or one issuer's.
+    async fn directory(
+        &self,
+        issuer: Option<&str>,
+    ) -> anyhow::Result<Vec<scrip_spec::api::ledger::KeyRecord>> {
         self.ledger
-            .keys(None, None)
+            .keys(issuer, None)
             .await
             .map_err(|e| anyhow::anyhow!(e).context("cannot read the ledger's key directory"))
     }

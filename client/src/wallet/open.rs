@@ -121,7 +121,7 @@ impl Wallet {
                 if let Some(r) = &replay {
                     // The recorded opening may cover more counters than this one would have,
                     // and keys this wallet has not stored: take both from the record.
-                    let directory = self.directory().await?;
+                    let directory = self.directory(None).await?;
                     for req in &r.requests {
                         let listed = directory
                             .iter()
