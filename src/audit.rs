@@ -64,8 +64,12 @@ impl Source {
                     .entries
             }
             Source::Database(s) => {
-                s.entries(from, scrip_spec::api::ledger::MAX_LOG_PAGE)
-                    .await?
+                s.entries(
+                    from,
+                    scrip_spec::api::ledger::MAX_LOG_PAGE,
+                    scrip_spec::api::ledger::MAX_LOG_PAGE_BYTES,
+                )
+                .await?
             }
         })
     }
@@ -150,6 +154,19 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
     }
     bar.finish_and_clear();
 
+    // A database copy holds tables derived from its log (the spent set above all): they must
+    // say exactly what the log says, or a ledger started on it would accept a token twice.
+    if let Source::Database(store) = &source {
+        match scrip_ledger::audit::compare_with_store(&auditor, store.as_ref()).await {
+            Ok(()) => {}
+            Err(scrip_ledger::audit::StoreMismatch::Differs { what }) => {
+                eprintln!("TAMPERING: the database's derived state disagrees with its log: {what}");
+                return Ok(EXIT_TAMPERING);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
     // Cosignatures of every checkpoint read in this run (a ledger over HTTP serves those of
     // the latest one; a database holds them all): each of exactly that checkpoint.
     let mut cosigners = Vec::new();
@@ -199,7 +216,7 @@ fn json_report(r: &AuditReport, cosigners: &[String], start: u64) -> serde_json:
     let settlement: Vec<_> = r
         .settlement
         .iter()
-        .map(|((issuer, redeemer), cell)| serde_json::json!({"issuer": issuer, "redeemer": redeemer, "tokens": cell.tokens, "value": cell.value}))
+        .map(|((issuer, redeemer), cell)| serde_json::json!({"issuer": issuer, "redeemer": redeemer, "tokens": cell.tokens, "value": cell.value, "owed": cell.owed}))
         .collect();
     serde_json::json!({
         "version": 1,
@@ -210,7 +227,7 @@ fn json_report(r: &AuditReport, cosigners: &[String], start: u64) -> serde_json:
             "issued": k.issued, "spent": k.spent, "outstanding": k.issued.saturating_sub(k.spent), "pruned": k.pruned})).collect::<Vec<_>>(),
         "issuers": r.issuers,
         "kinds": r.kinds.iter().map(|(k, (i, s))| serde_json::json!({"kind": k, "issued": i, "spent": s})).collect::<Vec<_>>(),
-        "settlement": {"period": r.period, "fee_bps": r.fee_bps, "cells": settlement, "net": r.net},
+        "settlement": {"period": r.period, "fee_bps": r.fee_bps, "catalog_versions": r.catalog_versions, "cells": settlement, "net": r.net},
         "alarms": r.alarms,
     })
 }
@@ -257,12 +274,29 @@ fn print_table(r: &AuditReport, cosigners: &[String], start: u64) {
             v.issuer, v.credits_sold, v.value_issued, v.value_redeemed
         );
     }
-    println!("\nsettlement (fee {} bp): who owes whom", r.fee_bps);
+    let versions: Vec<String> = r
+        .catalog_versions
+        .iter()
+        .map(|v| {
+            format!(
+                "version {} (fee {} bp, {} tokens)",
+                v.seq, v.fee_bps, v.tokens
+            )
+        })
+        .collect();
+    println!(
+        "\nsettlement: who owes whom, each spend at the catalog in force when it was recorded: {}",
+        if versions.is_empty() {
+            "no spends in the period".to_owned()
+        } else {
+            versions.join(", ")
+        }
+    );
     for ((issuer, redeemer), cell) in &r.settlement {
         if issuer != redeemer {
             println!(
-                "  {issuer} owes {redeemer}: {} credits for {:?}",
-                cell.value, cell.tokens
+                "  {issuer} owes {redeemer}: {} credits ({} worth, less the fee) for {:?}",
+                cell.owed, cell.value, cell.tokens
             );
         }
     }

@@ -13,7 +13,7 @@ use privacypass::public_tokens::server::{
 };
 use privacypass::public_tokens::{TokenRequest as PpRequest, public_key_to_truncated_token_key_id};
 use privacypass::{Nonce, NonceStore, TokenType};
-use scrip_spec::ledger::{Action, LedgerRequest, SpendGroup};
+use scrip_spec::ledger::{Action, LedgerRequest};
 use scrip_spec::{
     OperatorKey, RsaBackend, TokenChallenge, TokenSecretKey, WalletSeed, blind, finalize,
     verify_token_with_backend,
@@ -156,22 +156,11 @@ fn privacypass_tokens(c: &mut Criterion) {
 fn spend_batch_signatures(c: &mut Criterion) {
     let operator = OperatorKey::generate();
     let sk = TokenSecretKey::generate().expect("key");
-    let batch = 1000;
+    let batch: u32 = 1000;
     let request = LedgerRequest::new(
         scrip_spec::ledger::Hash32([7; 32]),
         1_800_000_000,
-        Action::Spend {
-            groups: vec![SpendGroup {
-                token_key_id: sk.public_key().id(),
-                nullifiers: (0..batch)
-                    .map(|i: u32| {
-                        let mut bytes = [0u8; 32];
-                        bytes[..4].copy_from_slice(&i.to_be_bytes());
-                        scrip_spec::Nullifier(bytes)
-                    })
-                    .collect(),
-            }],
-        },
+        Action::spend_of(scrip_testkit::mint_tokens(&sk, "issuer", batch as usize)),
     );
     let signed = operator.sign(request.clone());
     let mut group = c.benchmark_group("spend_batch_1000");

@@ -3,9 +3,9 @@
 
 use scrip_ledger::Ledger;
 use scrip_ledger::local::{self, member};
-use scrip_spec::ledger::{Action, Hash32, LedgerRequest, Role, SpendGroup};
+use scrip_spec::ledger::{Action, Hash32, LedgerRequest, Role};
 use scrip_spec::now;
-use scrip_spec::{Nullifier, OperatorKey, Signed, TokenKeyId, TokenSecretKey};
+use scrip_spec::{OperatorKey, Signed, Token, TokenKeyId, TokenSecretKey};
 pub use scrip_testkit::{Backend, TestDb};
 use std::sync::Arc;
 
@@ -19,6 +19,8 @@ pub struct BenchLedger {
     pub redeemer: OperatorKey,
     /// The announced key's id.
     pub key: TokenKeyId,
+    /// Its secret half, to make tokens with.
+    pub secret: TokenSecretKey,
     /// Keeps the database alive (a SQLite file's directory).
     pub _db: TestDb,
 }
@@ -34,12 +36,8 @@ impl BenchLedger {
         ];
         let ledger = local::init(&db.url, OperatorKey::generate(), "bench", operators).await?;
         let ledger_id = ledger.info().await.ledger_id;
-        let info = scrip_testkit::key_info(
-            TokenSecretKey::generate()?.public_key(),
-            "issuer",
-            "queue",
-            24,
-        );
+        let secret = TokenSecretKey::generate()?;
+        let info = scrip_testkit::key_info(secret.public_key(), "issuer", "queue", 24);
         let key = info.public_key.id();
         ledger
             .submit(scrip_testkit::keys::announcement(&issuer, ledger_id, info))
@@ -49,28 +47,27 @@ impl BenchLedger {
             ledger_id,
             redeemer,
             key,
+            secret,
             _db: db,
         })
     }
 
-    /// A signed spend of `count` fresh random nullifiers.
-    pub fn spend_request(&self, count: usize) -> Signed<LedgerRequest> {
-        let nullifiers = (0..count)
-            .map(|_| {
-                let mut b = [0u8; 32];
-                rand::fill(&mut b);
-                Nullifier(b)
-            })
-            .collect();
+    /// `count` fresh valid tokens of the announced key.
+    pub fn tokens(&self, count: usize) -> Vec<Token> {
+        scrip_testkit::mint_tokens(&self.secret, "issuer", count)
+    }
+
+    /// A signed spend of `tokens`.
+    pub fn spend_of(&self, tokens: Vec<Token>) -> Signed<LedgerRequest> {
         self.redeemer.sign(LedgerRequest::new(
             self.ledger_id,
             now(),
-            Action::Spend {
-                groups: vec![SpendGroup {
-                    token_key_id: self.key,
-                    nullifiers,
-                }],
-            },
+            Action::spend_of(tokens),
         ))
+    }
+
+    /// A signed spend of `count` fresh valid tokens.
+    pub fn spend_request(&self, count: usize) -> Signed<LedgerRequest> {
+        self.spend_of(self.tokens(count))
     }
 }

@@ -140,6 +140,10 @@ pub struct GenesisFile {
     pub operators: Vec<scrip_spec::ledger::OperatorInfo>,
     /// The catalog; the standard catalog if absent.
     pub catalog: Option<scrip_spec::Catalog>,
+    /// Distinct admin approvals a governance change needs; a majority of the admins if absent.
+    pub admin_quorum: Option<u32>,
+    /// Seconds a key must still be spendable when announced; one hour if absent.
+    pub min_redeem_window: Option<u64>,
 }
 
 impl GenesisFile {
@@ -167,6 +171,10 @@ impl GenesisFile {
             created_at,
             operators: self.operators,
             catalog: self.catalog.unwrap_or_else(scrip_spec::Catalog::standard),
+            admin_quorum: self.admin_quorum,
+            min_redeem_window: self
+                .min_redeem_window
+                .unwrap_or(scrip_spec::ledger::DEFAULT_MIN_REDEEM_WINDOW),
         }
     }
 }

@@ -22,8 +22,8 @@ use scrip_spec::{Nullifier, OperatorKey, Signed};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest request body: a spend of 10,000 nullifiers in JSON is about 500 KB.
-pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Largest request body: a spend of 10,000 tokens in JSON is about 4.8 MB.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
 /// What `/metrics` shows (PROTOCOL.md section 11.9).
 #[derive(Debug)]
@@ -94,6 +94,9 @@ impl From<LedgerError> for ApiError {
                     Refusal::Replayed => (S::CONFLICT, Code::ReplayedRequest),
                     Refusal::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, Code::BatchTooLarge),
                     Refusal::Invalid { .. } => (S::UNPROCESSABLE_ENTITY, Code::InvalidRequest),
+                    Refusal::InvalidToken { .. } => (S::UNPROCESSABLE_ENTITY, Code::InvalidToken),
+                    Refusal::NoQuorum { .. } => (S::FORBIDDEN, Code::NoQuorum),
+                    Refusal::StaleProposal { .. } => (S::CONFLICT, Code::StaleProposal),
                 };
                 ApiError::new(status, code, r.to_string())
             }

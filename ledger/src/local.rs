@@ -35,6 +35,8 @@ pub async fn init(
         created_at: scrip_spec::now(),
         operators,
         catalog: Catalog::standard(),
+        admin_quorum: None,
+        min_redeem_window: scrip_spec::ledger::DEFAULT_MIN_REDEEM_WINDOW,
     };
     let store = connect(url).await?;
     Ledger::init(store, key, genesis).await

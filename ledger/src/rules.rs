@@ -1,13 +1,16 @@
 //! The rules every entry must satisfy, as pure functions over the ledger's state. The ledger
 //! applies them before appending, and an auditor replaying the log applies the same ones.
 
-use crate::store::{Effect, Snapshot};
+use crate::store::{Effect, GovernanceEffect, NullifierGroup, Snapshot};
 use scrip_spec::api::ledger::{KeyRecord, SpendRefusal};
 use scrip_spec::ledger::{
-    Action, Genesis, Hash32, LedgerRequest, MAX_CLOCK_SKEW, MAX_LIVE_KEYS, MAX_SPEND_BATCH,
-    OperatorInfo, Role, SpendGroup,
+    Action, Approval, Change, Genesis, Hash32, LedgerRequest, MAX_CLOCK_SKEW, MAX_LIVE_KEYS,
+    MAX_RETAINED_KEYS, MAX_SPEND_BATCH, OperatorInfo, Proposal, Role, SpendGroup,
 };
-use scrip_spec::{Catalog, Nullifier, OperatorId, Signed, TokenKeyId, UnixSeconds};
+use scrip_spec::{
+    Catalog, Nullifier, OperatorId, Signed, Token, TokenChallenge, TokenKeyId, UnixSeconds,
+    verify_token_with_digest,
+};
 use std::collections::{HashMap, HashSet};
 
 /// Largest count or credit total one entry may report: far above any real batch, and small
@@ -52,11 +55,42 @@ pub enum Refusal {
         /// The role needed.
         role: Role,
     },
-    /// A spend request with too many nullifiers.
-    #[error("a spend request carries at most {MAX_SPEND_BATCH} nullifiers; this has {count}")]
+    /// A spend request with too many tokens.
+    #[error("a spend request carries at most {MAX_SPEND_BATCH} tokens; this has {count}")]
     TooLarge {
-        /// Nullifiers in the request.
+        /// Tokens in the request.
         count: usize,
+    },
+    /// A token of a spend does not verify: the whole request is refused, since a redeemer
+    /// verifies every token before it spends it.
+    #[error(
+        "token {index} of the spend (counting from 0) does not verify: {reason}; nothing was spent"
+    )]
+    InvalidToken {
+        /// Its position in the request.
+        index: usize,
+        /// What failed.
+        reason: String,
+    },
+    /// A governance change without enough admin approvals.
+    #[error(
+        "a governance change needs {need} distinct admin approvals; this one has {have} valid ones"
+    )]
+    NoQuorum {
+        /// Valid approvals by distinct current admins.
+        have: u32,
+        /// Approvals needed.
+        need: u32,
+    },
+    /// A proposal approved before another governance change applied.
+    #[error(
+        "the proposal names governance_seq {proposal} but the ledger is at {current}; make and approve it again"
+    )]
+    StaleProposal {
+        /// What the proposal names.
+        proposal: u64,
+        /// Where the ledger is.
+        current: u64,
     },
     /// The request is well formed but breaks a rule.
     #[error("{reason}")]
@@ -81,8 +115,14 @@ pub struct LedgerState {
     pub genesis: Genesis,
     /// Members by key.
     pub operators: HashMap<OperatorId, OperatorInfo>,
+    /// Removed members by key: their names and keys are never given to anyone else.
+    pub former: HashMap<OperatorId, OperatorInfo>,
     /// Current catalog.
     pub catalog: Catalog,
+    /// Sequence number of the entry that set the current catalog (0: the genesis's).
+    pub catalog_version: u64,
+    /// Governance changes applied so far.
+    pub governance_seq: u64,
     /// Keys by id.
     pub keys: HashMap<TokenKeyId, KeyRecord>,
     /// Last entry.
@@ -94,8 +134,18 @@ pub struct LedgerState {
 pub struct Judgement {
     /// What to change.
     pub effect: Effect,
-    /// For a spend, per nullifier in request order: refused by the key checks, or not.
-    pub refused: Vec<Option<SpendRefusal>>,
+    /// For a spend, per token in request order: its key, its nullifier, and whether the key
+    /// checks refused it.
+    pub spends: Vec<(TokenKeyId, Nullifier, Option<SpendRefusal>)>,
+}
+
+/// Which spent tokens' signatures a judgement may take as verified.
+#[derive(Debug, Clone, Copy)]
+pub enum Verified<'a> {
+    /// The tokens of these keys were verified (by [`LedgerState::verify_spend`]).
+    Keys(&'a HashSet<TokenKeyId>),
+    /// All of them: the ledger's own log, re-read at start-up, was verified when written.
+    All,
 }
 
 impl LedgerState {
@@ -108,7 +158,10 @@ impl LedgerState {
                 .iter()
                 .map(|o| (o.id, o.clone()))
                 .collect(),
+            former: HashMap::new(),
             catalog: genesis.catalog.clone(),
+            catalog_version: 0,
+            governance_seq: 0,
             keys: HashMap::new(),
             genesis,
             head,
@@ -119,7 +172,10 @@ impl LedgerState {
     pub fn from_snapshot(s: Snapshot) -> Self {
         let mut state = Self::from_genesis(s.genesis, s.head);
         state.operators = s.operators.into_iter().map(|o| (o.id, o)).collect();
+        state.former = s.former.into_iter().map(|o| (o.id, o)).collect();
         state.catalog = s.catalog;
+        state.catalog_version = s.catalog_version;
+        state.governance_seq = s.governance_seq;
         state.keys = s
             .keys
             .into_iter()
@@ -148,7 +204,23 @@ impl LedgerState {
                 )));
             }
         }
+        let admins = admins_in(genesis.operators.iter());
+        if let Some(quorum) = genesis.admin_quorum
+            && (quorum == 0 || quorum > admins)
+        {
+            return Err(invalid(format!(
+                "admin_quorum {quorum} must be between 1 and the {admins} admins of the genesis"
+            )));
+        }
         Ok(())
+    }
+
+    /// Distinct admin approvals a governance change needs now: the genesis's `admin_quorum`,
+    /// or a majority of the current admins.
+    pub fn admin_quorum(&self) -> u32 {
+        self.genesis
+            .admin_quorum
+            .unwrap_or_else(|| admins_in(self.operators.values()) / 2 + 1)
     }
 
     /// Live keys of (issuer, kind) at `now`.
@@ -159,13 +231,23 @@ impl LedgerState {
             .count()
     }
 
-    /// Judges a signed request at `now`: authentication, authorization and the action's own
-    /// rules. Replay of an accepted request is caught by the store's unique index.
-    pub fn judge(
-        &self,
+    /// The name of an operator, current or removed; its key if the ledger never knew it.
+    pub fn operator_name(&self, id: &OperatorId) -> String {
+        self.operators
+            .get(id)
+            .or_else(|| self.former.get(id))
+            .map(|o| o.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    /// Checks what needs no ledger state beyond membership: the signer is a member, the
+    /// signature verifies, the request is for this ledger and recent. The ledger runs it
+    /// before it takes the writer lock.
+    pub fn authenticate<'s>(
+        &'s self,
         signed: &Signed<LedgerRequest>,
         now: UnixSeconds,
-    ) -> Result<Judgement, Refusal> {
+    ) -> Result<&'s OperatorInfo, Refusal> {
         let operator = self
             .operators
             .get(&signed.signer)
@@ -182,6 +264,86 @@ impl LedgerState {
                 now,
             });
         }
+        Ok(operator)
+    }
+
+    /// The keys of a spend whose tokens pass the key checks at `now` (known, not revoked, in
+    /// the redemption window): the ones whose tokens must be verified.
+    pub fn keys_to_verify(&self, groups: &[SpendGroup], now: UnixSeconds) -> HashSet<TokenKeyId> {
+        groups
+            .iter()
+            .filter(|g| self.key_verdict(&g.token_key_id, now).is_none())
+            .map(|g| g.token_key_id)
+            .collect()
+    }
+
+    /// Verifies every token of the spend's groups of `keys` (key id, challenge digest of the
+    /// key's issuer, RSA signature), spread over all cores. The first failure, in request
+    /// order, refuses the whole request.
+    pub fn verify_spend(
+        &self,
+        groups: &[SpendGroup],
+        keys: &HashSet<TokenKeyId>,
+    ) -> Result<(), Refusal> {
+        let mut work: Vec<(usize, &Token, &scrip_spec::TokenPublicKey, [u8; 32])> = Vec::new();
+        let mut index = 0;
+        for group in groups {
+            let record = keys
+                .contains(&group.token_key_id)
+                .then(|| self.keys.get(&group.token_key_id))
+                .flatten();
+            if let Some(record) = record {
+                let digest = TokenChallenge::for_issuer(&record.info.issuer)
+                    .map_err(|e| invalid(format!("key {}: {e}", group.token_key_id)))?
+                    .digest();
+                for token in &group.tokens {
+                    work.push((index, token, &record.info.public_key, digest));
+                    index += 1;
+                }
+            } else {
+                index += group.tokens.len();
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = work.len().div_ceil(threads).max(1);
+        let check = |items: &[(usize, &Token, &scrip_spec::TokenPublicKey, [u8; 32])]| {
+            items.iter().find_map(|(i, token, key, digest)| {
+                verify_token_with_digest(key, digest, token)
+                    .err()
+                    .map(|e| (*i, e.to_string()))
+            })
+        };
+        let first_failure = if work.len() <= chunk {
+            check(&work)
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = work
+                    .chunks(chunk)
+                    .map(|items| scope.spawn(move || check(items)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().ok().flatten())
+                    .min_by_key(|(i, _)| *i)
+            })
+        };
+        match first_failure {
+            Some((index, reason)) => Err(Refusal::InvalidToken { index, reason }),
+            None => Ok(()),
+        }
+    }
+
+    /// Judges a signed request at `now`: authentication, authorization and the action's own
+    /// rules. The tokens of a spend must have been verified as `verified` says. Replay of an
+    /// accepted request is caught by the store's unique index.
+    pub fn judge(
+        &self,
+        signed: &Signed<LedgerRequest>,
+        now: UnixSeconds,
+        verified: Verified<'_>,
+    ) -> Result<Judgement, Refusal> {
+        let operator = self.authenticate(signed, now)?;
+        let request = &signed.payload;
         let need = |role: Role| -> Result<(), Refusal> {
             if operator.roles.contains(&role) {
                 Ok(())
@@ -195,29 +357,14 @@ impl LedgerState {
         let plain = |effect| {
             Ok(Judgement {
                 effect,
-                refused: Vec::new(),
+                spends: Vec::new(),
             })
         };
         match &request.action {
-            Action::AdmitOperator { operator: new } => {
-                need(Role::Admin)?;
-                check_operator(new)?;
-                if self.operators.contains_key(&new.id)
-                    || self.operators.values().any(|o| o.name == new.name)
-                    || new.id == self.genesis.ledger_key
-                {
-                    return Err(invalid(format!(
-                        "operator {} or its key is already a member",
-                        new.name
-                    )));
-                }
-                plain(Effect::AdmitOperator(new.clone()))
-            }
-            Action::SetCatalog { catalog } => {
-                need(Role::Admin)?;
-                catalog.validate().map_err(|e| invalid(e.to_string()))?;
-                plain(Effect::SetCatalog(catalog.clone()))
-            }
+            Action::Govern {
+                proposal,
+                approvals,
+            } => plain(self.judge_governance(proposal, approvals)?),
             Action::AnnounceKey { key } => {
                 need(Role::Issuer)?;
                 if key.issuer != operator.name {
@@ -230,8 +377,12 @@ impl LedgerState {
                 if self.catalog.price(&key.kind).is_none() {
                     return Err(invalid(format!("kind {} is not in the catalog", key.kind)));
                 }
-                if key.redeem_until < now {
-                    return Err(invalid("the key's redemption window is already over"));
+                let remaining = key.redeem_until.saturating_sub(now.max(key.valid_from));
+                if remaining < self.genesis.min_redeem_window {
+                    return Err(invalid(format!(
+                        "the key can be spent for {remaining} s more; this ledger announces only keys spendable for at least {} s (min_redeem_window)",
+                        self.genesis.min_redeem_window
+                    )));
                 }
                 if self.keys.contains_key(&key.public_key.id()) {
                     return Err(invalid(format!(
@@ -245,6 +396,21 @@ impl LedgerState {
                         key.issuer, key.kind
                     )));
                 }
+                let retained = self
+                    .keys
+                    .values()
+                    .filter(|k| {
+                        k.info.issuer == key.issuer
+                            && k.info.kind == key.kind
+                            && now <= k.info.forget_after
+                    })
+                    .count();
+                if retained >= MAX_RETAINED_KEYS {
+                    return Err(invalid(format!(
+                        "issuer {} already has {MAX_RETAINED_KEYS} {} keys not yet past forget_after; at most {MAX_RETAINED_KEYS} may be kept",
+                        key.issuer, key.kind
+                    )));
+                }
                 plain(Effect::AnnounceKey(key.clone()))
             }
             Action::RevokeKey {
@@ -255,11 +421,10 @@ impl LedgerState {
                     .keys
                     .get(token_key_id)
                     .ok_or_else(|| invalid(format!("key {token_key_id} is not announced")))?;
-                let owner = key.info.issuer == operator.name;
-                if !owner && !operator.roles.contains(&Role::Admin) {
+                if key.info.issuer != operator.name {
                     return Err(Refusal::Forbidden {
                         operator: operator.name.clone(),
-                        role: Role::Admin,
+                        role: Role::Issuer,
                     });
                 }
                 if key.revoked {
@@ -309,66 +474,200 @@ impl LedgerState {
                         "an issuance report needs from <= until and 0 < count <= {MAX_REPORTED_COUNT}"
                     )));
                 }
+                if *from != key.reported_until || *until > now + MAX_CLOCK_SKEW {
+                    return Err(invalid(format!(
+                        "an issuance report of key {token_key_id} covers the interval from the end of its previous report ({}) until the report is made; this one is {from}..{until}",
+                        key.reported_until
+                    )));
+                }
                 plain(Effect::TokensIssued {
                     token_key_id: *token_key_id,
                     count: *count,
+                    until: *until,
                 })
             }
             Action::Spend { groups } => {
                 need(Role::Redeemer)?;
-                let count: usize = groups.iter().map(|g| g.nullifiers.len()).sum();
+                let count: usize = groups.iter().map(|g| g.tokens.len()).sum();
                 if count > MAX_SPEND_BATCH {
                     return Err(Refusal::TooLarge { count });
                 }
                 if count == 0 {
-                    return Err(invalid("a spend request carries at least one nullifier"));
+                    return Err(invalid("a spend request carries at least one token"));
                 }
-                Ok(self.judge_spend(groups, now))
+                self.judge_spend(groups, now, verified)
             }
         }
     }
 
-    fn judge_spend(&self, groups: &[SpendGroup], now: UnixSeconds) -> Judgement {
-        let mut seen = HashSet::new();
-        let mut valid: Vec<SpendGroup> = Vec::new();
-        let mut refused: Vec<Option<SpendRefusal>> = Vec::new();
-        for group in groups {
-            let verdict = match self.keys.get(&group.token_key_id) {
-                None => Some(SpendRefusal::UnknownKey),
-                Some(k) if k.revoked => Some(SpendRefusal::KeyRevoked),
-                Some(k) if !k.info.can_redeem_at(now) => Some(SpendRefusal::NotRedeemable),
-                Some(_) => None,
-            };
-            match verdict {
-                Some(why) => refused.extend(group.nullifiers.iter().map(|_| Some(why))),
-                None => {
-                    refused.extend(group.nullifiers.iter().map(|_| None));
-                    // A nullifier repeated within one request is inserted once; its later
-                    // occurrences are answered `duplicate_in_request`.
-                    let fresh: Vec<Nullifier> = group
-                        .nullifiers
-                        .iter()
-                        .filter(|n| seen.insert(**n))
-                        .copied()
-                        .collect();
-                    if let Some(existing) = valid
-                        .iter_mut()
-                        .find(|g| g.token_key_id == group.token_key_id)
-                    {
-                        existing.nullifiers.extend(fresh);
-                    } else {
-                        valid.push(SpendGroup {
-                            token_key_id: group.token_key_id,
-                            nullifiers: fresh,
-                        });
-                    }
+    fn judge_governance(
+        &self,
+        proposal: &Proposal,
+        approvals: &[Approval],
+    ) -> Result<Effect, Refusal> {
+        if proposal.ledger_id != self.ledger_id {
+            return Err(Refusal::WrongLedger);
+        }
+        if proposal.governance_seq != self.governance_seq {
+            return Err(Refusal::StaleProposal {
+                proposal: proposal.governance_seq,
+                current: self.governance_seq,
+            });
+        }
+        let mut approvers = HashSet::new();
+        for approval in approvals {
+            let is_admin = self
+                .operators
+                .get(&approval.admin)
+                .is_some_and(|o| o.roles.contains(&Role::Admin));
+            if !is_admin {
+                continue;
+            }
+            approval
+                .verify(proposal)
+                .map_err(|_| Refusal::BadSignature)?;
+            approvers.insert(approval.admin);
+        }
+        let (have, need) = (approvers.len() as u32, self.admin_quorum());
+        if have < need {
+            return Err(Refusal::NoQuorum { have, need });
+        }
+        let member = |id: &OperatorId| {
+            self.operators
+                .get(id)
+                .ok_or_else(|| invalid(format!("operator {id} is not a member")))
+        };
+        let change = match &proposal.change {
+            Change::AdmitOperator { operator: new } => {
+                check_operator(new)?;
+                let taken = |o: &OperatorInfo| o.id == new.id || o.name == new.name;
+                if self
+                    .operators
+                    .values()
+                    .chain(self.former.values())
+                    .any(taken)
+                    || new.id == self.genesis.ledger_key
+                {
+                    return Err(invalid(format!(
+                        "operator {} or its key is or was already a member",
+                        new.name
+                    )));
                 }
+                GovernanceEffect::AdmitOperator(new.clone())
+            }
+            Change::RemoveOperator { operator } => {
+                member(operator)?;
+                self.check_admins_after(operator, &[])?;
+                GovernanceEffect::RemoveOperator(*operator)
+            }
+            Change::SetRoles { operator, roles } => {
+                let mut changed = member(operator)?.clone();
+                changed.roles = roles.clone();
+                check_operator(&changed)?;
+                self.check_admins_after(operator, roles)?;
+                GovernanceEffect::SetRoles(changed)
+            }
+            Change::SetCatalog { catalog } => {
+                catalog.validate().map_err(|e| invalid(e.to_string()))?;
+                GovernanceEffect::SetCatalog(catalog.clone())
+            }
+            Change::RevokeKey {
+                token_key_id,
+                reason: _,
+            } => {
+                let key = self
+                    .keys
+                    .get(token_key_id)
+                    .ok_or_else(|| invalid(format!("key {token_key_id} is not announced")))?;
+                if key.revoked {
+                    return Err(invalid(format!("key {token_key_id} is already revoked")));
+                }
+                GovernanceEffect::RevokeKey(*token_key_id)
+            }
+        };
+        Ok(Effect::Governance {
+            change,
+            governance_seq: self.governance_seq + 1,
+        })
+    }
+
+    /// Refuses a change that would leave fewer admins than a governance change needs, so the
+    /// consortium can never lock itself out of its own rules.
+    fn check_admins_after(&self, operator: &OperatorId, new_roles: &[Role]) -> Result<(), Refusal> {
+        let remaining = self
+            .operators
+            .values()
+            .filter(|o| {
+                if &o.id == operator {
+                    new_roles.contains(&Role::Admin)
+                } else {
+                    o.roles.contains(&Role::Admin)
+                }
+            })
+            .count() as u32;
+        let floor = self.genesis.admin_quorum.unwrap_or(1);
+        if remaining < floor {
+            return Err(invalid(format!(
+                "the change would leave {remaining} admins; governance needs at least {floor}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn key_verdict(&self, key: &TokenKeyId, now: UnixSeconds) -> Option<SpendRefusal> {
+        match self.keys.get(key) {
+            None => Some(SpendRefusal::UnknownKey),
+            Some(k) if k.revoked => Some(SpendRefusal::KeyRevoked),
+            Some(k) if !k.info.can_redeem_at(now) => Some(SpendRefusal::NotRedeemable),
+            Some(_) => None,
+        }
+    }
+
+    fn judge_spend(
+        &self,
+        groups: &[SpendGroup],
+        now: UnixSeconds,
+        verified: Verified<'_>,
+    ) -> Result<Judgement, Refusal> {
+        let mut seen = HashSet::new();
+        let mut valid: Vec<NullifierGroup> = Vec::new();
+        let mut spends = Vec::new();
+        for group in groups {
+            let verdict = self.key_verdict(&group.token_key_id, now);
+            if verdict.is_none()
+                && let Verified::Keys(keys) = verified
+                && !keys.contains(&group.token_key_id)
+            {
+                // The caller verifies every key that passes the checks; one left out would
+                // be spent unverified.
+                return Err(invalid(format!(
+                    "the tokens of key {} were not verified",
+                    group.token_key_id
+                )));
+            }
+            let nullifiers: Vec<Nullifier> = group.nullifiers().collect();
+            spends.extend(nullifiers.iter().map(|n| (group.token_key_id, *n, verdict)));
+            if verdict.is_some() {
+                continue;
+            }
+            // A nullifier repeated within one request is inserted once; its later
+            // occurrences are answered `duplicate_in_request`.
+            let fresh = nullifiers.into_iter().filter(|n| seen.insert(*n));
+            match valid
+                .iter_mut()
+                .find(|g| g.token_key_id == group.token_key_id)
+            {
+                Some(existing) => existing.nullifiers.extend(fresh),
+                None => valid.push(NullifierGroup {
+                    token_key_id: group.token_key_id,
+                    nullifiers: fresh.collect(),
+                }),
             }
         }
-        Judgement {
+        Ok(Judgement {
             effect: Effect::Spend { groups: valid },
-            refused,
-        }
+            spends,
+        })
     }
 
     /// Updates the state after an entry with `effect` was appended at `head`.
@@ -380,10 +679,27 @@ impl LedgerState {
     ) {
         self.head = head;
         match effect {
-            Effect::AdmitOperator(op) => {
-                self.operators.insert(op.id, op.clone());
+            Effect::Governance {
+                change,
+                governance_seq,
+            } => {
+                self.governance_seq = *governance_seq;
+                match change {
+                    GovernanceEffect::AdmitOperator(op) | GovernanceEffect::SetRoles(op) => {
+                        self.operators.insert(op.id, op.clone());
+                    }
+                    GovernanceEffect::RemoveOperator(id) => {
+                        if let Some(op) = self.operators.remove(id) {
+                            self.former.insert(*id, op);
+                        }
+                    }
+                    GovernanceEffect::SetCatalog(c) => {
+                        self.catalog = c.clone();
+                        self.catalog_version = head.0;
+                    }
+                    GovernanceEffect::RevokeKey(id) => self.revoke(id),
+                }
             }
-            Effect::SetCatalog(c) => self.catalog = c.clone(),
             Effect::AnnounceKey(info) => {
                 self.keys.insert(
                     info.public_key.id(),
@@ -394,20 +710,19 @@ impl LedgerState {
                         issued: 0,
                         spent: 0,
                         pruned: 0,
+                        reported_until: info.valid_from,
                     },
                 );
             }
-            Effect::RevokeKey(id) => {
-                if let Some(k) = self.keys.get_mut(id) {
-                    k.revoked = true;
-                }
-            }
+            Effect::RevokeKey(id) => self.revoke(id),
             Effect::TokensIssued {
                 token_key_id,
                 count,
+                until,
             } => {
                 if let Some(k) = self.keys.get_mut(token_key_id) {
                     k.issued = k.issued.saturating_add(*count);
+                    k.reported_until = *until;
                 }
             }
             Effect::Spend { .. } => {
@@ -428,6 +743,16 @@ impl LedgerState {
             Effect::Genesis(_) | Effect::CardsSold { .. } | Effect::None => {}
         }
     }
+
+    fn revoke(&mut self, id: &TokenKeyId) {
+        if let Some(k) = self.keys.get_mut(id) {
+            k.revoked = true;
+        }
+    }
+}
+
+fn admins_in<'a>(operators: impl Iterator<Item = &'a OperatorInfo>) -> u32 {
+    operators.filter(|o| o.roles.contains(&Role::Admin)).count() as u32
 }
 
 fn check_operator(op: &OperatorInfo) -> Result<(), Refusal> {

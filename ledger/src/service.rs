@@ -1,18 +1,21 @@
 //! The ledger itself: judges requests, appends entries, answers queries. One writer at a
-//! time (the hash chain is a sequence), any number of readers.
+//! time (the hash chain is a sequence), any number of readers: they read a published copy of
+//! the state, and what needs no lock (signatures, membership, replay, token verification) is
+//! checked before the writer lock is taken.
 
-use crate::rules::{LedgerState, Refusal};
-use crate::store::{AppendOutcome, Effect, FirstSpend, Store, StoreError};
+use crate::rules::{LedgerState, Refusal, Verified};
+use crate::store::{AppendOutcome, Effect, FirstSpend, Store, StoreError, signed_request_digest};
 use scrip_common::metrics::Latency;
 use scrip_spec::api::ledger::{
     CheckpointView, KeyRecord, LedgerInfo, Receipt, SpendRefusal, SpendResult, SpendStatus,
 };
 use scrip_spec::ledger::{
-    Checkpoint, Cosignature, EntryBody, Genesis, Hash32, LedgerRequest, LogEntry, Pruned, Totals,
-    prune_commitment,
+    Action, Checkpoint, Cosignature, EntryBody, Genesis, Hash32, LedgerRequest, LogEntry, Pruned,
+    Totals, prune_commitment,
 };
 use scrip_spec::{CapacityKind, Nullifier, OperatorKey, Signed, TokenKeyId, UnixSeconds};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 use tokio::sync::Mutex;
 
@@ -31,6 +34,12 @@ pub enum LedgerError {
     /// The database already holds a ledger.
     #[error("the database already holds a ledger")]
     AlreadyInitialized,
+    /// The spent set or the totals disagree with the log: the database was changed by
+    /// something other than the ledger.
+    #[error(
+        "the database's derived state disagrees with its log: {0}; restore the database from a backup or rebuild it from the log, and find out who changed it"
+    )]
+    DerivedStateMismatch(#[from] crate::audit::StoreMismatch),
 }
 
 /// Where the ledger reads the time: the system clock, or a test's clock.
@@ -49,7 +58,11 @@ pub struct Timings {
 pub struct Ledger {
     store: Arc<dyn Store>,
     key: OperatorKey,
+    /// The writer's state: held while one entry is judged and appended.
     state: Mutex<LedgerState>,
+    /// A copy of the state as of the last append, for readers and the checks made before
+    /// the writer lock; replaced, never changed in place.
+    view: RwLock<Arc<LedgerState>>,
     clock: Clock,
     timings: Timings,
 }
@@ -87,16 +100,26 @@ impl Ledger {
         store
             .append(&entry, &hash, &Effect::Genesis(genesis.clone()))
             .await?;
-        Ok(Self {
+        Ok(Self::new(
             store,
             key,
-            state: Mutex::new(LedgerState::from_genesis(genesis, (0, hash))),
-            clock: Arc::new(scrip_spec::now),
-            timings: Timings::default(),
-        })
+            LedgerState::from_genesis(genesis, (0, hash)),
+        ))
     }
 
-    /// Opens the ledger a store holds.
+    fn new(store: Arc<dyn Store>, key: OperatorKey, state: LedgerState) -> Self {
+        Self {
+            store,
+            key,
+            view: RwLock::new(Arc::new(state.clone())),
+            state: Mutex::new(state),
+            clock: Arc::new(scrip_spec::now),
+            timings: Timings::default(),
+        }
+    }
+
+    /// Opens the ledger a store holds, after checking that its spent set and totals agree
+    /// with its log (see [`crate::audit::check_store`]).
     pub async fn open(store: Arc<dyn Store>, key: OperatorKey) -> Result<Self, LedgerError> {
         let snapshot = store.snapshot().await?.ok_or(LedgerError::NotInitialized)?;
         if snapshot.genesis.ledger_key != key.id() {
@@ -105,13 +128,20 @@ impl Ledger {
             }
             .into());
         }
-        Ok(Self {
-            store,
-            key,
-            state: Mutex::new(LedgerState::from_snapshot(snapshot)),
-            clock: Arc::new(scrip_spec::now),
-            timings: Timings::default(),
-        })
+        crate::audit::check_store(store.as_ref(), None).await?;
+        Ok(Self::new(store, key, LedgerState::from_snapshot(snapshot)))
+    }
+
+    /// The state as of the last append (readers never wait for the writer).
+    pub fn view(&self) -> Arc<LedgerState> {
+        self.view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn publish(&self, state: &LedgerState) {
+        *self.view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(state.clone());
     }
 
     /// Replaces the clock (tests move time forward instead of sleeping).
@@ -137,22 +167,39 @@ impl Ledger {
 
     /// Judges and, if accepted, appends an operator's request.
     pub async fn submit(&self, signed: Signed<LedgerRequest>) -> Result<Receipt, LedgerError> {
+        let digest = signed_request_digest(&signed);
+        // Before the writer lock: who signed, for which ledger, when, whether the log has it
+        // already, and the tokens' signatures. A request already in the log is reported as
+        // a replay whatever else it breaks now: retried after the clock-skew window it would
+        // read as stale, and its sender would sign it anew and apply it twice.
+        let view = self.view();
+        if self.store.request_seq(&digest).await?.is_some() {
+            return Err(Refusal::Replayed.into());
+        }
+        view.authenticate(&signed, self.now())?;
+        let (signed, mut verified) =
+            verify_tokens(view, signed, self.now(), &HashSet::new()).await?;
+
         let waiting = Instant::now();
         let mut state = self.state.lock().await;
         self.timings.writer_wait.since(waiting);
         let now = (self.clock)();
-        // Replay is detected by the store's unique index on the request digest when appending.
-        // A request the rules refuse is looked up, so that one already in the log is reported
-        // as a replay whatever else it breaks now: retried after the clock-skew window it would
-        // read as stale, and its sender would sign it anew and apply it twice.
-        let judgement = match state.judge(&signed, now) {
-            Err(_)
-                if self
-                    .store
-                    .request_seq(&crate::store::signed_request_digest(&signed))
-                    .await?
-                    .is_some() =>
-            {
+        // A key announced since the view was taken: its tokens are verified now.
+        let unverified = match &signed.payload.action {
+            Action::Spend { groups } => !state.keys_to_verify(groups, now).is_subset(&verified),
+            _ => false,
+        };
+        let signed = if unverified {
+            let (signed, more) =
+                verify_tokens(Arc::new(state.clone()), signed, now, &verified).await?;
+            verified.extend(more);
+            signed
+        } else {
+            signed
+        };
+        let judgement = match state.judge(&signed, now, Verified::Keys(&verified)) {
+            // Appended by a concurrent copy of the same request since the check above.
+            Err(_) if self.store.request_seq(&digest).await?.is_some() => {
                 return Err(Refusal::Replayed.into());
             }
             judged => judged?,
@@ -161,7 +208,7 @@ impl Ledger {
             seq: state.head.0 + 1,
             prev_hash: state.head.1,
             recorded_at: now,
-            body: EntryBody::Request(signed.clone()),
+            body: EntryBody::Request(signed),
         };
         let hash = entry.hash();
         let committing = Instant::now();
@@ -174,6 +221,7 @@ impl Ledger {
                 // from the database so the next append starts from the true head.
                 if let Ok(Some(snapshot)) = self.store.snapshot().await {
                     *state = LedgerState::from_snapshot(snapshot);
+                    self.publish(&state);
                 }
                 return Err(e.into());
             }
@@ -183,22 +231,22 @@ impl Ledger {
             AppendOutcome::Appended { already_spent } => (true, already_spent),
             AppendOutcome::NothingToSpend { already_spent } => (false, already_spent),
         };
-        let spends = spend_results(&signed.payload, &judgement.refused, &already_spent, &state);
-        if appended {
-            let accepted = accepted_per_key(&signed.payload, &spends);
-            state.apply(&judgement.effect, (entry.seq, hash), &accepted);
-            Ok(Receipt {
-                seq: Some(entry.seq),
-                entry_hash: Some(hash),
-                spends,
-            })
-        } else {
-            Ok(Receipt {
+        let spends = spend_results(&judgement.spends, &already_spent, &state);
+        if !appended {
+            return Ok(Receipt {
                 seq: None,
                 entry_hash: None,
                 spends,
-            })
+            });
         }
+        let accepted = accepted_per_key(&judgement.spends, &spends);
+        state.apply(&judgement.effect, (entry.seq, hash), &accepted);
+        self.publish(&state);
+        Ok(Receipt {
+            seq: Some(entry.seq),
+            entry_hash: Some(hash),
+            spends,
+        })
     }
 
     /// Signs and appends a checkpoint of the current head and totals, unless the head is
@@ -227,12 +275,13 @@ impl Ledger {
         let hash = entry.hash();
         self.store.append(&entry, &hash, &Effect::None).await?;
         state.apply(&Effect::None, (entry.seq, hash), &[]);
+        self.publish(&state);
         Ok(Some(entry))
     }
 
     /// Records an operator's cosignature of the latest checkpoint.
     pub async fn cosign(&self, cosignature: Signed<Cosignature>) -> Result<(), LedgerError> {
-        let state = self.state.lock().await;
+        let state = self.view();
         if !state.operators.contains_key(&cosignature.signer) {
             return Err(Refusal::UnknownOperator {
                 operator: cosignature.signer,
@@ -259,7 +308,6 @@ impl Ledger {
             }
             .into());
         }
-        drop(state);
         self.store.add_cosignature(latest.seq, &cosignature).await?;
         Ok(())
     }
@@ -312,12 +360,13 @@ impl Ledger {
             count: record.payload.count,
         };
         state.apply(&effect, (entry.seq, entry.hash()), &[]);
+        self.publish(&state);
         Ok(Some(entry))
     }
 
     /// Public facts: ledger id, genesis, members, catalog, head.
     pub async fn info(&self) -> LedgerInfo {
-        let state = self.state.lock().await;
+        let state = self.view();
         let mut operators: Vec<_> = state.operators.values().cloned().collect();
         operators.sort_by(|a, b| a.name.cmp(&b.name));
         LedgerInfo {
@@ -327,12 +376,14 @@ impl Ledger {
             catalog: state.catalog.clone(),
             head_seq: state.head.0,
             head_hash: state.head.1,
+            governance_seq: state.governance_seq,
+            admin_quorum: state.admin_quorum(),
         }
     }
 
     /// The key directory, optionally filtered.
     pub async fn keys(&self, issuer: Option<&str>, kind: Option<&CapacityKind>) -> Vec<KeyRecord> {
-        let state = self.state.lock().await;
+        let state = self.view();
         let mut keys: Vec<KeyRecord> = state
             .keys
             .values()
@@ -352,14 +403,17 @@ impl Ledger {
         let Some(first) = self.store.nullifier(nullifier).await? else {
             return Ok(None);
         };
-        let state = self.state.lock().await;
-        let name = operator_name(&state, &first);
+        let name = self.view().operator_name(&first.operator);
         Ok(Some((first, name)))
     }
 
-    /// Entries from `from`, at most `limit`.
+    /// Entries from `from`, at most `limit` and about
+    /// [`scrip_spec::api::ledger::MAX_LOG_PAGE_BYTES`].
     pub async fn entries(&self, from: u64, limit: u32) -> Result<Vec<LogEntry>, LedgerError> {
-        Ok(self.store.entries(from, limit).await?)
+        Ok(self
+            .store
+            .entries(from, limit, scrip_spec::api::ledger::MAX_LOG_PAGE_BYTES)
+            .await?)
     }
 
     /// Current totals.
@@ -380,37 +434,57 @@ impl Ledger {
     }
 }
 
-fn operator_name(state: &LedgerState, first: &FirstSpend) -> String {
-    state
-        .operators
-        .get(&first.operator)
-        .map(|o| o.name.clone())
-        .unwrap_or_else(|| first.operator.to_string())
+/// Verifies, off the async threads, the tokens of a spend whose keys pass the checks in
+/// `state` and are not in `done`; returns the request and the keys verified.
+async fn verify_tokens(
+    state: Arc<LedgerState>,
+    signed: Signed<LedgerRequest>,
+    now: UnixSeconds,
+    done: &HashSet<TokenKeyId>,
+) -> Result<(Signed<LedgerRequest>, HashSet<TokenKeyId>), LedgerError> {
+    let Action::Spend { groups } = &signed.payload.action else {
+        return Ok((signed, HashSet::new()));
+    };
+    let keys: HashSet<TokenKeyId> = state
+        .keys_to_verify(groups, now)
+        .difference(done)
+        .copied()
+        .collect();
+    if keys.is_empty() {
+        return Ok((signed, keys));
+    }
+    let (signed, keys, verdict) = tokio::task::spawn_blocking(move || {
+        let verdict = match &signed.payload.action {
+            Action::Spend { groups } => state.verify_spend(groups, &keys),
+            _ => Ok(()),
+        };
+        (signed, keys, verdict)
+    })
+    .await
+    .map_err(|_| StoreError::Corrupt {
+        what: "token verification task".into(),
+    })?;
+    verdict?;
+    Ok((signed, keys))
 }
 
 fn spend_results(
-    request: &LedgerRequest,
-    refused: &[Option<SpendRefusal>],
+    spends: &[(TokenKeyId, Nullifier, Option<SpendRefusal>)],
     already_spent: &[(Nullifier, FirstSpend)],
     state: &LedgerState,
 ) -> Vec<SpendResult> {
-    let scrip_spec::ledger::Action::Spend { groups } = &request.action else {
-        return Vec::new();
-    };
     let spent: std::collections::HashMap<_, _> =
         already_spent.iter().map(|(n, f)| (*n, f)).collect();
-    let mut seen = std::collections::HashSet::new();
-    groups
+    let mut seen = HashSet::new();
+    spends
         .iter()
-        .flat_map(|g| g.nullifiers.iter())
-        .enumerate()
-        .map(|(i, n)| {
-            let status = if let Some(Some(reason)) = refused.get(i) {
+        .map(|(_, n, refused)| {
+            let status = if let Some(reason) = refused {
                 SpendStatus::Refused { reason: *reason }
             } else if let Some(first) = spent.get(n) {
                 SpendStatus::AlreadySpent {
                     first_spent_at: first.spent_at,
-                    first_spent_by: operator_name(state, first),
+                    first_spent_by: state.operator_name(&first.operator),
                     seq: first.seq,
                 }
             } else if !seen.insert(*n) {
@@ -429,20 +503,19 @@ fn spend_results(
         .collect()
 }
 
-fn accepted_per_key(request: &LedgerRequest, spends: &[SpendResult]) -> Vec<(TokenKeyId, u64)> {
-    let scrip_spec::ledger::Action::Spend { groups } = &request.action else {
-        return Vec::new();
-    };
-    let mut results = spends.iter();
-    groups
-        .iter()
-        .map(|g| {
-            let n = results
-                .by_ref()
-                .take(g.nullifiers.len())
-                .filter(|r| r.status == SpendStatus::Accepted)
-                .count() as u64;
-            (g.token_key_id, n)
-        })
-        .collect()
+fn accepted_per_key(
+    spends: &[(TokenKeyId, Nullifier, Option<SpendRefusal>)],
+    results: &[SpendResult],
+) -> Vec<(TokenKeyId, u64)> {
+    let mut per_key: Vec<(TokenKeyId, u64)> = Vec::new();
+    for ((key, _, _), result) in spends.iter().zip(results) {
+        if result.status != SpendStatus::Accepted {
+            continue;
+        }
+        match per_key.iter_mut().find(|(k, _)| k == key) {
+            Some((_, n)) => *n += 1,
+            None => per_key.push((*key, 1)),
+        }
+    }
+    per_key
 }

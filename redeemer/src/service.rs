@@ -321,7 +321,8 @@ impl Redeemer {
         };
         self.metrics.record_batch(pending.len(), started.elapsed());
         let mut decided = Vec::with_capacity(pending.len());
-        for ((_, n), outcome) in pending.iter().zip(outcomes) {
+        for (token, outcome) in pending.iter().zip(outcomes) {
+            let n = &token.nullifier();
             decided.push(*n);
             let refusal = match &outcome {
                 // A flush whose answer was lost (or a crash before the pending row was
@@ -392,7 +393,7 @@ impl Redeemer {
         let pending = match self.config.mode {
             Mode::Strict => {
                 let waiting = std::time::Instant::now();
-                let spent = self.batcher.spend(token.token_key_id, nullifier).await;
+                let spent = self.batcher.spend(token.clone()).await;
                 self.metrics.spend_wait.since(waiting);
                 match spent {
                     Ok(SpendOutcome::Accepted) => {}
@@ -426,7 +427,7 @@ impl Redeemer {
             // A first presentation queues the spend; a repeat before use only replaces the
             // grant (the spend is already queued).
             Mode::Optimistic => match self.store.history(&nullifier).await? {
-                History::None => Some(token.token_key_id),
+                History::None => Some(token.clone()),
                 _ => None,
             },
         };

@@ -1,11 +1,11 @@
-//! Spending nullifiers at the ledger: concurrent requests gathered into one signed batch
-//! (bounded wait, bounded size), with retries that never lose track of a spend whose answer
-//! was lost.
+//! Spending tokens at the ledger: concurrent requests gathered into one signed batch (bounded
+//! wait, bounded size), with retries that never lose track of a spend whose answer was lost.
+//! The ledger verifies each token again and answers per nullifier.
 
 use scrip_common::clients::{ClientError, LedgerClient};
 use scrip_spec::api::ledger::{LedgerErrorCode, SpendRefusal, SpendStatus};
-use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
-use scrip_spec::{Nullifier, OperatorKey, TokenKeyId, UnixSeconds};
+use scrip_spec::ledger::{Action, Hash32, LedgerRequest};
+use scrip_spec::{Nullifier, OperatorKey, Token, UnixSeconds};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,20 +66,9 @@ impl Spender {
     /// of `items`. If an attempt's answer is lost, the
     /// next attempt (newly signed) reveals what the lost one did: a nullifier "already spent"
     /// by this operator since the first attempt began was spent by it.
-    pub async fn spend(
-        &self,
-        items: &[(TokenKeyId, Nullifier)],
-    ) -> Result<Vec<SpendOutcome>, SpendFailure> {
-        let mut groups: Vec<SpendGroup> = Vec::new();
-        for (key, n) in items {
-            match groups.iter_mut().find(|g| &g.token_key_id == key) {
-                Some(g) => g.nullifiers.push(*n),
-                None => groups.push(SpendGroup {
-                    token_key_id: *key,
-                    nullifiers: vec![*n],
-                }),
-            }
-        }
+    pub async fn spend(&self, items: &[Token]) -> Result<Vec<SpendOutcome>, SpendFailure> {
+        let action = Action::spend_of(items.iter().cloned());
+        let nullifiers: Vec<Nullifier> = items.iter().map(Token::nullifier).collect();
         let started = scrip_spec::now();
         let mut maybe_sent = false;
         let mut backoff = Duration::from_millis(50);
@@ -91,9 +80,7 @@ impl Spender {
             let request = self.operator.sign(LedgerRequest::new(
                 self.ledger_id,
                 scrip_spec::now(),
-                Action::Spend {
-                    groups: groups.clone(),
-                },
+                action.clone(),
             ));
             match self.ledger.submit(&request).await {
                 Ok(receipt) => {
@@ -103,9 +90,9 @@ impl Spender {
                         .map(|r| (r.nullifier, r.status))
                         .collect();
                     // In the caller's order, whatever order the groups put them in.
-                    let outcomes = items
+                    let outcomes = nullifiers
                         .iter()
-                        .map(|(_, n)| match by_nullifier.get(n) {
+                        .map(|n| match by_nullifier.get(n) {
                             Some(SpendStatus::Accepted) => SpendOutcome::Accepted,
                             Some(SpendStatus::AlreadySpent {
                                 first_spent_at,
@@ -160,8 +147,7 @@ impl Spender {
 type Reply = oneshot::Sender<Result<SpendOutcome, SpendFailure>>;
 
 struct Job {
-    key: TokenKeyId,
-    nullifier: Nullifier,
+    token: Token,
     reply: Reply,
 }
 
@@ -211,19 +197,11 @@ impl Batcher {
         Self { tx }
     }
 
-    /// Spends one nullifier, batched with whatever else is being spent.
-    pub async fn spend(
-        &self,
-        key: TokenKeyId,
-        nullifier: Nullifier,
-    ) -> Result<SpendOutcome, SpendFailure> {
+    /// Spends one token, batched with whatever else is being spent.
+    pub async fn spend(&self, token: Token) -> Result<SpendOutcome, SpendFailure> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job {
-                key,
-                nullifier,
-                reply,
-            })
+            .send(Job { token, reply })
             .await
             .map_err(|_| SpendFailure::Unavailable)?;
         rx.await.unwrap_or(Err(SpendFailure::Unavailable))
@@ -235,15 +213,18 @@ async fn settle(spender: &Spender, jobs: Vec<Job>) {
     // (by this operator) once the first is decided.
     let mut waiters: HashMap<Nullifier, Vec<Reply>> = HashMap::new();
     let mut items = Vec::new();
+    let mut nullifiers = Vec::new();
     for job in jobs {
-        let entry = waiters.entry(job.nullifier).or_default();
+        let nullifier = job.token.nullifier();
+        let entry = waiters.entry(nullifier).or_default();
         if entry.is_empty() {
-            items.push((job.key, job.nullifier));
+            items.push(job.token);
+            nullifiers.push(nullifier);
         }
         entry.push(job.reply);
     }
     let result = spender.spend(&items).await;
-    for (i, (_, n)) in items.iter().enumerate() {
+    for (i, n) in nullifiers.iter().enumerate() {
         let Some(replies) = waiters.remove(n) else {
             continue;
         };

@@ -1,7 +1,7 @@
 //! The redeemer's storage: grants (hashed) and, in optimistic mode, spends not yet committed.
 //! SQLite; the grants survive a restart of the sidecar.
 
-use scrip_spec::{CapacityKind, Nullifier, TokenKeyId, UnixSeconds};
+use scrip_spec::{CapacityKind, Nullifier, Token, UnixSeconds};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Row as _, SqlitePool};
 use std::collections::HashMap;
@@ -93,8 +93,8 @@ pub struct NewGrant {
     pub nullifier: Nullifier,
     /// When it expires.
     pub expires_at: UnixSeconds,
-    /// In optimistic mode, the key of the spend still to send to the ledger.
-    pub pending: Option<TokenKeyId>,
+    /// In optimistic mode, the token whose spend is still to send to the ledger.
+    pub pending: Option<Token>,
     /// Now.
     pub now: UnixSeconds,
 }
@@ -177,7 +177,7 @@ impl RedeemerStore {
         kind: &CapacityKind,
         nullifier: &Nullifier,
         expires_at: UnixSeconds,
-        pending: Option<&TokenKeyId>,
+        pending: Option<&Token>,
         now: UnixSeconds,
     ) -> anyhow::Result<Result<(), History>> {
         let grant = NewGrant {
@@ -185,7 +185,7 @@ impl RedeemerStore {
             kind: kind.clone(),
             nullifier: *nullifier,
             expires_at,
-            pending: pending.copied(),
+            pending: pending.cloned(),
             now,
         };
         let mut outcomes = self.insert_grants(std::slice::from_ref(&grant)).await?;
@@ -286,16 +286,21 @@ impl RedeemerStore {
             .collect();
         for chunk in pending.chunks(MAX_ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO pending_spends (nullifier, key_id, created_at) VALUES {} \
+                "INSERT INTO pending_spends (nullifier, key_id, token, created_at) VALUES {} \
                      ON CONFLICT (nullifier) DO NOTHING",
-                placeholders(chunk.len(), 3)
+                placeholders(chunk.len(), 4)
             );
             let mut query = sqlx::query(&sql);
             for grant in chunk {
-                let key = grant.pending.map(|k| k.0).unwrap_or_default();
+                let (key, token) = grant
+                    .pending
+                    .as_ref()
+                    .map(|t| (t.token_key_id.0.to_vec(), t.to_bytes()))
+                    .unwrap_or_default();
                 query = query
                     .bind(&grant.nullifier.0[..])
-                    .bind(key.to_vec())
+                    .bind(key)
+                    .bind(token)
                     .bind(to_i64(grant.now));
             }
             query.execute(&mut *tx).await?;
@@ -367,21 +372,20 @@ impl RedeemerStore {
     }
 
     /// Spends granted optimistically and not yet committed, oldest first.
-    pub async fn pending_spends(
-        &self,
-        limit: usize,
-    ) -> anyhow::Result<Vec<(TokenKeyId, Nullifier)>> {
-        let rows =
-            sqlx::query("SELECT key_id, nullifier FROM pending_spends ORDER BY created_at LIMIT ?")
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
-                .await?;
+    pub async fn pending_spends(&self, limit: usize) -> anyhow::Result<Vec<Token>> {
+        // Rows from before tokens were kept (no token) cannot be spent at the ledger.
+        let rows = sqlx::query(
+            "SELECT token FROM pending_spends WHERE token IS NOT NULL \
+             ORDER BY created_at LIMIT ?",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
-                Ok((
-                    TokenKeyId(bytes32(row.get(0), "key id")?),
-                    Nullifier(bytes32(row.get(1), "nullifier")?),
-                ))
+                let bytes: Vec<u8> = row.get(0);
+                Token::from_bytes(&bytes)
+                    .map_err(|_| anyhow::anyhow!("a pending spend's stored token is corrupt"))
             })
             .collect()
     }
@@ -429,6 +433,7 @@ impl RedeemerStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scrip_spec::TokenKeyId;
 
     fn grant(hash: u8, nullifier: u8, pending: bool) -> NewGrant {
         NewGrant {
@@ -436,7 +441,12 @@ mod tests {
             kind: CapacityKind::new("queue").expect("kind"),
             nullifier: Nullifier([nullifier; 32]),
             expires_at: 2_000_000_000,
-            pending: pending.then_some(TokenKeyId([7; 32])),
+            pending: pending.then_some(Token {
+                nonce: [nullifier; 32],
+                challenge_digest: [0; 32],
+                token_key_id: TokenKeyId([7; 32]),
+                authenticator: [0; scrip_spec::key::MODULUS_BYTES],
+            }),
             now: 1_800_000_000,
         }
     }

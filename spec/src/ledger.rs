@@ -8,16 +8,22 @@
 use crate::catalog::{CapacityKind, Catalog};
 use crate::encoding::{canonical_bytes, serde_bytes_b64};
 use crate::key::{TokenKeyId, TokenKeyInfo, UnixSeconds};
-use crate::operator::{OperatorId, Signable, Signed};
-use crate::token::Nullifier;
+use crate::operator::{OperatorId, OperatorKey, Signable, SignatureError, Signed, verify_detached};
+use crate::token::{Nullifier, Token};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// At most this many keys of one (issuer, kind) may be live (announced, not revoked, not past
 /// `redeem_until`) at once, so an issuer cannot give each user a key of their own.
 pub const MAX_LIVE_KEYS: usize = 3;
-/// Most nullifiers in one spend request.
+/// At most this many keys of one (issuer, kind) may be in the directory and not yet past their
+/// `forget_after`, so the directory an issuer can grow stays bounded (with [`MAX_LIVE_KEYS`]
+/// and the genesis's `min_redeem_window`, it also bounds how fast an issuer can rotate).
+pub const MAX_RETAINED_KEYS: usize = 4 * MAX_LIVE_KEYS;
+/// Most tokens in one spend request.
 pub const MAX_SPEND_BATCH: usize = 10_000;
+/// The default floor of a key's remaining redemption window when it is announced, in seconds.
+pub const DEFAULT_MIN_REDEEM_WINDOW: UnixSeconds = 3600;
 /// How far a request's timestamp may be from the ledger's clock, in seconds.
 pub const MAX_CLOCK_SKEW: u64 = 300;
 
@@ -78,6 +84,18 @@ pub struct Genesis {
     pub operators: Vec<OperatorInfo>,
     /// The starting catalog.
     pub catalog: Catalog,
+    /// How many distinct admins must approve a governance change; `None` means a majority of
+    /// the admins at the time of the change.
+    #[serde(default)]
+    pub admin_quorum: Option<u32>,
+    /// A key is announced only if it can still be spent for at least this many seconds, so an
+    /// issuer cannot rotate through short-lived keys to give users keys of their own.
+    #[serde(default = "default_min_redeem_window")]
+    pub min_redeem_window: UnixSeconds,
+}
+
+fn default_min_redeem_window() -> UnixSeconds {
+    DEFAULT_MIN_REDEEM_WINDOW
 }
 
 impl Genesis {
@@ -97,30 +115,117 @@ impl Genesis {
 pub struct SpendGroup {
     /// The key the tokens were signed with.
     pub token_key_id: TokenKeyId,
-    /// Their nullifiers.
-    pub nullifiers: Vec<Nullifier>,
+    /// The tokens themselves (RFC 9578 `Token`): the ledger verifies each one and derives its
+    /// nullifier, so a redeemer cannot spend a token it does not hold.
+    pub tokens: Vec<Token>,
+}
+
+impl SpendGroup {
+    /// The nullifiers of the group's tokens, in order.
+    pub fn nullifiers(&self) -> impl Iterator<Item = Nullifier> + '_ {
+        self.tokens.iter().map(Token::nullifier)
+    }
+}
+
+/// A change to the rules of the consortium, applied only with a quorum of admin approvals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    /// Admit a new member.
+    AdmitOperator {
+        /// The new member.
+        operator: OperatorInfo,
+    },
+    /// Remove a member: its requests are refused from then on; its past entries stay.
+    RemoveOperator {
+        /// The member's key.
+        operator: OperatorId,
+    },
+    /// Replace a member's roles.
+    SetRoles {
+        /// The member's key.
+        operator: OperatorId,
+        /// Its new roles.
+        roles: Vec<Role>,
+    },
+    /// Replace the catalog (prices, kinds, the settlement fee). Past spends keep the value of
+    /// the catalog in force when they were recorded.
+    SetCatalog {
+        /// The new catalog.
+        catalog: Catalog,
+    },
+    /// Revoke any issuer's key (its issuer alone revokes it with [`Action::RevokeKey`]).
+    RevokeKey {
+        /// The key.
+        token_key_id: TokenKeyId,
+        /// Why, for the auditors.
+        reason: String,
+    },
+}
+
+/// What admins approve: one change, bound to one ledger and to the number of governance
+/// changes applied before it, so an approval counts once and a proposal overtaken by another
+/// change must be approved again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proposal {
+    /// The ledger.
+    pub ledger_id: Hash32,
+    /// Governance changes applied before this one (`governance_seq` in `/v1/info`).
+    pub governance_seq: u64,
+    /// The change.
+    pub change: Change,
+}
+
+impl Signable for Proposal {
+    const DOMAIN: &'static str = "ledger/proposal";
+}
+
+/// One admin's signature over a [`Proposal`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The admin.
+    pub admin: OperatorId,
+    /// Its Ed25519 signature over the proposal's signing message.
+    #[serde(with = "serde_bytes_b64")]
+    pub signature: [u8; 64],
+}
+
+impl Approval {
+    /// `admin`'s approval of `proposal`.
+    pub fn sign(admin: &OperatorKey, proposal: &Proposal) -> Self {
+        let signed = admin.sign(proposal.clone());
+        Self {
+            admin: signed.signer,
+            signature: signed.signature,
+        }
+    }
+
+    /// Checks the signature (not whether the signer is an admin).
+    pub fn verify(&self, proposal: &Proposal) -> Result<(), SignatureError> {
+        verify_detached(&self.admin, proposal, &self.signature)
+    }
 }
 
 /// A change an operator asks the ledger to make.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
-    /// Admit a new member (admin).
-    AdmitOperator {
-        /// The new member.
-        operator: OperatorInfo,
-    },
-    /// Replace the catalog (admin).
-    SetCatalog {
-        /// The new catalog.
-        catalog: Catalog,
+    /// A governance change with the approvals of a quorum of admins (any member may submit
+    /// it).
+    Govern {
+        /// What was approved.
+        proposal: Proposal,
+        /// The admins' signatures over it.
+        approvals: Vec<Approval>,
     },
     /// Announce a token key (its issuer). A key can sign and be spent only once announced.
     AnnounceKey {
         /// The key and its metadata.
         key: TokenKeyInfo,
     },
-    /// Revoke a token key (its issuer or an admin): no more spends of it are accepted.
+    /// Revoke a token key (its issuer): no more spends of it are accepted.
     RevokeKey {
         /// The key.
         token_key_id: TokenKeyId,
@@ -137,18 +242,20 @@ pub enum Action {
         credits: u64,
     },
     /// Tokens signed with a key over an interval (its issuer): an aggregate, never per card.
+    /// A key's reports tile time: the first starts at the key's `valid_from`, each next one
+    /// where the previous ended, so no report reveals when an opening happened.
     TokensIssued {
         /// The key.
         token_key_id: TokenKeyId,
         /// Tokens signed in the interval.
         count: u64,
-        /// Start of the interval.
+        /// Start of the interval: the end of the key's previous report.
         from: UnixSeconds,
-        /// End of the interval.
+        /// End of the interval: when the report was made.
         until: UnixSeconds,
     },
-    /// Spend tokens at the signer's relays (a redeemer). Each nullifier is accepted at most
-    /// once across the whole ledger.
+    /// Spend tokens at the signer's relays (a redeemer). Each token is verified, and its
+    /// nullifier accepted at most once across the whole ledger.
     Spend {
         /// The tokens, grouped by key.
         groups: Vec<SpendGroup>,
@@ -156,16 +263,46 @@ pub enum Action {
 }
 
 impl Action {
+    /// A spend of `tokens`, grouped by key in the order the keys first appear.
+    pub fn spend_of(tokens: impl IntoIterator<Item = Token>) -> Self {
+        let mut groups: Vec<SpendGroup> = Vec::new();
+        for token in tokens {
+            match groups
+                .iter_mut()
+                .find(|g| g.token_key_id == token.token_key_id)
+            {
+                Some(group) => group.tokens.push(token),
+                None => groups.push(SpendGroup {
+                    token_key_id: token.token_key_id,
+                    tokens: vec![token],
+                }),
+            }
+        }
+        Action::Spend { groups }
+    }
+
     /// The entry kind's name, as stored and shown.
     pub fn kind_name(&self) -> &'static str {
         match self {
-            Action::AdmitOperator { .. } => "operator_admitted",
-            Action::SetCatalog { .. } => "catalog_set",
+            Action::Govern { proposal, .. } => proposal.change.kind_name(),
             Action::AnnounceKey { .. } => "key_announced",
             Action::RevokeKey { .. } => "key_revoked",
             Action::CardsSold { .. } => "cards_sold",
             Action::TokensIssued { .. } => "tokens_issued",
             Action::Spend { .. } => "tokens_spent",
+        }
+    }
+}
+
+impl Change {
+    /// The entry kind's name, as stored and shown.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Change::AdmitOperator { .. } => "operator_admitted",
+            Change::RemoveOperator { .. } => "operator_removed",
+            Change::SetRoles { .. } => "roles_set",
+            Change::SetCatalog { .. } => "catalog_set",
+            Change::RevokeKey { .. } => "key_revoked",
         }
     }
 }
@@ -364,7 +501,6 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::OperatorKey;
 
     fn genesis(ledger: &OperatorKey, op: &OperatorKey) -> Genesis {
         Genesis {
@@ -377,6 +513,8 @@ mod tests {
                 roles: vec![Role::Issuer, Role::Redeemer],
             }],
             catalog: Catalog::standard(),
+            admin_quorum: None,
+            min_redeem_window: DEFAULT_MIN_REDEEM_WINDOW,
         }
     }
 
@@ -404,17 +542,33 @@ mod tests {
     }
 
     #[test]
+    fn approvals_bind_the_proposal() {
+        let (l, admin) = (OperatorKey::generate(), OperatorKey::generate());
+        let proposal = Proposal {
+            ledger_id: genesis(&l, &admin).ledger_id(),
+            governance_seq: 0,
+            change: Change::RemoveOperator { operator: l.id() },
+        };
+        let approval = Approval::sign(&admin, &proposal);
+        assert_eq!(approval.verify(&proposal), Ok(()));
+        let mut later = proposal.clone();
+        later.governance_seq = 1;
+        assert!(approval.verify(&later).is_err());
+        let mut forged = approval.clone();
+        forged.admin = l.id();
+        assert!(forged.verify(&proposal).is_err());
+    }
+
+    #[test]
     fn signed_requests_survive_json_and_bind_the_ledger() {
         let (l, o) = (OperatorKey::generate(), OperatorKey::generate());
         let id = genesis(&l, &o).ledger_id();
         let req = o.sign(LedgerRequest::new(
             id,
             10,
-            Action::Spend {
-                groups: vec![SpendGroup {
-                    token_key_id: TokenKeyId([1; 32]),
-                    nullifiers: vec![Nullifier([2; 32])],
-                }],
+            Action::RevokeKey {
+                token_key_id: TokenKeyId([1; 32]),
+                reason: "test".into(),
             },
         ));
         let json = serde_json::to_string(&req).expect("json");
@@ -424,8 +578,10 @@ mod tests {
         other_ledger.payload.ledger_id = Hash32([9; 32]);
         assert!(other_ledger.verify().is_err());
         assert!(
-            serde_json::from_str::<Signed<LedgerRequest>>(&json.replace("\"spend\"", "\"spendx\""))
-                .is_err()
+            serde_json::from_str::<Signed<LedgerRequest>>(
+                &json.replace("\"revoke_key\"", "\"revoke_keyx\"")
+            )
+            .is_err()
         );
     }
 }

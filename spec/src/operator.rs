@@ -184,15 +184,21 @@ impl<T: Signable> Signed<T> {
     /// Verifies the signature (strictly: no malleable or small-order encodings) and returns the
     /// payload. Whether the signer is allowed to sign it is for the caller to decide.
     pub fn verify(&self) -> Result<&T, SignatureError> {
-        let key =
-            VerifyingKey::from_bytes(&self.signer.0).map_err(|_| SignatureError::MalformedKey)?;
-        key.verify_strict(
-            &signing_message(&self.payload),
-            &Signature::from_bytes(&self.signature),
-        )
-        .map_err(|_| SignatureError::BadSignature)?;
+        verify_detached(&self.signer, &self.payload, &self.signature)?;
         Ok(&self.payload)
     }
+}
+
+/// Verifies a signature by `signer` over `payload` kept apart from it (an admin's approval of
+/// a proposal), as strictly as [`Signed::verify`].
+pub fn verify_detached<T: Signable>(
+    signer: &OperatorId,
+    payload: &T,
+    signature: &[u8; 64],
+) -> Result<(), SignatureError> {
+    let key = VerifyingKey::from_bytes(&signer.0).map_err(|_| SignatureError::MalformedKey)?;
+    key.verify_strict(&signing_message(payload), &Signature::from_bytes(signature))
+        .map_err(|_| SignatureError::BadSignature)
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 
 use crate::http::Http;
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest};
-use scrip_spec::{OperatorKey, TokenKeyId, TokenKeyInfo, TokenPublicKey, UnixSeconds, now};
+use scrip_spec::{
+    OperatorKey, Token, TokenChallenge, TokenKeyId, TokenKeyInfo, TokenPublicKey, TokenSecretKey,
+    UnixSeconds, WalletSeed, blind, finalize, now,
+};
 
 /// What the ledger is told about `public_key`: a key of `issuer` for `kind`, valid from ten
 /// seconds ago, issuing for `hours`, redeemable for `hours` more and kept `hours` after that.
@@ -55,4 +58,36 @@ pub async fn announce_key(
         .await;
     assert!(status.is_success(), "announce: {status}");
     (ledger_id, token_key_id)
+}
+
+/// `count` valid tokens of `secret`'s key for `issuer`, made as a wallet makes them (blinded,
+/// signed, finalized), on all cores.
+pub fn mint_tokens(secret: &TokenSecretKey, issuer: &str, count: usize) -> Vec<Token> {
+    let challenge = TokenChallenge::for_issuer(issuer).expect("issuer name");
+    let seed = WalletSeed::generate();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = count.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .step_by(per_thread)
+            .map(|start| {
+                let (seed, challenge) = (&seed, &challenge);
+                scope.spawn(move || {
+                    (start..(start + per_thread).min(count))
+                        .map(|i| {
+                            let pk = secret.public_key();
+                            let (request, pending) =
+                                blind(seed, i as u64, pk, challenge).expect("blind");
+                            let response = secret.blind_sign(&request).expect("sign");
+                            finalize(pk, &pending, &response).expect("finalize")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("minting thread"))
+            .collect()
+    })
 }

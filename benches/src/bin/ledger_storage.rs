@@ -100,7 +100,11 @@ async fn main() -> anyhow::Result<()> {
         let mut auditor = Auditor::default();
         loop {
             let page = store
-                .entries(auditor.next_seq(), scrip_spec::api::ledger::MAX_LOG_PAGE)
+                .entries(
+                    auditor.next_seq(),
+                    scrip_spec::api::ledger::MAX_LOG_PAGE,
+                    scrip_spec::api::ledger::MAX_LOG_PAGE_BYTES,
+                )
                 .await?;
             if page.is_empty() {
                 break;

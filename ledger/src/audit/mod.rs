@@ -8,8 +8,10 @@
 
 mod replay;
 mod settlement;
+mod store_check;
 
-pub use settlement::{AuditReport, IssuerValue, KeySeries, Period, SettlementCell};
+pub use settlement::{AuditReport, CatalogVersion, IssuerValue, KeySeries, Period, SettlementCell};
+pub use store_check::{StoreMismatch, check_store, compare_with_store};
 
 use crate::rules::LedgerState;
 use scrip_spec::ledger::{Hash32, IssuerTotals, LogEntry};
@@ -31,6 +33,9 @@ pub struct Tampering {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct Day(u64);
 
+/// Spends of one day, catalog version, issuer, redeemer and kind.
+type DayCell = (Day, u64, String, String, String);
+
 /// The audit's running state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Auditor {
@@ -38,12 +43,29 @@ pub struct Auditor {
     prev: Hash32,
     entries: u64,
     checkpoints: u64,
-    spent: HashMap<Nullifier, TokenKeyId>,
+    /// Live spent set: nullifier → (key, entry); a key's nullifiers leave it when pruned.
+    spent: HashMap<Nullifier, (TokenKeyId, u64)>,
     issuers: BTreeMap<String, IssuerTotals>,
-    days: BTreeMap<(Day, String, String, String), (u64, u64)>,
+    /// `(count, value at the price in force when spent)` per cell.
+    days: BTreeMap<DayCell, (u64, u64)>,
     key_days: BTreeMap<(TokenKeyId, Day), (u64, u64)>,
     requests: std::collections::HashSet<[u8; 32]>,
     spends_outside_window: u64,
+    /// Every catalog the log set, by the entry that set it (0: the genesis).
+    catalogs: BTreeMap<u64, scrip_spec::Catalog>,
+    /// The last price each kind had, so that spends of a kind since removed keep a value.
+    last_prices: BTreeMap<String, u64>,
+    /// Per issuer: value of its tokens reported issued and spent, each at the price in force
+    /// when it was recorded.
+    values: BTreeMap<String, (u64, u64)>,
+    /// Whether spent tokens' signatures are verified: always, except when a ledger re-reads
+    /// its own log at start-up (it verified them when it wrote them).
+    #[serde(skip, default = "verify_by_default")]
+    verify_tokens: bool,
+}
+
+fn verify_by_default() -> bool {
+    true
 }
 
 impl Default for Auditor {
@@ -59,6 +81,21 @@ impl Default for Auditor {
             key_days: BTreeMap::new(),
             requests: std::collections::HashSet::new(),
             spends_outside_window: 0,
+            catalogs: BTreeMap::new(),
+            last_prices: BTreeMap::new(),
+            values: BTreeMap::new(),
+            verify_tokens: true,
+        }
+    }
+}
+
+impl Auditor {
+    /// An auditor that takes spent tokens' signatures as verified: for a ledger checking the
+    /// derived state of its own database against its log, every other check included.
+    pub fn trusting_tokens() -> Self {
+        Self {
+            verify_tokens: false,
+            ..Self::default()
         }
     }
 }
@@ -82,6 +119,9 @@ pub async fn fetch_log(
         let page = client
             .log(from, scrip_spec::api::ledger::MAX_LOG_PAGE)
             .await?;
+        if page.entries.is_empty() && page.next.is_some() {
+            return Ok(entries);
+        }
         entries.extend(page.entries);
         match page.next {
             Some(n) => from = n,

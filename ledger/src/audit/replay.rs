@@ -2,12 +2,12 @@
 //! rules re-applied, every checkpoint's totals recomputed.
 
 use super::{Auditor, Day, Tampering};
-use crate::rules::LedgerState;
-use crate::store::Effect;
-use scrip_spec::Nullifier;
+use crate::rules::{LedgerState, Verified};
+use crate::store::{Effect, GovernanceEffect};
 use scrip_spec::ledger::{
-    EntryBody, Hash32, IssuerTotals, KeyTotals, LogEntry, Totals, prune_commitment,
+    Action, EntryBody, Hash32, IssuerTotals, KeyTotals, LogEntry, Totals, prune_commitment,
 };
+use scrip_spec::{CapacityKind, Catalog, Nullifier};
 use std::collections::BTreeMap;
 
 impl Auditor {
@@ -39,6 +39,7 @@ impl Auditor {
             LedgerState::check_genesis(genesis)
                 .map_err(|r| bad(format!("invalid genesis: {r}")))?;
             self.state = Some(LedgerState::from_genesis(genesis.clone(), (0, hash)));
+            self.record_catalog(0, &genesis.catalog);
             self.prev = hash;
             self.entries = 1;
             return Ok(());
@@ -66,19 +67,28 @@ impl Auditor {
                 {
                     return Err(bad("a signed request recorded a second time".into()));
                 }
-                let judgement = state.judge(signed, e.recorded_at).map_err(|r| {
+                let refused = |r: crate::rules::Refusal| {
                     bad(format!(
                         "the ledger accepted a request its rules refuse: {r}"
                     ))
-                })?;
-                let signer = state
-                    .operators
-                    .get(&signed.signer)
-                    .map(|o| o.name.clone())
-                    .unwrap_or_default();
+                };
+                let verified_keys = match &signed.payload.action {
+                    Action::Spend { groups } if self.verify_tokens => {
+                        let keys = state.keys_to_verify(groups, e.recorded_at);
+                        state.verify_spend(groups, &keys).map_err(refused)?;
+                        Some(keys)
+                    }
+                    _ => None,
+                };
+                let verified = verified_keys.as_ref().map_or(Verified::All, Verified::Keys);
+                let judgement = state
+                    .judge(signed, e.recorded_at, verified)
+                    .map_err(refused)?;
+                let signer = state.operator_name(&signed.signer);
                 let mut accepted = Vec::new();
                 match &judgement.effect {
                     Effect::Spend { groups } => {
+                        let day = Day(e.recorded_at / 86_400);
                         let mut any = false;
                         for g in groups {
                             let key = state.keys.get(&g.token_key_id).map(|k| k.info.clone());
@@ -87,21 +97,21 @@ impl Auditor {
                                 if self.spent.contains_key(n) {
                                     continue;
                                 }
-                                self.spent.insert(*n, g.token_key_id);
+                                self.spent.insert(*n, (g.token_key_id, e.seq));
                                 n_accepted += 1;
-                                self.key_days
-                                    .entry((g.token_key_id, Day(e.recorded_at / 86_400)))
-                                    .or_default()
-                                    .1 += 1;
+                                self.key_days.entry((g.token_key_id, day)).or_default().1 += 1;
                                 if let Some(info) = &key {
                                     if !info.can_redeem_at(e.recorded_at) {
                                         self.spends_outside_window += 1;
                                     }
-                                    let price = state.catalog.price(&info.kind).unwrap_or(0);
+                                    let price =
+                                        price_at(&state.catalog, &self.last_prices, &info.kind);
+                                    self.values.entry(info.issuer.clone()).or_default().1 += price;
                                     let cell = self
                                         .days
                                         .entry((
-                                            Day(e.recorded_at / 86_400),
+                                            day,
+                                            state.catalog_version,
                                             info.issuer.clone(),
                                             signer.clone(),
                                             info.kind.to_string(),
@@ -121,9 +131,15 @@ impl Auditor {
                     Effect::TokensIssued {
                         token_key_id,
                         count,
+                        ..
                     } => {
                         let day = Day(e.recorded_at / 86_400);
                         self.key_days.entry((*token_key_id, day)).or_default().0 += count;
+                        if let Some(k) = state.keys.get(token_key_id) {
+                            let price = price_at(&state.catalog, &self.last_prices, &k.info.kind);
+                            self.values.entry(k.info.issuer.clone()).or_default().0 +=
+                                count.saturating_mul(price);
+                        }
                     }
                     Effect::CardsSold {
                         issuer,
@@ -144,6 +160,13 @@ impl Auditor {
                     _ => {}
                 }
                 state.apply(&judgement.effect, (e.seq, hash), &accepted);
+                if let Effect::Governance {
+                    change: GovernanceEffect::SetCatalog(catalog),
+                    ..
+                } = &judgement.effect
+                {
+                    self.record_catalog(e.seq, catalog);
+                }
             }
             EntryBody::Checkpoint(signed) => {
                 if signed.signer != state.genesis.ledger_key || signed.verify().is_err() {
@@ -172,12 +195,17 @@ impl Auditor {
                 let mut dropped: Vec<Nullifier> = self
                     .spent
                     .iter()
-                    .filter(|(_, k)| **k == p.token_key_id)
+                    .filter(|(_, (k, _))| *k == p.token_key_id)
                     .map(|(n, _)| *n)
                     .collect();
                 dropped.sort();
                 if dropped.len() as u64 != p.count || prune_commitment(&dropped) != p.commitment {
                     return Err(bad("pruning record does not match the key's spends".into()));
+                }
+                // Forgotten as the ledger forgets them: the key is past its redemption
+                // window, so none of its tokens can be spent again.
+                for n in &dropped {
+                    self.spent.remove(n);
                 }
                 let effect = Effect::Pruned {
                     token_key_id: p.token_key_id,
@@ -190,6 +218,39 @@ impl Auditor {
         self.entries += 1;
         Ok(())
     }
+}
+
+impl Auditor {
+    fn record_catalog(&mut self, seq: u64, catalog: &Catalog) {
+        for entry in &catalog.entries {
+            self.last_prices.insert(entry.kind.to_string(), entry.price);
+        }
+        self.catalogs.insert(seq, catalog.clone());
+    }
+
+    /// The replayed ledger state, once the genesis was read.
+    pub fn state(&self) -> Option<&LedgerState> {
+        self.state.as_ref()
+    }
+
+    /// The live spent set replayed from the log: nullifier → (key, entry).
+    pub fn spent(&self) -> &std::collections::HashMap<Nullifier, (scrip_spec::TokenKeyId, u64)> {
+        &self.spent
+    }
+
+    /// Card sales per issuer replayed from the log.
+    pub fn issuer_totals(&self) -> &BTreeMap<String, IssuerTotals> {
+        &self.issuers
+    }
+}
+
+/// A kind's price in `catalog`, or the last price it had if the catalog no longer sells it:
+/// a spend is worth what its token was bought for.
+fn price_at(catalog: &Catalog, last_prices: &BTreeMap<String, u64>, kind: &CapacityKind) -> u64 {
+    catalog
+        .price(kind)
+        .or_else(|| last_prices.get(kind.as_str()).copied())
+        .unwrap_or(0)
 }
 
 pub(super) fn totals(state: &LedgerState, issuers: &BTreeMap<String, IssuerTotals>) -> Totals {

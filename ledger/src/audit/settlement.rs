@@ -15,6 +15,9 @@ pub struct SettlementCell {
     pub tokens: BTreeMap<String, u64>,
     /// Their value in credits, at the catalog price in force at each spend.
     pub value: u64,
+    /// What the issuer owes the redeemer for them: the value less the settlement fee of the
+    /// catalog in force at each spend.
+    pub owed: u64,
 }
 
 /// A period of settlement: `[from, until)` in Unix seconds.
@@ -97,8 +100,11 @@ pub struct AuditReport {
     pub period: Option<Period>,
     /// `(issuer, redeemer) →` spends in the period.
     pub settlement: BTreeMap<(String, String), SettlementCell>,
-    /// Fee the redeemer keeps, in basis points, from the catalog.
+    /// Fee the redeemer keeps, in basis points, in the current catalog. Each spend's fee is
+    /// the one of the catalog in force when it was recorded: see `catalog_versions`.
     pub fee_bps: u16,
+    /// The catalog versions under which the period's spends were recorded, oldest first.
+    pub catalog_versions: Vec<CatalogVersion>,
     /// Net position per operator in the period, after the fee: owed to it minus owed by it.
     pub net: BTreeMap<String, i64>,
     /// Findings that are not tampering but need a look.
@@ -118,6 +124,19 @@ pub struct KeySeries {
     pub kind: String,
     /// `(day start, cumulative issued, cumulative spent)`, one point per day with activity.
     pub points: Vec<(UnixSeconds, u64, u64)>,
+}
+
+/// A catalog in force during a settlement period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CatalogVersion {
+    /// The entry that set it (0: the genesis).
+    pub seq: u64,
+    /// Its settlement fee, in basis points.
+    pub fee_bps: u16,
+    /// Tokens spent under it in the period.
+    pub tokens: u64,
+    /// Their value, at its prices.
+    pub value: u64,
 }
 
 /// Value figures of one issuer.
@@ -148,17 +167,20 @@ impl Auditor {
             period: Some(period),
             ..AuditReport::default()
         };
-        let price = |kind: &scrip_spec::CapacityKind| state.catalog.price(kind).unwrap_or(0);
-        let mut values: BTreeMap<String, IssuerValue> = BTreeMap::new();
-        for k in &totals.keys {
-            let v = values
-                .entry(k.issuer.clone())
-                .or_insert_with(|| IssuerValue {
-                    issuer: k.issuer.clone(),
+        let mut values: BTreeMap<String, IssuerValue> = self
+            .values
+            .iter()
+            .map(|(issuer, (issued, redeemed))| {
+                let value = IssuerValue {
+                    issuer: issuer.clone(),
+                    value_issued: *issued,
+                    value_redeemed: *redeemed,
                     ..IssuerValue::default()
-                });
-            v.value_issued += k.issued * price(&k.kind);
-            v.value_redeemed += k.spent * price(&k.kind);
+                };
+                (issuer.clone(), value)
+            })
+            .collect();
+        for k in &totals.keys {
             let per_kind = report.kinds.entry(k.kind.to_string()).or_default();
             per_kind.0 += k.issued;
             per_kind.1 += k.spent;
@@ -206,7 +228,8 @@ impl Auditor {
                 ));
             }
         }
-        for ((Day(day), issuer, redeemer, kind), (count, value)) in &self.days {
+        let mut versions: BTreeMap<u64, CatalogVersion> = BTreeMap::new();
+        for ((Day(day), version, issuer, redeemer, kind), (count, value)) in &self.days {
             let at = day * 86_400;
             if at < period.from || at >= period.until {
                 continue;
@@ -217,13 +240,25 @@ impl Auditor {
                 .or_default();
             *cell.tokens.entry(kind.clone()).or_default() += count;
             cell.value += value;
+            let fee_bps = self
+                .catalogs
+                .get(version)
+                .map_or(0, |c| c.settlement_fee_bps);
+            let v = versions.entry(*version).or_insert_with(|| CatalogVersion {
+                seq: *version,
+                fee_bps,
+                ..CatalogVersion::default()
+            });
+            v.tokens += count;
+            v.value += value;
+            // The redeemer keeps the fee in force at the spend from what the issuer pays for
+            // the capacity it served: the issuer owes the value less that fee.
+            cell.owed += value - value * u64::from(fee_bps) / 10_000;
         }
+        report.catalog_versions = versions.into_values().collect();
         for ((issuer, redeemer), cell) in &report.settlement {
             if issuer != redeemer {
-                // The redeemer keeps the fee from what the issuer pays for the capacity it
-                // served: the issuer owes the value less the fee.
-                let fee = cell.value * u64::from(report.fee_bps) / 10_000;
-                let owed = i64::try_from(cell.value - fee).unwrap_or(i64::MAX);
+                let owed = i64::try_from(cell.owed).unwrap_or(i64::MAX);
                 *report.net.entry(redeemer.clone()).or_default() += owed;
                 *report.net.entry(issuer.clone()).or_default() -= owed;
             }

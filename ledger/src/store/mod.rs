@@ -14,7 +14,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use scrip_spec::ledger::{Genesis, Hash32, LogEntry, OperatorInfo, SpendGroup, Totals};
+use scrip_spec::ledger::{Genesis, Hash32, LogEntry, OperatorInfo, Totals};
 use scrip_spec::{Catalog, Nullifier, OperatorId, Signed, TokenKeyId, TokenKeyInfo, UnixSeconds};
 use std::sync::Arc;
 
@@ -59,18 +59,45 @@ pub enum StoreError {
     },
 }
 
+/// The nullifiers of one key's tokens that a spend inserts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NullifierGroup {
+    /// The key.
+    pub token_key_id: TokenKeyId,
+    /// Nullifiers of its verified tokens, without duplicates.
+    pub nullifiers: Vec<Nullifier>,
+}
+
+/// What a governance change does.
+#[derive(Debug, Clone)]
+pub enum GovernanceEffect {
+    /// A new member.
+    AdmitOperator(OperatorInfo),
+    /// A member removed.
+    RemoveOperator(OperatorId),
+    /// A member with new roles (the whole record).
+    SetRoles(OperatorInfo),
+    /// A new catalog.
+    SetCatalog(Catalog),
+    /// A key revoked by the admins.
+    RevokeKey(TokenKeyId),
+}
+
 /// What an entry changes besides the log itself.
 #[derive(Debug, Clone)]
 pub enum Effect {
     /// Entry 0: members, catalog, ledger id.
     Genesis(Genesis),
-    /// A new member.
-    AdmitOperator(OperatorInfo),
-    /// A new catalog.
-    SetCatalog(Catalog),
+    /// A governance change approved by a quorum of admins.
+    Governance {
+        /// The change.
+        change: GovernanceEffect,
+        /// Governance changes applied once this one is.
+        governance_seq: u64,
+    },
     /// A new key.
     AnnounceKey(TokenKeyInfo),
-    /// A key revoked.
+    /// A key revoked by its issuer.
     RevokeKey(TokenKeyId),
     /// A batch of cards sold.
     CardsSold {
@@ -87,11 +114,14 @@ pub enum Effect {
         token_key_id: TokenKeyId,
         /// How many.
         count: u64,
+        /// End of the reported interval.
+        until: UnixSeconds,
     },
     /// Nullifiers to insert; the ones already present are refused.
     Spend {
-        /// Nullifiers of known keys in their redemption window, without duplicates.
-        groups: Vec<SpendGroup>,
+        /// Nullifiers of verified tokens of keys in their redemption window, without
+        /// duplicates.
+        groups: Vec<NullifierGroup>,
     },
     /// Nothing beyond the entry (a checkpoint).
     None,
@@ -140,8 +170,14 @@ pub struct Snapshot {
     pub genesis: Genesis,
     /// Current members.
     pub operators: Vec<OperatorInfo>,
+    /// Removed members.
+    pub former: Vec<OperatorInfo>,
     /// Current catalog.
     pub catalog: Catalog,
+    /// The entry that set it (0: the genesis).
+    pub catalog_version: u64,
+    /// Governance changes applied.
+    pub governance_seq: u64,
     /// Every key ever announced.
     pub keys: Vec<KeyRecord>,
     /// Last entry's sequence number and hash.
@@ -168,8 +204,18 @@ pub trait Store: Send + Sync + 'static {
     /// The current configuration, or `None` before genesis.
     async fn snapshot(&self) -> Result<Option<Snapshot>, StoreError>;
 
-    /// Up to `limit` entries from `from` on, in order.
-    async fn entries(&self, from: u64, limit: u32) -> Result<Vec<LogEntry>, StoreError>;
+    /// Up to `limit` entries from `from` on, in order, stopping before the entry that would
+    /// take their canonical bytes past `max_bytes` (the first entry is always returned).
+    async fn entries(
+        &self,
+        from: u64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// The whole spent set, `(nullifier, key, seq)` in nullifier order: what the start-up
+    /// check and the audit of a database copy compare with the log.
+    async fn spent_set(&self) -> Result<Vec<(Nullifier, TokenKeyId, u64)>, StoreError>;
 
     /// The first spend of a nullifier, if spent (and not pruned).
     async fn nullifier(&self, nullifier: &Nullifier) -> Result<Option<FirstSpend>, StoreError>;

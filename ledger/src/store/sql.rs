@@ -4,8 +4,9 @@
 //! set, and the size query.
 
 use super::{
-    AppendOutcome, Effect, FirstSpend, KeyRecord, PruneRecordFn, Snapshot, Store, StoreError,
-    array32, decode_entry, decode_json, request_digest, to_i64, to_json, to_u64,
+    AppendOutcome, Effect, FirstSpend, GovernanceEffect, KeyRecord, NullifierGroup, PruneRecordFn,
+    Snapshot, Store, StoreError, array32, decode_entry, decode_json, request_digest, to_i64,
+    to_json, to_u64,
 };
 use async_trait::async_trait;
 use scrip_spec::encoding::canonical_bytes;
@@ -181,11 +182,66 @@ where
         Ok(())
     }
 
+    async fn revoke(
+        conn: &mut DB::Connection,
+        key: &TokenKeyId,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE token_keys SET revoked_seq = $1 WHERE key_id = $2")
+            .bind(to_i64(seq))
+            .bind(&key.0[..])
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn govern(
+        conn: &mut DB::Connection,
+        change: &GovernanceEffect,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        match change {
+            GovernanceEffect::AdmitOperator(op) => Self::insert_operator(conn, op, seq).await?,
+            GovernanceEffect::RemoveOperator(id) => {
+                sqlx::query("UPDATE operators SET removed_seq = $1 WHERE id = $2")
+                    .bind(to_i64(seq))
+                    .bind(&id.0[..])
+                    .execute(conn)
+                    .await?;
+            }
+            GovernanceEffect::SetRoles(op) => {
+                sqlx::query("UPDATE operators SET info = $1 WHERE id = $2")
+                    .bind(to_json(op))
+                    .bind(&op.id.0[..])
+                    .execute(conn)
+                    .await?;
+            }
+            GovernanceEffect::SetCatalog(catalog) => {
+                Self::set_meta(&mut *conn, "catalog", to_json(catalog)).await?;
+                Self::set_meta(conn, "catalog_version", seq.to_string()).await?;
+            }
+            GovernanceEffect::RevokeKey(key) => Self::revoke(conn, key, seq).await?,
+        }
+        Ok(())
+    }
+
+    async fn meta_u64(pool: &Pool<DB>, name: &str) -> Result<u64, StoreError> {
+        let value: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+        value.map_or(Ok(0), |v| {
+            v.parse().map_err(|_| StoreError::Corrupt {
+                what: format!("meta {name}"),
+            })
+        })
+    }
+
     /// Applies the spend effect: returns the nullifiers already spent, with their first spend,
     /// and how many were accepted.
     async fn spend(
         conn: &mut DB::Connection,
-        groups: &[scrip_spec::ledger::SpendGroup],
+        groups: &[NullifierGroup],
         seq: u64,
     ) -> Result<(Vec<(Nullifier, FirstSpend)>, u64), StoreError> {
         let mut already_spent = Vec::new();
@@ -257,30 +313,29 @@ where
                 Self::set_meta(&mut tx, "genesis", to_json(genesis)).await?;
                 Self::set_meta(&mut tx, "catalog", to_json(&genesis.catalog)).await?;
             }
-            Effect::AdmitOperator(op) => Self::insert_operator(&mut tx, op, entry.seq).await?,
-            Effect::SetCatalog(catalog) => {
-                Self::set_meta(&mut tx, "catalog", to_json(catalog)).await?;
+            Effect::Governance {
+                change,
+                governance_seq,
+            } => {
+                Self::govern(&mut tx, change, entry.seq).await?;
+                Self::set_meta(&mut tx, "governance_seq", governance_seq.to_string()).await?;
             }
             Effect::AnnounceKey(info) => {
                 sqlx::query(
-                    "INSERT INTO token_keys (key_id, issuer, kind, info, announced_seq) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO token_keys \
+                     (key_id, issuer, kind, info, announced_seq, reported_until) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&info.public_key.id().0[..])
                 .bind(&info.issuer)
                 .bind(info.kind.as_str())
                 .bind(to_json(info))
                 .bind(to_i64(entry.seq))
+                .bind(to_i64(info.valid_from))
                 .execute(&mut *tx)
                 .await?;
             }
-            Effect::RevokeKey(key) => {
-                sqlx::query("UPDATE token_keys SET revoked_seq = $1 WHERE key_id = $2")
-                    .bind(to_i64(entry.seq))
-                    .bind(&key.0[..])
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            Effect::RevokeKey(key) => Self::revoke(&mut tx, key, entry.seq).await?,
             Effect::CardsSold {
                 issuer,
                 count,
@@ -302,12 +357,17 @@ where
             Effect::TokensIssued {
                 token_key_id,
                 count,
+                until,
             } => {
-                sqlx::query("UPDATE token_keys SET issued = issued + $1 WHERE key_id = $2")
-                    .bind(to_i64(*count))
-                    .bind(&token_key_id.0[..])
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE token_keys SET issued = issued + $1, reported_until = $2 \
+                     WHERE key_id = $3",
+                )
+                .bind(to_i64(*count))
+                .bind(to_i64(*until))
+                .bind(&token_key_id.0[..])
+                .execute(&mut *tx)
+                .await?;
             }
             Effect::None | Effect::Pruned { .. } => {}
         }
@@ -337,31 +397,41 @@ where
             .fetch_one(&self.pool)
             .await?;
         let catalog: Catalog = decode_json(&catalog, "catalog")?;
-        let operators = sqlx::query_scalar::<_, String>(
-            "SELECT info FROM operators ORDER BY admitted_seq, name",
+        let mut operators = Vec::new();
+        let mut former = Vec::new();
+        for (info, removed) in sqlx::query_as::<_, (String, bool)>(
+            "SELECT info, removed_seq IS NOT NULL FROM operators ORDER BY admitted_seq, name",
         )
         .fetch_all(&self.pool)
         .await?
-        .iter()
-        .map(|s| decode_json(s, "operator"))
-        .collect::<Result<Vec<OperatorInfo>, _>>()?;
-        let keys = sqlx::query_as::<_, (String, i64, bool, i64, i64, i64)>(
-            "SELECT info, announced_seq, revoked_seq IS NOT NULL, issued, spent, pruned \
-             FROM token_keys ORDER BY key_no",
+        {
+            let op: OperatorInfo = decode_json(&info, "operator")?;
+            if removed {
+                former.push(op);
+            } else {
+                operators.push(op);
+            }
+        }
+        let keys = sqlx::query_as::<_, (String, i64, bool, i64, i64, i64, i64)>(
+            "SELECT info, announced_seq, revoked_seq IS NOT NULL, issued, spent, pruned, \
+             reported_until FROM token_keys ORDER BY key_no",
         )
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .map(|(info, announced_seq, revoked, issued, spent, pruned)| {
-            Ok(KeyRecord {
-                info: decode_json::<TokenKeyInfo>(&info, "token key")?,
-                announced_seq: to_u64(announced_seq),
-                revoked,
-                issued: to_u64(issued),
-                spent: to_u64(spent),
-                pruned: to_u64(pruned),
-            })
-        })
+        .map(
+            |(info, announced_seq, revoked, issued, spent, pruned, reported_until)| {
+                Ok(KeyRecord {
+                    info: decode_json::<TokenKeyInfo>(&info, "token key")?,
+                    announced_seq: to_u64(announced_seq),
+                    revoked,
+                    issued: to_u64(issued),
+                    spent: to_u64(spent),
+                    pruned: to_u64(pruned),
+                    reported_until: to_u64(reported_until),
+                })
+            },
+        )
         .collect::<Result<Vec<_>, StoreError>>()?;
         let (seq, hash): (i64, Vec<u8>) =
             sqlx::query_as("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")
@@ -370,22 +440,65 @@ where
         Ok(Some(Snapshot {
             genesis,
             operators,
+            former,
             catalog,
+            catalog_version: Self::meta_u64(&self.pool, "catalog_version").await?,
+            governance_seq: Self::meta_u64(&self.pool, "governance_seq").await?,
             keys,
             head: (to_u64(seq), Hash32(array32(&hash, "head hash")?)),
         }))
     }
 
-    async fn entries(&self, from: u64, limit: u32) -> Result<Vec<LogEntry>, StoreError> {
-        sqlx::query_as::<_, (i64, Vec<u8>)>(
-            "SELECT seq, body FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+    async fn entries(
+        &self,
+        from: u64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        // Sizes first, so that a page of large spend entries is never read whole.
+        let sizes: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT seq, length(body) FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
         )
         .bind(to_i64(from))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
+        .await?;
+        let mut total = 0u64;
+        let mut count = 0i64;
+        for (_, size) in &sizes {
+            total = total.saturating_add(to_u64(*size));
+            if count > 0 && total > max_bytes {
+                break;
+            }
+            count += 1;
+        }
+        sqlx::query_as::<_, (i64, Vec<u8>)>(
+            "SELECT seq, body FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(to_i64(from))
+        .bind(count)
+        .fetch_all(&self.pool)
         .await?
         .iter()
         .map(|(seq, body)| decode_entry(body, to_u64(*seq)))
+        .collect()
+    }
+
+    async fn spent_set(&self) -> Result<Vec<(Nullifier, TokenKeyId, u64)>, StoreError> {
+        sqlx::query_as::<_, (Vec<u8>, Vec<u8>, i64)>(
+            "SELECT s.nullifier, k.key_id, s.seq FROM spent s \
+             JOIN token_keys k ON k.key_no = s.key_no ORDER BY s.nullifier",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|(n, key, seq)| {
+            Ok((
+                Nullifier(array32(&n, "nullifier")?),
+                TokenKeyId(array32(&key, "key id")?),
+                to_u64(seq),
+            ))
+        })
         .collect()
     }
 

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// Most entries one log page returns.
 pub const MAX_LOG_PAGE: u32 = 1000;
+/// A log page stops once its entries' canonical bytes pass this (it always holds at least one
+/// entry): about 5 MiB of JSON, whatever the entries hold.
+pub const MAX_LOG_PAGE_BYTES: u64 = 4 * 1024 * 1024;
 
 super::error_codes! {
     /// The ledger's error codes.
@@ -22,8 +25,11 @@ super::error_codes! {
     /// | `wrong_ledger` | 403: signed for another ledger. |
     /// | `forbidden` | 403: the signer lacks the role or does not own the object. |
     /// | `replayed_request` | 409: this exact signed request is already in the log. |
-    /// | `batch_too_large` | 413: a spend with too many nullifiers. |
+    /// | `batch_too_large` | 413: a spend with too many tokens. |
     /// | `invalid_request` | 422: well formed but breaks a rule. |
+    /// | `invalid_token` | 422: a spend carries a token that does not verify; nothing was spent. |
+    /// | `no_quorum` | 403: a governance change without enough distinct admin approvals. |
+    /// | `stale_proposal` | 409: a governance change approved before another change applied. |
     /// | `ledger_unavailable` | 503: the ledger could not complete the request; nothing changed. |
     /// | `malformed_nullifier` | 400: a nullifier that is not 32 bytes of base64url. |
     /// | `no_checkpoint` | 404: no checkpoint has been made yet. |
@@ -33,6 +39,7 @@ super::error_codes! {
         ReplayedRequest = "replayed_request", BatchTooLarge = "batch_too_large",
         InvalidRequest = "invalid_request", LedgerUnavailable = "ledger_unavailable",
         MalformedNullifier = "malformed_nullifier", NoCheckpoint = "no_checkpoint",
+        InvalidToken = "invalid_token", NoQuorum = "no_quorum", StaleProposal = "stale_proposal",
     }
 }
 
@@ -51,6 +58,10 @@ pub struct LedgerInfo {
     pub head_seq: u64,
     /// Its hash.
     pub head_hash: Hash32,
+    /// Governance changes applied so far: the `governance_seq` the next proposal names.
+    pub governance_seq: u64,
+    /// Distinct admin approvals a governance change needs now.
+    pub admin_quorum: u32,
 }
 
 /// Why one nullifier of a spend was refused before reaching the spent set.
@@ -143,6 +154,9 @@ pub struct KeyRecord {
     pub spent: u64,
     /// Nullifiers pruned.
     pub pruned: u64,
+    /// End of the key's last issuance report (its `valid_from` before the first): where the
+    /// next report's interval must start.
+    pub reported_until: UnixSeconds,
 }
 
 impl KeyRecord {
