@@ -457,7 +457,8 @@ where
     ) -> Result<Vec<LogEntry>, StoreError> {
         // Sizes first, so that a page of large spend entries is never read whole.
         let sizes: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT seq, length(body) FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, CAST(length(body) AS BIGINT) FROM entries WHERE seq >= $1 \
+             ORDER BY seq LIMIT $2",
         )
         .bind(to_i64(from))
         .bind(i64::from(limit))

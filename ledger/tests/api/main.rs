@@ -7,7 +7,7 @@ use scrip_spec::api::ledger::LedgerErrorCode as Code;
 use scrip_spec::api::ledger::{Receipt, SpendStatus};
 use scrip_spec::ledger::{Action, LedgerRequest, Role, SpendGroup};
 use scrip_spec::now;
-use scrip_spec::{Nullifier, OperatorKey, TokenKeyInfo, TokenSecretKey};
+use scrip_spec::{OperatorKey, Token, TokenKeyInfo, TokenSecretKey};
 use scrip_testkit::{Http, TestDb, TestLedger, key_info};
 use serde_json::{Value, json};
 
@@ -16,6 +16,7 @@ struct TestApp {
     http: Http,
     redeemer: OperatorKey,
     key: TokenKeyInfo,
+    secret: TokenSecretKey,
 }
 
 /// A ledger with an issuer and a redeemer (`relay`), and one `queue` key announced.
@@ -34,15 +35,22 @@ async fn spawn_app() -> TestApp {
         ledger,
         redeemer,
         key,
+        secret,
     }
 }
 
 impl TestApp {
-    fn spend(&self, nullifiers: Vec<Nullifier>) -> Value {
+    /// `n` valid tokens of the announced key.
+    fn tokens(&self, n: usize) -> Vec<Token> {
+        scrip_testkit::mint_tokens(&self.secret, "issuer", n)
+    }
+
+    /// A signed spend of `tokens`, all listed under the announced key.
+    fn spend(&self, tokens: Vec<Token>) -> Value {
         let action = Action::Spend {
             groups: vec![SpendGroup {
                 token_key_id: self.key.public_key.id(),
-                nullifiers,
+                tokens,
             }],
         };
         serde_json::to_value(self.redeemer.sign(LedgerRequest::new(
@@ -78,10 +86,6 @@ impl TestApp {
     }
 }
 
-fn nullifier(b: u8) -> Nullifier {
-    Nullifier([b; 32])
-}
-
 fn error_code(body: &Value) -> Code {
     scrip_testkit::error_code(body).unwrap_or(Code::Unknown)
 }
@@ -89,13 +93,14 @@ fn error_code(body: &Value) -> Code {
 #[tokio::test]
 async fn spend_then_double_spend_then_lookup() {
     let app = spawn_app().await;
+    let t = app.tokens(3);
     let (status, body) = app
-        .post("/v1/entries", &app.spend(vec![nullifier(1), nullifier(2)]))
+        .post("/v1/entries", &app.spend(vec![t[0].clone(), t[1].clone()]))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["spends"][0]["status"], "accepted");
     let (status, body) = app
-        .post("/v1/entries", &app.spend(vec![nullifier(1)]))
+        .post("/v1/entries", &app.spend(vec![t[0].clone()]))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["seq"], Value::Null, "nothing appended");
@@ -108,13 +113,13 @@ async fn spend_then_double_spend_then_lookup() {
         "{body}"
     );
 
-    let n = scrip_spec::encoding::b64_encode([1u8; 32]);
+    let n = scrip_spec::encoding::b64_encode(t[0].nullifier().0);
     let (status, body) = app.get(&format!("/v1/nullifiers/{n}")).await;
     assert_eq!(
         (status, body["status"].as_str()),
         (StatusCode::OK, Some("spent"))
     );
-    let n = scrip_spec::encoding::b64_encode([3u8; 32]);
+    let n = scrip_spec::encoding::b64_encode(t[2].nullifier().0);
     assert_eq!(
         app.get(&format!("/v1/nullifiers/{n}")).await.1["status"],
         "unspent"
@@ -240,7 +245,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
             reqwest::Client::new()
                 .post(&url)
                 .header("content-type", "application/json")
-                .body(vec![b'['; 3 * 1024 * 1024]),
+                .body(vec![b'['; scrip_ledger::http::MAX_BODY_BYTES + 1]),
             StatusCode::PAYLOAD_TOO_LARGE,
             Code::BodyTooLarge,
         ),
@@ -256,13 +261,14 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
                 .is_some_and(|m| !m.is_empty())
         );
     }
-    let mut extra = app.spend(vec![nullifier(9)]);
+    let token = app.tokens(1).remove(0);
+    let mut extra = app.spend(vec![token.clone()]);
     extra["payload"]["extra"] = json!(1);
     assert_eq!(
         app.post("/v1/entries", &extra).await.0,
         StatusCode::BAD_REQUEST
     );
-    let mut bad_b64 = app.spend(vec![nullifier(9)]);
+    let mut bad_b64 = app.spend(vec![token.clone()]);
     bad_b64["signature"] = json!("!!!");
     assert_eq!(
         app.post("/v1/entries", &bad_b64).await.0,
@@ -270,7 +276,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     );
 
     // Forged, replayed, unknown signer, other ledger.
-    let mut forged = app.spend(vec![nullifier(9)]);
+    let mut forged = app.spend(vec![token.clone()]);
     forged["payload"]["timestamp"] = json!(now() + 1);
     let (status, body) = app.post("/v1/entries", &forged).await;
     assert_eq!(
@@ -301,21 +307,49 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         (status, error_code(&body)),
         (StatusCode::FORBIDDEN, Code::WrongLedger)
     );
-    let big: Vec<Nullifier> = (0..10_001u32)
-        .map(|i| {
-            let mut b = [0u8; 32];
-            b[..4].copy_from_slice(&i.to_be_bytes());
-            Nullifier(b)
-        })
-        .collect();
+    let big = vec![token.clone(); 10_001];
     let (status, body) = app.post("/v1/entries", &app.spend(big)).await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::PAYLOAD_TOO_LARGE, Code::BatchTooLarge)
     );
+
+    // Tokens the redeemer does not hold: invented (random bytes of the right shape), one bit
+    // of a real signature flipped, a real token of another key listed under this one. Each
+    // refuses the whole request, with the real token beside it left unspent.
+    let mut invented = token.clone();
+    rand::fill(&mut invented.nonce);
+    rand::fill(&mut invented.authenticator[..]);
+    let mut flipped = token.clone();
+    flipped.authenticator[200] ^= 0x01;
+    let other_key = TokenSecretKey::generate().expect("keygen");
+    let foreign = scrip_testkit::mint_tokens(&other_key, "issuer", 1).remove(0);
+    for (i, bad) in [invented, flipped, foreign].into_iter().enumerate() {
+        let (status, body) = app
+            .post("/v1/entries", &app.spend(vec![token.clone(), bad]))
+            .await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (StatusCode::UNPROCESSABLE_ENTITY, Code::InvalidToken),
+            "case {i}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("token 1")),
+            "the message names the token: {body}"
+        );
+    }
+    let (_, status) = app
+        .get(&format!(
+            "/v1/nullifiers/{}",
+            scrip_spec::encoding::b64_encode(token.nullifier().0)
+        ))
+        .await;
+    assert_eq!(status["status"], "unspent");
     assert_eq!(app.head_seq().await, head, "no bad request changed the log");
 
-    let good = app.spend(vec![nullifier(9)]);
+    let good = app.spend(vec![token]);
     assert_eq!(app.post("/v1/entries", &good).await.0, StatusCode::OK);
     let (status, body) = app.post("/v1/entries", &good).await;
     assert_eq!(
@@ -328,7 +362,8 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 #[tokio::test]
 async fn metrics_time_each_route_and_count_outcomes_by_result() {
     let app = spawn_app().await;
-    let spend = app.spend(vec![nullifier(1), nullifier(1)]);
+    let token = app.tokens(1).remove(0);
+    let spend = app.spend(vec![token.clone(), token]);
     assert_eq!(app.post("/v1/entries", &spend).await.0, StatusCode::OK);
     assert_eq!(app.get("/v1/nope").await.0, StatusCode::NOT_FOUND);
     let m = scrip_common::metrics::Scrape::new("ledger", app.metrics().await);

@@ -1,25 +1,16 @@
 //! The cases, each taking a fresh fixture.
 
-use crate::support::{Fixture, key_info, random_nullifier};
+use crate::support::{Fixture, key_info, random_nullifier, spend, tokens};
 use scrip_ledger::rules::Refusal;
 use scrip_ledger::{Ledger, LedgerError, StoreError};
 use scrip_spec::api::ledger::{SpendRefusal, SpendStatus};
 use scrip_spec::ledger::{
-    Action, Checkpoint, EntryBody, Hash32, LedgerRequest, MAX_LIVE_KEYS, SpendGroup, Totals,
+    Action, Change, Checkpoint, EntryBody, Hash32, LedgerRequest, MAX_LIVE_KEYS, SpendGroup, Totals,
 };
 use scrip_spec::now;
-use scrip_spec::{Nullifier, OperatorKey, TokenKeyId};
+use scrip_spec::{OperatorKey, Token, TokenKeyId};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-fn spend(key: TokenKeyId, nullifiers: Vec<Nullifier>) -> Action {
-    Action::Spend {
-        groups: vec![SpendGroup {
-            token_key_id: key,
-            nullifiers,
-        }],
-    }
-}
 
 fn refusal(result: Result<scrip_spec::api::ledger::Receipt, LedgerError>) -> Refusal {
     match result {
@@ -28,14 +19,14 @@ fn refusal(result: Result<scrip_spec::api::ledger::Receipt, LedgerError>) -> Ref
     }
 }
 
-/// The outcome of op-b's spend of a fresh nullifier under `key`.
-async fn spend_fresh(f: &Fixture, key: TokenKeyId) -> SpendStatus {
-    let req = f.request(&f.b, spend(key, vec![random_nullifier()])).await;
+/// The outcome of op-b's spend of a fresh token of RSA key `i` of `issuer`.
+async fn spend_fresh(f: &Fixture, i: usize, issuer: &str) -> SpendStatus {
+    let req = f.request(&f.b, spend(tokens(i, issuer, 1))).await;
     let receipt = f.ledger.submit(req).await.expect("answered");
     receipt.spends[0].status.clone()
 }
 
-/// An admin's revocation of `token_key_id`.
+/// An issuer's revocation of its own `token_key_id`.
 fn revoke_key(token_key_id: TokenKeyId, reason: &str) -> Action {
     Action::RevokeKey {
         token_key_id,
@@ -45,14 +36,14 @@ fn revoke_key(token_key_id: TokenKeyId, reason: &str) -> Action {
 
 pub async fn racing_redeemers_spend_each_nullifier_exactly_once(f: Fixture) {
     let key = f.announce(&f.a, "op-a", 0, "queue").await.public_key.id();
-    let nullifiers: Vec<Nullifier> = (0..1000).map(|_| random_nullifier()).collect();
+    let all = tokens(0, "op-a", 1000);
     let f = Arc::new(f);
     let mut tasks = Vec::new();
     // 16 tasks, half for each redeemer, each trying every nullifier in batches of 50, in
     // different orders, so that batches of the two redeemers overlap.
     for t in 0..16usize {
         let f = f.clone();
-        let mut mine = nullifiers.clone();
+        let mut mine = all.clone();
         mine.rotate_left(t * 61 % 1000);
         if t % 3 == 0 {
             mine.reverse();
@@ -62,7 +53,7 @@ pub async fn racing_redeemers_spend_each_nullifier_exactly_once(f: Fixture) {
             let mut accepted = 0usize;
             let mut refused = 0usize;
             for chunk in mine.chunks(50) {
-                let req = f.request(by, spend(key, chunk.to_vec())).await;
+                let req = f.request(by, spend(chunk.to_vec())).await;
                 let receipt = f.ledger.submit(req).await.expect("spend request answered");
                 for r in receipt.spends {
                     match r.status {
@@ -85,9 +76,17 @@ pub async fn racing_redeemers_spend_each_nullifier_exactly_once(f: Fixture) {
     assert_eq!(accepted, 1000, "each nullifier accepted exactly once");
     assert_eq!(refused, 15 * 1000, "every other attempt refused");
     let totals = f.ledger.totals().await.expect("totals");
-    assert_eq!(totals.keys[0].spent, 1000);
-    for n in &nullifiers[..10] {
-        let (first, name) = f.ledger.nullifier(n).await.expect("query").expect("spent");
+    assert_eq!(
+        (totals.keys[0].token_key_id, totals.keys[0].spent),
+        (key, 1000)
+    );
+    for t in &all[..10] {
+        let (first, name) = f
+            .ledger
+            .nullifier(&t.nullifier())
+            .await
+            .expect("query")
+            .expect("spent");
         assert!(name == "op-a" || name == "op-b");
         assert!(first.seq > 1);
     }
@@ -103,23 +102,25 @@ pub async fn racing_redeemers_spend_each_nullifier_exactly_once(f: Fixture) {
 pub async fn refused_requests_leave_the_log_unchanged(f: Fixture) {
     let key = f.announce(&f.a, "op-a", 0, "queue").await.public_key.id();
     let head = f.ledger.info().await.head_seq;
-    let n = random_nullifier();
+    let token = tokens(0, "op-a", 1).remove(0);
+    let n = token.nullifier();
+    let one = || spend(vec![token.clone()]);
 
     // Unknown operator.
-    let req = f.request(&f.outsider, spend(key, vec![n])).await;
+    let req = f.request(&f.outsider, one()).await;
     assert!(matches!(
         refusal(f.ledger.submit(req).await),
         Refusal::UnknownOperator { .. }
     ));
 
     // A member's name with someone else's signature: the payload is changed after signing.
-    let mut forged = f.request(&f.b, spend(key, vec![n])).await;
+    let mut forged = f.request(&f.b, one()).await;
     forged.payload.timestamp += 1;
     assert_eq!(
         refusal(f.ledger.submit(forged).await),
         Refusal::BadSignature
     );
-    let mut stolen_name = f.request(&f.outsider, spend(key, vec![n])).await;
+    let mut stolen_name = f.request(&f.outsider, one()).await;
     stolen_name.signer = f.b.id();
     assert_eq!(
         refusal(f.ledger.submit(stolen_name).await),
@@ -127,35 +128,30 @@ pub async fn refused_requests_leave_the_log_unchanged(f: Fixture) {
     );
 
     // Signed for another ledger.
-    let other = f.b.sign(LedgerRequest::new(
-        Hash32([7; 32]),
-        now(),
-        spend(key, vec![n]),
-    ));
+    let other = f.b.sign(LedgerRequest::new(Hash32([7; 32]), now(), one()));
     assert_eq!(refusal(f.ledger.submit(other).await), Refusal::WrongLedger);
 
     // Stale.
     let id = f.ledger.info().await.ledger_id;
-    let stale =
-        f.b.sign(LedgerRequest::new(id, now() - 3600, spend(key, vec![n])));
+    let stale = f.b.sign(LedgerRequest::new(id, now() - 3600, one()));
     assert!(matches!(
         refusal(f.ledger.submit(stale).await),
         Refusal::Stale { .. }
     ));
 
-    // Role: op-b is not an admin.
+    // Governance approved by op-b, who is not an admin: no approval counts.
     let req = f
-        .request(
-            &f.b,
-            Action::SetCatalog {
+        .govern(
+            &[&f.b],
+            Change::SetCatalog {
                 catalog: scrip_spec::Catalog::standard(),
             },
         )
         .await;
-    assert!(matches!(
+    assert_eq!(
         refusal(f.ledger.submit(req).await),
-        Refusal::Forbidden { .. }
-    ));
+        Refusal::NoQuorum { have: 0, need: 1 }
+    );
 
     // An issuer announcing a key in another issuer's name.
     let t = now();
@@ -172,9 +168,8 @@ pub async fn refused_requests_leave_the_log_unchanged(f: Fixture) {
         Refusal::Forbidden { .. }
     ));
 
-    // Too large a batch.
-    let big: Vec<Nullifier> = (0..10_001).map(|_| random_nullifier()).collect();
-    let req = f.request(&f.b, spend(key, big)).await;
+    // Too large a batch (refused before any token is looked at).
+    let req = f.request(&f.b, spend(vec![token.clone(); 10_001])).await;
     assert!(matches!(
         refusal(f.ledger.submit(req).await),
         Refusal::TooLarge { .. }
@@ -184,7 +179,7 @@ pub async fn refused_requests_leave_the_log_unchanged(f: Fixture) {
     assert!(f.ledger.nullifier(&n).await.expect("query").is_none());
 
     // Replay: the first submission is accepted, the identical second is refused.
-    let req = f.request(&f.b, spend(key, vec![n])).await;
+    let req = f.request(&f.b, one()).await;
     f.ledger.submit(req.clone()).await.expect("first spend");
     let head = f.ledger.info().await.head_seq;
     assert_eq!(
@@ -198,7 +193,7 @@ pub async fn refused_requests_leave_the_log_unchanged(f: Fixture) {
     let late = f.b.sign(LedgerRequest::new(
         id,
         f.now() - 1000,
-        spend(key, vec![random_nullifier()]),
+        spend(tokens(0, "op-a", 1)),
     ));
     assert!(matches!(
         refusal(f.ledger.submit(late).await),
@@ -206,9 +201,11 @@ pub async fn refused_requests_leave_the_log_unchanged(f: Fixture) {
     ));
 
     // Unknown key: answered per nullifier, nothing appended.
-    let req = f
-        .request(&f.b, spend(TokenKeyId([9; 32]), vec![random_nullifier()]))
-        .await;
+    let of_unknown_key = |token: &Token| Token {
+        token_key_id: TokenKeyId([9; 32]),
+        ..token.clone()
+    };
+    let req = f.request(&f.b, spend(vec![of_unknown_key(&token)])).await;
     let receipt = f.ledger.submit(req).await.expect("answered");
     assert_eq!(receipt.seq, None);
     assert_eq!(
@@ -219,18 +216,18 @@ pub async fn refused_requests_leave_the_log_unchanged(f: Fixture) {
     );
     assert_eq!(f.ledger.info().await.head_seq, head);
 
-    // One nullifier under an unknown key, then twice under the real key: refused, accepted,
-    // duplicate; counted once everywhere.
-    let m = random_nullifier();
+    // A token under an unknown key, then one token twice under the real key: refused,
+    // accepted, duplicate; counted once everywhere.
+    let m = tokens(0, "op-a", 1).remove(0);
     let mixed = Action::Spend {
         groups: vec![
             SpendGroup {
                 token_key_id: TokenKeyId([9; 32]),
-                nullifiers: vec![m],
+                tokens: vec![of_unknown_key(&m)],
             },
             SpendGroup {
                 token_key_id: key,
-                nullifiers: vec![m, m],
+                tokens: vec![m.clone(), m],
             },
         ],
     };
@@ -274,7 +271,8 @@ pub async fn refused_requests_leave_the_log_unchanged(f: Fixture) {
 }
 
 pub async fn log_chain_signatures_and_checkpoint_verify_after_mixed_workload(f: Fixture) {
-    let k0 = f.announce(&f.a, "op-a", 0, "queue").await.public_key.id();
+    let info0 = f.announce(&f.a, "op-a", 0, "queue").await;
+    let k0 = info0.public_key.id();
     let k1 = f
         .announce(&f.b, "op-b", 1, "chunk-1m")
         .await
@@ -297,24 +295,18 @@ pub async fn log_chain_signatures_and_checkpoint_verify_after_mixed_workload(f: 
             Action::TokensIssued {
                 token_key_id: k0,
                 count: 7,
-                from: 0,
+                from: info0.valid_from,
                 until: now(),
             },
         )
         .await;
     f.ledger.submit(issued).await.expect("issued");
-    let both = Action::Spend {
-        groups: vec![
-            SpendGroup {
-                token_key_id: k0,
-                nullifiers: vec![random_nullifier(), random_nullifier()],
-            },
-            SpendGroup {
-                token_key_id: k1,
-                nullifiers: vec![random_nullifier()],
-            },
-        ],
-    };
+    let mut both = tokens(0, "op-a", 2);
+    both.extend(tokens(1, "op-b", 1));
+    let both = spend(both);
+    assert!(
+        matches!(&both, Action::Spend { groups } if groups.len() == 2 && groups[1].token_key_id == k1)
+    );
     f.ledger
         .submit(f.request(&f.b, both).await)
         .await
@@ -505,8 +497,8 @@ fn recompute_totals(
             }
             Action::Spend { groups } => {
                 for g in groups {
-                    for n in &g.nullifiers {
-                        if spent.insert(*n) {
+                    for n in g.nullifiers() {
+                        if spent.insert(n) {
                             keys.get_mut(&g.token_key_id).expect("key").spent += 1;
                         }
                     }
@@ -527,7 +519,8 @@ pub async fn live_key_limit_and_key_rules(f: Fixture) {
         f.announce(&f.a, "op-a", i, "queue").await;
     }
     let t = now();
-    let fourth = key_info(MAX_LIVE_KEYS, "op-a", "queue", t, t + 10, t + 20, t + 30);
+    let long = |i, kind| key_info(i, "op-a", kind, t, t + 10, t + 7200, t + 7300);
+    let fourth = long(MAX_LIVE_KEYS, "queue");
     let req = f
         .request(
             &f.a,
@@ -540,7 +533,7 @@ pub async fn live_key_limit_and_key_rules(f: Fixture) {
     assert!(r.to_string().contains("live keys"), "{r}");
     // The same key for another kind is a different denomination, but the key itself is
     // already announced.
-    let again = key_info(0, "op-a", "chunk-64k", t, t + 10, t + 20, t + 30);
+    let again = long(0, "chunk-64k");
     let req = f.request(&f.a, Action::AnnounceKey { key: again }).await;
     assert!(
         refusal(f.ledger.submit(req).await)
@@ -575,13 +568,18 @@ pub async fn live_key_limit_and_key_rules(f: Fixture) {
     let revoke = f.request(&f.a, revoke_key(k0, "rotate")).await;
     f.ledger.submit(revoke).await.expect("revoke");
     assert_eq!(
-        spend_fresh(&f, k0).await,
+        spend_fresh(&f, 0, "op-a").await,
         SpendStatus::Refused {
             reason: SpendRefusal::KeyRevoked
         }
     );
-    let t = now();
-    let replacement = key_info(MAX_LIVE_KEYS, "op-a", "queue", t, t + 10, t + 20, t + 30);
+    // A key spendable for less than the genesis's floor would let an issuer rotate through
+    // keys and tag users by the key they got.
+    let short = key_info(MAX_LIVE_KEYS, "op-a", "queue", t, t + 10, t + 600, t + 700);
+    let req = f.request(&f.a, Action::AnnounceKey { key: short }).await;
+    let r = refusal(f.ledger.submit(req).await);
+    assert!(r.to_string().contains("min_redeem_window"), "{r}");
+    let replacement = long(MAX_LIVE_KEYS, "queue");
     let req = f
         .request(&f.a, Action::AnnounceKey { key: replacement })
         .await;
@@ -595,12 +593,13 @@ pub async fn live_key_limit_and_key_rules(f: Fixture) {
 
 pub async fn expired_keys_are_refused_then_pruned_with_a_commitment(f: Fixture) {
     let t = f.now();
-    let info = key_info(2, "op-a", "chunk-64k", t - 10, t + 50, t + 100, t + 100);
+    let info = key_info(2, "op-a", "chunk-64k", t - 10, t + 50, t + 3700, t + 3700);
     let key = info.public_key.id();
     let req = f.request(&f.a, Action::AnnounceKey { key: info }).await;
     f.ledger.submit(req).await.expect("announce");
-    let spent: Vec<Nullifier> = (0..5).map(|_| random_nullifier()).collect();
-    let req = f.request(&f.b, spend(key, spent.clone())).await;
+    let spent_tokens = tokens(2, "op-a", 5);
+    let spent: Vec<_> = spent_tokens.iter().map(Token::nullifier).collect();
+    let req = f.request(&f.b, spend(spent_tokens.clone())).await;
     f.ledger.submit(req).await.expect("spend in window");
     assert!(
         matches!(
@@ -609,10 +608,10 @@ pub async fn expired_keys_are_refused_then_pruned_with_a_commitment(f: Fixture) 
         ),
         "not prunable before forget_after"
     );
-    f.advance(101);
+    f.advance(3701);
 
     assert_eq!(
-        spend_fresh(&f, key).await,
+        spend_fresh(&f, 2, "op-a").await,
         SpendStatus::Refused {
             reason: SpendRefusal::NotRedeemable
         }
@@ -648,13 +647,46 @@ pub async fn expired_keys_are_refused_then_pruned_with_a_commitment(f: Fixture) 
         f.ledger.prune(&key).await.expect("again").is_none(),
         "nothing left to prune"
     );
+
+    // The pruned tokens cannot come back: under their own key they are past its window, and
+    // listed under a live key they do not verify.
+    let receipt = f
+        .ledger
+        .submit(f.request(&f.b, spend(spent_tokens.clone())).await)
+        .await
+        .expect("answered");
+    assert!(receipt.spends.iter().all(|r| r.status
+        == SpendStatus::Refused {
+            reason: SpendRefusal::NotRedeemable
+        }));
+    let live = f
+        .announce(&f.a, "op-a", 0, "chunk-64k")
+        .await
+        .public_key
+        .id();
+    let relabelled = Action::Spend {
+        groups: vec![SpendGroup {
+            token_key_id: live,
+            tokens: spent_tokens,
+        }],
+    };
+    let head = f.ledger.info().await.head_seq;
+    assert!(matches!(
+        refusal(f.ledger.submit(f.request(&f.b, relabelled).await).await),
+        Refusal::InvalidToken { index: 0, .. }
+    ));
+    assert_eq!(f.ledger.info().await.head_seq, head);
+    // And the audit of the whole log, pruning included, stays clean.
+    let entries = f.ledger.entries(0, 1000).await.expect("log");
+    let report = scrip_ledger::audit::audit(&entries).expect("a clean log");
+    assert_eq!(report.totals, f.ledger.totals().await.expect("totals"));
 }
 
 pub async fn state_survives_reopening_the_store(f: Fixture) {
-    let key = f.announce(&f.a, "op-a", 0, "queue").await.public_key.id();
-    let n = random_nullifier();
+    f.announce(&f.a, "op-a", 0, "queue").await;
+    let token = tokens(0, "op-a", 1).remove(0);
     f.ledger
-        .submit(f.request(&f.b, spend(key, vec![n])).await)
+        .submit(f.request(&f.b, spend(vec![token.clone()])).await)
         .await
         .expect("spend");
     let before = f.ledger.info().await;
@@ -671,7 +703,7 @@ pub async fn state_survives_reopening_the_store(f: Fixture) {
     assert_eq!(reopened.keys(None, None).await.len(), 1);
 
     let id = after.ledger_id;
-    let again = f.a.sign(LedgerRequest::new(id, now(), spend(key, vec![n])));
+    let again = f.a.sign(LedgerRequest::new(id, now(), spend(vec![token])));
     let receipt = reopened.submit(again).await.expect("answered");
     assert!(
         matches!(receipt.spends[0].status, SpendStatus::AlreadySpent { ref first_spent_by, .. } if first_spent_by == "op-b")
@@ -758,10 +790,11 @@ pub async fn store_tells_a_replay_from_a_taken_position(f: Fixture) {
     ));
 
     // A replayed spend is a replay, not a spend of nullifiers it spent itself.
-    let n = random_nullifier();
-    let spend_req = f.request(&f.b, spend(key, vec![n])).await;
+    let token = tokens(0, "op-a", 1).remove(0);
+    let n = token.nullifier();
+    let spend_req = f.request(&f.b, spend(vec![token])).await;
     let spend_effect = Effect::Spend {
-        groups: vec![SpendGroup {
+        groups: vec![scrip_ledger::store::NullifierGroup {
             token_key_id: key,
             nullifiers: vec![n],
         }],
@@ -771,7 +804,10 @@ pub async fn store_tells_a_replay_from_a_taken_position(f: Fixture) {
     append_then_replay(&*store, &spent, &respent, &spend_effect).await;
 
     // Neither refusal left a trace.
-    let entries = store.entries(head + 1, 10).await.expect("entries");
+    let entries = store
+        .entries(head + 1, 10, u64::MAX)
+        .await
+        .expect("entries");
     assert_eq!(
         entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![head + 1, head + 2]
@@ -787,4 +823,451 @@ pub async fn store_tells_a_replay_from_a_taken_position(f: Fixture) {
     );
     // The size query runs on each backend (its SQL is one of the few not shared).
     assert!(store.size_bytes().await.expect("size") > 0);
+}
+
+/// The first finding of issue 14: a redeemer holding no token invents spends to be owed money.
+/// Invented tokens, a flipped signature bit and a token listed under another key are each
+/// refused as a whole, and nothing changes.
+pub async fn spends_of_tokens_the_redeemer_does_not_hold_are_refused(f: Fixture) {
+    let a = f.announce(&f.a, "op-a", 0, "queue").await.public_key.id();
+    f.announce(&f.a, "op-a", 1, "chunk-64k").await;
+    let head = f.ledger.info().await.head_seq;
+    let real = tokens(0, "op-a", 1).remove(0);
+    let mut invented = real.clone();
+    rand::fill(&mut invented.nonce);
+    rand::fill(&mut invented.authenticator[..]);
+    let mut flipped = real.clone();
+    flipped.authenticator[17] ^= 0x80;
+    let of_b = tokens(1, "op-a", 1).remove(0);
+    let cases = [
+        ("invented", vec![invented]),
+        ("flipped", vec![real.clone(), flipped]),
+    ];
+    for (what, batch) in cases {
+        let req = f.request(&f.b, spend(batch)).await;
+        assert!(
+            matches!(
+                refusal(f.ledger.submit(req).await),
+                Refusal::InvalidToken { .. }
+            ),
+            "{what}"
+        );
+    }
+    // A token of key B listed under key A.
+    let relabelled = Action::Spend {
+        groups: vec![SpendGroup {
+            token_key_id: a,
+            tokens: vec![of_b.clone()],
+        }],
+    };
+    let req = f.request(&f.b, relabelled).await;
+    let r = refusal(f.ledger.submit(req).await);
+    assert!(r.to_string().contains("not key"), "{r}");
+    assert_eq!(f.ledger.info().await.head_seq, head, "nothing appended");
+    for t in [&real, &of_b] {
+        assert!(
+            f.ledger
+                .nullifier(&t.nullifier())
+                .await
+                .expect("query")
+                .is_none()
+        );
+    }
+    let totals = f.ledger.totals().await.expect("totals");
+    assert!(totals.keys.iter().all(|k| k.spent == 0));
+    // The same tokens, honestly listed, are spent.
+    let receipt = f
+        .ledger
+        .submit(f.request(&f.b, spend(vec![real, of_b])).await)
+        .await
+        .expect("spend");
+    assert!(
+        receipt
+            .spends
+            .iter()
+            .all(|r| r.status == SpendStatus::Accepted)
+    );
+}
+
+/// Governance needs a quorum of distinct admins; an approved change applies once; a catalog
+/// change applies to later spends only, and the settlement of earlier ones is unchanged.
+pub async fn governance_needs_a_quorum_and_settlement_keeps_the_catalog_of_each_spend(f: Fixture) {
+    use scrip_ledger::local::member;
+    use scrip_spec::ledger::Role;
+    let (c, d) = (OperatorKey::generate(), OperatorKey::generate());
+    // One admin (op-a): the quorum is 1. Admit two more admins, one change at a time.
+    assert_eq!(f.ledger.info().await.admin_quorum, 1);
+    for (name, key) in [("op-c", &c), ("op-d", &d)] {
+        let change = Change::AdmitOperator {
+            operator: member(name, key, &[Role::Admin]),
+        };
+        let approvers: Vec<&OperatorKey> = if name == "op-c" {
+            vec![&f.a]
+        } else {
+            vec![&f.a, &c]
+        };
+        let req = f.govern(&approvers, change).await;
+        f.ledger.submit(req).await.expect("admitted");
+    }
+    let info = f.ledger.info().await;
+    assert_eq!((info.admin_quorum, info.governance_seq), (2, 2));
+
+    f.announce(&f.a, "op-a", 0, "queue").await;
+    let before = f
+        .ledger
+        .submit(f.request(&f.b, spend(tokens(0, "op-a", 3))).await)
+        .await
+        .expect("spend");
+    let spent_at_old_price = before.seq.expect("appended");
+
+    // One admin alone, or one admin counted twice, or a stranger's approval: refused.
+    let mut catalog = scrip_spec::Catalog::standard();
+    catalog.settlement_fee_bps = 10_000;
+    for entry in &mut catalog.entries {
+        entry.price *= 100;
+    }
+    let head = f.ledger.info().await.head_seq;
+    let alone = f
+        .govern(
+            &[&f.a],
+            Change::SetCatalog {
+                catalog: catalog.clone(),
+            },
+        )
+        .await;
+    assert_eq!(
+        refusal(f.ledger.submit(alone).await),
+        Refusal::NoQuorum { have: 1, need: 2 }
+    );
+    let twice = f
+        .govern(
+            &[&f.a, &f.a],
+            Change::SetCatalog {
+                catalog: catalog.clone(),
+            },
+        )
+        .await;
+    assert_eq!(
+        refusal(f.ledger.submit(twice).await),
+        Refusal::NoQuorum { have: 1, need: 2 }
+    );
+    let stranger = f
+        .govern(
+            &[&f.a, &f.outsider],
+            Change::SetCatalog {
+                catalog: catalog.clone(),
+            },
+        )
+        .await;
+    assert_eq!(
+        refusal(f.ledger.submit(stranger).await),
+        Refusal::NoQuorum { have: 1, need: 2 }
+    );
+    assert_eq!(f.ledger.info().await.head_seq, head, "nothing appended");
+
+    // Two admins: applied, once. The same approvals wrapped in a new request are stale.
+    let approved = f
+        .govern(
+            &[&c, &d],
+            Change::SetCatalog {
+                catalog: catalog.clone(),
+            },
+        )
+        .await;
+    let Action::Govern {
+        proposal,
+        approvals,
+    } = approved.payload.action.clone()
+    else {
+        unreachable!()
+    };
+    f.ledger.submit(approved).await.expect("applied");
+    assert_eq!(f.ledger.info().await.catalog, catalog);
+    let rewrapped = f
+        .request(
+            &f.b,
+            Action::Govern {
+                proposal,
+                approvals,
+            },
+        )
+        .await;
+    assert!(matches!(
+        refusal(f.ledger.submit(rewrapped).await),
+        Refusal::StaleProposal {
+            proposal: 2,
+            current: 3
+        }
+    ));
+
+    // Spends after the change are valued at the new prices and fee; the earlier ones keep
+    // theirs.
+    f.ledger
+        .submit(f.request(&f.b, spend(tokens(0, "op-a", 1))).await)
+        .await
+        .expect("spend");
+    let entries = f.ledger.entries(0, 1000).await.expect("log");
+    let report = scrip_ledger::audit::audit(&entries).expect("clean");
+    let cell = &report.settlement[&("op-a".to_string(), "op-b".to_string())];
+    let queue = scrip_spec::Catalog::standard()
+        .price(&"queue".parse().expect("kind"))
+        .expect("priced");
+    assert_eq!(cell.value, 3 * queue + 100 * queue);
+    // The old catalog had no fee; the new one keeps everything as fee.
+    assert_eq!(cell.owed, 3 * queue);
+    assert_eq!(report.net["op-b"], i64::try_from(3 * queue).expect("small"));
+    let versions: Vec<(u64, u16, u64)> = report
+        .catalog_versions
+        .iter()
+        .map(|v| (v.seq, v.fee_bps, v.tokens))
+        .collect();
+    assert_eq!(
+        versions,
+        vec![(0, 0, 3), (spent_at_old_price + 1, 10_000, 1)]
+    );
+
+    // Removing an admin needs the quorum too; the quorum follows the admins left, and the
+    // last admin cannot be removed.
+    let remove = f
+        .govern(&[&c, &d], Change::RemoveOperator { operator: f.a.id() })
+        .await;
+    f.ledger.submit(remove).await.expect("removed");
+    assert_eq!(f.ledger.info().await.admin_quorum, 2);
+    let remove_c = f
+        .govern(&[&c, &d], Change::RemoveOperator { operator: c.id() })
+        .await;
+    f.ledger.submit(remove_c).await.expect("removed");
+    assert_eq!(f.ledger.info().await.admin_quorum, 1);
+    let remove_d = f
+        .govern(&[&d], Change::RemoveOperator { operator: d.id() })
+        .await;
+    let r = refusal(f.ledger.submit(remove_d).await);
+    assert!(r.to_string().contains("leave 0 admins"), "{r}");
+    let readmit = f
+        .govern(
+            &[&d],
+            Change::AdmitOperator {
+                operator: member("op-a", &OperatorKey::generate(), &[Role::Issuer]),
+            },
+        )
+        .await;
+    let r = refusal(f.ledger.submit(readmit).await);
+    assert!(r.to_string().contains("was already a member"), "{r}");
+    // The removed admin's requests are refused; its past entries still audit.
+    let req = f.request(&f.a, spend(tokens(0, "op-a", 1))).await;
+    assert!(matches!(
+        refusal(f.ledger.submit(req).await),
+        Refusal::UnknownOperator { .. }
+    ));
+    let entries = f.ledger.entries(0, 1000).await.expect("log");
+    scrip_ledger::audit::audit(&entries).expect("still clean");
+}
+
+/// Issuance reports tile time from the key's `valid_from`, so none reveals when an opening
+/// happened.
+pub async fn issuance_reports_tile_time(f: Fixture) {
+    let info = f.announce(&f.a, "op-a", 0, "queue").await;
+    let key = info.public_key.id();
+    let report = |from, until| Action::TokensIssued {
+        token_key_id: key,
+        count: 4,
+        from,
+        until,
+    };
+    let t = f.now();
+    for (from, until) in [
+        (info.valid_from + 1, t),
+        (0, t),
+        (info.valid_from, t + 3600),
+    ] {
+        let req = f.request(&f.a, report(from, until)).await;
+        let r = refusal(f.ledger.submit(req).await);
+        assert!(
+            r.to_string().contains("previous report"),
+            "{from}..{until}: {r}"
+        );
+    }
+    f.ledger
+        .submit(f.request(&f.a, report(info.valid_from, t)).await)
+        .await
+        .expect("the first report starts at valid_from");
+    let req = f.request(&f.a, report(info.valid_from, t)).await;
+    assert!(
+        refusal(f.ledger.submit(req).await)
+            .to_string()
+            .contains("previous report")
+    );
+    f.ledger
+        .submit(f.request(&f.a, report(t, t + 1)).await)
+        .await
+        .expect("the next starts where it ended");
+    let record = &f.ledger.keys(None, None).await[0];
+    assert_eq!((record.issued, record.reported_until), (8, t + 1));
+}
+
+/// A store that can hold an append half-way, as a slow disk would.
+struct PausingStore {
+    inner: Arc<dyn scrip_ledger::Store>,
+    armed: std::sync::atomic::AtomicBool,
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl scrip_ledger::Store for PausingStore {
+    async fn append(
+        &self,
+        entry: &scrip_spec::ledger::LogEntry,
+        hash: &Hash32,
+        effect: &scrip_ledger::store::Effect,
+    ) -> Result<scrip_ledger::store::AppendOutcome, StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.append(entry, hash, effect).await
+    }
+    async fn request_seq(&self, digest: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        self.inner.request_seq(digest).await
+    }
+    async fn snapshot(&self) -> Result<Option<scrip_ledger::store::Snapshot>, StoreError> {
+        self.inner.snapshot().await
+    }
+    async fn entries(
+        &self,
+        from: u64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<scrip_spec::ledger::LogEntry>, StoreError> {
+        self.inner.entries(from, limit, max_bytes).await
+    }
+    async fn spent_set(&self) -> Result<Vec<(scrip_spec::Nullifier, TokenKeyId, u64)>, StoreError> {
+        self.inner.spent_set().await
+    }
+    async fn nullifier(
+        &self,
+        n: &scrip_spec::Nullifier,
+    ) -> Result<Option<scrip_ledger::store::FirstSpend>, StoreError> {
+        self.inner.nullifier(n).await
+    }
+    async fn totals(&self) -> Result<Totals, StoreError> {
+        self.inner.totals().await
+    }
+    async fn prune(
+        &self,
+        key: &TokenKeyId,
+        record: &scrip_ledger::store::PruneRecordFn<'_>,
+    ) -> Result<Option<scrip_spec::ledger::LogEntry>, StoreError> {
+        self.inner.prune(key, record).await
+    }
+    async fn add_cosignature(
+        &self,
+        seq: u64,
+        c: &scrip_spec::Signed<scrip_spec::ledger::Cosignature>,
+    ) -> Result<(), StoreError> {
+        self.inner.add_cosignature(seq, c).await
+    }
+    async fn cosignatures(
+        &self,
+        seq: u64,
+    ) -> Result<Vec<scrip_spec::Signed<scrip_spec::ledger::Cosignature>>, StoreError> {
+        self.inner.cosignatures(seq).await
+    }
+    async fn latest_checkpoint(&self) -> Result<Option<scrip_spec::ledger::LogEntry>, StoreError> {
+        self.inner.latest_checkpoint().await
+    }
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        self.inner.size_bytes().await
+    }
+}
+
+/// Reads never wait for the writer: with a large spend held half-way through its commit,
+/// info, the key directory, a nullifier's status and the log are all answered.
+pub async fn readers_are_answered_while_a_spend_is_being_written(f: Fixture) {
+    f.announce(&f.a, "op-a", 0, "queue").await;
+    let store = Arc::new(PausingStore {
+        inner: f.ledger.store().clone(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+        entered: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let ledger = Arc::new(
+        Ledger::open(store.clone(), OperatorKey::from_seed(&f.ledger_key_seed))
+            .await
+            .expect("open"),
+    );
+    let batch = tokens(0, "op-a", 1000);
+    let first = batch[0].nullifier();
+    let req = f.request(&f.b, spend(batch)).await;
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let writing = tokio::spawn({
+        let ledger = ledger.clone();
+        async move { ledger.submit(req).await }
+    });
+    store.entered.notified().await;
+    let reads = async {
+        let info = ledger.info().await;
+        let keys = ledger.keys(None, None).await;
+        let status = ledger.nullifier(&first).await.expect("nullifier");
+        let log = ledger.entries(0, 10).await.expect("log");
+        (info, keys, status, log)
+    };
+    // Generous: the reads take milliseconds; before issue 14 they waited for the writer
+    // forever here.
+    let (info, keys, status, log) = tokio::time::timeout(std::time::Duration::from_secs(20), reads)
+        .await
+        .expect("readers answered while the writer holds its lock");
+    assert_eq!(keys.len(), 1);
+    assert!(status.is_none(), "not spent yet");
+    assert_eq!(log.len() as u64, info.head_seq + 1);
+    store.release.notify_one();
+    let receipt = writing.await.expect("task").expect("spent");
+    assert_eq!(receipt.spends.len(), 1000);
+    assert!(ledger.nullifier(&first).await.expect("query").is_some());
+    assert_eq!(ledger.info().await.head_seq, info.head_seq + 1);
+}
+
+/// A copy of the database with one row deleted from its spent set (so that its token could be
+/// spent again) is refused by a starting ledger, and the audit of the copy names the row.
+pub async fn a_spent_set_that_disagrees_with_the_log_is_refused_at_start(f: Fixture) {
+    f.announce(&f.a, "op-a", 0, "queue").await;
+    let batch = tokens(0, "op-a", 3);
+    f.ledger
+        .submit(f.request(&f.b, spend(batch.clone())).await)
+        .await
+        .expect("spend");
+    // Log pages are bounded in bytes as well as entries: one byte still returns one entry.
+    let store = f.ledger.store().clone();
+    assert_eq!(store.entries(0, 1000, 1).await.expect("page").len(), 1);
+    assert!(store.entries(0, 1000, u64::MAX).await.expect("page").len() > 1);
+
+    let victim = batch[1].nullifier();
+    f.delete_spent_row(&victim).await;
+    let opened = Ledger::open(
+        scrip_ledger::connect(&f.url).await.expect("reopen"),
+        OperatorKey::from_seed(&f.ledger_key_seed),
+    )
+    .await;
+    match opened {
+        Err(LedgerError::DerivedStateMismatch(e)) => {
+            assert!(e.to_string().contains(&victim.to_string()), "{e}");
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a ledger started on a spent set missing a row"),
+    }
+    let store = scrip_ledger::store::connect_read_only(&f.url)
+        .await
+        .expect("copy");
+    let entries = store.entries(0, 1000, u64::MAX).await.expect("log");
+    let mut auditor = scrip_ledger::audit::Auditor::default();
+    for e in &entries {
+        auditor.feed(e).expect("the log itself is intact");
+    }
+    let mismatch = scrip_ledger::audit::compare_with_store(&auditor, store.as_ref())
+        .await
+        .expect_err("the audit of the copy finds it");
+    assert!(
+        mismatch.to_string().contains("missing from the spent set"),
+        "{mismatch}"
+    );
 }

@@ -38,4 +38,9 @@ per_backend!(
     expired_keys_are_refused_then_pruned_with_a_commitment,
     state_survives_reopening_the_store,
     store_tells_a_replay_from_a_taken_position,
+    spends_of_tokens_the_redeemer_does_not_hold_are_refused,
+    governance_needs_a_quorum_and_settlement_keeps_the_catalog_of_each_spend,
+    issuance_reports_tile_time,
+    readers_are_answered_while_a_spend_is_being_written,
+    a_spent_set_that_disagrees_with_the_log_is_refused_at_start,
 );

@@ -2,9 +2,11 @@
 
 use scrip_ledger::Ledger;
 use scrip_ledger::local::member;
-use scrip_spec::ledger::{Action, LedgerRequest, Role};
+use scrip_spec::ledger::{Action, Approval, Change, LedgerRequest, Proposal, Role};
 use scrip_spec::now;
-use scrip_spec::{CapacityKind, OperatorKey, Signed, TokenKeyInfo, TokenSecretKey, UnixSeconds};
+use scrip_spec::{
+    CapacityKind, OperatorKey, Signed, Token, TokenKeyInfo, TokenSecretKey, UnixSeconds,
+};
 use scrip_testkit::TestDb;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -75,6 +77,28 @@ impl Fixture {
         by.sign(LedgerRequest::new(id, self.now(), action))
     }
 
+    /// A governance change approved by `admins`, submitted by the first of them.
+    pub async fn govern(&self, admins: &[&OperatorKey], change: Change) -> Signed<LedgerRequest> {
+        let info = self.ledger.info().await;
+        let proposal = Proposal {
+            ledger_id: info.ledger_id,
+            governance_seq: info.governance_seq,
+            change,
+        };
+        let approvals = admins
+            .iter()
+            .map(|admin| Approval::sign(admin, &proposal))
+            .collect();
+        self.request(
+            admins[0],
+            Action::Govern {
+                proposal,
+                approvals,
+            },
+        )
+        .await
+    }
+
     /// The fixture's time: the system clock plus the skew.
     pub fn now(&self) -> UnixSeconds {
         now() + self.skew.load(Ordering::SeqCst)
@@ -135,4 +159,40 @@ pub fn random_nullifier() -> scrip_spec::Nullifier {
     let mut b = [0u8; 32];
     rand::fill(&mut b);
     scrip_spec::Nullifier(b)
+}
+
+/// `n` valid tokens of RSA key `i` for `issuer`.
+pub fn tokens(i: usize, issuer: &str, n: usize) -> Vec<Token> {
+    scrip_testkit::mint_tokens(rsa_key(i), issuer, n)
+}
+
+/// A spend of `tokens`.
+pub fn spend(tokens: Vec<Token>) -> Action {
+    Action::spend_of(tokens)
+}
+
+impl Fixture {
+    /// Deletes a row from the spent set behind the ledger's back, as someone with access to
+    /// the database could.
+    pub async fn delete_spent_row(&self, nullifier: &scrip_spec::Nullifier) {
+        let sql = "DELETE FROM spent WHERE nullifier = $1";
+        let deleted = if self.url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.expect("sqlite");
+            sqlx::query(sql)
+                .bind(&nullifier.0[..])
+                .execute(&pool)
+                .await
+                .expect("delete")
+                .rows_affected()
+        } else {
+            let pool = sqlx::PgPool::connect(&self.url).await.expect("postgres");
+            sqlx::query(sql)
+                .bind(&nullifier.0[..])
+                .execute(&pool)
+                .await
+                .expect("delete")
+                .rows_affected()
+        };
+        assert_eq!(deleted, 1, "the row was there");
+    }
 }
