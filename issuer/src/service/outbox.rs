@@ -49,12 +49,12 @@ impl Issuer {
     /// (one per key, an aggregate over the interval) and sends them.
     pub async fn report_issuance(&self) -> anyhow::Result<usize> {
         let t = now();
-        let sign = |key: TokenKeyId, count: u64, since: UnixSeconds| {
+        let sign = |key: TokenKeyId, count: u64, from: UnixSeconds| {
             let request = self.sign(
                 Action::TokensIssued {
                     token_key_id: key,
                     count,
-                    from: since.min(t),
+                    from,
                     until: t,
                 },
                 t,

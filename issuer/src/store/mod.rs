@@ -194,8 +194,9 @@ pub trait IssuerStore: Send + Sync + 'static {
     /// Every key.
     async fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
 
-    /// Moves the pending issuance counts into outbox items built by `sign` (key, count, since),
-    /// in one transaction, so a count is reported exactly once.
+    /// Moves the pending issuance counts into outbox items built by `sign` (key, count, and
+    /// the start of the key's interval: the end of its previous report, or its `valid_from`),
+    /// in one transaction, so a count is reported exactly once and the intervals tile time.
     async fn queue_issuance_reports(
         &self,
         sign: &(dyn Fn(TokenKeyId, u64, UnixSeconds) -> String + Send + Sync),

@@ -269,13 +269,13 @@ impl IssuerStore for SqliteIssuerStore {
         .execute(&mut *tx)
         .await?;
         for (key, count) in o.per_key {
+            // Only a count: the time of an opening is kept nowhere (`since` stays 0).
             sqlx::query(
-                "INSERT INTO issuance_pending (key_id, count, since) VALUES (?, ?, ?) \
+                "INSERT INTO issuance_pending (key_id, count, since) VALUES (?, ?, 0) \
                  ON CONFLICT (key_id) DO UPDATE SET count = count + excluded.count",
             )
             .bind(&key.0[..])
             .bind(to_i64(*count))
-            .bind(to_i64(o.now))
             .execute(&mut *tx)
             .await?;
         }
@@ -332,14 +332,31 @@ impl IssuerStore for SqliteIssuerStore {
         now: UnixSeconds,
     ) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query("SELECT key_id, count, since FROM issuance_pending WHERE count > 0")
-            .fetch_all(&mut *tx)
-            .await?;
+        // Each key's report starts where its previous one ended (at the key's valid_from
+        // before the first), as the ledger requires: the interval says nothing about when
+        // the openings in it happened.
+        let rows = sqlx::query(
+            "SELECT p.key_id, p.count, \
+             COALESCE(r.until, json_extract(k.info, '$.valid_from'), 0) \
+             FROM issuance_pending p \
+             LEFT JOIN issuance_reported r ON r.key_id = p.key_id \
+             LEFT JOIN token_keys k ON k.key_id = p.key_id WHERE p.count > 0",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         for row in &rows {
             let id: Vec<u8> = row.get(0);
             let key = TokenKeyId(hash32(&id, "pending key id")?);
             let request = sign(key, to_u64(row.get(1)), to_u64(row.get(2)));
             insert_outbox(&mut tx, &request, &OnSuccess::Nothing, now).await?;
+            sqlx::query(
+                "INSERT INTO issuance_reported (key_id, until) VALUES (?, ?) \
+                 ON CONFLICT (key_id) DO UPDATE SET until = excluded.until",
+            )
+            .bind(&id)
+            .bind(to_i64(now))
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("DELETE FROM issuance_pending")
             .execute(&mut *tx)

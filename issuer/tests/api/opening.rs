@@ -103,13 +103,49 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
         (StatusCode::NOT_FOUND, Code::UnknownRequest)
     );
 
-    // Issuance goes to the ledger as aggregates per key: 6 tokens over 4 kinds here.
-    assert!(t.issuer.report_issuance().await.expect("report") >= 3);
+    // Issuance goes to the ledger as aggregates per key: 6 tokens over 3 kinds here.
+    let first_round = t.issuer.report_issuance().await.expect("report");
+    assert_eq!(first_round, 3);
     let ledger = scrip_common::clients::LedgerClient::new(&t.ledger.url);
     let totals = ledger.totals().await.expect("totals");
     assert_eq!(totals.keys.iter().map(|k| k.issued).sum::<u64>(), 6);
     assert_eq!(totals.issuers[0].credits_sold, 30);
     assert_eq!(t.issuer.report_issuance().await.expect("nothing new"), 0);
+
+    // The reports' intervals tile time from each key's valid_from: none starts at the time of
+    // an opening. A later report of a key starts where its previous one ended.
+    let more = t.cards(10, 1).await.remove(0);
+    let next = t.opening(&seed, 7, &more, &["queue"]).await;
+    assert_eq!(t.post("/v1/cards/open", &next.request).await.0, StatusCode::OK);
+    assert_eq!(t.issuer.report_issuance().await.expect("report"), 1);
+    let directory = ledger.keys(None, None).await.expect("keys");
+    let log = ledger.log(0, 1000).await.expect("log").entries;
+    let mut reports: std::collections::HashMap<_, Vec<(u64, u64)>> = Default::default();
+    for e in &log {
+        if let scrip_spec::ledger::EntryBody::Request(r) = &e.body
+            && let scrip_spec::ledger::Action::TokensIssued {
+                token_key_id,
+                from,
+                until,
+                ..
+            } = &r.payload.action
+        {
+            reports.entry(*token_key_id).or_default().push((*from, *until));
+        }
+    }
+    assert_eq!(reports.values().map(Vec::len).sum::<usize>(), first_round + 1);
+    assert!(reports.values().any(|intervals| intervals.len() == 2));
+    for (key, intervals) in &reports {
+        let record = directory
+            .iter()
+            .find(|k| &k.info.public_key.id() == key)
+            .expect("announced");
+        assert_eq!(intervals[0].0, record.info.valid_from, "first starts at valid_from");
+        for pair in intervals.windows(2) {
+            assert_eq!(pair[1].0, pair[0].1, "the next starts where the previous ended");
+        }
+        assert_eq!(record.reported_until, intervals.last().expect("one").1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -111,7 +111,7 @@ async fn a_refused_token_never_gets_a_new_grant_and_own_spends_are_not_revoked()
             &"queue".parse().expect("kind"),
             &token.nullifier(),
             u64::MAX / 2,
-            Some(&token.token_key_id),
+            Some(&token),
             0,
         )
         .await
