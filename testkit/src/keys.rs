@@ -37,27 +37,70 @@ pub fn announcement(
 }
 
 /// Announces a fresh `queue` key of the operator `by`, named `issuer` (valid for an hour), at
-/// the ledger at `base` over HTTP; returns the ledger id and the key id.
+/// the ledger at `base` over HTTP; returns the ledger id and a pool of tokens of the key.
 pub async fn announce_key(
     client: &reqwest::Client,
     base: &str,
     by: &OperatorKey,
     issuer: &str,
-) -> (Hash32, TokenKeyId) {
+) -> (Hash32, TokenPool) {
     let http = Http {
         base: base.to_owned(),
         client: client.clone(),
     };
     let (_, info) = http.get("/v1/info").await;
     let ledger_id: Hash32 = serde_json::from_value(info["ledger_id"].clone()).expect("ledger id");
-    let secret = scrip_spec::TokenSecretKey::generate().expect("keygen");
+    let secret = TokenSecretKey::generate().expect("keygen");
     let key = key_info(secret.public_key(), issuer, "queue", 1);
-    let token_key_id = key.public_key.id();
     let (status, _) = http
         .post("/v1/entries", &announcement(by, ledger_id, key))
         .await;
     assert!(status.is_success(), "announce: {status}");
-    (ledger_id, token_key_id)
+    (ledger_id, TokenPool::new(secret, issuer))
+}
+
+/// Valid tokens of one key, minted in bulk as they are taken.
+#[derive(Debug)]
+pub struct TokenPool {
+    secret: TokenSecretKey,
+    issuer: String,
+    minted: std::sync::Mutex<Vec<Token>>,
+}
+
+impl TokenPool {
+    /// Tokens minted at once when the pool runs short.
+    const REFILL: usize = 2000;
+
+    /// An empty pool of `secret`'s tokens for `issuer`.
+    pub fn new(secret: TokenSecretKey, issuer: &str) -> Self {
+        Self {
+            secret,
+            issuer: issuer.to_owned(),
+            minted: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The key's id.
+    pub fn key_id(&self) -> TokenKeyId {
+        self.secret.public_key().id()
+    }
+
+    /// Mints `n` more tokens now, so that later takes do not wait for minting.
+    pub fn fill(&self, n: usize) {
+        let more = mint_tokens(&self.secret, &self.issuer, n);
+        self.minted.lock().expect("token pool").extend(more);
+    }
+
+    /// `n` fresh tokens (minted now if the pool holds fewer; each is given out once).
+    pub fn take(&self, n: usize) -> Vec<Token> {
+        let mut minted = self.minted.lock().expect("token pool");
+        if minted.len() < n {
+            let more = mint_tokens(&self.secret, &self.issuer, n.max(Self::REFILL));
+            minted.extend(more);
+        }
+        let at = minted.len() - n;
+        minted.split_off(at)
+    }
 }
 
 /// `count` valid tokens of `secret`'s key for `issuer`, made as a wallet makes them (blinded,

@@ -9,7 +9,7 @@ pub mod services;
 
 pub use db::{Backend, PgSchema, TestDb};
 pub use http::{Http, error_code, spent_total};
-pub use keys::{announce_key, key_info, mint_tokens};
+pub use keys::{TokenPool, announce_key, key_info, mint_tokens};
 pub use ledger::TestLedger;
 pub use process::{
     LedgerSetup, Process, Scrip, ServiceConfig, free_port, mint_args, path, read_cards,

@@ -11,9 +11,9 @@
 
 use crate::SCRIP;
 use scrip_spec::api::ledger::{Receipt, SpendStatus};
-use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
-use scrip_spec::{Nullifier, OperatorKey, Signed, TokenKeyId, now};
-use scrip_testkit::{PgSchema, Process, announce_key, path};
+use scrip_spec::ledger::{Action, Hash32, LedgerRequest};
+use scrip_spec::{OperatorKey, Signed, Token, now};
+use scrip_testkit::{PgSchema, Process, TokenPool, announce_key, path};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Nullifiers per spend request.
-const BATCH: usize = 250;
+/// Tokens per spend request.
+const BATCH: usize = 100;
 /// Size of the tmpfs holding the SQLite database: init and a few hundred batches of `BATCH`
 /// fit, thousands do not.
 const TMPFS_SIZE: &str = "12M";
@@ -137,31 +137,15 @@ async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
     )
 }
 
-fn random_nullifiers(n: usize) -> Vec<Nullifier> {
-    (0..n)
-        .map(|_| {
-            let mut b = [0u8; 32];
-            rand::fill(&mut b);
-            Nullifier(b)
-        })
-        .collect()
-}
-
 fn spend_request(
     relay: &OperatorKey,
     ledger_id: Hash32,
-    token_key_id: TokenKeyId,
-    nullifiers: &[Nullifier],
+    tokens: &[Token],
 ) -> Signed<LedgerRequest> {
     relay.sign(LedgerRequest::new(
         ledger_id,
         now(),
-        Action::Spend {
-            groups: vec![SpendGroup {
-                token_key_id,
-                nullifiers: nullifiers.to_vec(),
-            }],
-        },
+        Action::spend_of(tokens.to_vec()),
     ))
 }
 
@@ -220,18 +204,19 @@ struct Batches<'a> {
     base: &'a str,
     relay: &'a OperatorKey,
     ledger_id: Hash32,
-    token_key_id: TokenKeyId,
+    /// Fresh tokens of the announced key.
+    pool: &'a TokenPool,
     /// What a storage error message must not mention.
     internals: &'a [&'a str],
 }
 
 /// What became of a batch: accepted whole, or refused with a clean storage error.
 enum Batch {
-    Accepted(Vec<Nullifier>),
+    Accepted(Vec<Token>),
     Refused {
         // Boxed: a signed request is large beside the accepted variant.
         req: Box<Signed<LedgerRequest>>,
-        nullifiers: Vec<Nullifier>,
+        nullifiers: Vec<Token>,
         status: u16,
         body: Value,
     },
@@ -240,9 +225,9 @@ enum Batch {
 impl Batches<'_> {
     /// Sends a batch of `BATCH` fresh nullifiers; returns the request, its nullifiers and what
     /// came back.
-    async fn send_raw(&self) -> (Signed<LedgerRequest>, Vec<Nullifier>, Outcome) {
-        let nullifiers = random_nullifiers(BATCH);
-        let req = spend_request(self.relay, self.ledger_id, self.token_key_id, &nullifiers);
+    async fn send_raw(&self) -> (Signed<LedgerRequest>, Vec<Token>, Outcome) {
+        let nullifiers = self.pool.take(BATCH);
+        let req = spend_request(self.relay, self.ledger_id, &nullifiers);
         let outcome = submit(self.client, self.base, &req).await;
         (req, nullifiers, outcome)
     }
@@ -269,7 +254,7 @@ impl Batches<'_> {
 }
 
 /// Every acknowledged nullifier is spent.
-async fn assert_all_spent(client: &reqwest::Client, base: &str, acknowledged: &[Nullifier]) {
+async fn assert_all_spent(client: &reqwest::Client, base: &str, acknowledged: &[Token]) {
     assert_eq!(
         count_spent(client, base, acknowledged).await,
         acknowledged.len(),
@@ -278,8 +263,8 @@ async fn assert_all_spent(client: &reqwest::Client, base: &str, acknowledged: &[
 }
 
 /// None of the refused batches' nullifiers is spent.
-async fn assert_none_spent(client: &reqwest::Client, base: &str, refused: &[Vec<Nullifier>]) {
-    let all: Vec<Nullifier> = refused.iter().flatten().copied().collect();
+async fn assert_none_spent(client: &reqwest::Client, base: &str, refused: &[Vec<Token>]) {
+    let all: Vec<Token> = refused.iter().flatten().cloned().collect();
     assert_eq!(
         count_spent(client, base, &all).await,
         0,
@@ -335,7 +320,11 @@ fn assert_clean_storage_error(status: u16, body: &Value, internals: &[&str]) {
     }
 }
 
-async fn nullifier_status(client: &reqwest::Client, base: &str, n: &Nullifier) -> String {
+async fn nullifier_status(
+    client: &reqwest::Client,
+    base: &str,
+    n: &scrip_spec::Nullifier,
+) -> String {
     let url = format!(
         "{base}/v1/nullifiers/{}",
         scrip_spec::encoding::b64_encode(n.0)
@@ -346,7 +335,7 @@ async fn nullifier_status(client: &reqwest::Client, base: &str, n: &Nullifier) -
 }
 
 /// Counts, by looking each one up, how many of `nullifiers` the ledger reports spent.
-async fn count_spent(client: &reqwest::Client, base: &str, nullifiers: &[Nullifier]) -> usize {
+async fn count_spent(client: &reqwest::Client, base: &str, nullifiers: &[Token]) -> usize {
     if nullifiers.is_empty() {
         return 0;
     }
@@ -355,8 +344,11 @@ async fn count_spent(client: &reqwest::Client, base: &str, nullifiers: &[Nullifi
         let (client, base, chunk) = (client.clone(), base.to_owned(), chunk.to_vec());
         tasks.spawn(async move {
             let mut spent = 0;
-            for n in &chunk {
-                match nullifier_status(&client, &base, n).await.as_str() {
+            for t in &chunk {
+                match nullifier_status(&client, &base, &t.nullifier())
+                    .await
+                    .as_str()
+                {
                     "spent" => spent += 1,
                     "unspent" => {}
                     other => panic!("unexpected nullifier status {other:?}"),
@@ -447,7 +439,7 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     let log = dir.path().join("ledger.log");
     let mut server = serve_logged(&config, &base, &log).await;
     let client = client();
-    let (ledger_id, token_key_id) = announce_key(&client, &base, &issuer, "issuer").await;
+    let (ledger_id, pool) = announce_key(&client, &base, &issuer, "issuer").await;
     let (used, size) = tmpfs.usage();
     println!("tmpfs {TMPFS_SIZE}: {used} of {size} bytes used after init and one key");
     let internals = [mnt.to_str().expect("utf-8"), "ledger.db", "-wal"];
@@ -456,12 +448,12 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
         base: &base,
         relay: &relay,
         ledger_id,
-        token_key_id,
+        pool: &pool,
         internals: &internals,
     };
 
     // Fill the file system.
-    let mut acknowledged: Vec<Nullifier> = Vec::new();
+    let mut acknowledged: Vec<Token> = Vec::new();
     let fill_started = Instant::now();
     let (refused_req, refused_nullifiers) = loop {
         assert!(
@@ -530,7 +522,7 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
         "totals while full count exactly the acknowledged spends"
     );
     assert_none_spent(&client, &base, &refused).await;
-    let sample: Vec<Nullifier> = acknowledged.iter().step_by(97).copied().collect();
+    let sample: Vec<Token> = acknowledged.iter().step_by(97).cloned().collect();
     assert_eq!(
         count_spent(&client, &base, &sample).await,
         sample.len(),
@@ -649,17 +641,17 @@ async fn terminate_ledger_sessions(admin: &sqlx::PgPool, application: &str) -> u
 
 #[derive(Default)]
 struct LoopLog {
-    acknowledged: Vec<Nullifier>,
+    acknowledged: Vec<Token>,
     /// When each request was answered, and whether it was acknowledged.
     events: Vec<(Instant, bool)>,
     /// Batches answered with a storage error: their nullifiers, and the answer.
-    failed: Vec<(Vec<Nullifier>, u16, Value)>,
+    failed: Vec<(Vec<Token>, u16, Value)>,
     /// Anything else: no answer, or an answer that is neither a receipt nor a storage error.
     wrong: Vec<String>,
 }
 
 /// Nullifiers per spend request in the PostgreSQL test.
-const PG_BATCH: usize = 100;
+const PG_BATCH: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs SCRIP_TEST_PG_URL"]
@@ -677,7 +669,10 @@ async fn postgres_connections_killed_under_load() {
     let log = dir.path().join("ledger.log");
     let server = serve_logged(&config, &base, &log).await;
     let client = client();
-    let (ledger_id, token_key_id) = announce_key(&client, &base, &issuer, "issuer").await;
+    let (ledger_id, pool) = announce_key(&client, &base, &issuer, "issuer").await;
+    // Minted before the load, so that minting does not hold the loops back.
+    pool.fill(8_000);
+    let pool = Arc::new(pool);
     let sessions: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
             .bind(&application)
@@ -699,12 +694,13 @@ async fn postgres_connections_killed_under_load() {
         let ok = Arc::new(AtomicU64::new(0));
         successes.push(ok.clone());
         let (stop, failures) = (stop.clone(), failures.clone());
-        let (client, base, relay) = (client.clone(), base.clone(), relay.clone());
+        let (client, base, relay, pool) =
+            (client.clone(), base.clone(), relay.clone(), pool.clone());
         loops.push(tokio::spawn(async move {
             let mut log = LoopLog::default();
             while !stop.load(Ordering::Relaxed) {
-                let nullifiers = random_nullifiers(PG_BATCH);
-                let req = spend_request(&relay, ledger_id, token_key_id, &nullifiers);
+                let nullifiers = pool.take(PG_BATCH);
+                let req = spend_request(&relay, ledger_id, &nullifiers);
                 let outcome = submit(&client, &base, &req).await;
                 match outcome {
                     Outcome::Receipt(r) if all_have_status(&r, accepted, PG_BATCH) => {
@@ -850,12 +846,12 @@ async fn postgres_connections_killed_under_load() {
     );
 
     // No nullifier twice: a sample of acknowledged ones, resubmitted, is all already spent.
-    let sample: Vec<Nullifier> = acknowledged
+    let sample: Vec<Token> = acknowledged
         .iter()
         .step_by((acknowledged.len() / 500).max(1))
-        .copied()
+        .cloned()
         .collect();
-    let req = spend_request(&relay, ledger_id, token_key_id, &sample);
+    let req = spend_request(&relay, ledger_id, &sample);
     match submit(&client, &base, &req).await {
         Outcome::Receipt(r) => {
             assert!(

@@ -116,7 +116,10 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
     // an opening. A later report of a key starts where its previous one ended.
     let more = t.cards(10, 1).await.remove(0);
     let next = t.opening(&seed, 7, &more, &["queue"]).await;
-    assert_eq!(t.post("/v1/cards/open", &next.request).await.0, StatusCode::OK);
+    assert_eq!(
+        t.post("/v1/cards/open", &next.request).await.0,
+        StatusCode::OK
+    );
     assert_eq!(t.issuer.report_issuance().await.expect("report"), 1);
     let directory = ledger.keys(None, None).await.expect("keys");
     let log = ledger.log(0, 1000).await.expect("log").entries;
@@ -130,19 +133,31 @@ async fn open_a_card_in_parts_and_repeat_without_charge() {
                 ..
             } = &r.payload.action
         {
-            reports.entry(*token_key_id).or_default().push((*from, *until));
+            reports
+                .entry(*token_key_id)
+                .or_default()
+                .push((*from, *until));
         }
     }
-    assert_eq!(reports.values().map(Vec::len).sum::<usize>(), first_round + 1);
+    assert_eq!(
+        reports.values().map(Vec::len).sum::<usize>(),
+        first_round + 1
+    );
     assert!(reports.values().any(|intervals| intervals.len() == 2));
     for (key, intervals) in &reports {
         let record = directory
             .iter()
             .find(|k| &k.info.public_key.id() == key)
             .expect("announced");
-        assert_eq!(intervals[0].0, record.info.valid_from, "first starts at valid_from");
+        assert_eq!(
+            intervals[0].0, record.info.valid_from,
+            "first starts at valid_from"
+        );
         for pair in intervals.windows(2) {
-            assert_eq!(pair[1].0, pair[0].1, "the next starts where the previous ended");
+            assert_eq!(
+                pair[1].0, pair[0].1,
+                "the next starts where the previous ended"
+            );
         }
         assert_eq!(record.reported_until, intervals.last().expect("one").1);
     }
