@@ -1,26 +1,39 @@
 //! The consortium under test and what the test keeps from its set-up, and the snapshot of
 //! every service's state that bad input must leave unchanged.
 
-use crate::harness::client;
-use crate::shared::{filler, kind};
+use crate::harness::{LedgerUnchanged, client};
+use crate::shared::kind;
 use crate::support::{cards_on_sale, checkpoint, consortium_with_keys};
 use scrip::consortium::Consortium;
 use scrip_client::Wallet;
 use scrip_spec::encoding::b64_encode;
 use scrip_spec::ledger::{
-    Action, Checkpoint, Cosignature, Hash32, LedgerRequest, OperatorInfo, Role, SpendGroup,
+    Action, Approval, Change, Checkpoint, Cosignature, Hash32, LedgerRequest, OperatorInfo,
+    Proposal, Role,
 };
-use scrip_spec::now;
-use scrip_spec::{CardCode, Nullifier, OperatorKey, Token, TokenKeyInfo};
+use scrip_spec::{
+    CardCode, OperatorKey, Token, TokenChallenge, TokenKeyInfo, TokenSecretKey, UnixSeconds, now,
+    verify_token,
+};
+use scrip_testkit::{key_info, mint_tokens};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+
+/// Valid tokens of the queue and the chunk key the test mints itself (never sent to the
+/// issuer, never spent by a bad request: the snapshot checks each one).
+const QUEUE_POOL: usize = 192;
+const CHUNK_POOL: usize = 64;
 
 pub struct Fixture {
     pub _dir: tempfile::TempDir,
     pub root: PathBuf,
     pub c: Consortium,
+    /// Admin, issuer and redeemer (the consortium's founder).
     pub op_a: OperatorKey,
+    /// Issuer and redeemer, admitted by the set-up.
     pub op_b: OperatorKey,
+    /// Admin only, admitted by the set-up: with op-a, the two admins a change needs.
+    pub op_c: OperatorKey,
     pub ledger_key: OperatorKey,
     pub ledger_id: Hash32,
     pub queue_key: TokenKeyInfo,
@@ -34,7 +47,23 @@ pub struct Fixture {
     pub grant_queue: String,
     pub grant_chunk: String,
     pub stored_chunk: String,
-    /// The valid signed request the test submitted (admitting op-b), as sent.
+    /// Tokens of the queue and the chunk key, valid and unspent, minted with the issuer's
+    /// secret keys.
+    pub queue_pool: Vec<Token>,
+    pub chunk_pool: Vec<Token>,
+    /// Tokens of the queue key made for another issuer's challenge (op-b's).
+    pub wrong_challenge: Vec<Token>,
+    /// A queue key of op-a's the ledger was never told about, and valid tokens of it.
+    pub unannounced: TokenKeyInfo,
+    pub unannounced_tokens: Vec<Token>,
+    /// The queue key's `reported_until` on the ledger: where its next issuance report starts.
+    pub queue_reported_until: UnixSeconds,
+    /// The ledger's head and governance sequence after the set-up, which no case may move.
+    pub head: (u64, Hash32),
+    pub governance_seq: u64,
+    /// The last governance change the set-up applied (admitting op-c), with its approvals.
+    pub applied: (Proposal, Vec<Approval>),
+    /// The first valid signed request the set-up submitted (admitting op-b), as sent.
     pub admitted: String,
     /// op-a's cosignature of the checkpoint, as sent.
     pub cosigned: String,
@@ -126,21 +155,68 @@ impl Fixture {
             .expect("query")
             .expect("token");
 
-        // The one valid signed request: op-a (admin) admits op-b as issuer and redeemer.
-        let admitted = serde_json::to_string(&op_a.sign(LedgerRequest::new(
-            ledger_id,
-            now(),
-            Action::AdmitOperator {
-                operator: OperatorInfo {
-                    name: "op-b".into(),
-                    id: op_b.id(),
-                    roles: vec![Role::Issuer, Role::Redeemer],
+        // Governance: op-a, the one admin (a quorum of one), admits op-b as issuer and
+        // redeemer, then op-c as admin; from then on a change needs both admins.
+        let govern = |seq: u64, operator: OperatorInfo| {
+            let proposal = Proposal {
+                ledger_id,
+                governance_seq: seq,
+                change: Change::AdmitOperator { operator },
+            };
+            let approvals = vec![Approval::sign(&op_a, &proposal)];
+            (proposal, approvals)
+        };
+        let submit = |proposal: Proposal, approvals: Vec<Approval>| {
+            serde_json::to_string(&op_a.sign(LedgerRequest::new(
+                ledger_id,
+                now(),
+                Action::Govern {
+                    proposal,
+                    approvals,
                 },
+            )))
+            .expect("json")
+        };
+        let op_c = OperatorKey::generate();
+        let (proposal, approvals) = govern(
+            0,
+            OperatorInfo {
+                name: "op-b".into(),
+                id: op_b.id(),
+                roles: vec![Role::Issuer, Role::Redeemer],
             },
-        )))
-        .expect("json");
+        );
+        let admitted = submit(proposal, approvals);
         let (status, body) = post(&format!("{}/v1/entries", c.ledger_url), admitted.clone()).await;
         assert_eq!(status, 200, "{body}");
+        let applied = govern(
+            1,
+            OperatorInfo {
+                name: "op-c".into(),
+                id: op_c.id(),
+                roles: vec![Role::Admin],
+            },
+        );
+        let (status, body) = post(
+            &format!("{}/v1/entries", c.ledger_url),
+            submit(applied.0.clone(), applied.1.clone()),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+
+        // Two more queue keys of op-a's announced, so op-a has the most live ones it may.
+        for _ in 0..2 {
+            let secret = TokenSecretKey::generate().expect("keygen");
+            let key = key_info(secret.public_key(), "op-a", "queue", 24);
+            let request = op_a.sign(LedgerRequest::new(
+                ledger_id,
+                now(),
+                Action::AnnounceKey { key },
+            ));
+            let body = serde_json::to_string(&request).expect("json");
+            let (status, body) = post(&format!("{}/v1/entries", c.ledger_url), body).await;
+            assert_eq!(status, 200, "announce: {body}");
+        }
 
         // A checkpoint, cosigned by op-a.
         let checkpoint = checkpoint(&c).await;
@@ -160,6 +236,47 @@ impl Fixture {
             a.issuer.store().outbox().await.expect("outbox").is_empty(),
             "outbox empty"
         );
+
+        // Tokens the test makes itself with the issuer's secret keys, as a wallet would.
+        let secret_of = |info: &TokenKeyInfo| {
+            let id = info.public_key.id();
+            async move {
+                let stored = a.issuer.store().keys().await.expect("issuer keys");
+                let stored = stored
+                    .iter()
+                    .find(|k| k.info.public_key.id() == id)
+                    .expect("the key's file");
+                let pem = std::fs::read_to_string(&stored.pem_path).expect("pem");
+                TokenSecretKey::from_pem(&pem).expect("secret key")
+            }
+        };
+        let (queue_key, chunk_key) = (key_of("queue"), key_of("chunk-64k"));
+        let queue_secret = secret_of(&queue_key).await;
+        let chunk_secret = secret_of(&chunk_key).await;
+        let queue_pool = mint_tokens(&queue_secret, "op-a", QUEUE_POOL);
+        let chunk_pool = mint_tokens(&chunk_secret, "op-a", CHUNK_POOL);
+        let wrong_challenge = mint_tokens(&queue_secret, "op-b", 8);
+        let own = TokenChallenge::for_issuer("op-a").expect("challenge");
+        for (key, pool) in [(&queue_key, &queue_pool), (&chunk_key, &chunk_pool)] {
+            for t in pool {
+                verify_token(&key.public_key, &own, t).expect("a pool token verifies");
+            }
+        }
+        let unannounced_secret = TokenSecretKey::generate().expect("keygen");
+        let unannounced = key_info(unannounced_secret.public_key(), "op-a", "queue", 24);
+        let unannounced_tokens = mint_tokens(&unannounced_secret, "op-a", 8);
+
+        let queue_reported_until = c
+            .ledger
+            .keys(Some("op-a"), None)
+            .await
+            .into_iter()
+            .find(|k| k.info.public_key.id() == queue_key.public_key.id())
+            .expect("the queue key on the ledger")
+            .reported_until;
+        let info = c.ledger.info().await;
+        assert_eq!(info.governance_seq, 2, "two governance changes applied");
+        assert_eq!(info.admin_quorum, 2, "two admins must approve a change");
         Self {
             root,
             c,
@@ -167,8 +284,9 @@ impl Fixture {
             op_b,
             ledger_key,
             ledger_id,
-            queue_key: key_of("queue"),
-            chunk_key: key_of("chunk-64k"),
+            op_c,
+            queue_key,
+            chunk_key,
             card_opened,
             card_fresh: codes[1].clone(),
             card_minted: minted[0].to_string(),
@@ -177,6 +295,15 @@ impl Fixture {
             grant_queue,
             grant_chunk,
             stored_chunk,
+            queue_pool,
+            chunk_pool,
+            wrong_challenge,
+            unannounced,
+            unannounced_tokens,
+            queue_reported_until,
+            head: (info.head_seq, info.head_hash),
+            governance_seq: info.governance_seq,
+            applied,
             admitted,
             cosigned,
             checkpoint,
@@ -206,21 +333,54 @@ impl Fixture {
             .any(|c| CardCode::parse(c).is_ok_and(|k| k == code))
     }
 
-    /// `n` nullifiers from `seed`, never spent (random 32 bytes).
-    pub fn fresh_nullifiers(&self, seed: u64, n: usize) -> Vec<Nullifier> {
-        filler(seed, 32 * n)
-            .chunks(32)
-            .map(|c| Nullifier(c.try_into().expect("32 bytes")))
+    /// `n` tokens of the pool of the queue key (or the chunk key), cyclically from `start`
+    /// (modulo the pool's size).
+    pub fn pool(&self, chunk: bool, start: usize, n: usize) -> Vec<Token> {
+        let pool = if chunk {
+            &self.chunk_pool
+        } else {
+            &self.queue_pool
+        };
+        (0..n)
+            .map(|i| pool[(start + i) % pool.len()].clone())
             .collect()
     }
 
-    /// A spend of `n` fresh nullifiers under the queue key.
-    pub fn spend(&self, seed: u64, n: usize) -> Action {
-        Action::Spend {
-            groups: vec![SpendGroup {
-                token_key_id: self.queue_key.public_key.id(),
-                nullifiers: self.fresh_nullifiers(seed, n),
-            }],
+    /// A valid spend of `n` pool tokens of the queue key, from `start`.
+    pub fn spend(&self, start: usize, n: usize) -> Action {
+        Action::spend_of(self.pool(false, start, n))
+    }
+
+    /// What the ledger must still be after a case: the set-up's head and governance, and the
+    /// nullifiers of `tokens` unspent.
+    pub fn unchanged<'a>(&self, tokens: impl IntoIterator<Item = &'a Token>) -> LedgerUnchanged {
+        LedgerUnchanged {
+            head: self.head,
+            governance_seq: self.governance_seq,
+            unspent: tokens.into_iter().map(Token::nullifier).collect(),
+        }
+    }
+
+    /// The proposal of `change` at the ledger's current governance sequence.
+    pub fn proposal(&self, change: Change) -> Proposal {
+        Proposal {
+            ledger_id: self.ledger_id,
+            governance_seq: self.governance_seq,
+            change,
+        }
+    }
+
+    /// The two admins, whose approvals together make the quorum.
+    pub fn admins(&self) -> [&OperatorKey; 2] {
+        [&self.op_a, &self.op_c]
+    }
+
+    /// `proposal` with the approvals of `by`.
+    pub fn govern(&self, proposal: Proposal, by: &[&OperatorKey]) -> Action {
+        let approvals = by.iter().map(|k| Approval::sign(k, &proposal)).collect();
+        Action::Govern {
+            proposal,
+            approvals,
         }
     }
 
@@ -303,6 +463,18 @@ impl Fixture {
             ],
         )
         .await;
+        let mut pool_spent = Vec::new();
+        for t in self.queue_pool.iter().chain(&self.chunk_pool) {
+            let status = self
+                .c
+                .ledger
+                .nullifier(&t.nullifier())
+                .await
+                .expect("nullifier");
+            if let Some((first, by)) = status {
+                pool_spent.push(format!("{} spent by {by}: {first:?}", t.nullifier()));
+            }
+        }
         let mut tokens = Vec::new();
         for t in [&self.token_queue, &self.token_chunk] {
             let status = self
@@ -315,6 +487,9 @@ impl Fixture {
         }
         Snapshot {
             ledger_head: (info.head_seq, info.head_hash),
+            ledger_governance: (info.governance_seq, info.admin_quorum),
+            ledger_keys: serde_json::to_string(&self.c.ledger.keys(None, None).await)
+                .expect("json"),
             ledger_operators: serde_json::to_string(&info.operators).expect("json"),
             ledger_totals: serde_json::to_string(&self.c.ledger.totals().await.expect("totals"))
                 .expect("json"),
@@ -324,6 +499,7 @@ impl Fixture {
             .expect("json"),
             ledger_metrics,
             tokens,
+            pool_spent,
             cards,
             issuer_metrics,
             issuer_outbox: a.issuer.store().outbox().await.expect("outbox").len(),
@@ -338,11 +514,15 @@ impl Fixture {
 #[derive(Debug, PartialEq)]
 pub struct Snapshot {
     pub ledger_head: (u64, Hash32),
+    pub ledger_governance: (u64, u32),
+    pub ledger_keys: String,
     pub ledger_operators: String,
     pub ledger_totals: String,
     pub ledger_checkpoint: String,
     pub ledger_metrics: Vec<String>,
     pub tokens: Vec<String>,
+    /// The pool tokens some request spent (none may be).
+    pub pool_spent: Vec<String>,
     pub cards: Vec<String>,
     pub issuer_metrics: Vec<String>,
     pub issuer_outbox: usize,

@@ -8,7 +8,11 @@ use proptest::test_runner::{
 };
 use reqwest::Method;
 use reqwest::header::HeaderValue;
+use scrip_spec::Nullifier;
+use scrip_spec::api::ledger::{LedgerInfo, NullifierStatus};
 use scrip_spec::api::{ErrorAnswer, GenericCode};
+use scrip_spec::encoding::b64_encode;
+use scrip_spec::ledger::Hash32;
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -49,6 +53,20 @@ pub struct Case {
     /// The body must be parsed as the request (a JSON array read as the request object is
     /// refused by the parser, so its error code must be `malformed_request`).
     pub parse_error: bool,
+    /// The error code the answer must carry.
+    pub code: Option<&'static str>,
+    /// What the ledger must still be once the answer came (asked of the ledger at the
+    /// endpoint's base).
+    pub unchanged: Option<Arc<LedgerUnchanged>>,
+}
+
+/// The ledger's state a case must leave as it was: its head and governance sequence, and
+/// nullifiers still unspent.
+#[derive(Clone, Debug)]
+pub struct LedgerUnchanged {
+    pub head: (u64, Hash32),
+    pub governance_seq: u64,
+    pub unspent: Vec<Nullifier>,
 }
 
 impl Case {
@@ -69,7 +87,21 @@ impl Case {
             expect: Expect::Any4xx,
             json: true,
             parse_error: false,
+            code: None,
+            unchanged: None,
         }
+    }
+
+    /// The answer must carry the error code `code`.
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// The ledger must still be as `unchanged` says once the answer came.
+    pub fn unchanged(mut self, unchanged: LedgerUnchanged) -> Self {
+        self.unchanged = Some(Arc::new(unchanged));
+        self
     }
 
     pub fn json_body(mut self, body: impl Into<Vec<u8>>) -> Self {
@@ -236,12 +268,20 @@ pub enum Problem {
     Shape(String),
     /// A JSON array was read as the request object.
     Array(String),
+    /// Not the error code expected.
+    Code(String),
+    /// The ledger changed.
+    State(String),
 }
 
 impl Problem {
     pub fn text(&self) -> &str {
         match self {
-            Problem::Status(t) | Problem::Shape(t) | Problem::Array(t) => t,
+            Problem::Status(t)
+            | Problem::Shape(t)
+            | Problem::Array(t)
+            | Problem::Code(t)
+            | Problem::State(t) => t,
         }
     }
 }
@@ -268,6 +308,16 @@ pub fn judge(case: &Case, answer: &Answer) -> Vec<Problem> {
         && let Err(e) = error_shape(answer)
     {
         problems.push(Problem::Shape(e));
+    }
+    if let Some(expected) = case.code {
+        let code = serde_json::from_slice::<Value>(&answer.body)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+        if code.as_deref() != Some(expected) {
+            problems.push(Problem::Code(format!(
+                "code {code:?}, expected {expected:?}"
+            )));
+        }
     }
     if case.parse_error {
         let code = error_code(&answer.body);
@@ -303,6 +353,42 @@ pub fn known_deviation(
     let nested = case.family == "object as array" && !case.detail.starts_with("$ ");
     (nested && problems.iter().all(|p| matches!(p, Problem::Array(_))))
         .then_some("nested-array-as-object")
+}
+
+/// Whether the ledger at `base` is still as `want` says.
+pub async fn ledger_unchanged(
+    http: &reqwest::Client,
+    base: &str,
+    want: &LedgerUnchanged,
+) -> Result<(), String> {
+    let get = |path: String| async move {
+        let resp = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        resp.bytes()
+            .await
+            .map_err(|e| format!("{path}: {e}"))
+            .map(|b| b.to_vec())
+    };
+    let body = get("/v1/info".into()).await?;
+    let info: LedgerInfo = serde_json::from_slice(&body).map_err(|e| format!("info: {e}"))?;
+    if (info.head_seq, info.head_hash) != want.head || info.governance_seq != want.governance_seq {
+        return Err(format!(
+            "the ledger moved: head {} and governance_seq {}, was {} and {}",
+            info.head_seq, info.governance_seq, want.head.0, want.governance_seq
+        ));
+    }
+    for n in &want.unspent {
+        let body = get(format!("/v1/nullifiers/{}", b64_encode(n.0))).await?;
+        let status: NullifierStatus =
+            serde_json::from_slice(&body).map_err(|e| format!("nullifier: {e}"))?;
+        if status != NullifierStatus::Unspent {
+            return Err(format!("nullifier {n} was spent: {status:?}"));
+        }
+    }
+    Ok(())
 }
 
 pub fn client(source: Option<IpAddr>) -> reqwest::Client {
@@ -549,7 +635,12 @@ pub fn run_endpoint(
                         .entry(format!("{} {code}", answer.status))
                         .or_default() += 1;
                 }
-                let problems = judge(&case, &answer);
+                let mut problems = judge(&case, &answer);
+                if let Some(want) = &case.unchanged
+                    && let Err(e) = rt.block_on(ledger_unchanged(&shared, &ep.base, want))
+                {
+                    problems.push(Problem::State(e));
+                }
                 if problems.is_empty() {
                     None
                 } else if let Some(id) =

@@ -37,15 +37,15 @@ use fixture::{Fixture, Snapshot, post};
 use harness::{Endpoint, KNOWN_DEVIATIONS, Service, client, run_endpoint, seed};
 use routes::plain_gets;
 use scrip_spec::encoding::b64_encode;
-use scrip_spec::ledger::{Action, SpendGroup};
-use scrip_spec::{TokenKeyId, now};
+use scrip_spec::ledger::{Action, Change, OperatorInfo, Role};
+use scrip_spec::{OperatorKey, now};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
-/// Cases per endpoint, by the kind of endpoint (7,400 in all).
+/// Cases per endpoint, by the kind of endpoint (7,800 in all).
 const JSON_CASES: usize = 400;
 const INPUT_GET_CASES: usize = 300;
 const RELAY_CASES: usize = 300;
@@ -202,6 +202,10 @@ async fn bad_input_to_every_endpoint_is_refused_and_changes_nothing() {
     again.ledger_metrics = after.ledger_metrics.clone();
     assert_eq!(after, again, "a by-design answer changed the state");
 
+    // What the cases broke was all that was wrong with them: the pool tokens they carried
+    // spend, and a change the two admins approve applies.
+    valid_requests_apply(&fx).await;
+
     // The grant and the token no bad request could use still work, and the fresh card is
     // untouched.
     let http = client(None);
@@ -239,10 +243,55 @@ async fn bad_input_to_every_endpoint_is_refused_and_changes_nothing() {
     println!("total {:.1?}", started.elapsed());
 }
 
+/// The positive controls of the ledger's cases, once every case is done: a spend of pool tokens
+/// (the one of the valid body every JSON case breaks among them, and tokens of both keys) is
+/// accepted whole, and a governance change at the current governance_seq with op-a's and
+/// op-c's approvals (and op-b's, which does not count) applies.
+async fn valid_requests_apply(fx: &Fixture) {
+    let url = format!("{}/v1/entries", fx.ledger());
+    let mut tokens = fx.pool(false, 0, 3);
+    tokens.extend(fx.pool(true, 0, 2));
+    let body = fx.signed(
+        &fx.op_b,
+        fx.request([0xe0; 16], fx.ledger_id, now(), Action::spend_of(tokens)),
+    );
+    let (status, receipt) = post(&url, body).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert!(receipt["seq"].is_u64(), "appended: {receipt}");
+    assert!(
+        receipt["spends"]
+            .as_array()
+            .is_some_and(|s| s.len() == 5 && s.iter().all(|r| r["status"] == "accepted")),
+        "every pool token spends: {receipt}"
+    );
+
+    let proposal = fx.proposal(Change::AdmitOperator {
+        operator: OperatorInfo {
+            name: "op-d".into(),
+            id: OperatorKey::generate().id(),
+            roles: vec![Role::Redeemer],
+        },
+    });
+    let action = fx.govern(proposal, &[&fx.op_b, &fx.op_a, &fx.op_c]);
+    let body = fx.signed(
+        &fx.op_b,
+        fx.request([0xe1; 16], fx.ledger_id, now(), action),
+    );
+    let (status, receipt) = post(&url, body).await;
+    assert_eq!(status, 200, "a quorum's change applies: {receipt}");
+    let info = fx.c.ledger.info().await;
+    assert_eq!(info.governance_seq, fx.governance_seq + 1, "applied");
+    assert!(
+        info.operators.iter().any(|o| o.name == "op-d"),
+        "op-d admitted"
+    );
+}
+
 /// Answers that are 2xx by design: a replayed cosignature (idempotent: ON CONFLICT DO NOTHING,
-/// ledger/src/store/sql.rs `add_cosignature`) and a signed spend of nullifiers under a key the ledger does
-/// not know (refused per nullifier in a 200 receipt, nothing appended; the handler still counts
-/// it in `scrip_ledger_requests_total{result="accepted"}`, ledger/src/http.rs `submit`).
+/// ledger/src/store/sql.rs `add_cosignature`) and a signed spend of tokens under a key the
+/// ledger does not know (not verified, refused per token in a 200 receipt, nothing appended;
+/// the handler still counts it in `scrip_ledger_requests_total{result="accepted"}`,
+/// ledger/src/http.rs `submit`).
 async fn documented_exceptions(fx: &Fixture) -> Vec<String> {
     let mut out = Vec::new();
     let (status, body) = post(
@@ -258,12 +307,8 @@ async fn documented_exceptions(fx: &Fixture) -> Vec<String> {
         "replayed cosignature: {status} (ON CONFLICT DO NOTHING)"
     ));
 
-    let action = Action::Spend {
-        groups: vec![SpendGroup {
-            token_key_id: TokenKeyId([0xd0; 32]),
-            nullifiers: fx.fresh_nullifiers(0xd0c, 2),
-        }],
-    };
+    // Valid tokens of a key the ledger was never told about.
+    let action = Action::spend_of(fx.unannounced_tokens[..2].to_vec());
     let body = fx.signed(
         &fx.op_a,
         fx.request([0xd0; 16], fx.ledger_id, now(), action),
@@ -272,9 +317,9 @@ async fn documented_exceptions(fx: &Fixture) -> Vec<String> {
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(receipt["seq"], Value::Null, "nothing appended: {receipt}");
     assert!(
-        receipt["spends"]
-            .as_array()
-            .is_some_and(|s| s.iter().all(|r| r["status"] == "refused")),
+        receipt["spends"].as_array().is_some_and(|s| s.len() == 2
+            && s.iter()
+                .all(|r| r["status"] == "refused" && r["reason"] == "unknown_key")),
         "{receipt}"
     );
     out.push(format!(

@@ -3,18 +3,18 @@
 //!
 //! `cd fuzz && cargo run --bin fuzz_seeds`
 
-use scrip_spec::encoding::canonical_bytes;
-use scrip_spec::codes::export::{EXPORT_VERSION, ExportFile, ExportedToken};
 use scrip_spec::api::issuer::{
     BalanceRequest, KeyedTokenRequest, OpenRequest, ReplayRequest, RequestId,
 };
+use scrip_spec::codes::export::{EXPORT_VERSION, ExportFile, ExportedToken};
+use scrip_spec::encoding::canonical_bytes;
 use scrip_spec::ledger::{
-    Action, Checkpoint, Cosignature, EntryBody, Genesis, Hash32, LedgerRequest, LogEntry,
-    OperatorInfo, Role, SpendGroup,
+    Action, Approval, Change, Checkpoint, Cosignature, DEFAULT_MIN_REDEEM_WINDOW, EntryBody,
+    Genesis, Hash32, LedgerRequest, LogEntry, OperatorInfo, Proposal, Role,
 };
 use scrip_spec::{
-    CapacityKind, CardCode, Catalog, GrantCode, Nullifier, OperatorKey, TokenChallenge,
-    TokenKeyInfo, TokenSecretKey, WalletSeed, blind, finalize,
+    CapacityKind, CardCode, Catalog, GrantCode, OperatorKey, TokenChallenge, TokenKeyInfo,
+    TokenSecretKey, WalletSeed, blind, finalize,
 };
 use std::path::Path;
 
@@ -32,6 +32,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (request, pending) = blind(&seed, 0, sk.public_key(), &challenge)?;
     let response = sk.blind_sign(&request)?;
     let token = finalize(sk.public_key(), &pending, &response)?;
+    let (second_request, second_pending) = blind(&seed, 1, sk.public_key(), &challenge)?;
+    let second = finalize(
+        sk.public_key(),
+        &second_pending,
+        &sk.blind_sign(&second_request)?,
+    )?;
     write("token_codecs", "token", &token.to_bytes())?;
     write("token_codecs", "request", &request.to_bytes())?;
     write("token_codecs", "response", &response.to_bytes())?;
@@ -58,16 +64,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             roles: vec![Role::Issuer, Role::Redeemer],
         }],
         catalog: Catalog::standard(),
+        admin_quorum: None,
+        min_redeem_window: DEFAULT_MIN_REDEEM_WINDOW,
     };
     let ledger_id = genesis.ledger_id();
     let spend = operator.sign(LedgerRequest::new(
         ledger_id,
         1_800_000_100,
-        Action::Spend {
-            groups: vec![SpendGroup {
-                token_key_id: info.public_key.id(),
-                nullifiers: vec![token.nullifier(), Nullifier([3; 32])],
-            }],
+        Action::spend_of([token.clone(), second]),
+    ));
+    let proposal = Proposal {
+        ledger_id,
+        governance_seq: 0,
+        change: Change::AdmitOperator {
+            operator: OperatorInfo {
+                name: "op-b".into(),
+                id: OperatorKey::generate().id(),
+                roles: vec![Role::Redeemer],
+            },
+        },
+    };
+    let govern = operator.sign(LedgerRequest::new(
+        ledger_id,
+        1_800_000_150,
+        Action::Govern {
+            approvals: vec![Approval::sign(&operator, &proposal)],
+            proposal,
         },
     ));
     let announce = operator.sign(LedgerRequest::new(
@@ -92,6 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         checkpoint: checkpoint.clone(),
     });
     write("canonical_envelopes", "spend", &canonical_bytes(&spend))?;
+    write("canonical_envelopes", "govern", &canonical_bytes(&govern))?;
     write(
         "canonical_envelopes",
         "announce",
@@ -152,6 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     write("json_bodies", "replay", &serde_json::to_vec(&replay)?)?;
     write("json_bodies", "spend", &serde_json::to_vec(&spend)?)?;
+    write("json_bodies", "govern", &serde_json::to_vec(&govern)?)?;
     write("json_bodies", "entry", &serde_json::to_vec(&entry)?)?;
     write("json_bodies", "export", &serde_json::to_vec(&export)?)?;
     println!("seeds written to {}", corpus.display());
