@@ -87,7 +87,9 @@ impl From<LedgerError> for ApiError {
             LedgerError::Refused(r) => {
                 let (status, code) = match &r {
                     Refusal::UnknownOperator { .. } => (S::UNAUTHORIZED, Code::UnknownOperator),
-                    Refusal::BadSignature => (S::UNAUTHORIZED, Code::BadSignature),
+                    Refusal::BadSignature | Refusal::BadApproval { .. } => {
+                        (S::UNAUTHORIZED, Code::BadSignature)
+                    }
                     Refusal::Stale { .. } => (S::UNAUTHORIZED, Code::StaleRequest),
                     Refusal::WrongLedger => (S::FORBIDDEN, Code::WrongLedger),
                     Refusal::Forbidden { .. } => (S::FORBIDDEN, Code::Forbidden),

@@ -72,6 +72,12 @@ pub enum Refusal {
         /// What failed.
         reason: String,
     },
+    /// An admin's approval of a governance change does not verify.
+    #[error("the approval by admin {admin} does not verify for this proposal")]
+    BadApproval {
+        /// The admin named in the approval.
+        admin: OperatorId,
+    },
     /// A governance change without enough admin approvals.
     #[error(
         "a governance change needs {need} distinct admin approvals; this one has {have} valid ones"
@@ -265,6 +271,29 @@ impl LedgerState {
             });
         }
         Ok(operator)
+    }
+
+    /// What a spend request must be before any of its tokens is looked at: from a redeemer,
+    /// with 1 to [`MAX_SPEND_BATCH`] tokens. Checked before the RSA work, so that a member
+    /// without the role, or an oversized batch, costs no verification.
+    pub fn check_spend_shape(
+        operator: &OperatorInfo,
+        groups: &[SpendGroup],
+    ) -> Result<(), Refusal> {
+        if !operator.roles.contains(&Role::Redeemer) {
+            return Err(Refusal::Forbidden {
+                operator: operator.name.clone(),
+                role: Role::Redeemer,
+            });
+        }
+        let count: usize = groups.iter().map(|g| g.tokens.len()).sum();
+        if count > MAX_SPEND_BATCH {
+            return Err(Refusal::TooLarge { count });
+        }
+        if count == 0 {
+            return Err(invalid("a spend request carries at least one token"));
+        }
+        Ok(())
     }
 
     /// The keys of a spend whose tokens pass the key checks at `now` (known, not revoked, in
@@ -487,14 +516,7 @@ impl LedgerState {
                 })
             }
             Action::Spend { groups } => {
-                need(Role::Redeemer)?;
-                let count: usize = groups.iter().map(|g| g.tokens.len()).sum();
-                if count > MAX_SPEND_BATCH {
-                    return Err(Refusal::TooLarge { count });
-                }
-                if count == 0 {
-                    return Err(invalid("a spend request carries at least one token"));
-                }
+                Self::check_spend_shape(operator, groups)?;
                 self.judge_spend(groups, now, verified)
             }
         }
@@ -525,7 +547,9 @@ impl LedgerState {
             }
             approval
                 .verify(proposal)
-                .map_err(|_| Refusal::BadSignature)?;
+                .map_err(|_| Refusal::BadApproval {
+                    admin: approval.admin,
+                })?;
             approvers.insert(approval.admin);
         }
         let (have, need) = (approvers.len() as u32, self.admin_quorum());

@@ -176,7 +176,10 @@ impl Ledger {
         if self.store.request_seq(&digest).await?.is_some() {
             return Err(Refusal::Replayed.into());
         }
-        view.authenticate(&signed, self.now())?;
+        let operator = view.authenticate(&signed, self.now())?;
+        if let Action::Spend { groups } = &signed.payload.action {
+            LedgerState::check_spend_shape(operator, groups)?;
+        }
         let (signed, mut verified) =
             verify_tokens(view, signed, self.now(), &HashSet::new()).await?;
 

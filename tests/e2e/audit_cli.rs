@@ -69,6 +69,9 @@ async fn clean_incremental_alarms_and_tampering() {
     assert_eq!(report["settlement"]["cells"][0]["issuer"], "op-a");
     assert_eq!(report["settlement"]["cells"][0]["redeemer"], "op-b");
     assert_eq!(report["settlement"]["cells"][0]["value"], 4);
+    assert_eq!(report["settlement"]["cells"][0]["owed"], 4, "no fee in the genesis catalog");
+    assert_eq!(report["settlement"]["catalog_versions"][0]["seq"], 0);
+    assert_eq!(report["settlement"]["catalog_versions"][0]["tokens"], 1);
     assert_eq!(report["settlement"]["net"]["op-b"], 4);
     assert!(report["alarms"].as_array().expect("alarms").is_empty());
 
@@ -120,6 +123,30 @@ async fn clean_incremental_alarms_and_tampering() {
     let by_copy = ["audit", "--database", &copy_url, "--state", path(&db_state)];
     let out = audit(&by_copy, &["--json"]).await;
     assert_clean(&out);
+
+    // A copy whose spent set lost a row (its token could be spent again) while its log is
+    // intact: the audit of the copy compares the tables with the log and names the row.
+    let holed = dir.path().join("holed.db");
+    sqlx::query(&format!("VACUUM INTO '{}'", holed.display()))
+        .execute(&conn)
+        .await
+        .expect("copy");
+    let holed_url = format!("sqlite://{}", holed.display());
+    let holed_conn = sqlx::SqlitePool::connect(&holed_url).await.expect("copy db");
+    let deleted =
+        sqlx::query("DELETE FROM spent WHERE nullifier = (SELECT nullifier FROM spent LIMIT 1)")
+            .execute(&holed_conn)
+            .await
+            .expect("delete a spent row");
+    assert_eq!(deleted.rows_affected(), 1);
+    holed_conn.close().await;
+    let holed_state = dir.path().join("holed.state");
+    let by_holed = ["audit", "--database", &holed_url, "--state", path(&holed_state)];
+    let out = audit(&by_holed, &[]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "tampering exit status: {err}");
+    assert!(err.contains("missing from the spent set"), "{err}");
+
     let copy_conn = sqlx::SqlitePool::connect(&copy_url).await.expect("copy db");
     sqlx::query("UPDATE entries SET body = CAST(body AS BLOB) || x'00' WHERE seq = 3")
         .execute(&copy_conn)

@@ -875,6 +875,40 @@ pub async fn spends_of_tokens_the_redeemer_does_not_hold_are_refused(f: Fixture)
     }
     let totals = f.ledger.totals().await.expect("totals");
     assert!(totals.keys.iter().all(|k| k.spent == 0));
+    // Before any RSA work: a member without the redeemer role, or an oversized batch, is
+    // refused for that, whatever its tokens are.
+    let issuer_only = OperatorKey::generate();
+    let admit = f
+        .govern(
+            &[&f.a],
+            Change::AdmitOperator {
+                operator: scrip_ledger::local::member(
+                    "op-c",
+                    &issuer_only,
+                    &[scrip_spec::ledger::Role::Issuer],
+                ),
+            },
+        )
+        .await;
+    f.ledger.submit(admit).await.expect("admitted");
+    let mut garbage = real.clone();
+    garbage.authenticator[0] ^= 1;
+    let req = f.request(&issuer_only, spend(vec![garbage.clone()])).await;
+    assert!(matches!(
+        refusal(f.ledger.submit(req).await),
+        Refusal::Forbidden { .. }
+    ));
+    let req = f.request(&f.b, spend(vec![garbage; 10_001])).await;
+    assert!(matches!(
+        refusal(f.ledger.submit(req).await),
+        Refusal::TooLarge { count: 10_001 }
+    ));
+    assert_eq!(
+        f.ledger.info().await.head_seq,
+        head + 1,
+        "only the admission appended"
+    );
+
     // The same tokens, honestly listed, are spent.
     let receipt = f
         .ledger
