@@ -128,7 +128,13 @@ impl Ledger {
             }
             .into());
         }
+        let checking = Instant::now();
         crate::audit::check_store(store.as_ref(), None).await?;
+        tracing::info!(
+            entries = snapshot.head.0 + 1,
+            took_ms = checking.elapsed().as_millis() as u64,
+            "spent set, totals and members agree with the log"
+        );
         Ok(Self::new(store, key, LedgerState::from_snapshot(snapshot)))
     }
 

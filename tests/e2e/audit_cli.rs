@@ -69,7 +69,10 @@ async fn clean_incremental_alarms_and_tampering() {
     assert_eq!(report["settlement"]["cells"][0]["issuer"], "op-a");
     assert_eq!(report["settlement"]["cells"][0]["redeemer"], "op-b");
     assert_eq!(report["settlement"]["cells"][0]["value"], 4);
-    assert_eq!(report["settlement"]["cells"][0]["owed"], 4, "no fee in the genesis catalog");
+    assert_eq!(
+        report["settlement"]["cells"][0]["owed"], 4,
+        "no fee in the genesis catalog"
+    );
     assert_eq!(report["settlement"]["catalog_versions"][0]["seq"], 0);
     assert_eq!(report["settlement"]["catalog_versions"][0]["tokens"], 1);
     assert_eq!(report["settlement"]["net"]["op-b"], 4);
@@ -132,7 +135,9 @@ async fn clean_incremental_alarms_and_tampering() {
         .await
         .expect("copy");
     let holed_url = format!("sqlite://{}", holed.display());
-    let holed_conn = sqlx::SqlitePool::connect(&holed_url).await.expect("copy db");
+    let holed_conn = sqlx::SqlitePool::connect(&holed_url)
+        .await
+        .expect("copy db");
     let deleted =
         sqlx::query("DELETE FROM spent WHERE nullifier = (SELECT nullifier FROM spent LIMIT 1)")
             .execute(&holed_conn)
@@ -141,7 +146,13 @@ async fn clean_incremental_alarms_and_tampering() {
     assert_eq!(deleted.rows_affected(), 1);
     holed_conn.close().await;
     let holed_state = dir.path().join("holed.state");
-    let by_holed = ["audit", "--database", &holed_url, "--state", path(&holed_state)];
+    let by_holed = [
+        "audit",
+        "--database",
+        &holed_url,
+        "--state",
+        path(&holed_state),
+    ];
     let out = audit(&by_holed, &[]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "tampering exit status: {err}");

@@ -53,6 +53,15 @@ pub async fn check_store(
         }
         for entry in &page {
             auditor.feed(entry)?;
+            // The replay index: a request whose digest went missing could be applied twice.
+            if let Some(digest) = crate::store::request_digest(entry)
+                && store.request_seq(&digest).await? != Some(entry.seq)
+            {
+                return Err(differs(format!(
+                    "the request of entry {} is missing from the replay index: it could be applied again",
+                    entry.seq
+                )));
+            }
         }
         if let Some(progress) = progress {
             progress(auditor.next_seq());

@@ -1275,14 +1275,13 @@ pub async fn a_spent_set_that_disagrees_with_the_log_is_refused_at_start(f: Fixt
     assert_eq!(store.entries(0, 1000, 1).await.expect("page").len(), 1);
     assert!(store.entries(0, 1000, u64::MAX).await.expect("page").len() > 1);
 
+    assert!(f.reopen().await.is_ok(), "an untouched database opens");
     let victim = batch[1].nullifier();
-    f.delete_spent_row(&victim).await;
-    let opened = Ledger::open(
-        scrip_ledger::connect(&f.url).await.expect("reopen"),
-        OperatorKey::from_seed(&f.ledger_key_seed),
-    )
-    .await;
-    match opened {
+    let deleted = f
+        .tamper("DELETE FROM spent WHERE nullifier = $1", Some(&victim.0))
+        .await;
+    assert_eq!(deleted, 1);
+    match f.reopen().await {
         Err(LedgerError::DerivedStateMismatch(e)) => {
             assert!(e.to_string().contains(&victim.to_string()), "{e}");
         }
@@ -1304,4 +1303,32 @@ pub async fn a_spent_set_that_disagrees_with_the_log_is_refused_at_start(f: Fixt
         mismatch.to_string().contains("missing from the spent set"),
         "{mismatch}"
     );
+}
+
+/// A request whose digest was removed from the replay index could be applied a second time:
+/// a starting ledger refuses the database.
+pub async fn a_request_missing_from_the_replay_index_is_refused_at_start(f: Fixture) {
+    f.announce(&f.a, "op-a", 0, "queue").await;
+    let req = f.request(&f.b, spend(tokens(0, "op-a", 2))).await;
+    let seq = f
+        .ledger
+        .submit(req)
+        .await
+        .expect("spend")
+        .seq
+        .expect("appended");
+    let changed = f
+        .tamper(
+            &format!("UPDATE entries SET request_digest = NULL WHERE seq = {seq}"),
+            None,
+        )
+        .await;
+    assert_eq!(changed, 1);
+    match f.reopen().await {
+        Err(LedgerError::DerivedStateMismatch(e)) => {
+            assert!(e.to_string().contains("replay index"), "{e}");
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a ledger started with a request missing from its replay index"),
+    }
 }

@@ -43,4 +43,5 @@ per_backend!(
     issuance_reports_tile_time,
     readers_are_answered_while_a_spend_is_being_written,
     a_spent_set_that_disagrees_with_the_log_is_refused_at_start,
+    a_request_missing_from_the_replay_index_is_refused_at_start,
 );

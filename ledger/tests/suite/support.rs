@@ -172,27 +172,32 @@ pub fn spend(tokens: Vec<Token>) -> Action {
 }
 
 impl Fixture {
-    /// Deletes a row from the spent set behind the ledger's back, as someone with access to
-    /// the database could.
-    pub async fn delete_spent_row(&self, nullifier: &scrip_spec::Nullifier) {
-        let sql = "DELETE FROM spent WHERE nullifier = $1";
-        let deleted = if self.url.starts_with("sqlite:") {
+    /// Runs `sql` (with one `$1` parameter if `bind` is given) on the ledger's database behind
+    /// the ledger's back, as someone with access to the database could; returns the rows it
+    /// changed.
+    pub async fn tamper(&self, sql: &str, bind: Option<&[u8]>) -> u64 {
+        if self.url.starts_with("sqlite:") {
             let pool = sqlx::SqlitePool::connect(&self.url).await.expect("sqlite");
-            sqlx::query(sql)
-                .bind(&nullifier.0[..])
-                .execute(&pool)
-                .await
-                .expect("delete")
-                .rows_affected()
+            let query = sqlx::query(sql);
+            let query = match bind {
+                Some(b) => query.bind(b),
+                None => query,
+            };
+            query.execute(&pool).await.expect("tamper").rows_affected()
         } else {
             let pool = sqlx::PgPool::connect(&self.url).await.expect("postgres");
-            sqlx::query(sql)
-                .bind(&nullifier.0[..])
-                .execute(&pool)
-                .await
-                .expect("delete")
-                .rows_affected()
-        };
-        assert_eq!(deleted, 1, "the row was there");
+            let query = sqlx::query(sql);
+            let query = match bind {
+                Some(b) => query.bind(b),
+                None => query,
+            };
+            query.execute(&pool).await.expect("tamper").rows_affected()
+        }
+    }
+
+    /// Opens the ledger on its database again, as a restart does.
+    pub async fn reopen(&self) -> Result<Ledger, scrip_ledger::LedgerError> {
+        let store = scrip_ledger::connect(&self.url).await.expect("reopen");
+        Ledger::open(store, OperatorKey::from_seed(&self.ledger_key_seed)).await
     }
 }
