@@ -446,19 +446,13 @@ impl LedgerState {
                 token_key_id,
                 reason: _,
             } => {
-                let key = self
-                    .keys
-                    .get(token_key_id)
-                    .ok_or_else(|| invalid(format!("key {token_key_id} is not announced")))?;
-                if key.info.issuer != operator.name {
+                if self.announced(token_key_id)?.info.issuer != operator.name {
                     return Err(Refusal::Forbidden {
                         operator: operator.name.clone(),
                         role: Role::Issuer,
                     });
                 }
-                if key.revoked {
-                    return Err(invalid(format!("key {token_key_id} is already revoked")));
-                }
+                self.check_revocable(token_key_id)?;
                 plain(Effect::RevokeKey(*token_key_id))
             }
             Action::CardsSold {
@@ -488,10 +482,7 @@ impl LedgerState {
                 until,
             } => {
                 need(Role::Issuer)?;
-                let key = self
-                    .keys
-                    .get(token_key_id)
-                    .ok_or_else(|| invalid(format!("key {token_key_id} is not announced")))?;
+                let key = self.announced(token_key_id)?;
                 if key.info.issuer != operator.name {
                     return Err(Refusal::Forbidden {
                         operator: operator.name.clone(),
@@ -599,13 +590,7 @@ impl LedgerState {
                 token_key_id,
                 reason: _,
             } => {
-                let key = self
-                    .keys
-                    .get(token_key_id)
-                    .ok_or_else(|| invalid(format!("key {token_key_id} is not announced")))?;
-                if key.revoked {
-                    return Err(invalid(format!("key {token_key_id} is already revoked")));
-                }
+                self.check_revocable(token_key_id)?;
                 GovernanceEffect::RevokeKey(*token_key_id)
             }
         };
@@ -634,6 +619,19 @@ impl LedgerState {
             return Err(invalid(format!(
                 "the change would leave {remaining} admins; governance needs at least {floor}"
             )));
+        }
+        Ok(())
+    }
+
+    fn announced(&self, id: &TokenKeyId) -> Result<&KeyRecord, Refusal> {
+        self.keys
+            .get(id)
+            .ok_or_else(|| invalid(format!("key {id} is not announced")))
+    }
+
+    fn check_revocable(&self, id: &TokenKeyId) -> Result<(), Refusal> {
+        if self.announced(id)?.revoked {
+            return Err(invalid(format!("key {id} is already revoked")));
         }
         Ok(())
     }
