@@ -147,7 +147,7 @@ fn settlement_heatmap(report: &AuditReport) -> Svg {
     let max = report
         .settlement
         .values()
-        .map(|c| c.value)
+        .map(|c| c.owed)
         .max()
         .unwrap_or(1)
         .max(1) as f64;
@@ -158,7 +158,7 @@ fn settlement_heatmap(report: &AuditReport) -> Svg {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "settlement: credits each issuer owes each redeemer",
+                "settlement: credits each issuer owes each redeemer (after the fee)",
                 ("sans-serif", 15),
             )
             .margin(10)
@@ -168,7 +168,7 @@ fn settlement_heatmap(report: &AuditReport) -> Svg {
                 let value = report
                     .settlement
                     .get(&(issuer.clone(), redeemer.clone()))
-                    .map(|c| c.value)
+                    .map(|c| c.owed)
                     .unwrap_or(0);
                 let heat = value as f64 / max;
                 let colour = RGBColor(

@@ -234,9 +234,12 @@ async fn log(
     let Query(range) = range.map_err(|e| malformed_query(e.body_text()))?;
     let limit = range.limit.unwrap_or(MAX_LOG_PAGE).clamp(1, MAX_LOG_PAGE);
     let entries = state.ledger.entries(range.from, limit).await?;
-    let next = (entries.len() == limit as usize)
-        .then(|| entries.last().map(|e| e.seq + 1))
-        .flatten();
+    // A page may end early at the byte bound: `next` is set whenever the log goes on.
+    let head = state.ledger.view().head.0;
+    let next = entries
+        .last()
+        .map(|e| e.seq + 1)
+        .filter(|next| *next <= head);
     Ok(Json(LogPage { entries, next }))
 }
 

@@ -13,6 +13,10 @@ use scrip_spec::{
 };
 use std::collections::{HashMap, HashSet};
 
+/// Most approvals one governance change may carry: checking them costs signature
+/// verifications under the writer lock.
+pub const MAX_APPROVALS: usize = 64;
+
 /// Largest count or credit total one entry may report: far above any real batch, and small
 /// enough that a lifetime of entries cannot overflow the 63-bit counters of the databases.
 pub const MAX_REPORTED_COUNT: u64 = 1 << 40;
@@ -527,13 +531,19 @@ impl LedgerState {
                 current: self.governance_seq,
             });
         }
+        if approvals.len() > MAX_APPROVALS {
+            return Err(invalid(format!(
+                "a governance change carries at most {MAX_APPROVALS} approvals"
+            )));
+        }
         let mut approvers = HashSet::new();
         for approval in approvals {
             let is_admin = self
                 .operators
                 .get(&approval.admin)
                 .is_some_and(|o| o.roles.contains(&Role::Admin));
-            if !is_admin {
+            // Each admin's signature is checked once, and only an admin's.
+            if !is_admin || approvers.contains(&approval.admin) {
                 continue;
             }
             approval

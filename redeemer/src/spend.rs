@@ -134,6 +134,33 @@ impl Spender {
                     maybe_sent = true;
                     tracing::warn!(attempt, code = %error.code, "ledger failed while spending");
                 }
+                // The ledger verifies every token again and refuses the whole request for one
+                // that fails. This redeemer verified them all, so that is a stored token gone
+                // bad or a disagreement about a key: find it by spending one at a time, so one
+                // token never holds back the others (nothing was spent).
+                Err(ClientError::Refused { error, .. })
+                    if error.code == LedgerErrorCode::InvalidToken && items.len() > 1 =>
+                {
+                    tracing::warn!(
+                        batch = items.len(),
+                        "the ledger refused a token of the batch as invalid; spending one by one"
+                    );
+                    let mut outcomes = Vec::with_capacity(items.len());
+                    for item in items {
+                        let alone = Box::pin(self.spend(std::slice::from_ref(item))).await?;
+                        outcomes.extend(alone);
+                    }
+                    return Ok(outcomes);
+                }
+                Err(ClientError::Refused { error, .. })
+                    if error.code == LedgerErrorCode::InvalidToken =>
+                {
+                    tracing::warn!(
+                        nullifier = %nullifiers[0],
+                        "the ledger refused a token this redeemer had verified"
+                    );
+                    return Ok(vec![SpendOutcome::Refused(None)]);
+                }
                 Err(ClientError::Refused { error, .. }) => {
                     return Err(SpendFailure::Refused(error.code));
                 }

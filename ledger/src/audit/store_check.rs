@@ -96,6 +96,15 @@ pub async fn compare_with_store(auditor: &Auditor, store: &dyn Store) -> Result<
             "the members table differs from the members the log admitted",
         ));
     }
+    let mut stored_former: Vec<_> = snapshot.former.iter().collect();
+    let mut log_former: Vec<_> = state.former.values().collect();
+    stored_former.sort_by_key(|o| o.id);
+    log_former.sort_by_key(|o| o.id);
+    if stored_former != log_former {
+        return Err(differs(
+            "the removed members differ from the members the log removed",
+        ));
+    }
     if snapshot.catalog != state.catalog || snapshot.catalog_version != state.catalog_version {
         return Err(differs("the catalog differs from the one the log set last"));
     }

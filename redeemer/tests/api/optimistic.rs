@@ -130,3 +130,47 @@ async fn a_refused_token_never_gets_a_new_grant_and_own_spends_are_not_revoked()
         "replaced by the later grant, not by a revocation"
     );
 }
+
+/// A pending spend whose stored token no longer verifies (the ledger refuses the whole batch
+/// for it) holds back no other spend: the others are spent, its grant is revoked, and the
+/// flush does not retry it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_bad_pending_token_holds_back_no_other_spend() {
+    let w = world().await;
+    let a = w.sidecar_of(0, Mode::Optimistic).await;
+    let good = [w.token(), w.token()];
+    for token in &good {
+        assert_eq!(a.redeem(token, "queue").await.0, StatusCode::OK);
+    }
+    let mut bad = w.token();
+    bad.authenticator[5] ^= 0x10;
+    a.redeemer
+        .store()
+        .insert_grant(
+            &[8; 32],
+            &"queue".parse().expect("kind"),
+            &bad.nullifier(),
+            u64::MAX / 2,
+            Some(&bad),
+            scrip_spec::now(),
+        )
+        .await
+        .expect("store")
+        .expect("a new grant");
+    assert_eq!(a.redeemer.flush_pending().await.expect("flush"), 3);
+    assert_eq!(
+        spent_total(&w.ledger.url).await,
+        2,
+        "the good ones are spent"
+    );
+    assert!(
+        a.metrics()
+            .await
+            .contains("scrip_redeemer_optimistic_revoked_total 1")
+    );
+    assert_eq!(
+        a.redeemer.flush_pending().await.expect("flush"),
+        0,
+        "nothing left to retry"
+    );
+}
