@@ -9,6 +9,9 @@ use scrip_spec::{OperatorKey, Signed, Token, TokenKeyId, TokenSecretKey};
 pub use scrip_testkit::{Backend, TestDb};
 use std::sync::Arc;
 
+/// The issuer's name, as the bench ledgers announce it (tokens are made for its challenge).
+pub const ISSUER: &str = "issuer";
+
 /// A ledger with one issuer, one redeemer and one announced key.
 pub struct BenchLedger {
     /// The ledger.
@@ -28,16 +31,21 @@ pub struct BenchLedger {
 impl BenchLedger {
     /// A fresh ledger on `backend` (PostgreSQL: a schema `scrip_bench_…`).
     pub async fn new(backend: Backend) -> anyhow::Result<Self> {
+        Self::with_secret(backend, TokenSecretKey::generate()?).await
+    }
+
+    /// A fresh ledger on `backend` whose announced key is `secret`: ledgers made with the same
+    /// secret accept the same tokens, so one minted pool serves several of them.
+    pub async fn with_secret(backend: Backend, secret: TokenSecretKey) -> anyhow::Result<Self> {
         let db = TestDb::new(backend, "scrip_bench").await?;
         let (issuer, redeemer) = (OperatorKey::generate(), OperatorKey::generate());
         let operators = vec![
-            member("issuer", &issuer, &[Role::Issuer]),
+            member(ISSUER, &issuer, &[Role::Issuer]),
             member("relay", &redeemer, &[Role::Redeemer]),
         ];
         let ledger = local::init(&db.url, OperatorKey::generate(), "bench", operators).await?;
         let ledger_id = ledger.info().await.ledger_id;
-        let secret = TokenSecretKey::generate()?;
-        let info = scrip_testkit::key_info(secret.public_key(), "issuer", "queue", 24);
+        let info = scrip_testkit::key_info(secret.public_key(), ISSUER, "queue", 24);
         let key = info.public_key.id();
         ledger
             .submit(scrip_testkit::keys::announcement(&issuer, ledger_id, info))
@@ -54,7 +62,7 @@ impl BenchLedger {
 
     /// `count` fresh valid tokens of the announced key.
     pub fn tokens(&self, count: usize) -> Vec<Token> {
-        scrip_testkit::mint_tokens(&self.secret, "issuer", count)
+        scrip_testkit::mint_tokens(&self.secret, ISSUER, count)
     }
 
     /// A signed spend of `tokens`.
@@ -69,5 +77,16 @@ impl BenchLedger {
     /// A signed spend of `count` fresh valid tokens.
     pub fn spend_request(&self, count: usize) -> Signed<LedgerRequest> {
         self.spend_of(self.tokens(count))
+    }
+
+    /// Drops the ledger and, on PostgreSQL, its schema now instead of leaving it behind.
+    pub async fn drop_now(self) {
+        let Self {
+            ledger, _db: db, ..
+        } = self;
+        drop(ledger);
+        if let Some(schema) = db.schema {
+            schema.drop_now().await;
+        }
     }
 }
