@@ -149,6 +149,13 @@ pub struct Judgement {
     pub spends: Vec<(TokenKeyId, Nullifier, Option<SpendRefusal>)>,
 }
 
+/// Whether a judgement checks the operator's signature or was told it was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signature {
+    Verify,
+    Verified,
+}
+
 /// Which spent tokens' signatures a judgement may take as verified.
 #[derive(Debug, Clone, Copy)]
 pub enum Verified<'a> {
@@ -258,13 +265,25 @@ impl LedgerState {
         signed: &Signed<LedgerRequest>,
         now: UnixSeconds,
     ) -> Result<&'s OperatorInfo, Refusal> {
+        self.authenticate_as(signed, now, Signature::Verify)
+    }
+
+    fn authenticate_as<'s>(
+        &'s self,
+        signed: &Signed<LedgerRequest>,
+        now: UnixSeconds,
+        signature: Signature,
+    ) -> Result<&'s OperatorInfo, Refusal> {
         let operator = self
             .operators
             .get(&signed.signer)
             .ok_or(Refusal::UnknownOperator {
                 operator: signed.signer,
             })?;
-        let request = signed.verify().map_err(|_| Refusal::BadSignature)?;
+        if signature == Signature::Verify {
+            signed.verify().map_err(|_| Refusal::BadSignature)?;
+        }
+        let request = &signed.payload;
         if request.ledger_id != self.ledger_id {
             return Err(Refusal::WrongLedger);
         }
@@ -375,7 +394,29 @@ impl LedgerState {
         now: UnixSeconds,
         verified: Verified<'_>,
     ) -> Result<Judgement, Refusal> {
-        let operator = self.authenticate(signed, now)?;
+        self.judge_as(signed, now, verified, Signature::Verify)
+    }
+
+    /// [`Self::judge`] of a request whose operator signature [`Self::authenticate`] already
+    /// verified (the ledger, before its writer lock): membership, ledger id and clock are
+    /// checked again, the signature is not.
+    pub fn judge_authenticated(
+        &self,
+        signed: &Signed<LedgerRequest>,
+        now: UnixSeconds,
+        verified: Verified<'_>,
+    ) -> Result<Judgement, Refusal> {
+        self.judge_as(signed, now, verified, Signature::Verified)
+    }
+
+    fn judge_as(
+        &self,
+        signed: &Signed<LedgerRequest>,
+        now: UnixSeconds,
+        verified: Verified<'_>,
+        signature: Signature,
+    ) -> Result<Judgement, Refusal> {
+        let operator = self.authenticate_as(signed, now, signature)?;
         let request = &signed.payload;
         let need = |role: Role| -> Result<(), Refusal> {
             if operator.roles.contains(&role) {

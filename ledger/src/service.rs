@@ -206,7 +206,7 @@ impl Ledger {
         } else {
             signed
         };
-        let judgement = match state.judge(&signed, now, Verified::Keys(&verified)) {
+        let judgement = match state.judge_authenticated(&signed, now, Verified::Keys(&verified)) {
             // Appended by a concurrent copy of the same request since the check above.
             Err(_) if self.store.request_seq(&digest).await?.is_some() => {
                 return Err(Refusal::Replayed.into());
