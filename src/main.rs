@@ -3,6 +3,7 @@
 mod audit;
 mod audit_html;
 mod bench;
+mod governance;
 mod issuer;
 mod ledger;
 mod operator;

@@ -23,6 +23,38 @@ pub enum OperatorCommand {
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
     },
+    /// Write a proposal for a change to the consortium's rules (admit or remove a member,
+    /// change roles, the catalog, revoke any key), to be approved by a quorum of admins.
+    Propose {
+        /// The ledger's URL (for its id and its governance_seq).
+        #[arg(long, value_name = "URL")]
+        ledger: String,
+        /// Where to write the proposal (JSON).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The change.
+        #[command(subcommand)]
+        change: crate::governance::ChangeArg,
+    },
+    /// Add an admin's approval to a proposal file.
+    Approve {
+        /// The proposal file.
+        proposal: PathBuf,
+        /// The admin's private key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Send an approved proposal to the ledger, signed by any member's key.
+    Submit {
+        /// The proposal file.
+        proposal: PathBuf,
+        /// The ledger's URL.
+        #[arg(long, value_name = "URL")]
+        ledger: String,
+        /// The submitting member's private key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
 }
 
 pub fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
@@ -47,5 +79,16 @@ pub fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
             println!("{}", key.id());
             Ok(())
         }
+        OperatorCommand::Propose {
+            ledger,
+            out,
+            change,
+        } => crate::runtime()?.block_on(crate::governance::propose(&ledger, &out, change)),
+        OperatorCommand::Approve { proposal, key } => crate::governance::approve(&proposal, &key),
+        OperatorCommand::Submit {
+            proposal,
+            ledger,
+            key,
+        } => crate::runtime()?.block_on(crate::governance::submit(&proposal, &ledger, &key)),
     }
 }

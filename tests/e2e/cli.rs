@@ -52,3 +52,107 @@ fn help_lists_every_command() {
     let help = String::from_utf8(out.stdout).expect("utf-8");
     assert!(help.contains("operator"));
 }
+
+/// A governance change from the command line: proposed, approved by one admin and refused for
+/// want of a quorum, approved by a second and applied, then refused as stale if sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_governance_change_needs_a_quorum_of_admins_from_the_command_line() {
+    use scrip_spec::OperatorKey;
+    use scrip_spec::ledger::Role;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = (
+        OperatorKey::generate(),
+        OperatorKey::generate(),
+        OperatorKey::generate(),
+    );
+    let admins = vec![
+        scrip_testkit::member("op-a", &a, &[Role::Admin, Role::Issuer]),
+        scrip_testkit::member("op-b", &b, &[Role::Admin]),
+    ];
+    let ledger =
+        scrip_testkit::TestLedger::start(scrip_testkit::TestDb::sqlite(), "cli", admins).await;
+    let key_file = |name: &str, key: &OperatorKey| {
+        let path = dir.path().join(format!("{name}.key"));
+        std::fs::write(&path, key.to_text().as_bytes()).expect("key file");
+        path
+    };
+    let (a_key, b_key) = (key_file("a", &a), key_file("b", &b));
+    let proposal = dir.path().join("admit-c.json");
+    let (p, url) = (scrip_testkit::path(&proposal), ledger.url.clone());
+    let c_id = c.id().to_string();
+    let admit = [
+        "operator", "propose", "--ledger", &url, "--out", p, "admit", "--name", "op-c", "--id",
+        &c_id, "--role", "redeemer",
+    ];
+    let out = crate::scrip_blocking(&admit).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("needing 2 admin approvals"));
+
+    let approve = |key: &std::path::Path| {
+        let key = scrip_testkit::path(key).to_owned();
+        let p = p.to_owned();
+        async move { crate::scrip_blocking(&["operator", "approve", &p, "--key", &key]).await }
+    };
+    let submit = || {
+        let (p, url, key) = (
+            p.to_owned(),
+            url.clone(),
+            scrip_testkit::path(&a_key).to_owned(),
+        );
+        async move {
+            crate::scrip_blocking(&["operator", "submit", &p, "--ledger", &url, "--key", &key])
+                .await
+        }
+    };
+    assert!(approve(&a_key).await.status.success());
+    let out = submit().await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "one admin of two is not a quorum");
+    assert!(err.contains("scrip operator approve"), "{err}");
+    assert!(ledger_members(&url).await.iter().all(|n| n != "op-c"));
+
+    assert!(approve(&b_key).await.status.success());
+    let out = submit().await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ledger_members(&url).await.iter().any(|n| n == "op-c"));
+    let out = submit().await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "applied once");
+    assert!(err.contains("make a new one"), "{err}");
+
+    // A malformed operator key is refused before anything is written.
+    let bad = [
+        "operator",
+        "propose",
+        "--ledger",
+        &url,
+        "--out",
+        p,
+        "remove",
+        "--id",
+        "not-a-key",
+    ];
+    let out = crate::scrip_blocking(&bad).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an operator key"));
+}
+
+/// The members' names, from `GET /v1/info`.
+async fn ledger_members(url: &str) -> Vec<String> {
+    scrip_common::clients::LedgerClient::new(url)
+        .info()
+        .await
+        .expect("info")
+        .operators
+        .into_iter()
+        .map(|o| o.name)
+        .collect()
+}
