@@ -34,6 +34,21 @@ impl Issuer {
                         .await?;
                     continue;
                 }
+                // An issuance report must start where the key's previous one ended on the
+                // ledger; after a restored database or a report lost on the way the two
+                // disagree. The count is still unreported: the interval starts at the ledger's
+                // end of the last report instead.
+                Err(e) if e.code() == Some(LedgerErrorCode::InvalidRequest) => {
+                    let Some(action) = self.retile(&request.payload.action).await? else {
+                        return Err(anyhow::Error::new(e)
+                            .context("the ledger did not take a queued request; it stays queued"));
+                    };
+                    request = self.sign(action, now());
+                    self.store
+                        .update_outbox(item.id, &serde_json::to_string(&request)?)
+                        .await?;
+                    continue;
+                }
                 Err(e) => {
                     return Err(anyhow::Error::new(e)
                         .context("the ledger did not take a queued request; it stays queued"));
@@ -43,6 +58,37 @@ impl Issuer {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// A refused issuance report moved to start where the ledger says the key's last report
+    /// ended, or `None` if it is not a report or already starts there.
+    async fn retile(&self, action: &Action) -> anyhow::Result<Option<Action>> {
+        let Action::TokensIssued {
+            token_key_id,
+            count,
+            from,
+            until,
+        } = action
+        else {
+            return Ok(None);
+        };
+        let keys = self.ledger.keys(None, None).await?;
+        let Some(record) = keys
+            .iter()
+            .find(|k| &k.info.public_key.id() == token_key_id)
+        else {
+            return Ok(None);
+        };
+        let start = record.reported_until;
+        if start == *from {
+            return Ok(None);
+        }
+        Ok(Some(Action::TokensIssued {
+            token_key_id: *token_key_id,
+            count: *count,
+            from: start,
+            until: (*until).max(start),
+        }))
     }
 
     /// Moves the issuance counted since the last report into signed "tokens issued" entries
