@@ -304,10 +304,7 @@ impl LedgerState {
         groups: &[SpendGroup],
     ) -> Result<(), Refusal> {
         if !operator.roles.contains(&Role::Redeemer) {
-            return Err(Refusal::Forbidden {
-                operator: operator.name.clone(),
-                role: Role::Redeemer,
-            });
+            return Err(forbidden(operator, Role::Redeemer));
         }
         let count: usize = groups.iter().map(|g| g.tokens.len()).sum();
         if count > MAX_SPEND_BATCH {
@@ -422,10 +419,7 @@ impl LedgerState {
             if operator.roles.contains(&role) {
                 Ok(())
             } else {
-                Err(Refusal::Forbidden {
-                    operator: operator.name.clone(),
-                    role,
-                })
+                Err(forbidden(operator, role))
             }
         };
         let plain = |effect| {
@@ -442,10 +436,7 @@ impl LedgerState {
             Action::AnnounceKey { key } => {
                 need(Role::Issuer)?;
                 if key.issuer != operator.name {
-                    return Err(Refusal::Forbidden {
-                        operator: operator.name.clone(),
-                        role: Role::Issuer,
-                    });
+                    return Err(forbidden(operator, Role::Issuer));
                 }
                 key.validate().map_err(|e| invalid(e.to_string()))?;
                 if self.catalog.price(&key.kind).is_none() {
@@ -492,10 +483,7 @@ impl LedgerState {
                 reason: _,
             } => {
                 if self.announced(token_key_id)?.info.issuer != operator.name {
-                    return Err(Refusal::Forbidden {
-                        operator: operator.name.clone(),
-                        role: Role::Issuer,
-                    });
+                    return Err(forbidden(operator, Role::Issuer));
                 }
                 self.check_revocable(token_key_id)?;
                 plain(Effect::RevokeKey(*token_key_id))
@@ -529,10 +517,7 @@ impl LedgerState {
                 need(Role::Issuer)?;
                 let key = self.announced(token_key_id)?;
                 if key.info.issuer != operator.name {
-                    return Err(Refusal::Forbidden {
-                        operator: operator.name.clone(),
-                        role: Role::Issuer,
-                    });
+                    return Err(forbidden(operator, Role::Issuer));
                 }
                 if from > until || *count == 0 || *count > MAX_REPORTED_COUNT {
                     return Err(invalid(format!(
@@ -821,6 +806,13 @@ impl LedgerState {
         if let Some(k) = self.keys.get_mut(id) {
             k.revoked = true;
         }
+    }
+}
+
+fn forbidden(operator: &OperatorInfo, role: Role) -> Refusal {
+    Refusal::Forbidden {
+        operator: operator.name.clone(),
+        role,
     }
 }
 

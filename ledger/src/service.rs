@@ -186,25 +186,23 @@ impl Ledger {
         if let Action::Spend { groups } = &signed.payload.action {
             LedgerState::check_spend_shape(operator, groups)?;
         }
-        let (signed, mut verified) =
-            verify_tokens(view, signed, self.now(), &HashSet::new()).await?;
+        let mut verified = spend_keys_to_verify(&view, &signed, self.now());
+        let signed = verify_tokens(view, signed, verified.clone()).await?;
 
         let waiting = Instant::now();
         let mut state = self.state.lock().await;
         self.timings.writer_wait.since(waiting);
         let now = (self.clock)();
         // A key announced since the view was taken: its tokens are verified now.
-        let unverified = match &signed.payload.action {
-            Action::Spend { groups } => !state.keys_to_verify(groups, now).is_subset(&verified),
-            _ => false,
-        };
-        let signed = if unverified {
-            let (signed, more) =
-                verify_tokens(Arc::new(state.clone()), signed, now, &verified).await?;
-            verified.extend(more);
+        let more: HashSet<TokenKeyId> = spend_keys_to_verify(&state, &signed, now)
+            .difference(&verified)
+            .copied()
+            .collect();
+        let signed = if more.is_empty() {
             signed
         } else {
-            signed
+            verified.extend(more.iter().copied());
+            verify_tokens(Arc::new(state.clone()), signed, more).await?
         };
         let judgement = match state.judge_authenticated(&signed, now, Verified::Keys(&verified)) {
             // Appended by a concurrent copy of the same request since the check above.
@@ -443,38 +441,42 @@ impl Ledger {
     }
 }
 
-/// Verifies, off the async threads, the tokens of a spend whose keys pass the checks in
-/// `state` and are not in `done`; returns the request and the keys verified.
+/// The keys of a spend request whose tokens pass the key checks in `state` (none for any
+/// other request).
+fn spend_keys_to_verify(
+    state: &LedgerState,
+    signed: &Signed<LedgerRequest>,
+    now: UnixSeconds,
+) -> HashSet<TokenKeyId> {
+    match &signed.payload.action {
+        Action::Spend { groups } => state.keys_to_verify(groups, now),
+        _ => HashSet::new(),
+    }
+}
+
+/// Verifies, off the async threads, the tokens of the spend's groups of `keys`; hands the
+/// request back.
 async fn verify_tokens(
     state: Arc<LedgerState>,
     signed: Signed<LedgerRequest>,
-    now: UnixSeconds,
-    done: &HashSet<TokenKeyId>,
-) -> Result<(Signed<LedgerRequest>, HashSet<TokenKeyId>), LedgerError> {
-    let Action::Spend { groups } = &signed.payload.action else {
-        return Ok((signed, HashSet::new()));
-    };
-    let keys: HashSet<TokenKeyId> = state
-        .keys_to_verify(groups, now)
-        .difference(done)
-        .copied()
-        .collect();
+    keys: HashSet<TokenKeyId>,
+) -> Result<Signed<LedgerRequest>, LedgerError> {
     if keys.is_empty() {
-        return Ok((signed, keys));
+        return Ok(signed);
     }
-    let (signed, keys, verdict) = tokio::task::spawn_blocking(move || {
+    let (signed, verdict) = tokio::task::spawn_blocking(move || {
         let verdict = match &signed.payload.action {
             Action::Spend { groups } => state.verify_spend(groups, &keys),
             _ => Ok(()),
         };
-        (signed, keys, verdict)
+        (signed, verdict)
     })
     .await
     .map_err(|_| StoreError::Corrupt {
         what: "token verification task".into(),
     })?;
     verdict?;
-    Ok((signed, keys))
+    Ok(signed)
 }
 
 fn spend_results(

@@ -72,7 +72,7 @@ impl Issuer {
         else {
             return Ok(None);
         };
-        let keys = self.ledger.keys(None, None).await?;
+        let keys = self.ledger.keys(Some(&self.name), None).await?;
         let Some(record) = keys
             .iter()
             .find(|k| &k.info.public_key.id() == token_key_id)

@@ -104,8 +104,7 @@ impl Auditor {
                                     if !info.can_redeem_at(e.recorded_at) {
                                         self.spends_outside_window += 1;
                                     }
-                                    let price =
-                                        price_at(&state.catalog, &self.last_prices, &info.kind);
+                                    let price = last_price(&self.last_prices, &info.kind);
                                     self.values.entry(info.issuer.clone()).or_default().1 += price;
                                     let cell = self
                                         .days
@@ -136,7 +135,7 @@ impl Auditor {
                         let day = Day(e.recorded_at / 86_400);
                         self.key_days.entry((*token_key_id, day)).or_default().0 += count;
                         if let Some(k) = state.keys.get(token_key_id) {
-                            let price = price_at(&state.catalog, &self.last_prices, &k.info.kind);
+                            let price = last_price(&self.last_prices, &k.info.kind);
                             self.values.entry(k.info.issuer.clone()).or_default().0 +=
                                 count.saturating_mul(price);
                         }
@@ -244,13 +243,11 @@ impl Auditor {
     }
 }
 
-/// A kind's price in `catalog`, or the last price it had if the catalog no longer sells it:
-/// a spend is worth what its token was bought for.
-fn price_at(catalog: &Catalog, last_prices: &BTreeMap<String, u64>, kind: &CapacityKind) -> u64 {
-    catalog
-        .price(kind)
-        .or_else(|| last_prices.get(kind.as_str()).copied())
-        .unwrap_or(0)
+/// A kind's price in the catalog in force, or the last price it had if that catalog no longer
+/// sells it: a spend is worth what its token was bought for. Every catalog's prices are
+/// recorded as it is set, so the last price is the current one whenever there is one.
+fn last_price(last_prices: &BTreeMap<String, u64>, kind: &CapacityKind) -> u64 {
+    last_prices.get(kind.as_str()).copied().unwrap_or(0)
 }
 
 pub(super) fn totals(state: &LedgerState, issuers: &BTreeMap<String, IssuerTotals>) -> Totals {

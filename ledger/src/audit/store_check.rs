@@ -6,6 +6,7 @@
 use super::{Auditor, Tampering};
 use crate::store::{Store, StoreError};
 use scrip_spec::api::ledger::MAX_LOG_PAGE;
+use scrip_spec::ledger::OperatorInfo;
 use std::collections::BTreeMap;
 
 /// Entries read per page while checking.
@@ -26,6 +27,18 @@ pub enum StoreMismatch {
         /// The first disagreement found.
         what: String,
     },
+}
+
+/// Whether two lists of members hold the same members, in any order.
+fn same_members<'a>(
+    stored: &'a [OperatorInfo],
+    replayed: impl Iterator<Item = &'a OperatorInfo>,
+) -> bool {
+    let mut stored: Vec<_> = stored.iter().collect();
+    let mut replayed: Vec<_> = replayed.collect();
+    stored.sort_by_key(|o| o.id);
+    replayed.sort_by_key(|o| o.id);
+    stored == replayed
 }
 
 fn differs(what: impl Into<String>) -> StoreMismatch {
@@ -87,20 +100,12 @@ pub async fn compare_with_store(auditor: &Auditor, store: &dyn Store) -> Result<
             snapshot.head.0, state.head.0
         )));
     }
-    let mut stored_ops: Vec<_> = snapshot.operators.iter().collect();
-    let mut log_ops: Vec<_> = state.operators.values().collect();
-    stored_ops.sort_by_key(|o| o.id);
-    log_ops.sort_by_key(|o| o.id);
-    if stored_ops != log_ops {
+    if !same_members(&snapshot.operators, state.operators.values()) {
         return Err(differs(
             "the members table differs from the members the log admitted",
         ));
     }
-    let mut stored_former: Vec<_> = snapshot.former.iter().collect();
-    let mut log_former: Vec<_> = state.former.values().collect();
-    stored_former.sort_by_key(|o| o.id);
-    log_former.sort_by_key(|o| o.id);
-    if stored_former != log_former {
+    if !same_members(&snapshot.former, state.former.values()) {
         return Err(differs(
             "the removed members differ from the members the log removed",
         ));
