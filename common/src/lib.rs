@@ -11,6 +11,8 @@ pub mod metrics;
 #[cfg(feature = "sqlite")]
 pub mod pool;
 #[cfg(feature = "server")]
+pub mod ratelimit;
+#[cfg(feature = "server")]
 pub mod server;
 
 /// How long a server waits for a request's head, and how long a kept-alive connection may sit

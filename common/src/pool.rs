@@ -42,3 +42,73 @@ pub async fn durable_pool(
         .connect_with(options)
         .await
 }
+
+/// Bytes the write probe puts on disk: more than a page, so an allocation is needed.
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// Whether the database takes writes now, for `/healthz`: a write transaction on it, then a
+/// file of 64 KiB written, synced and removed in the database's directory.
+///
+/// The file is the part that finds a full disk: SQLite rewrites its WAL in place after a
+/// checkpoint, so a small write transaction can still succeed while every write that needs a
+/// new block (a growing table, the checkpoint into the main file) fails.
+pub async fn write_probe(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let file: Option<String> =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_optional(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    // An in-memory database has no file (and no disk to fill).
+    let Some(file) = file.filter(|f| !f.is_empty()) else {
+        return Ok(());
+    };
+    let dir = std::path::Path::new(&file)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    tokio::task::spawn_blocking(move || probe_dir(&dir))
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+        .map_err(sqlx::Error::Io)
+}
+
+fn probe_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(format!(".scrip-write-probe-{}", std::process::id()));
+    let written = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(&[0u8; PROBE_BYTES])?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&path);
+    written?;
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr as _;
+
+    #[tokio::test]
+    async fn the_probe_writes_beside_the_database_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("probe.db").display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .expect("url")
+            .create_if_missing(true);
+        let pool = durable_pool(options, false).await.expect("pool");
+        write_probe(&pool)
+            .await
+            .expect("a writable directory passes");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("probe-"))
+            .collect();
+        assert!(left.is_empty(), "the probe file is removed");
+        // A directory that refuses new files (as a full disk does) fails the probe.
+        let probe = probe_dir(&dir.path().join("no-such-directory"));
+        assert!(probe.is_err());
+    }
+}

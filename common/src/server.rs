@@ -221,12 +221,39 @@ pub fn finish<S: Clone + Send + Sync + 'static>(
 ) -> Router<S> {
     let router = router
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            refuse_declared_oversize(request, next, max_body)
+        }))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
         .layer(axum::middleware::map_response(json_errors));
     metrics.time_requests(router)
+}
+
+/// 413 at once for a request whose `Content-Length` is over the limit, before its body is
+/// read: hyper sends `100 Continue` only once a handler reads the body, so a client that asked
+/// for it gets the refusal instead of an invitation to send megabytes that will be thrown away.
+async fn refuse_declared_oversize(
+    request: Request,
+    next: axum::middleware::Next,
+    max_body: usize,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        let mut answer = body_too_large().into_response();
+        // The unread body follows on this connection: it cannot carry another request.
+        answer
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return answer;
+    }
+    next.run(request).await
 }
 
 /// Binds a listener; the error names the address (port 0 picks a free port).
@@ -280,7 +307,10 @@ pub async fn serve(
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(LingeringClose::new(stream)),
+                service,
+            );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -296,4 +326,126 @@ pub async fn serve(
         tracing::warn!("requests still in flight after the shutdown grace period were dropped");
     }
     Ok(())
+}
+
+/// Longest a closed connection is drained, and the most bytes read from it, before the socket
+/// is let go.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+/// A connection that, once hyper is done with it, is half-closed and drained before it is let
+/// go.
+///
+/// A socket closed while the peer's data is still unread makes the kernel send a reset, and a
+/// reset makes the peer's kernel throw away what it had received but the client had not read
+/// yet: the 413 answering a body over the limit was lost that way about once in 400 tries,
+/// while the client was still sending the body. Sending our FIN first and reading (and
+/// discarding) what still arrives, for a bounded time and amount, lets the answer be read.
+#[derive(Debug)]
+struct LingeringClose {
+    stream: Option<tokio::net::TcpStream>,
+}
+
+impl LingeringClose {
+    fn new(stream: tokio::net::TcpStream) -> Self {
+        Self {
+            stream: Some(stream),
+        }
+    }
+
+    fn stream(&mut self) -> std::io::Result<&mut tokio::net::TcpStream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+}
+
+impl tokio::io::AsyncRead for LingeringClose {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LingeringClose {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+}
+
+impl Drop for LingeringClose {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drain(stream));
+        }
+    }
+}
+
+/// Half-closes `stream` and reads it until the peer closes, [`LINGER_TIME`] passes or
+/// [`LINGER_BYTES`] were read.
+async fn drain(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = stream.shutdown().await;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while read < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
 }
