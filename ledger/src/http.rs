@@ -130,8 +130,15 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    // Healthy means the database answers, not just that the process runs.
-    let store = state.ledger.totals().await.is_ok();
+    // Healthy means the database takes writes, not just that the process runs or that reads
+    // answer: a full disk refuses every spend while reads go on.
+    let store = match state.ledger.store().write_probe().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = ?e, "health check: the store refuses writes");
+            false
+        }
+    };
     health_answer(Health::from_checks([("store", store)]))
 }
 

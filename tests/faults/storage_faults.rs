@@ -507,8 +507,16 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
     );
     assert!(server.is_running(), "the ledger process died");
 
+    // The health check says the store refuses writes (it answered 200 here before issue 17).
+    let (status, health) = get_json(&client, &format!("{base}/healthz")).await;
+    assert_eq!(
+        (status, &health["checks"]["store"]),
+        (503, &Value::Bool(false)),
+        "/healthz while full: {health}"
+    );
+
     // Reads still answer while full; nothing of a refused batch is spent.
-    for endpoint in ["/healthz", "/v1/info", "/v1/keys", "/v1/log?from=0&limit=3"] {
+    for endpoint in ["/v1/info", "/v1/keys", "/v1/log?from=0&limit=3"] {
         let resp = client
             .get(format!("{base}{endpoint}"))
             .send()
@@ -547,6 +555,8 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
             Batch::Refused { nullifiers, .. } => refused.push(nullifiers),
         }
     }
+    let (status, health) = get_json(&client, &format!("{base}/healthz")).await;
+    assert_eq!(status, 200, "/healthz once the disk has room again: {health}");
     let poisoned = std::fs::read_to_string(&log)
         .unwrap_or_default()
         .matches("InvalidSavePointStatement")

@@ -250,6 +250,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bytes the database uses (for the storage figures).
     async fn size_bytes(&self) -> Result<u64, StoreError>;
+
+    /// Whether the database takes writes now, for `/healthz`: a full disk or a read-only
+    /// database fails it.
+    async fn write_probe(&self) -> Result<(), StoreError>;
 }
 
 /// Opens the store a URL names (`sqlite://PATH` or `postgres://…`) and runs its migrations.

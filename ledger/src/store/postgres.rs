@@ -70,4 +70,14 @@ impl Backend for Postgres {
         .fetch_one(pool)
         .await
     }
+
+    async fn write_probe(pool: &PgPool) -> Result<(), sqlx::Error> {
+        // Assigning a transaction id fails on a read-only server (a standby, a database out of
+        // space set read-only) and needs the WAL to take its commit record.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
 }

@@ -37,6 +37,9 @@ pub trait Backend: Database {
 
     /// Bytes the database uses.
     async fn size_bytes(pool: &Pool<Self>) -> Result<i64, sqlx::Error>;
+
+    /// Whether the database takes writes now (for `/healthz`).
+    async fn write_probe(pool: &Pool<Self>) -> Result<(), sqlx::Error>;
 }
 
 /// A ledger store in a SQL database.
@@ -621,5 +624,9 @@ where
 
     async fn size_bytes(&self) -> Result<u64, StoreError> {
         Ok(to_u64(DB::size_bytes(&self.pool).await?))
+    }
+
+    async fn write_probe(&self) -> Result<(), StoreError> {
+        Ok(DB::write_probe(&self.pool).await?)
     }
 }

@@ -79,4 +79,8 @@ impl Backend for Sqlite {
         .fetch_one(pool)
         .await
     }
+
+    async fn write_probe(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+        scrip_common::pool::write_probe(pool).await
+    }
 }

@@ -1213,6 +1213,9 @@ impl scrip_ledger::Store for PausingStore {
     async fn size_bytes(&self) -> Result<u64, StoreError> {
         self.inner.size_bytes().await
     }
+    async fn write_probe(&self) -> Result<(), StoreError> {
+        self.inner.write_probe().await
+    }
 }
 
 /// Reads never wait for the writer: with a large spend held half-way through its commit,
