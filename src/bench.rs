@@ -393,6 +393,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         println!("the ledger recorded exactly {spent} spends");
         println!(
+            "{}",
+            breakdown(&client, &op.redeemer_url, &c.ledger_url).await?
+        );
+        println!(
             "memory: peak RSS {} MiB, now {} MiB, {} open file descriptors (every service and the load generator share this process)",
             proc_status_kib("VmHWM:") / 1024,
             proc_status_kib("VmRSS:") / 1024,
@@ -414,4 +418,67 @@ fn proc_status_kib(field: &str) -> u64 {
                 .and_then(|kib| kib.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Where a redemption's time went, from the services' own metrics (cumulative over the
+/// rounds): at the sidecar, the mean wait for a spend's answer, the mean ledger request and its
+/// size, the mean grant commit; at the ledger, the mean wait for the writer and commit.
+async fn breakdown(
+    client: &reqwest::Client,
+    redeemer_url: &str,
+    ledger_url: &str,
+) -> anyhow::Result<String> {
+    let sidecar = Metrics::fetch(client, redeemer_url, "scrip_redeemer").await?;
+    let ledger = Metrics::fetch(client, ledger_url, "scrip_ledger").await?;
+    let batches = sidecar.value("ledger_batches_total");
+    Ok(format!(
+        "sidecar: a redemption waited {:.1} ms on average for its spend; {batches:.0} ledger requests of {:.0} tokens on average took {:.1} ms each; a grant commit took {:.1} ms\n\
+         ledger: a request waited {:.1} ms for the writer, its commit took {:.1} ms",
+        sidecar.mean_ms("spend_wait_seconds"),
+        sidecar.value("ledger_batched_spends_total") / batches.max(1.0),
+        sidecar.mean_ms("ledger_wait_seconds"),
+        sidecar.mean_ms("grant_commit_seconds"),
+        ledger.mean_ms("writer_wait_seconds"),
+        ledger.mean_ms("store_commit_seconds"),
+    ))
+}
+
+/// One service's `/metrics` text.
+struct Metrics {
+    text: String,
+    prefix: &'static str,
+}
+
+impl Metrics {
+    async fn fetch(
+        client: &reqwest::Client,
+        base: &str,
+        prefix: &'static str,
+    ) -> anyhow::Result<Self> {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(Self { text, prefix })
+    }
+
+    /// The value of an unlabelled sample (0 if absent).
+    fn value(&self, name: &str) -> f64 {
+        let name = format!("{}_{name}", self.prefix);
+        self.text
+            .lines()
+            .find_map(|line| {
+                let (metric, value) = line.rsplit_once(' ')?;
+                (metric == name).then(|| value.parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// A histogram's mean in milliseconds.
+    fn mean_ms(&self, histogram: &str) -> f64 {
+        let count = self.value(&format!("{histogram}_count"));
+        1000.0 * self.value(&format!("{histogram}_sum")) / count.max(1.0)
+    }
 }

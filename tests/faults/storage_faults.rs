@@ -556,7 +556,10 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
         }
     }
     let (status, health) = get_json(&client, &format!("{base}/healthz")).await;
-    assert_eq!(status, 200, "/healthz once the disk has room again: {health}");
+    assert_eq!(
+        status, 200,
+        "/healthz once the disk has room again: {health}"
+    );
     let poisoned = std::fs::read_to_string(&log)
         .unwrap_or_default()
         .matches("InvalidSavePointStatement")
