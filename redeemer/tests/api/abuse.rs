@@ -306,26 +306,86 @@ async fn consumes_run_on_connections_that_fsync_each_commit() {
     );
 }
 
-/// `/healthz` ran `SELECT 1`, which a store that refuses every write still answers. Here the
-/// database's directory stops taking files (moved away under the running sidecar, whose open
-/// files still answer reads): `/healthz` answers 503 with `"store": false`, and 200 again once
-/// the directory is back.
+/// `/healthz` ran `SELECT 1`, which a store that refuses every write still answers. Here
+/// another process holds the database's write lock: `/healthz` answers 503 with
+/// `"store": false` (once the lock wait gives up), and 200 again once the lock is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn healthz_is_unavailable_while_the_store_refuses_writes() {
+    use sqlx::Connection as _;
     let w: World = world().await;
-    let home = w.dir.path().join("sidecar-home");
+    let config = w.config(0, Mode::Strict, 300);
+    let a = w.sidecar(config.clone()).await;
+    assert_eq!(a.http.get("/healthz").await.0, StatusCode::OK);
+
+    let mut other = sqlx::SqliteConnection::connect(&config.database)
+        .await
+        .expect("open");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("lock");
+    let (status, health) = a.http.get("/healthz").await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("unlock");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["checks"]["store"], false);
+    assert_eq!(health["checks"]["ledger"], true);
+    assert_eq!(a.http.get("/healthz").await.0, StatusCode::OK);
+}
+
+/// A tmpfs mounted at a directory, unmounted when dropped (also when the test panics).
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+/// The same with a full disk: the sidecar's database on a small tmpfs, filled up. Reads
+/// still answer; `/healthz` reports the store unavailable until there is room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root for mount -t tmpfs; CI runs it with --ignored"]
+async fn healthz_is_unavailable_while_the_disk_is_full() {
+    use std::io::Write as _;
+    let w: World = world().await;
+    let home = w.dir.path().join("small-disk");
     std::fs::create_dir(&home).expect("dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4M", "tmpfs"])
+        .arg(&home)
+        .status()
+        .expect("run mount");
+    assert!(
+        mounted.success(),
+        "mount -t tmpfs failed (this test needs root)"
+    );
+    let _unmount = Tmpfs(home.clone());
     let mut config = w.config(0, Mode::Strict, 300);
     config.database = format!("sqlite://{}", home.join("redeemer.db").display());
     let a = w.sidecar(config).await;
     assert_eq!(a.http.get("/healthz").await.0, StatusCode::OK);
 
-    let away = w.dir.path().join("sidecar-home-away");
-    std::fs::rename(&home, &away).expect("move");
+    let filler = home.join("filler");
+    let mut file = std::fs::File::create(&filler).expect("filler");
+    let block = vec![0u8; 64 * 1024];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
     let (status, health) = a.http.get("/healthz").await;
-    std::fs::rename(&away, &home).expect("move back");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
     assert_eq!(health["checks"]["store"], false);
-    assert_eq!(health["checks"]["ledger"], true);
+    drop(file);
+    std::fs::remove_file(&filler).expect("make room");
     assert_eq!(a.http.get("/healthz").await.0, StatusCode::OK);
 }
