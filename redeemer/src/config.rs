@@ -1,7 +1,8 @@
 //! The redeemer's configuration: TOML with `SCRIP_REDEEMER_*` environment overrides.
 
+use scrip_common::ratelimit::SourceConfig;
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// When a grant is handed out.
@@ -46,6 +47,75 @@ pub struct RedeemerConfig {
     /// Seconds between refreshes of the key directory.
     #[serde(default = "default_key_refresh")]
     pub key_refresh_secs: u64,
+    /// The per-source limit on `POST /v1/redeem`.
+    #[serde(default)]
+    pub rate_limit: RedeemRateLimit,
+}
+
+/// `[rate_limit]`: at most `per_source` calls of `POST /v1/redeem` per source per
+/// `window_secs`, answered 429 `rate_limited` beyond (PROTOCOL.md section 10.1).
+///
+/// The source is the peer's address, or the client's as a trusted proxy names it. A relay or
+/// reverse proxy in front of the sidecar is usually its only peer, so it must be listed in
+/// `trusted_proxies` and set `header`, or every wallet behind it shares one count (then raise
+/// `per_source`, or set it to 0).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemRateLimit {
+    /// Calls allowed per source per window; 0 turns the limit off.
+    #[serde(default = "default_per_source")]
+    pub per_source: u32,
+    /// The window, in seconds.
+    #[serde(default = "default_window")]
+    pub window_secs: u64,
+    /// Peers whose `header` names the client (see [`SourceConfig`]).
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The header such a peer sets (`x-forwarded-for` by default).
+    #[serde(default = "default_header")]
+    pub header: String,
+}
+
+impl Default for RedeemRateLimit {
+    fn default() -> Self {
+        Self {
+            per_source: default_per_source(),
+            window_secs: default_window(),
+            trusted_proxies: Vec::new(),
+            header: default_header(),
+        }
+    }
+}
+
+impl RedeemRateLimit {
+    /// No limit (for a load generator, or a front that limits by itself).
+    pub fn off() -> Self {
+        Self {
+            per_source: 0,
+            ..Self::default()
+        }
+    }
+
+    /// How a request's source is found.
+    pub fn sources(&self) -> SourceConfig {
+        SourceConfig {
+            trusted_proxies: self.trusted_proxies.clone(),
+            header: self.header.clone(),
+        }
+    }
+}
+
+/// 1,200 a minute: 20 redemptions a second, sustained for a minute, is far more than one
+/// wallet creating queues or uploading a file's chunks needs, while a source sending invalid
+/// tokens is held to 20 signature checks a second.
+fn default_per_source() -> u32 {
+    1200
+}
+fn default_window() -> u64 {
+    60
+}
+fn default_header() -> String {
+    SourceConfig::default().header
 }
 
 fn default_listen() -> SocketAddr {
@@ -118,5 +188,33 @@ mod tests {
         .expect("valid");
         assert_eq!(o.mode, Mode::Optimistic);
         assert!(toml::from_str::<RedeemerConfig>("name = \"x\"\nmode = \"yolo\"").is_err());
+        assert_eq!(c.rate_limit, RedeemRateLimit::default());
+        assert_eq!(c.rate_limit.per_source, 1200);
+        assert_eq!(c.rate_limit.header, "x-forwarded-for");
+    }
+
+    #[test]
+    fn the_rate_limit_is_configurable_and_zero_is_off() {
+        let c: RedeemerConfig = toml::from_str(
+            "name = \"op\"\ndatabase = \"d\"\noperator_key_file = \"k\"\nledger_url = \"l\"\n\
+             [rate_limit]\nper_source = 0\ntrusted_proxies = [\"10.0.0.1\"]\nheader = \"x-real-ip\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.rate_limit.per_source, 0);
+        assert_eq!(c.rate_limit.window_secs, 60);
+        let sources = c.rate_limit.sources();
+        assert_eq!(
+            sources.trusted_proxies,
+            vec!["10.0.0.1".parse::<IpAddr>().expect("ip")]
+        );
+        assert_eq!(sources.header, "x-real-ip");
+        assert!(
+            toml::from_str::<RedeemerConfig>(
+                "name = \"op\"\ndatabase = \"d\"\noperator_key_file = \"k\"\nledger_url = \"l\"\n\
+                 [rate_limit]\nper_sourc = 5\n"
+            )
+            .is_err(),
+            "a misspelt field is refused"
+        );
     }
 }

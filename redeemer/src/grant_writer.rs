@@ -5,11 +5,11 @@
 //! lock, with five hops between tokio and sqlx's SQLite thread for each; that capped
 //! redemption at about 2,000/s on the development machine (BENCHMARKS.md).
 
-use crate::store::{History, NewGrant, RedeemerStore};
+use crate::store::{LiveGrant, NewGrant, NoGrant, RedeemerStore};
 use scrip_common::metrics::Latency;
 use tokio::sync::{mpsc, oneshot};
 
-type Reply = oneshot::Sender<Result<Result<(), History>, String>>;
+type Reply = oneshot::Sender<Result<Result<LiveGrant, NoGrant>, String>>;
 
 /// Hands grants to the writer task.
 #[derive(Debug, Clone)]
@@ -48,9 +48,9 @@ impl GrantWriter {
         Self { tx }
     }
 
-    /// Stores one grant with whatever else is being stored; see
-    /// [`RedeemerStore::insert_grant`].
-    pub async fn insert(&self, grant: NewGrant) -> anyhow::Result<Result<(), History>> {
+    /// Gives one token its grant with whatever else is being stored; see
+    /// [`RedeemerStore::insert_grants`].
+    pub async fn insert(&self, grant: NewGrant) -> anyhow::Result<Result<LiveGrant, NoGrant>> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((grant, reply))

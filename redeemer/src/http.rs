@@ -2,18 +2,32 @@
 //! `POST /v1/grants/consume`, `/healthz`, `/metrics`.
 
 use crate::service::{ConsumeError, RedeemError, Redeemer};
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use scrip_common::ratelimit::{SourceConfig, SourceKey, WindowCounter};
 use scrip_common::server::{ApiError, ApiJson, finish, health_answer};
 use scrip_spec::api::redeemer::{
     ConsumeRequest, ConsumeResponse, RedeemRequest, RedeemResponse, RedeemerErrorCode as Code,
 };
 use scrip_spec::api::{ErrorDetails, Health};
 use scrip_spec::{CapacityKind, Token};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What the routes share: the redeemer, and the per-source limit on `/v1/redeem`.
+#[derive(Clone)]
+struct AppState {
+    redeemer: Arc<Redeemer>,
+    limit: Arc<RedeemLimit>,
+}
+
+struct RedeemLimit {
+    sources: SourceConfig,
+    counter: WindowCounter<SourceKey>,
+}
 
 /// Largest body: a token is 354 bytes (472 in base64url).
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -95,9 +109,23 @@ fn parse_kind(kind: &str) -> Result<CapacityKind, ApiError> {
 }
 
 async fn redeem(
-    State(redeemer): State<Arc<Redeemer>>,
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<RedeemRequest>,
 ) -> Result<Json<RedeemResponse>, ApiError> {
+    // Every call counts, valid or not: each costs a signature check or a lookup.
+    let source = state.limit.sources.source(peer.ip(), &headers);
+    if let Some(wait) = state.limit.counter.hit(&source) {
+        state.redeemer.metrics.rate_limited();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Code::RateLimited,
+            format!("too many redemptions from this source; retry in {wait} s"),
+        )
+        .retry_after(wait));
+    }
+    let redeemer = state.redeemer;
     let token = scrip_spec::encoding::b64_decode(&request.token)
         .map_err(|_| "the token is not unpadded base64url".to_owned())
         .and_then(|b| Token::from_bytes(&b).map_err(|e| e.to_string()))
@@ -119,16 +147,24 @@ async fn redeem(
 }
 
 async fn consume(
-    State(redeemer): State<Arc<Redeemer>>,
+    State(state): State<AppState>,
     ApiJson(request): ApiJson<ConsumeRequest>,
 ) -> Result<Json<ConsumeResponse>, ApiError> {
     let kind = parse_kind(&request.kind)?;
-    redeemer.consume(&request.grant, &kind).await?;
+    state.redeemer.consume(&request.grant, &kind).await?;
     Ok(Json(ConsumeResponse { ok: true, kind }))
 }
 
-async fn healthz(State(redeemer): State<Arc<Redeemer>>) -> (StatusCode, Json<Health>) {
-    let store = redeemer.store().ping().await.is_ok();
+async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let redeemer = &state.redeemer;
+    // A write, not a read: a full disk answers reads and refuses every grant and consume.
+    let store = match redeemer.store().writable().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = ?e, "health check: the store refuses writes");
+            false
+        }
+    };
     let ledger = redeemer.ledger_reachable().await;
     // Strict mode cannot grant without the ledger; optimistic mode can, for a while.
     let mut health = Health::from_checks([("store", store), ("ledger", ledger)]);
@@ -138,8 +174,8 @@ async fn healthz(State(redeemer): State<Arc<Redeemer>>) -> (StatusCode, Json<Hea
     health_answer(health)
 }
 
-async fn metrics(State(redeemer): State<Arc<Redeemer>>) -> axum::response::Response {
-    redeemer.metrics.registry().render()
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    state.redeemer.metrics.registry().render()
 }
 
 /// The sidecar's routes.
@@ -150,7 +186,13 @@ pub fn router(redeemer: Arc<Redeemer>) -> Router {
         .route("/v1/redeem", post(redeem))
         .route("/v1/grants/consume", post(consume));
     let registry = redeemer.metrics.registry().clone();
-    finish(routes, MAX_BODY_BYTES, Duration::from_secs(30), &registry).with_state(redeemer)
+    let config = &redeemer.config().rate_limit;
+    let limit = Arc::new(RedeemLimit {
+        sources: config.sources(),
+        counter: WindowCounter::new(config.per_source, Duration::from_secs(config.window_secs)),
+    });
+    finish(routes, MAX_BODY_BYTES, Duration::from_secs(30), &registry)
+        .with_state(AppState { redeemer, limit })
 }
 
 /// A running sidecar.

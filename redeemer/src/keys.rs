@@ -58,6 +58,12 @@ impl KeyCache {
         Ok(map)
     }
 
+    /// The latest `redeem_until` of any key in the directory: no token of a key known now can
+    /// be redeemed after it.
+    pub fn latest_redeem_until(&self) -> Option<scrip_spec::UnixSeconds> {
+        self.ring.all().iter().map(|k| k.info.redeem_until).max()
+    }
+
     /// A key by id; an unknown id reloads the directory (see [`KeyRing::get_or_reload`]).
     pub async fn get(&self, id: &TokenKeyId) -> Result<Option<Arc<CachedKey>>, ClientError> {
         self.ring.get_or_reload(id, || self.load()).await

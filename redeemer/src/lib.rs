@@ -9,6 +9,6 @@ pub mod service;
 pub mod spend;
 pub mod store;
 
-pub use config::{Mode, RedeemerConfig};
+pub use config::{Mode, RedeemRateLimit, RedeemerConfig};
 pub use http::{Application, router};
 pub use service::{ConsumeError, Grant, RedeemError, Redeemer};

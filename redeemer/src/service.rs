@@ -4,7 +4,7 @@ use crate::config::{Mode, RedeemerConfig};
 use crate::grant_writer::GrantWriter;
 use crate::keys::KeyCache;
 use crate::spend::{Batcher, SpendFailure, SpendOutcome, Spender};
-use crate::store::{ConsumeOutcome, History, NewGrant, RedeemerStore};
+use crate::store::{ConsumeOutcome, GrantState, Granted, LiveGrant, NewGrant, RedeemerStore};
 use scrip_common::clients::{LedgerClient, member_info};
 use scrip_common::metrics::{Counter, Gauge, Latency, MetricsBuilder, MetricsRegistry, Outcomes};
 use scrip_spec::api::ledger::SpendRefusal;
@@ -16,6 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use scrip_spec::now;
+
+/// How often the upkeep sweeps rows past their key's `redeem_until`.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted per sweep transaction.
+const SWEEP_BATCH: u32 = 1000;
+/// Most sweep transactions per sweep; the rest waits for the next.
+const SWEEP_MAX_BATCHES: u32 = 1000;
 
 /// A grant handed to the wallet (and by it to the relay).
 #[derive(Debug, Clone)]
@@ -77,7 +84,7 @@ pub enum ConsumeError {
     /// Unknown here.
     #[error("no such grant")]
     Unknown,
-    /// Revoked (double spend detected, or replaced).
+    /// Revoked: the ledger refused its spend (optimistic mode; the token was spent elsewhere).
     #[error("the grant was revoked")]
     Revoked,
     /// Already used.
@@ -103,10 +110,14 @@ pub enum ConsumeError {
 #[derive(Debug)]
 pub struct Metrics {
     registry: MetricsRegistry,
-    /// Redemptions by `granted`, `already_spent`, `invalid` (the local checks) or
-    /// `unavailable` (the ledger, or something inside).
+    /// Redemptions by `granted` (a token's first grant here), `repeated` (the same grant
+    /// again), `regranted` (the next grant after one expired unused), `already_spent`,
+    /// `invalid` (the local checks), `unavailable` (the ledger, or something inside) or
+    /// `rate_limited`.
     redemptions: Outcomes,
     consumed: Counter,
+    /// Rows of tokens past their key's `redeem_until`, deleted.
+    swept: Counter,
     /// Optimistic grants revoked because their spend was refused.
     revoked: Counter,
     /// Of those, grants already consumed (capacity given for a double spend).
@@ -131,9 +142,21 @@ impl Default for Metrics {
         let redemptions = m.outcomes(
             "redemptions",
             "Redemptions, by result",
-            &["granted", "already_spent", "invalid", "unavailable"],
+            &[
+                "granted",
+                "repeated",
+                "regranted",
+                "already_spent",
+                "invalid",
+                "unavailable",
+                "rate_limited",
+            ],
         );
         let consumed = m.counter("grants_consumed", "Grants consumed by the relay");
+        let swept = m.counter(
+            "grants_swept",
+            "Rows of tokens past their key's redeem_until, deleted",
+        );
         let revoked = m.counter(
             "optimistic_revoked",
             "Optimistic grants revoked after a refused spend",
@@ -167,6 +190,7 @@ impl Default for Metrics {
             registry: m.build(),
             redemptions,
             consumed,
+            swept,
             revoked,
             revoked_after_use,
             batches,
@@ -193,6 +217,11 @@ impl Metrics {
         self.ledger_wait_max
             .inner()
             .fetch_max(took.as_secs_f64().to_bits(), Ordering::Relaxed);
+    }
+
+    /// Counts a redemption refused by the per-source limit.
+    pub fn rate_limited(&self) {
+        self.redemptions.inc("rate_limited");
     }
 
     /// The registry `/metrics` renders.
@@ -238,6 +267,17 @@ impl Redeemer {
         let info = member_info(&ledger, &operator, &config.name, role).await?;
         let keys = KeyCache::new(ledger.clone());
         keys.refresh().await?;
+        if store.has_unknown_windows().await? {
+            // Rows from before the key's redeem_until was kept: none of their tokens can be
+            // redeemed after the latest redeem_until of the directory, so they are swept then.
+            let bound = keys.latest_redeem_until().unwrap_or_else(now);
+            let rows = store.bound_unknown_windows(bound).await?;
+            tracing::info!(
+                rows,
+                redeem_until = bound,
+                "grants migrated from before are kept until every key they may be of has expired"
+            );
+        }
         let spender = Arc::new(Spender {
             ledger,
             ledger_id: info.ledger_id,
@@ -289,8 +329,14 @@ impl Redeemer {
         let mut refresh =
             tokio::time::interval(Duration::from_secs(self.config.key_refresh_secs.max(1)));
         let mut flush = tokio::time::interval(Duration::from_millis(200));
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
+                _ = sweep.tick() => {
+                    if let Err(e) = self.sweep().await {
+                        tracing::warn!(error = %e, "sweeping grants failed; will retry");
+                    }
+                }
                 _ = refresh.tick() => {
                     if let Err(e) = self.keys.refresh().await {
                         tracing::warn!(error = %e, "key directory refresh failed");
@@ -304,6 +350,30 @@ impl Redeemer {
                 }
             }
         }
+    }
+
+    /// Deletes the rows of tokens whose key's `redeem_until` passed (with a margin of
+    /// `MAX_CLOCK_SKEW`, so a clock stepped back cannot make such a token redeemable again
+    /// once its row is gone), in batches of short transactions; returns how many.
+    pub async fn sweep(&self) -> anyhow::Result<u64> {
+        self.sweep_at(now()).await
+    }
+
+    /// [`Self::sweep`] as at `now`.
+    pub async fn sweep_at(&self, now: UnixSeconds) -> anyhow::Result<u64> {
+        let before = now.saturating_sub(scrip_spec::ledger::MAX_CLOCK_SKEW);
+        let mut total = 0;
+        for _ in 0..SWEEP_MAX_BATCHES {
+            let n = self.store.sweep(before, SWEEP_BATCH).await?;
+            total += n;
+            self.metrics.swept.inc_by(n);
+            if n < u64::from(SWEEP_BATCH) {
+                break;
+            }
+            // Let the grant writer in between batches.
+            tokio::task::yield_now().await;
+        }
+        Ok(total)
     }
 
     /// Sends the optimistic spends not yet committed; revokes the grants of refused ones.
@@ -350,20 +420,34 @@ impl Redeemer {
         Ok(decided.len())
     }
 
-    /// Checks a token locally and spends it; returns a grant for `kind`.
+    /// Checks a token locally and spends it; returns a grant for `kind`. A token this
+    /// redeemer spent before gets its grant again while unused, the next one after it expired
+    /// unused, and [`RedeemError::AlreadySpent`] once one was used, without the ledger.
     pub async fn redeem(&self, token: &Token, kind: &CapacityKind) -> Result<Grant, RedeemError> {
         let result = self.redeem_inner(token, kind).await;
         self.metrics.redemptions.inc(match &result {
-            Ok(_) => "granted",
+            Ok(live) => match live.granted {
+                Granted::First => "granted",
+                Granted::Same => "repeated",
+                Granted::Next => "regranted",
+            },
             Err(RedeemError::AlreadySpent { .. }) => "already_spent",
             Err(RedeemError::LedgerUnavailable) => "unavailable",
             Err(RedeemError::Internal(_)) => "unavailable",
             Err(_) => "invalid",
         });
-        result
+        result.map(|live| Grant {
+            code: live.code,
+            kind: kind.clone(),
+            expires_at: live.expires_at,
+        })
     }
 
-    async fn redeem_inner(&self, token: &Token, kind: &CapacityKind) -> Result<Grant, RedeemError> {
+    async fn redeem_inner(
+        &self,
+        token: &Token,
+        kind: &CapacityKind,
+    ) -> Result<LiveGrant, RedeemError> {
         let key = match self.keys.get(&token.token_key_id).await {
             Ok(Some(k)) if !k.revoked => k,
             Ok(_) => return Err(RedeemError::UnknownKey),
@@ -388,66 +472,74 @@ impl Redeemer {
             .map_err(|_| RedeemError::InvalidSignature)?;
 
         let nullifier = token.nullifier();
-        // Who spent it first, for the refusal if this redeemer's own history forbids a grant.
+        // Who spent it first, for the refusal if this redeemer's own record forbids a grant.
         let mut first = (t, self.config.name.clone());
-        let pending = match self.config.mode {
-            Mode::Strict => {
-                let waiting = std::time::Instant::now();
-                let spent = self.batcher.spend(token.clone()).await;
-                self.metrics.spend_wait.since(waiting);
-                match spent {
-                    Ok(SpendOutcome::Accepted) => {}
-                    // Spent by this operator: a lost answer or a concurrent duplicate; a fresh
-                    // grant replaces an unconsumed one (checked in the grant's own transaction).
-                    Ok(SpendOutcome::SpentByUs { first_spent_at }) => first.0 = first_spent_at,
-                    Ok(SpendOutcome::AlreadySpent {
-                        first_spent_at,
-                        first_spent_by,
-                    }) => {
-                        return Err(RedeemError::AlreadySpent {
-                            first_spent_at,
-                            first_spent_by,
-                        });
-                    }
-                    Ok(SpendOutcome::Refused(reason)) => {
-                        return Err(match reason {
-                            Some(SpendRefusal::NotRedeemable) => RedeemError::KeyNotRedeemable,
-                            _ => RedeemError::UnknownKey,
-                        });
-                    }
-                    Err(SpendFailure::Unavailable) => return Err(RedeemError::LedgerUnavailable),
-                    Err(SpendFailure::Refused(code)) => {
-                        return Err(RedeemError::Internal(anyhow::anyhow!(
-                            "the ledger refused this redeemer's spend requests ({code}); check its membership and role"
-                        )));
-                    }
-                }
-                None
-            }
-            // A first presentation queues the spend; a repeat before use only replaces the
-            // grant (the spend is already queued).
-            Mode::Optimistic => match self.store.history(&nullifier).await? {
-                History::None => Some(token.clone()),
-                _ => None,
-            },
-        };
-        let code = GrantCode::generate(kind.clone());
-        let expires_at = t + self.config.grant_ttl_secs;
-        let grant = NewGrant {
-            hash: code.storage_hash(),
-            kind: kind.clone(),
+        let mut grant = NewGrant {
             nullifier,
-            expires_at,
-            pending,
+            kind: kind.clone(),
+            expires_at: t + self.config.grant_ttl_secs,
+            redeem_until: key.info.redeem_until,
+            pending: None,
             now: t,
         };
+        // A token this redeemer already spent never goes to the ledger again (in either mode):
+        // its row decides. An unused grant is given again as it is, without a write.
+        match self.store.record(&nullifier).await? {
+            Some(record) if record.state != GrantState::Issued => {
+                return Err(RedeemError::AlreadySpent {
+                    first_spent_at: first.0,
+                    first_spent_by: first.1,
+                });
+            }
+            Some(record) => {
+                if let Some(same) = self.store.live(&record, t) {
+                    return Ok(same);
+                }
+                // Expired unused: the writer gives the next generation (or finds it consumed
+                // meanwhile).
+            }
+            None => match self.config.mode {
+                Mode::Strict => {
+                    let waiting = std::time::Instant::now();
+                    let spent = self.batcher.spend(token.clone()).await;
+                    self.metrics.spend_wait.since(waiting);
+                    match spent {
+                        Ok(SpendOutcome::Accepted) => {}
+                        // Spent by this operator: a lost answer, a grant never stored, or a
+                        // concurrent presentation; the writer gives the one live grant.
+                        Ok(SpendOutcome::SpentByUs { first_spent_at }) => first.0 = first_spent_at,
+                        Ok(SpendOutcome::AlreadySpent {
+                            first_spent_at,
+                            first_spent_by,
+                        }) => {
+                            return Err(RedeemError::AlreadySpent {
+                                first_spent_at,
+                                first_spent_by,
+                            });
+                        }
+                        Ok(SpendOutcome::Refused(reason)) => {
+                            return Err(match reason {
+                                Some(SpendRefusal::NotRedeemable) => RedeemError::KeyNotRedeemable,
+                                _ => RedeemError::UnknownKey,
+                            });
+                        }
+                        Err(SpendFailure::Unavailable) => {
+                            return Err(RedeemError::LedgerUnavailable);
+                        }
+                        Err(SpendFailure::Refused(code)) => {
+                            return Err(RedeemError::Internal(anyhow::anyhow!(
+                                "the ledger refused this redeemer's spend requests ({code}); check its membership and role"
+                            )));
+                        }
+                    }
+                }
+                // The first presentation queues the spend, in the grant's transaction.
+                Mode::Optimistic => grant.pending = Some(token.clone()),
+            },
+        }
         match self.grants.insert(grant).await? {
-            Ok(()) => Ok(Grant {
-                code,
-                kind: kind.clone(),
-                expires_at,
-            }),
-            Err(_used_or_refused) => Err(RedeemError::AlreadySpent {
+            Ok(live) => Ok(live),
+            Err(_consumed_or_refused) => Err(RedeemError::AlreadySpent {
                 first_spent_at: first.0,
                 first_spent_by: first.1,
             }),

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use scrip_ledger::local::member;
-use scrip_redeemer::{Mode, Redeemer, RedeemerConfig};
+use scrip_redeemer::{Mode, RedeemRateLimit, Redeemer, RedeemerConfig};
 pub use scrip_spec::api::redeemer::RedeemerErrorCode as Code;
 use scrip_spec::ledger::Role;
 use scrip_spec::{
@@ -88,7 +88,7 @@ impl World {
         self.token_of(&self.chunk_key, &self.chunk_info)
     }
 
-    fn token_of(&self, key: &TokenSecretKey, info: &TokenKeyInfo) -> Token {
+    pub fn token_of(&self, key: &TokenSecretKey, info: &TokenKeyInfo) -> Token {
         let challenge = TokenChallenge::for_issuer("op-a").expect("challenge");
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let (req, pending) = blind(&self.seed, n, &info.public_key, &challenge).expect("blind");
@@ -115,6 +115,7 @@ impl World {
             batch_max: 1000,
             batch_wait_ms: 5,
             key_refresh_secs: 60,
+            rate_limit: RedeemRateLimit::default(),
         }
     }
 
@@ -161,6 +162,13 @@ impl Sidecar {
 
     pub async fn metrics(&self) -> String {
         self.http.text("/metrics").await
+    }
+
+    /// One series of `/metrics` (0 if absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        scrip_common::metrics::Scrape::new("redeemer", self.metrics().await)
+            .value(series)
+            .unwrap_or(0.0)
     }
 }
 
