@@ -33,9 +33,15 @@ pub struct Metrics {
     tokens_signed: Counter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The issuer's metrics, with those the service keeps itself.
+    fn new(service: &crate::service::ServiceMetrics) -> Self {
         let mut m = MetricsBuilder::new("issuer");
+        m.register(
+            "blind_signatures",
+            "Private-key operations: blind signatures made (repeats answered from the record make none)",
+            service.blind_signatures.clone(),
+        );
         let openings = m.outcomes(
             "openings",
             "Card openings, by result",
@@ -242,12 +248,13 @@ impl Application {
     pub async fn new(issuer: Arc<Issuer>) -> anyhow::Result<Self> {
         let listener = scrip_common::server::bind(issuer.config().listen).await?;
         let limiter = Arc::new(RateLimiter::new(issuer.config().rate_limit.clone()));
+        let metrics = Arc::new(Metrics::new(issuer.metrics()));
         Ok(Self {
             listener,
             state: AppState {
                 issuer,
                 limiter,
-                metrics: Arc::default(),
+                metrics,
             },
         })
     }

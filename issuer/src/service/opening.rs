@@ -6,6 +6,7 @@ use crate::store::{CommitOutcome, NewOpening};
 use scrip_spec::api::issuer::{
     KeyedTokenRequest, MAX_OPEN_BATCH, OpenRequest, OpenResponse, ReplayResponse, RequestId,
 };
+use scrip_common::metrics::Counter;
 use scrip_spec::encoding::{canonical_bytes, from_canonical_bytes};
 use scrip_spec::{CardCode, TokenKeyId, TokenResponse};
 use std::collections::HashMap;
@@ -126,7 +127,9 @@ impl Issuer {
             return Err(OpenError::InvalidCard);
         }
 
-        // Keys and price.
+        // Every request is checked (key, window, key id, the blinded message's range) and the
+        // whole price is known before the first private-key operation, so a refusal costs
+        // only these cheap checks.
         let t = now();
         let catalog = self
             .catalog
@@ -147,6 +150,13 @@ impl Issuer {
             if r.token_request.truncated_token_key_id != r.token_key_id.truncated() {
                 return Err(OpenError::KeyMismatch { index });
             }
+            if !key
+                .info
+                .public_key
+                .accepts_blinded_message(&r.token_request.blinded_msg)
+            {
+                return Err(OpenError::BadBlindedMessage { index });
+            }
             price = price.saturating_add(
                 catalog
                     .price(&key.info.kind)
@@ -162,7 +172,7 @@ impl Issuer {
             });
         }
 
-        let responses = sign_all(&req.requests, keys).await?;
+        let responses = sign_all(&req.requests, keys, &self.metrics.blind_signatures).await?;
         let responses_bytes = canonical_bytes(&responses);
         let per_key: Vec<(TokenKeyId, u64)> = per_key.into_iter().collect();
         let outcome = self
@@ -226,31 +236,33 @@ impl Issuer {
 }
 
 /// Blind-signs every request on the blocking pool, in as many chunks as there are cores, so
-/// the async workers never stall.
+/// the async workers never stall. Every request was checked before: a failure here is the RSA
+/// backend's (its result did not verify), so nothing is charged and the wallet may retry.
 async fn sign_all(
     requests: &[KeyedTokenRequest],
     keys: Vec<Arc<LoadedKey>>,
+    signatures: &Counter,
 ) -> Result<Vec<TokenResponse>, OpenError> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
     let chunk = requests.len().div_ceil(cores).max(1);
     let mut tasks = Vec::new();
-    for (c, (reqs, keys)) in requests.chunks(chunk).zip(keys.chunks(chunk)).enumerate() {
+    for (reqs, keys) in requests.chunks(chunk).zip(keys.chunks(chunk)) {
         let reqs: Vec<_> = reqs.iter().map(|r| r.token_request.clone()).collect();
         let keys = keys.to_vec();
+        let signatures = signatures.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
             reqs.iter()
                 .zip(keys)
-                .enumerate()
-                .map(|(i, (r, k))| {
-                    k.secret
-                        .blind_sign(r)
-                        .map_err(|_| OpenError::BadBlindedMessage {
-                            index: c * chunk + i,
-                        })
+                .map(|(r, k)| {
+                    let response = k.secret.blind_sign(r).map_err(|e| {
+                        OpenError::Internal(anyhow::Error::new(e).context("blind signing failed"))
+                    })?;
+                    signatures.inc();
+                    Ok(response)
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, OpenError>>()
         }));
     }
     let mut out = Vec::with_capacity(requests.len());

@@ -1,6 +1,7 @@
 //! The issuer over HTTP, with a real ledger on loopback: cards, keys, openings, repeats,
 //! refusals, rate limits, reports.
 
+mod abuse;
 mod helpers;
 mod opening;
 mod refusals;
