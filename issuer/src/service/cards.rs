@@ -91,8 +91,10 @@ impl Issuer {
             .store
             .card(&code.storage_hash())
             .await?
-            .filter(|c| c.state != scrip_spec::api::issuer::CardState::Minted)
-            .ok_or(OpenError::InvalidCard)?;
+            .ok_or(OpenError::InvalidCard { found: false })?;
+        if card.state == scrip_spec::api::issuer::CardState::Minted {
+            return Err(OpenError::InvalidCard { found: true });
+        }
         Ok(BalanceResponse {
             state: card.state,
             value: card.value,

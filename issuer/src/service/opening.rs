@@ -26,7 +26,12 @@ pub enum OpenError {
     MalformedCode(#[from] scrip_spec::CardCodeError),
     /// Unknown, not for sale, used up or void: deliberately one answer for all.
     #[error("the card is invalid or used")]
-    InvalidCard,
+    InvalidCard {
+        /// Whether a card has this code. Only the rate limits read it (an unknown code counts
+        /// towards the unknown-code ceiling, a known one towards its card's limit); the
+        /// answer is the same either way.
+        found: bool,
+    },
     /// The request id was used for another opening.
     #[error("this request id was already used for a different opening")]
     RequestIdReused,
@@ -108,7 +113,7 @@ impl Issuer {
         // A repeat is answered from the record, whatever the card's state is now.
         if let Some(record) = self.store.opening(&req.request_id).await? {
             if card.is_none() {
-                return Err(OpenError::InvalidCard);
+                return Err(OpenError::InvalidCard { found: false });
             }
             let same = subtle::ConstantTimeEq::ct_eq(&record.card_hash[..], &card_hash[..]).into()
                 && record.requests == requests_bytes;
@@ -119,12 +124,12 @@ impl Issuer {
                 .answer_from_record(&req.request_id, &record.responses, &card_hash)
                 .await;
         }
-        let card = card.ok_or(OpenError::InvalidCard)?;
+        let card = card.ok_or(OpenError::InvalidCard { found: false })?;
         if !matches!(
             card.state,
             scrip_spec::api::issuer::CardState::Active | scrip_spec::api::issuer::CardState::Opened
         ) {
-            return Err(OpenError::InvalidCard);
+            return Err(OpenError::InvalidCard { found: true });
         }
 
         // Every request is checked (key, window, key id, the blinded message's range) and the
@@ -196,7 +201,7 @@ impl Issuer {
             CommitOutcome::InsufficientCredits { remaining } => {
                 Err(OpenError::InsufficientCredits { remaining, price })
             }
-            CommitOutcome::InvalidCard => Err(OpenError::InvalidCard),
+            CommitOutcome::InvalidCard => Err(OpenError::InvalidCard { found: true }),
             CommitOutcome::AlreadyRecorded => {
                 // A concurrent repeat won the race: answer as a repeat.
                 let record = self
