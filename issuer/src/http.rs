@@ -44,6 +44,11 @@ impl Metrics {
             "Private-key operations: blind signatures made (repeats answered from the record make none)",
             service.blind_signatures.clone(),
         );
+        m.register(
+            "outbox_set_aside",
+            "Ledger requests the ledger refused for good, set aside in the outbox for the operator",
+            service.outbox_set_aside.clone(),
+        );
         let openings = m.outcomes(
             "openings",
             "Card openings, by result",
@@ -134,7 +139,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let store = match state.issuer.store().outbox().await {
+    // A write, not a read: a full disk still answers reads while it refuses every opening.
+    let store = match state.issuer.store().write_probe().await {
         Ok(_) => true,
         Err(e) => {
             tracing::error!(error = ?e, "health check failed");
@@ -145,6 +151,7 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
 }
 
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    state.issuer.count_set_aside().await;
     state.metrics.registry.render()
 }
 

@@ -4,4 +4,5 @@
 mod abuse;
 mod helpers;
 mod opening;
+mod outbox;
 mod refusals;
