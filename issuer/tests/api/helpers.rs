@@ -25,7 +25,16 @@ pub struct TestIssuer {
 
 /// A ledger with the one operator `op-a` (issuer, redeemer), and op-a's issuer with keys.
 pub async fn spawn(rate_limit: RateLimitConfig) -> TestIssuer {
+    spawn_with_database(rate_limit, None).await
+}
+
+/// [`spawn`] with the issuer's database in `database_dir` (else in the test's directory).
+pub async fn spawn_with_database(
+    rate_limit: RateLimitConfig,
+    database_dir: Option<&std::path::Path>,
+) -> TestIssuer {
     let dir = tempfile::tempdir().expect("tempdir");
+    let database = database_dir.unwrap_or(dir.path()).join("issuer.db");
     let op = OperatorKey::generate();
     std::fs::write(dir.path().join("op.key"), op.to_text().as_bytes()).expect("key");
     let operators = vec![member("op-a", &op, &[Role::Issuer, Role::Redeemer])];
@@ -33,7 +42,7 @@ pub async fn spawn(rate_limit: RateLimitConfig) -> TestIssuer {
     let config = IssuerConfig {
         name: "op-a".into(),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        database: format!("sqlite://{}", dir.path().join("issuer.db").display()),
+        database: format!("sqlite://{}", database.display()),
         operator_key_file: dir.path().join("op.key"),
         keys_dir: dir.path().join("keys"),
         ledger_url: ledger.url.clone(),

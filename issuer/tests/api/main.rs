@@ -2,6 +2,7 @@
 //! refusals, rate limits, reports.
 
 mod abuse;
+mod health;
 mod helpers;
 mod opening;
 mod outbox;
