@@ -88,7 +88,9 @@ impl RateLimitConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         axum::http::HeaderName::from_bytes(self.header.as_bytes())
             .map(|_| ())
-            .map_err(|_| anyhow::anyhow!("rate_limit.header {:?} is not a header name", self.header))
+            .map_err(|_| {
+                anyhow::anyhow!("rate_limit.header {:?} is not a header name", self.header)
+            })
     }
 }
 

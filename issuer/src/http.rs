@@ -9,12 +9,12 @@ use axum::{Json, Router};
 use scrip_common::metrics::{Counter, MetricsBuilder, MetricsRegistry, Outcomes};
 use scrip_common::ratelimit::SourceKey;
 use scrip_common::server::{ApiError, ApiJson, finish, health_answer};
+use scrip_spec::CardCode;
 use scrip_spec::api::issuer::IssuerErrorCode as Code;
 use scrip_spec::api::issuer::{
     BalanceRequest, BalanceResponse, IssuerKeys, OpenRequest, OpenResponse, ReplayRequest,
     ReplayResponse,
 };
-use scrip_spec::CardCode;
 use scrip_spec::api::{ErrorDetails, Health};
 use std::net::SocketAddr;
 use std::sync::Arc;

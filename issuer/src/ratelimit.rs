@@ -38,10 +38,7 @@ impl Failure {
         Some(match (error, card) {
             (OpenError::Internal(_), _) => return None,
             (OpenError::InvalidCard { found: false }, _) => Self::UnknownCode,
-            (
-                OpenError::MalformedCode(_) | OpenError::Malformed(_) | OpenError::TooLarge(_),
-                _,
-            )
+            (OpenError::MalformedCode(_) | OpenError::Malformed(_) | OpenError::TooLarge(_), _)
             | (_, None) => Self::NoLookup,
             (_, Some(hash)) => Self::OnCard(hash),
         })
@@ -180,14 +177,21 @@ mod tests {
             );
         }
         assert_eq!(l.check(&source(4), None), None, "a source that did not");
-        assert_eq!(l.check(&source(9), Some(&[1; 32])), None, "nor one with a typo");
+        assert_eq!(
+            l.check(&source(9), Some(&[1; 32])),
+            None,
+            "nor one with a typo"
+        );
     }
 
     #[test]
     fn failures_are_classified() {
         let hash = Some([5; 32]);
         let invalid = |found| OpenError::InvalidCard { found };
-        assert_eq!(Failure::of(&invalid(false), hash), Some(Failure::UnknownCode));
+        assert_eq!(
+            Failure::of(&invalid(false), hash),
+            Some(Failure::UnknownCode)
+        );
         assert_eq!(
             Failure::of(&invalid(true), hash),
             Some(Failure::OnCard([5; 32]))

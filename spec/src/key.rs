@@ -389,7 +389,10 @@ mod tests {
         below[MODULUS_BYTES - 1] -= 1;
         assert!(pk.accepts_blinded_message(&below), "n - 1");
         assert!(!pk.accepts_blinded_message(&n), "n itself");
-        assert!(!pk.accepts_blinded_message(&[0xff; MODULUS_BYTES]), "above n");
+        assert!(
+            !pk.accepts_blinded_message(&[0xff; MODULUS_BYTES]),
+            "above n"
+        );
         let mut small = [0u8; MODULUS_BYTES];
         for (v, ok) in [(0u8, false), (1, false), (2, true)] {
             small[MODULUS_BYTES - 1] = v;

@@ -3,10 +3,10 @@
 
 use super::{Issuer, LoadedKey, now};
 use crate::store::{CommitOutcome, NewOpening};
+use scrip_common::metrics::Counter;
 use scrip_spec::api::issuer::{
     KeyedTokenRequest, MAX_OPEN_BATCH, OpenRequest, OpenResponse, ReplayResponse, RequestId,
 };
-use scrip_common::metrics::Counter;
 use scrip_spec::encoding::{canonical_bytes, from_canonical_bytes};
 use scrip_spec::{CardCode, TokenKeyId, TokenResponse};
 use std::collections::HashMap;

@@ -203,7 +203,9 @@ async fn refusals_on_a_card_count_towards_its_limit() {
     let mut reused = t.opening(&seed, 4, card, &["chunk-64k"]).await;
     reused.request.request_id = opened.request.request_id;
     let mut mismatch = t.opening(&seed, 5, card, &["chunk-64k"]).await;
-    mismatch.request.requests[0].token_request.truncated_token_key_id ^= 1;
+    mismatch.request.requests[0]
+        .token_request
+        .truncated_token_key_id ^= 1;
     for (s, (request, status)) in [
         (&too_dear, StatusCode::UNPROCESSABLE_ENTITY),
         (&out_of_range, StatusCode::UNPROCESSABLE_ENTITY),
@@ -214,7 +216,11 @@ async fn refusals_on_a_card_count_towards_its_limit() {
     .enumerate()
     {
         let answer = t
-            .post_from(&format!("198.51.100.{}", 10 + s), "/v1/cards/open", &request.request)
+            .post_from(
+                &format!("198.51.100.{}", 10 + s),
+                "/v1/cards/open",
+                &request.request,
+            )
             .await;
         assert_eq!(answer.status, status, "{}", answer.body);
     }
@@ -239,9 +245,7 @@ async fn refusals_on_a_card_count_towards_its_limit() {
         .await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body["remaining_credits"], 20);
-    let (status, balance) = t
-        .post("/v1/cards/balance", &balance_of(card))
-        .await;
+    let (status, balance) = t.post("/v1/cards/balance", &balance_of(card)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(code(&balance), Code::RateLimited);
 }
@@ -273,6 +277,11 @@ async fn refusals_on_valid_cards_count_towards_the_source_limit() {
     let answer = t
         .post_from("198.51.100.2", "/v1/cards/open", &good.request)
         .await;
-    assert_eq!(answer.status, StatusCode::OK, "another source: {}", answer.body);
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "another source: {}",
+        answer.body
+    );
     assert_eq!(blind_signatures(&t).await, 1.0);
 }

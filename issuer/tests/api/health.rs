@@ -48,7 +48,11 @@ fn fill(path: &Path) {
     let mut file = std::fs::File::create(path).expect("filler");
     let block = vec![0u8; 64 * 1024];
     loop {
-        if file.write_all(&block).and_then(|()| file.sync_all()).is_err() {
+        if file
+            .write_all(&block)
+            .and_then(|()| file.sync_all())
+            .is_err()
+        {
             break;
         }
     }

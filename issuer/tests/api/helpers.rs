@@ -165,7 +165,12 @@ impl TestIssuer {
     }
 
     /// POSTs `body` with `X-Forwarded-For: source`.
-    pub async fn post_from(&self, source: &str, path: &str, body: &impl serde::Serialize) -> Answer {
+    pub async fn post_from(
+        &self,
+        source: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Answer {
         let resp = self
             .http
             .client

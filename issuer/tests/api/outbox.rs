@@ -26,7 +26,8 @@ async fn gate(ledger: &str) -> Gate {
     let (ledger, permits) = (ledger.to_owned(), release.clone());
     let client = reqwest::Client::new();
     let forward = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-        let (ledger, permits, tx, client) = (ledger.clone(), permits.clone(), tx.clone(), client.clone());
+        let (ledger, permits, tx, client) =
+            (ledger.clone(), permits.clone(), tx.clone(), client.clone());
         async move {
             if method == Method::POST {
                 let _ = tx.send(());
@@ -48,7 +49,9 @@ async fn gate(ledger: &str) -> Gate {
             (status, [(axum::http::header::CONTENT_TYPE, ct)], body)
         }
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         axum::serve(listener, axum::Router::new().fallback(forward))
@@ -75,7 +78,11 @@ async fn signed_at(t: &TestIssuer, action: Action, at: u64) -> String {
 
 /// Queues the activation of a new batch of `count` cards of 10 credits with `request` (the
 /// "cards sold" entry as `activate_batch` would queue it); returns the batch id.
-async fn queue_activation(t: &TestIssuer, count: usize, request: impl AsyncFnOnce(String) -> String) -> String {
+async fn queue_activation(
+    t: &TestIssuer,
+    count: usize,
+    request: impl AsyncFnOnce(String) -> String,
+) -> String {
     let (batch, _) = t.issuer.mint_cards(10, count).await.expect("mint");
     let text = request(batch.clone()).await;
     assert!(
@@ -85,9 +92,12 @@ async fn queue_activation(t: &TestIssuer, count: usize, request: impl AsyncFnOnc
                 &batch,
                 "minted",
                 "activating",
-                Some((&text, &OnSuccess::ActivateBatch {
-                    batch_id: batch.clone()
-                })),
+                Some((
+                    &text,
+                    &OnSuccess::ActivateBatch {
+                        batch_id: batch.clone()
+                    }
+                )),
                 now(),
             )
             .await
@@ -97,7 +107,10 @@ async fn queue_activation(t: &TestIssuer, count: usize, request: impl AsyncFnOnc
 }
 
 async fn cards_sold(t: &TestIssuer) -> u64 {
-    let totals = LedgerClient::new(&t.ledger.url).totals().await.expect("totals");
+    let totals = LedgerClient::new(&t.ledger.url)
+        .totals()
+        .await
+        .expect("totals");
     totals.issuers.iter().map(|i| i.cards_sold).sum()
 }
 
@@ -135,7 +148,10 @@ async fn two_flushes_of_one_stale_item_land_it_once() {
         async move { other.flush_outbox().await }
     });
     // It has read the stale request and sent it; the ledger has not seen it yet.
-    gate.arrived.recv().await.expect("the other flush's request");
+    gate.arrived
+        .recv()
+        .await
+        .expect("the other flush's request");
 
     // This process flushes meanwhile: stale, signed anew, landed.
     assert_eq!(t.issuer.flush_outbox().await.expect("flush"), 1);
@@ -147,7 +163,11 @@ async fn two_flushes_of_one_stale_item_land_it_once() {
     assert_eq!(cards_sold(&t).await, 3, "the sale is counted once");
     assert!(t.issuer.store().outbox().await.expect("outbox").is_empty());
     let batches = t.issuer.store().batches().await.expect("batches");
-    assert!(batches.iter().any(|b| b.batch_id == batch && b.state == "active"));
+    assert!(
+        batches
+            .iter()
+            .any(|b| b.batch_id == batch && b.state == "active")
+    );
 }
 
 /// Both processes find the item stale; one re-signs it and is held before sending. The other
@@ -226,9 +246,18 @@ async fn a_refused_item_is_set_aside_and_does_not_block_the_next() {
     assert_eq!(cards_sold(&t).await, 2);
 
     assert!(t.issuer.store().outbox().await.expect("outbox").is_empty());
-    let aside = t.issuer.store().outbox_set_aside().await.expect("set aside");
+    let aside = t
+        .issuer
+        .store()
+        .outbox_set_aside()
+        .await
+        .expect("set aside");
     assert_eq!(aside.len(), 1);
-    assert!(aside[0].refusal.contains("invalid_request"), "{}", aside[0].refusal);
+    assert!(
+        aside[0].refusal.contains("invalid_request"),
+        "{}",
+        aside[0].refusal
+    );
     let batches = t.issuer.store().batches().await.expect("batches");
     let state = |b: &str| {
         batches

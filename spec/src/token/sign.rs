@@ -51,7 +51,10 @@ impl TokenSecretKey {
                 ours,
             });
         }
-        if !self.public_key().accepts_blinded_message(&request.blinded_msg) {
+        if !self
+            .public_key()
+            .accepts_blinded_message(&request.blinded_msg)
+        {
             return Err(SignError::OutOfRange);
         }
         let failed = |source: RsaError| SignError::Backend { backend, source };
