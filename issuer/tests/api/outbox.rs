@@ -271,6 +271,10 @@ async fn a_refused_item_is_set_aside_and_does_not_block_the_next() {
     assert_eq!(m.value("scrip_issuer_outbox_set_aside"), Some(1.0));
     // A later flush does not send it again, and activating the batch says why it is stuck.
     assert_eq!(t.issuer.flush_outbox().await.expect("flush"), 0);
-    let stuck = t.issuer.activate_batch(&refused).await.expect_err("set aside");
+    let stuck = t
+        .issuer
+        .activate_batch(&refused)
+        .await
+        .expect_err("set aside");
     assert!(stuck.to_string().contains("set aside"), "{stuck}");
 }
