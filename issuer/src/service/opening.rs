@@ -53,7 +53,7 @@ pub enum OpenError {
         /// The first offending request.
         index: usize,
     },
-    /// A blinded message is out of range for its key.
+    /// A blinded message is not in `2..n` for its key's modulus `n`.
     #[error("request {index}: the blinded message is not valid for the key")]
     BadBlindedMessage {
         /// The first offending request.
