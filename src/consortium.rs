@@ -69,6 +69,19 @@ impl Consortium {
         mode: Mode,
         ledger_db: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with_issuer_limits(dir, names, mode, ledger_db, RateLimitConfig::default())
+            .await
+    }
+
+    /// [`Consortium::start_with_ledger`] with `rate_limit` at every issuer (for tests that
+    /// send one card many refused requests on purpose).
+    pub async fn start_with_issuer_limits(
+        dir: &Path,
+        names: &[&str],
+        mode: Mode,
+        ledger_db: &str,
+        rate_limit: RateLimitConfig,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let ledger_key = OperatorKey::generate();
         scrip_spec::secret_file::write_private(
@@ -114,7 +127,7 @@ impl Consortium {
                     redeem_days: 13,
                     forget_days: 7,
                     report_secs: 3600,
-                    rate_limit: RateLimitConfig::default(),
+                    rate_limit: rate_limit.clone(),
                 })
                 .await?,
             );

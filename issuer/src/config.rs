@@ -1,7 +1,8 @@
 //! The issuer's configuration: a TOML file with `SCRIP_ISSUER_*` environment overrides.
 
+use scrip_common::ratelimit::SourceConfig;
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// `scrip issuer …` settings.
@@ -33,21 +34,32 @@ pub struct IssuerConfig {
     /// Seconds between issuance reports to the ledger.
     #[serde(default = "default_report_secs")]
     pub report_secs: u64,
-    /// Limits on failed card attempts.
+    /// Rate limits on card requests (`[rate_limit]`).
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
 }
 
-/// Limits on failed card-code attempts, per fixed window.
+/// Rate limits on card requests, per fixed window (PROTOCOL.md section 9.6). Every field has
+/// a default, so `[rate_limit]` may name only the ones it changes; a limit of 0 is no limit.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Window length in seconds.
     pub window_secs: u64,
-    /// Failed attempts allowed per source address per window.
+    /// Failed attempts allowed per source per window: mistyped and unknown codes, and refused
+    /// requests on existing cards. Over it, the source waits for the next window.
     pub per_source: u32,
-    /// Failed attempts allowed in total per window.
-    pub global: u32,
+    /// Refused requests allowed per existing card per window (an invalid opening, too few
+    /// credits, a reused request id, a used or void card). Over it, the card waits.
+    pub per_card: u32,
+    /// Unknown-code lookups in all per window, past which a source that already caused one in
+    /// the window is refused before any lookup. Sources that did not, and cards, go on.
+    pub unknown_code_ceiling: u32,
+    /// Peers (a reverse proxy, a Tor front) whose `header` names the client; other peers are
+    /// counted under their own address whatever they send.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The header a trusted proxy sets (`X-Forwarded-For` by default).
+    pub header: String,
 }
 
 impl Default for RateLimitConfig {
@@ -55,8 +67,30 @@ impl Default for RateLimitConfig {
         Self {
             window_secs: 60,
             per_source: 10,
-            global: 600,
+            per_card: 10,
+            unknown_code_ceiling: 600,
+            trusted_proxies: Vec::new(),
+            header: SourceConfig::default().header,
         }
+    }
+}
+
+impl RateLimitConfig {
+    /// How to tell a request's source.
+    pub fn sources(&self) -> SourceConfig {
+        SourceConfig {
+            trusted_proxies: self.trusted_proxies.clone(),
+            header: self.header.to_ascii_lowercase(),
+        }
+    }
+
+    /// Refuses a header that is not a valid HTTP header name.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        axum::http::HeaderName::from_bytes(self.header.as_bytes())
+            .map(|_| ())
+            .map_err(|_| {
+                anyhow::anyhow!("rate_limit.header {:?} is not a header name", self.header)
+            })
     }
 }
 
@@ -87,6 +121,7 @@ impl IssuerConfig {
         let mut config: Self = toml::from_str(&text)
             .with_context(|| format!("the issuer configuration {} is invalid", path.display()))?;
         config.apply_env(|n| std::env::var(n).ok())?;
+        config.rate_limit.validate()?;
         Ok(config)
     }
 
@@ -118,7 +153,8 @@ mod tests {
         )
         .expect("valid");
         assert_eq!((c.issue_days, c.redeem_days, c.report_secs), (7, 13, 3600));
-        assert_eq!(c.rate_limit.per_source, 10);
+        assert_eq!(c.rate_limit, RateLimitConfig::default());
+        assert_eq!(c.rate_limit.sources().header, "x-forwarded-for");
         c.apply_env(|n| (n == "SCRIP_ISSUER_DATABASE").then(|| "sqlite://other.db".into()))
             .expect("valid");
         assert_eq!(c.database, "sqlite://other.db");
@@ -127,5 +163,28 @@ mod tests {
                 .is_err()
         );
         assert!(toml::from_str::<IssuerConfig>("name = \"x\"\nunknown = 1").is_err());
+    }
+
+    #[test]
+    fn rate_limits_name_only_what_they_change() {
+        let c: IssuerConfig = toml::from_str(
+            "name = \"op-a\"\ndatabase = \"sqlite://i.db\"\noperator_key_file = \"k\"\n\
+             keys_dir = \"keys\"\nledger_url = \"http://127.0.0.1:7400\"\n\
+             [rate_limit]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\nheader = \"X-Real-IP\"\n\
+             per_card = 3\n",
+        )
+        .expect("valid");
+        let limits = &c.rate_limit;
+        assert_eq!((limits.per_card, limits.per_source), (3, 10));
+        let sources = limits.sources();
+        assert_eq!(sources.trusted_proxies.len(), 2);
+        assert_eq!(sources.header, "x-real-ip");
+        assert!(limits.validate().is_ok());
+        let bad = RateLimitConfig {
+            header: "not a header".into(),
+            ..RateLimitConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        assert!(toml::from_str::<RateLimitConfig>("global = 600").is_err());
     }
 }

@@ -1,13 +1,15 @@
 //! The issuer's HTTP API (PROTOCOL.md section 9).
 
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{Failure, RateLimiter};
 use crate::service::{Issuer, OpenError};
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use scrip_common::metrics::{Counter, MetricsBuilder, MetricsRegistry, Outcomes};
+use scrip_common::ratelimit::SourceKey;
 use scrip_common::server::{ApiError, ApiJson, finish, health_answer};
+use scrip_spec::CardCode;
 use scrip_spec::api::issuer::IssuerErrorCode as Code;
 use scrip_spec::api::issuer::{
     BalanceRequest, BalanceResponse, IssuerKeys, OpenRequest, OpenResponse, ReplayRequest,
@@ -33,9 +35,20 @@ pub struct Metrics {
     tokens_signed: Counter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The issuer's metrics, with those the service keeps itself.
+    fn new(service: &crate::service::ServiceMetrics) -> Self {
         let mut m = MetricsBuilder::new("issuer");
+        m.register(
+            "blind_signatures",
+            "Private-key operations: blind signatures made (repeats answered from the record make none)",
+            service.blind_signatures.clone(),
+        );
+        m.register(
+            "outbox_set_aside",
+            "Ledger requests the ledger refused for good, set aside in the outbox for the operator",
+            service.outbox_set_aside.clone(),
+        );
         let openings = m.outcomes(
             "openings",
             "Card openings, by result",
@@ -64,7 +77,7 @@ impl Default for Metrics {
 pub struct AppState {
     /// The issuer.
     pub issuer: Arc<Issuer>,
-    /// Failed-attempt limits.
+    /// The rate limits.
     pub limiter: Arc<RateLimiter>,
     /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
@@ -80,7 +93,7 @@ impl From<OpenError> for ApiError {
             OpenError::MalformedCode(_) => {
                 ApiError::new(S::BAD_REQUEST, Code::MalformedCardCode, msg)
             }
-            OpenError::InvalidCard => ApiError::new(S::FORBIDDEN, Code::InvalidCard, msg),
+            OpenError::InvalidCard { .. } => ApiError::new(S::FORBIDDEN, Code::InvalidCard, msg),
             OpenError::RequestIdReused => ApiError::new(S::CONFLICT, Code::RequestIdReused, msg),
             OpenError::UnknownKey { index } => at_index(Code::UnknownKey, msg, index),
             OpenError::KeyNotIssuable { index } => at_index(Code::KeyNotIssuable, msg, index),
@@ -126,7 +139,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let store = match state.issuer.store().outbox().await {
+    // A write, not a read: a full disk still answers reads while it refuses every opening.
+    let store = match state.issuer.store().write_probe().await {
         Ok(_) => true,
         Err(e) => {
             tracing::error!(error = ?e, "health check failed");
@@ -137,6 +151,7 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
 }
 
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    state.issuer.count_set_aside().await;
     state.metrics.registry.render()
 }
 
@@ -144,35 +159,57 @@ async fn keys(State(state): State<AppState>) -> Json<IssuerKeys> {
     Json(state.issuer.public_keys())
 }
 
-/// Refuses the request if its source is over the failed-attempt limit, counting it in
-/// `outcomes`.
-fn limit(state: &AppState, outcomes: &Outcomes, source: SocketAddr) -> Result<(), ApiError> {
-    if let Some(wait) = state.limiter.check(source.ip()) {
-        outcomes.inc("rate_limited");
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            Code::RateLimited,
-            format!("too many failed card attempts; retry in {wait} s"),
-        )
-        .retry_after(wait));
-    }
-    Ok(())
+/// Who asks and about which card, for the rate limits.
+struct Asker {
+    source: SourceKey,
+    /// The storage hash of the code asked about, if it parses.
+    card: Option<[u8; 32]>,
 }
 
-fn count_failure(state: &AppState, outcomes: &Outcomes, source: SocketAddr, e: &OpenError) {
-    outcomes.inc("refused");
-    if matches!(e, OpenError::InvalidCard | OpenError::MalformedCode(_)) {
-        state.limiter.failed(source.ip());
+impl Asker {
+    fn new(state: &AppState, peer: SocketAddr, headers: &HeaderMap, code: &str) -> Self {
+        Self {
+            source: state.limiter.source(peer.ip(), headers),
+            card: CardCode::parse(code).ok().map(|c| c.storage_hash()),
+        }
+    }
+
+    /// Refuses the request with 429 if a limit says so (section 9.6), counting it in
+    /// `outcomes`.
+    fn admit(&self, state: &AppState, outcomes: &Outcomes) -> Result<(), ApiError> {
+        let Some((limit, wait)) = state.limiter.check(&self.source, self.card.as_ref()) else {
+            return Ok(());
+        };
+        outcomes.inc("rate_limited");
+        tracing::debug!(?limit, wait, "card request rate limited");
+        // One message for every limit: a card's limit only ever counts cards that exist, and
+        // the answer must not tell a guesser which codes do.
+        Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Code::RateLimited,
+            format!("too many refused card requests; retry in {wait} s"),
+        )
+        .retry_after(wait))
+    }
+
+    /// Counts a refusal in `outcomes` and in the limits.
+    fn refused(&self, state: &AppState, outcomes: &Outcomes, error: &OpenError) {
+        outcomes.inc("refused");
+        if let Some(failure) = Failure::of(error, self.card) {
+            state.limiter.failed(&self.source, failure);
+        }
     }
 }
 
 async fn open(
     State(state): State<AppState>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<OpenRequest>,
 ) -> Result<Json<OpenResponse>, ApiError> {
     let outcomes = &state.metrics.openings;
-    limit(&state, outcomes, source)?;
+    let asker = Asker::new(&state, peer, &headers, &request.card_code);
+    asker.admit(&state, outcomes)?;
     let count = request.requests.len() as u64;
     let issuer = state.issuer.clone();
     // The opening runs in its own task: a client that goes away cannot cut it between the
@@ -187,7 +224,7 @@ async fn open(
             Ok(Json(resp))
         }
         Err(e) => {
-            count_failure(&state, outcomes, source, &e);
+            asker.refused(&state, outcomes, &e);
             Err(e.into())
         }
     }
@@ -195,19 +232,20 @@ async fn open(
 
 async fn balance(
     State(state): State<AppState>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<BalanceRequest>,
 ) -> Result<Json<BalanceResponse>, ApiError> {
     let outcomes = &state.metrics.balances;
-    limit(&state, outcomes, source)?;
-    let answer = state.issuer.balance(&request.card_code).await;
-    match answer {
+    let asker = Asker::new(&state, peer, &headers, &request.card_code);
+    asker.admit(&state, outcomes)?;
+    match state.issuer.balance(&request.card_code).await {
         Ok(balance) => {
             outcomes.inc("answered");
             Ok(Json(balance))
         }
         Err(e) => {
-            count_failure(&state, outcomes, source, &e);
+            asker.refused(&state, outcomes, &e);
             Err(e.into())
         }
     }
@@ -241,13 +279,14 @@ impl Application {
     /// Binds the listener for an opened issuer (port 0 picks a free port).
     pub async fn new(issuer: Arc<Issuer>) -> anyhow::Result<Self> {
         let listener = scrip_common::server::bind(issuer.config().listen).await?;
-        let limiter = Arc::new(RateLimiter::new(issuer.config().rate_limit.clone()));
+        let limiter = Arc::new(RateLimiter::new(&issuer.config().rate_limit));
+        let metrics = Arc::new(Metrics::new(issuer.metrics()));
         Ok(Self {
             listener,
             state: AppState {
                 issuer,
                 limiter,
-                metrics: Arc::default(),
+                metrics,
             },
         })
     }

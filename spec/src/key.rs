@@ -191,6 +191,24 @@ impl TokenPublicKey {
     pub fn id(&self) -> TokenKeyId {
         self.id
     }
+
+    /// Whether this key may blind-sign `blinded_msg`: [`MODULUS_BYTES`] long, and, read as a
+    /// big-endian integer, at least 2 and below the modulus. A cheap public check, so an issuer
+    /// can refuse a whole opening before its first private-key operation.
+    ///
+    /// 0 and 1 are refused as well: they are RSA's fixed points (their "signature" is the
+    /// input itself, which even a broken backend that echoes its input would pass the check
+    /// against the public key), and an honest wallet's blinded message is one of them with
+    /// probability about 2^-2047.
+    pub fn accepts_blinded_message(&self, blinded_msg: &[u8]) -> bool {
+        let Ok(value) = <&[u8; MODULUS_BYTES]>::try_from(blinded_msg) else {
+            return false;
+        };
+        let (high, last) = value.split_at(MODULUS_BYTES - 1);
+        let fixed_point = high.iter().all(|b| *b == 0) && last.iter().all(|b| *b <= 1);
+        // Both are big-endian and of equal length, so byte order is numeric order.
+        !fixed_point && value < &*self.modulus
+    }
 }
 
 impl TokenPublicKey {
@@ -360,6 +378,33 @@ mod tests {
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         let again = TokenSecretKey::from_pem(&pem).expect("import");
         assert_eq!(again.public_key(), sk.public_key());
+    }
+
+    #[test]
+    fn blinded_messages_must_be_between_2_and_the_modulus() {
+        let pk = test_key().public_key();
+        let n = *pk.modulus;
+        let mut below = n;
+        // n is odd (a product of two odd primes), so n - 1 only clears the last bit.
+        below[MODULUS_BYTES - 1] -= 1;
+        assert!(pk.accepts_blinded_message(&below), "n - 1");
+        assert!(!pk.accepts_blinded_message(&n), "n itself");
+        assert!(
+            !pk.accepts_blinded_message(&[0xff; MODULUS_BYTES]),
+            "above n"
+        );
+        let mut small = [0u8; MODULUS_BYTES];
+        for (v, ok) in [(0u8, false), (1, false), (2, true)] {
+            small[MODULUS_BYTES - 1] = v;
+            assert_eq!(pk.accepts_blinded_message(&small), ok, "{v}");
+        }
+        let mut high_one = [0u8; MODULUS_BYTES];
+        high_one[0] = 1;
+        assert!(pk.accepts_blinded_message(&high_one), "2^2040 + 0");
+        assert!(!pk.accepts_blinded_message(&below[1..]), "one byte short");
+        let mut long = below.to_vec();
+        long.push(0);
+        assert!(!pk.accepts_blinded_message(&long), "one byte long");
     }
 
     #[test]

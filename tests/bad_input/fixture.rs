@@ -3,9 +3,10 @@
 
 use crate::harness::{LedgerUnchanged, client};
 use crate::shared::kind;
-use crate::support::{cards_on_sale, checkpoint, consortium_with_keys};
+use crate::support::{cards_on_sale, checkpoint};
 use scrip::consortium::Consortium;
 use scrip_client::Wallet;
+use scrip_redeemer::Mode;
 use scrip_spec::encoding::b64_encode;
 use scrip_spec::ledger::{
     Action, Approval, Change, Checkpoint, Cosignature, Hash32, LedgerRequest, OperatorInfo,
@@ -70,6 +71,26 @@ pub struct Fixture {
     pub checkpoint: Checkpoint,
 }
 
+/// op-a's strict consortium with its keys. Its issuer has no per-card limit: the cases send
+/// the fixture's few cards hundreds of refused openings, each of which must be refused on its
+/// merits (the limit has its own tests, `issuer/tests/api/abuse.rs`). Sources rotate, so the
+/// per-source limits still hold as configured.
+async fn consortium() -> (tempfile::TempDir, Consortium) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("c");
+    let ledger_db = format!("sqlite://{}", root.join("ledger.db").display());
+    let limits = scrip_issuer::config::RateLimitConfig {
+        per_card: 0,
+        ..Default::default()
+    };
+    let c =
+        Consortium::start_with_issuer_limits(&root, &["op-a"], Mode::Strict, &ledger_db, limits)
+            .await
+            .expect("consortium");
+    c.operators[0].issuer.rotate_keys().await.expect("keys");
+    (dir, c)
+}
+
 pub async fn post(url: &str, body: String) -> (u16, Value) {
     let resp = client(None)
         .post(url)
@@ -84,7 +105,7 @@ pub async fn post(url: &str, body: String) -> (u16, Value) {
 
 impl Fixture {
     pub async fn start() -> Self {
-        let (dir, c) = consortium_with_keys(&["op-a"]).await;
+        let (dir, c) = consortium().await;
         let root = dir.path().join("c");
         let a = &c.operators[0];
         let codes = cards_on_sale(a, 100, 2).await;
@@ -439,6 +460,8 @@ impl Fixture {
             &[
                 r#"scrip_issuer_openings_total{result="opened"}"#,
                 "scrip_issuer_tokens_signed_total",
+                // No refused opening may cost a private-key operation (PROTOCOL.md 9.3).
+                "scrip_issuer_blind_signatures_total",
             ],
         )
         .await;

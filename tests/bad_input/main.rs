@@ -19,7 +19,10 @@
 //! is cut off after the header read timeout; the example relay has the same limits) and many
 //! idle connections.
 
+// Shared with e2e, which uses more of it: the fixture starts its consortium with limits of its
+// own (`fixture::consortium`), so `consortium_with_keys` is e2e's only.
 #[path = "../support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 mod fixture;

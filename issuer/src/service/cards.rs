@@ -76,12 +76,33 @@ impl Issuer {
             anyhow::bail!("batch {batch_id} is already {}", batch.state);
         }
         self.flush_outbox().await?;
-        Ok(self
+        let active = self
             .store
             .batches()
             .await?
             .iter()
-            .any(|b| b.batch_id == batch_id && b.state == "active"))
+            .any(|b| b.batch_id == batch_id && b.state == "active");
+        if !active {
+            // Waiting would not help if the ledger refused the sale for good.
+            let follow_up = OnSuccess::ActivateBatch {
+                batch_id: batch_id.to_owned(),
+            };
+            if let Some(aside) = self
+                .store
+                .outbox_set_aside()
+                .await?
+                .into_iter()
+                .find(|a| a.item.on_success == follow_up)
+            {
+                anyhow::bail!(
+                    "the ledger refused the sale of batch {batch_id} for good ({}); it is set \
+                     aside in the outbox (id {}) for the operator",
+                    aside.refusal,
+                    aside.item.id
+                );
+            }
+        }
+        Ok(active)
     }
 
     /// A card's balance.
@@ -91,8 +112,10 @@ impl Issuer {
             .store
             .card(&code.storage_hash())
             .await?
-            .filter(|c| c.state != scrip_spec::api::issuer::CardState::Minted)
-            .ok_or(OpenError::InvalidCard)?;
+            .ok_or(OpenError::InvalidCard { found: false })?;
+        if card.state == scrip_spec::api::issuer::CardState::Minted {
+            return Err(OpenError::InvalidCard { found: true });
+        }
         Ok(BalanceResponse {
             state: card.state,
             value: card.value,

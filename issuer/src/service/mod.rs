@@ -15,6 +15,7 @@ use crate::config::IssuerConfig;
 use crate::store::IssuerStore;
 use scrip_common::clients::{LedgerClient, member_info};
 use scrip_common::keyring::KeyRing;
+use scrip_common::metrics::{Counter, Gauge};
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest};
 use scrip_spec::{Catalog, OperatorKey, Signed, UnixSeconds};
 use std::sync::{Arc, RwLock};
@@ -31,6 +32,17 @@ pub struct Issuer {
     /// Announced keys; an unknown id in an opening reloads them at most once a second, so
     /// random key ids cannot turn into disk reads and ledger calls.
     keys: KeyRing<LoadedKey>,
+    metrics: ServiceMetrics,
+}
+
+/// What the service counts itself; the HTTP layer shows it on `/metrics` (PROTOCOL.md 9.5).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceMetrics {
+    /// Private-key operations: one per blind signature made (a repeat answered from the
+    /// record makes none).
+    pub blind_signatures: Counter,
+    /// Outbox items the ledger refused for good, set aside in the store for the operator.
+    pub outbox_set_aside: Gauge,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -56,6 +68,7 @@ impl Issuer {
             ledger_id: info.ledger_id,
             catalog: RwLock::new(info.catalog),
             keys: KeyRing::new(),
+            metrics: ServiceMetrics::default(),
             config,
         };
         issuer.reload_keys().await?;
@@ -75,6 +88,11 @@ impl Issuer {
     /// The store.
     pub fn store(&self) -> &Arc<dyn IssuerStore> {
         &self.store
+    }
+
+    /// What the service counts itself.
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.metrics
     }
 
     fn sign(&self, action: Action, at: UnixSeconds) -> Signed<LedgerRequest> {

@@ -3,6 +3,7 @@
 
 use super::{Issuer, LoadedKey, now};
 use crate::store::{CommitOutcome, NewOpening};
+use scrip_common::metrics::Counter;
 use scrip_spec::api::issuer::{
     KeyedTokenRequest, MAX_OPEN_BATCH, OpenRequest, OpenResponse, ReplayResponse, RequestId,
 };
@@ -25,7 +26,12 @@ pub enum OpenError {
     MalformedCode(#[from] scrip_spec::CardCodeError),
     /// Unknown, not for sale, used up or void: deliberately one answer for all.
     #[error("the card is invalid or used")]
-    InvalidCard,
+    InvalidCard {
+        /// Whether a card has this code. Only the rate limits read it (an unknown code counts
+        /// towards the unknown-code ceiling, a known one towards its card's limit); the
+        /// answer is the same either way.
+        found: bool,
+    },
     /// The request id was used for another opening.
     #[error("this request id was already used for a different opening")]
     RequestIdReused,
@@ -47,7 +53,7 @@ pub enum OpenError {
         /// The first offending request.
         index: usize,
     },
-    /// A blinded message is out of range for its key.
+    /// A blinded message is not in `2..n` for its key's modulus `n`.
     #[error("request {index}: the blinded message is not valid for the key")]
     BadBlindedMessage {
         /// The first offending request.
@@ -107,7 +113,7 @@ impl Issuer {
         // A repeat is answered from the record, whatever the card's state is now.
         if let Some(record) = self.store.opening(&req.request_id).await? {
             if card.is_none() {
-                return Err(OpenError::InvalidCard);
+                return Err(OpenError::InvalidCard { found: false });
             }
             let same = subtle::ConstantTimeEq::ct_eq(&record.card_hash[..], &card_hash[..]).into()
                 && record.requests == requests_bytes;
@@ -118,15 +124,17 @@ impl Issuer {
                 .answer_from_record(&req.request_id, &record.responses, &card_hash)
                 .await;
         }
-        let card = card.ok_or(OpenError::InvalidCard)?;
+        let card = card.ok_or(OpenError::InvalidCard { found: false })?;
         if !matches!(
             card.state,
             scrip_spec::api::issuer::CardState::Active | scrip_spec::api::issuer::CardState::Opened
         ) {
-            return Err(OpenError::InvalidCard);
+            return Err(OpenError::InvalidCard { found: true });
         }
 
-        // Keys and price.
+        // Every request is checked (key, window, key id, the blinded message's range) and the
+        // whole price is known before the first private-key operation, so a refusal costs
+        // only these cheap checks.
         let t = now();
         let catalog = self
             .catalog
@@ -147,6 +155,13 @@ impl Issuer {
             if r.token_request.truncated_token_key_id != r.token_key_id.truncated() {
                 return Err(OpenError::KeyMismatch { index });
             }
+            if !key
+                .info
+                .public_key
+                .accepts_blinded_message(&r.token_request.blinded_msg)
+            {
+                return Err(OpenError::BadBlindedMessage { index });
+            }
             price = price.saturating_add(
                 catalog
                     .price(&key.info.kind)
@@ -162,7 +177,7 @@ impl Issuer {
             });
         }
 
-        let responses = sign_all(&req.requests, keys).await?;
+        let responses = sign_all(&req.requests, keys, &self.metrics.blind_signatures).await?;
         let responses_bytes = canonical_bytes(&responses);
         let per_key: Vec<(TokenKeyId, u64)> = per_key.into_iter().collect();
         let outcome = self
@@ -186,7 +201,7 @@ impl Issuer {
             CommitOutcome::InsufficientCredits { remaining } => {
                 Err(OpenError::InsufficientCredits { remaining, price })
             }
-            CommitOutcome::InvalidCard => Err(OpenError::InvalidCard),
+            CommitOutcome::InvalidCard => Err(OpenError::InvalidCard { found: true }),
             CommitOutcome::AlreadyRecorded => {
                 // A concurrent repeat won the race: answer as a repeat.
                 let record = self
@@ -226,31 +241,33 @@ impl Issuer {
 }
 
 /// Blind-signs every request on the blocking pool, in as many chunks as there are cores, so
-/// the async workers never stall.
+/// the async workers never stall. Every request was checked before: a failure here is the RSA
+/// backend's (its result did not verify), so nothing is charged and the wallet may retry.
 async fn sign_all(
     requests: &[KeyedTokenRequest],
     keys: Vec<Arc<LoadedKey>>,
+    signatures: &Counter,
 ) -> Result<Vec<TokenResponse>, OpenError> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
     let chunk = requests.len().div_ceil(cores).max(1);
     let mut tasks = Vec::new();
-    for (c, (reqs, keys)) in requests.chunks(chunk).zip(keys.chunks(chunk)).enumerate() {
+    for (reqs, keys) in requests.chunks(chunk).zip(keys.chunks(chunk)) {
         let reqs: Vec<_> = reqs.iter().map(|r| r.token_request.clone()).collect();
         let keys = keys.to_vec();
+        let signatures = signatures.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
             reqs.iter()
                 .zip(keys)
-                .enumerate()
-                .map(|(i, (r, k))| {
-                    k.secret
-                        .blind_sign(r)
-                        .map_err(|_| OpenError::BadBlindedMessage {
-                            index: c * chunk + i,
-                        })
+                .map(|(r, k)| {
+                    let response = k.secret.blind_sign(r).map_err(|e| {
+                        OpenError::Internal(anyhow::Error::new(e).context("blind signing failed"))
+                    })?;
+                    signatures.inc();
+                    Ok(response)
                 })
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, OpenError>>()
         }));
     }
     let mut out = Vec::with_capacity(requests.len());

@@ -144,6 +144,17 @@ pub struct OutboxItem {
     pub on_success: OnSuccess,
 }
 
+/// A queued ledger request the ledger refused for good, kept for the operator.
+#[derive(Debug, Clone)]
+pub struct SetAsideItem {
+    /// The item.
+    pub item: OutboxItem,
+    /// When it was set aside.
+    pub set_aside_at: UnixSeconds,
+    /// The ledger's answer.
+    pub refusal: String,
+}
+
 /// The issuer's store.
 #[async_trait]
 pub trait IssuerStore: Send + Sync + 'static {
@@ -206,11 +217,37 @@ pub trait IssuerStore: Send + Sync + 'static {
     /// Pending issuance counts.
     async fn pending_issuance(&self) -> Result<Vec<(TokenKeyId, u64)>, StoreError>;
 
-    /// The outbox, oldest first.
+    /// The outbox items still to send, oldest first.
     async fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError>;
 
-    /// Replaces an item's request (re-signed after it went stale).
-    async fn update_outbox(&self, id: i64, request: &str) -> Result<(), StoreError>;
+    /// One item still to send, as stored now; `None` once it is sent or set aside.
+    async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>, StoreError>;
+
+    /// Replaces an item's request (re-signed after it went stale) if it is still `expected`:
+    /// `false` if another process changed, sent or set it aside first. Two processes sharing
+    /// the store so never both land a re-signed copy.
+    async fn update_outbox(
+        &self,
+        id: i64,
+        expected: &str,
+        request: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets an item aside with the ledger's `refusal` if its request is still `expected`;
+    /// `false` if another process changed, sent or set it aside first.
+    async fn set_aside_outbox(
+        &self,
+        id: i64,
+        expected: &str,
+        refusal: &str,
+        now: UnixSeconds,
+    ) -> Result<bool, StoreError>;
+
+    /// The items set aside, oldest first.
+    async fn outbox_set_aside(&self) -> Result<Vec<SetAsideItem>, StoreError>;
+
+    /// Whether the store takes writes now (for `/healthz`): it fails on a full disk.
+    async fn write_probe(&self) -> Result<(), StoreError>;
 
     /// Removes an acknowledged item and applies its follow-up, in one transaction.
     async fn complete_outbox(&self, item: &OutboxItem) -> Result<(), StoreError>;

@@ -2,7 +2,7 @@
 
 use super::{
     BatchSummary, CardRecord, CommitOutcome, IssuerStore, NewOpening, OnSuccess, OpeningRecord,
-    OutboxItem, StoreError, StoredKey, to_i64, to_u64,
+    OutboxItem, SetAsideItem, StoreError, StoredKey, to_i64, to_u64,
 };
 use async_trait::async_trait;
 use scrip_spec::api::issuer::{CardState, RequestId};
@@ -38,6 +38,17 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+/// An outbox row of `id, request, on_success`.
+fn outbox_item(row: &sqlx::sqlite::SqliteRow) -> Result<OutboxItem, StoreError> {
+    let on_success: String = row.get(2);
+    Ok(OutboxItem {
+        id: row.get(0),
+        request: row.get(1),
+        on_success: serde_json::from_str(&on_success)
+            .map_err(|_| StoreError::Corrupt("outbox follow-up".into()))?,
+    })
+}
 
 async fn insert_outbox(
     tx: &mut Tx<'_>,
@@ -381,29 +392,85 @@ impl IssuerStore for SqliteIssuerStore {
     }
 
     async fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError> {
-        sqlx::query("SELECT id, request, on_success FROM outbox ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| {
-                let on_success: String = row.get(2);
-                Ok(OutboxItem {
-                    id: row.get(0),
-                    request: row.get(1),
-                    on_success: serde_json::from_str(&on_success)
-                        .map_err(|_| StoreError::Corrupt("outbox follow-up".into()))?,
-                })
-            })
-            .collect()
+        sqlx::query(
+            "SELECT id, request, on_success FROM outbox WHERE set_aside_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(outbox_item)
+        .collect()
     }
 
-    async fn update_outbox(&self, id: i64, request: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET request = ? WHERE id = ?")
-            .bind(request)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>, StoreError> {
+        sqlx::query(
+            "SELECT id, request, on_success FROM outbox WHERE id = ? AND set_aside_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(outbox_item)
+        .transpose()
+    }
+
+    async fn update_outbox(
+        &self,
+        id: i64,
+        expected: &str,
+        request: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET request = ? WHERE id = ? AND request = ? AND set_aside_at IS NULL",
+        )
+        .bind(request)
+        .bind(id)
+        .bind(expected)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_aside_outbox(
+        &self,
+        id: i64,
+        expected: &str,
+        refusal: &str,
+        now: UnixSeconds,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET set_aside_at = ?, refusal = ? \
+             WHERE id = ? AND request = ? AND set_aside_at IS NULL",
+        )
+        .bind(to_i64(now))
+        .bind(refusal)
+        .bind(id)
+        .bind(expected)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn outbox_set_aside(&self) -> Result<Vec<SetAsideItem>, StoreError> {
+        sqlx::query(
+            "SELECT id, request, on_success, set_aside_at, refusal FROM outbox \
+             WHERE set_aside_at IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(SetAsideItem {
+                item: outbox_item(row)?,
+                set_aside_at: to_u64(row.get(3)),
+                refusal: row.get::<Option<String>, _>(4).unwrap_or_default(),
+            })
+        })
+        .collect()
+    }
+
+    async fn write_probe(&self) -> Result<(), StoreError> {
+        Ok(scrip_common::pool::write_probe(&self.pool).await?)
     }
 
     async fn complete_outbox(&self, item: &OutboxItem) -> Result<(), StoreError> {

@@ -25,7 +25,16 @@ pub struct TestIssuer {
 
 /// A ledger with the one operator `op-a` (issuer, redeemer), and op-a's issuer with keys.
 pub async fn spawn(rate_limit: RateLimitConfig) -> TestIssuer {
+    spawn_with_database(rate_limit, None).await
+}
+
+/// [`spawn`] with the issuer's database in `database_dir` (else in the test's directory).
+pub async fn spawn_with_database(
+    rate_limit: RateLimitConfig,
+    database_dir: Option<&std::path::Path>,
+) -> TestIssuer {
     let dir = tempfile::tempdir().expect("tempdir");
+    let database = database_dir.unwrap_or(dir.path()).join("issuer.db");
     let op = OperatorKey::generate();
     std::fs::write(dir.path().join("op.key"), op.to_text().as_bytes()).expect("key");
     let operators = vec![member("op-a", &op, &[Role::Issuer, Role::Redeemer])];
@@ -33,7 +42,7 @@ pub async fn spawn(rate_limit: RateLimitConfig) -> TestIssuer {
     let config = IssuerConfig {
         name: "op-a".into(),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        database: format!("sqlite://{}", dir.path().join("issuer.db").display()),
+        database: format!("sqlite://{}", database.display()),
         operator_key_file: dir.path().join("op.key"),
         keys_dir: dir.path().join("keys"),
         ledger_url: ledger.url.clone(),
@@ -54,11 +63,35 @@ pub async fn spawn(rate_limit: RateLimitConfig) -> TestIssuer {
     }
 }
 
+/// Limits no test reaches unless it means to.
 pub fn default_limits() -> RateLimitConfig {
     RateLimitConfig {
-        window_secs: 60,
+        window_secs: 3600,
         per_source: 1000,
-        global: 1000,
+        per_card: 1000,
+        unknown_code_ceiling: 100_000,
+        ..RateLimitConfig::default()
+    }
+}
+
+/// `limits` behind a trusted proxy on loopback: each test source is an `X-Forwarded-For`.
+pub fn behind_proxy(limits: RateLimitConfig) -> RateLimitConfig {
+    RateLimitConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().expect("address")],
+        ..limits
+    }
+}
+
+/// An answer: the status, the `Retry-After` header and the JSON body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub retry_after: Option<u64>,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> Code {
+        code(&self.body)
     }
 }
 
@@ -129,6 +162,35 @@ impl TestIssuer {
 
     pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> (StatusCode, Value) {
         self.http.post(path, body).await
+    }
+
+    /// POSTs `body` with `X-Forwarded-For: source`.
+    pub async fn post_from(
+        &self,
+        source: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Answer {
+        let resp = self
+            .http
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("x-forwarded-for", source)
+            .json(body)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Answer {
+            status,
+            retry_after,
+            body,
+        }
     }
 
     pub async fn metrics(&self) -> String {

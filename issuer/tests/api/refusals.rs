@@ -151,9 +151,8 @@ async fn malformed_and_semantically_wrong_openings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failed_code_attempts_are_rate_limited() {
     let t = spawn(RateLimitConfig {
-        window_secs: 3600,
         per_source: 3,
-        global: 100,
+        ..default_limits()
     })
     .await;
     let card = t.cards(10, 1).await.remove(0);

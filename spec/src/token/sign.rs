@@ -16,7 +16,8 @@ pub enum SignError {
         /// This key's truncated key id.
         ours: u8,
     },
-    /// The blinded message is not below this key's modulus.
+    /// The blinded message is not in `2..n` for this key's modulus `n`
+    /// ([`crate::TokenPublicKey::accepts_blinded_message`]).
     #[error("the blinded message is out of range for this key")]
     OutOfRange,
     /// The RSA backend failed, or its result did not verify (a fault): nothing is returned.
@@ -50,8 +51,10 @@ impl TokenSecretKey {
                 ours,
             });
         }
-        // Both are big-endian and of equal length, so byte order is numeric order.
-        if request.blinded_msg >= *self.public_key().modulus {
+        if !self
+            .public_key()
+            .accepts_blinded_message(&request.blinded_msg)
+        {
             return Err(SignError::OutOfRange);
         }
         let failed = |source: RsaError| SignError::Backend { backend, source };
