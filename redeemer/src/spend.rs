@@ -2,6 +2,7 @@
 //! wait, bounded size), with retries that never lose track of a spend whose answer was lost.
 //! The ledger verifies each token again and answers per nullifier.
 
+use crate::store::RedeemerStore;
 use scrip_common::clients::{ClientError, LedgerClient};
 use scrip_spec::api::ledger::{LedgerErrorCode, SpendRefusal, SpendStatus};
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest};
@@ -194,9 +195,11 @@ impl std::fmt::Debug for Job {
 pub type BatchObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
 
 impl Batcher {
-    /// Starts the batching task.
+    /// Starts the batching task. Tokens `store` holds a row for (spent here before) are
+    /// answered as spent by this operator without going to the ledger.
     pub fn start(
         spender: Arc<Spender>,
+        store: RedeemerStore,
         max: usize,
         wait: Duration,
         observe: BatchObserver,
@@ -212,12 +215,14 @@ impl Batcher {
                         _ => break,
                     }
                 }
-                let (spender, observe) = (spender.clone(), observe.clone());
+                let (spender, store, observe) = (spender.clone(), store.clone(), observe.clone());
                 // Batches go out concurrently; each is one request at the ledger.
                 tokio::spawn(async move {
-                    let (n, started) = (jobs.len(), std::time::Instant::now());
-                    settle(&spender, jobs).await;
-                    observe(n, started.elapsed());
+                    let started = std::time::Instant::now();
+                    let sent = settle(&spender, &store, jobs).await;
+                    if sent > 0 {
+                        observe(sent, started.elapsed());
+                    }
                 });
             }
         });
@@ -235,12 +240,14 @@ impl Batcher {
     }
 }
 
-async fn settle(spender: &Spender, jobs: Vec<Job>) {
+/// Decides one batch; returns how many presentations went to the ledger.
+async fn settle(spender: &Spender, store: &RedeemerStore, jobs: Vec<Job>) -> usize {
     // The same nullifier twice in one batch is sent once; the later ones learn it was spent
     // (by this operator) once the first is decided.
     let mut waiters: HashMap<Nullifier, Vec<Reply>> = HashMap::new();
     let mut items = Vec::new();
     let mut nullifiers = Vec::new();
+    let mut presented = 0;
     for job in jobs {
         let nullifier = job.token.nullifier();
         let entry = waiters.entry(nullifier).or_default();
@@ -249,6 +256,35 @@ async fn settle(spender: &Spender, jobs: Vec<Job>) {
             nullifiers.push(nullifier);
         }
         entry.push(job.reply);
+    }
+    // A token this redeemer holds a row for was spent here: its row decides (in the grant
+    // writer's transaction), and the ledger is not asked again. One query for the batch, not
+    // one per redemption. If the lookup fails the ledger is asked, which answers the same.
+    match store.with_rows(&nullifiers).await {
+        Ok(known) if !known.is_empty() => {
+            let now = scrip_spec::now();
+            for n in &known {
+                for reply in waiters.remove(n).unwrap_or_default() {
+                    let _ = reply.send(Ok(SpendOutcome::SpentByUs {
+                        first_spent_at: now,
+                    }));
+                }
+            }
+            let keep: Vec<bool> = nullifiers.iter().map(|n| !known.contains(n)).collect();
+            let mut keep_items = keep.iter();
+            items.retain(|_| keep_items.next().copied().unwrap_or(true));
+            nullifiers.retain(|n| !known.contains(n));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "looking up this redeemer's grants failed; asking the ledger")
+        }
+    }
+    if items.is_empty() {
+        return 0;
+    }
+    for n in &nullifiers {
+        presented += waiters.get(n).map_or(0, Vec::len);
     }
     let result = spender.spend(&items).await;
     for (i, n) in nullifiers.iter().enumerate() {
@@ -269,4 +305,5 @@ async fn settle(spender: &Spender, jobs: Vec<Job>) {
             let _ = reply.send(answer);
         }
     }
+    presented
 }

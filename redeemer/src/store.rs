@@ -11,7 +11,7 @@ use scrip_spec::{CapacityKind, GrantCode, Nullifier, Token, UnixSeconds};
 use sha2::{Digest as _, Sha256};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Row as _, SqlitePool};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 
@@ -364,6 +364,25 @@ impl RedeemerStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(record_of).transpose()
+    }
+
+    /// Which of `nullifiers` this redeemer holds a row for: one query for a whole spend batch.
+    pub async fn with_rows(&self, nullifiers: &[Nullifier]) -> anyhow::Result<HashSet<Nullifier>> {
+        let mut known = HashSet::new();
+        for chunk in nullifiers.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT nullifier FROM grants WHERE nullifier IN ({})",
+                placeholders(chunk.len(), 1)
+            );
+            let mut query = sqlx::query_scalar::<_, Vec<u8>>(&sql);
+            for n in chunk {
+                query = query.bind(&n.0[..]);
+            }
+            for bytes in query.fetch_all(&self.pool).await? {
+                known.insert(Nullifier(bytes32(bytes, "nullifier")?));
+            }
+        }
+        Ok(known)
     }
 
     /// A grant by the hash of its code (for tests and status).
