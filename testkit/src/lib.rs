@@ -6,6 +6,7 @@ pub mod keys;
 pub mod ledger;
 pub mod process;
 pub mod services;
+pub mod tmpfs;
 
 pub use db::{Backend, PgSchema, TestDb};
 pub use http::{Http, error_code, spent_total};
@@ -15,3 +16,4 @@ pub use process::{
     LedgerSetup, Process, Scrip, ServiceConfig, free_port, mint_args, path, read_cards,
 };
 pub use scrip_ledger::local::member;
+pub use tmpfs::Tmpfs;

@@ -13,10 +13,9 @@ use crate::SCRIP;
 use scrip_spec::api::ledger::{Receipt, SpendStatus};
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest};
 use scrip_spec::{OperatorKey, Signed, Token, now};
-use scrip_testkit::{PgSchema, Process, TokenPool, announce_key, path};
+use scrip_testkit::{PgSchema, Process, Tmpfs, TokenPool, announce_key, path};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,80 +31,6 @@ const TMPFS_GROWN: &str = "64M";
 const PROBES: usize = 12;
 /// Every HTTP call gives up after this: a hang is a failure, not a wait.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A tmpfs mounted at a directory, unmounted when dropped (also when the test panics).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-/// `mount ARGS DIR`, which must succeed (`failed` says what it means if not).
-fn run_mount(args: &[&str], dir: &Path, failed: &str) {
-    let out = Command::new("mount")
-        .args(args)
-        .arg(dir)
-        .output()
-        .expect("run mount");
-    assert!(
-        out.status.success(),
-        "{failed}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(dir).expect("mount point");
-        let size = format!("size={size}");
-        run_mount(
-            &["-t", "tmpfs", "-o", &size, "tmpfs"],
-            dir,
-            "mount -t tmpfs failed (this test needs root)",
-        );
-        Self {
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        let options = format!("remount,size={size}");
-        run_mount(&["-o", &options], &self.dir, "remount failed");
-    }
-
-    /// (used, size) in bytes, as `df` sees them.
-    fn usage(&self) -> (u64, u64) {
-        let out = Command::new("df")
-            .args(["-B1", "--output=used,size"])
-            .arg(&self.dir)
-            .output()
-            .expect("run df");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let nums: Vec<u64> = text
-            .lines()
-            .nth(1)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        (
-            nums.first().copied().unwrap_or(0),
-            nums.get(1).copied().unwrap_or(0),
-        )
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Something still holds a file there: detach it anyway so no mount is left behind.
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
 
 /// `scrip ledger serve --config CONFIG` with its log kept in `log`, to look for panics and
 /// see what it reported.

@@ -335,57 +335,23 @@ async fn healthz_is_unavailable_while_the_store_refuses_writes() {
     assert_eq!(a.http.get("/healthz").await.0, StatusCode::OK);
 }
 
-/// A tmpfs mounted at a directory, unmounted when dropped (also when the test panics).
-struct Tmpfs(std::path::PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = std::process::Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-}
-
 /// The same with a full disk: the sidecar's database on a small tmpfs, filled up. Reads
 /// still answer; `/healthz` reports the store unavailable until there is room again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs root for mount -t tmpfs; CI runs it with --ignored"]
 async fn healthz_is_unavailable_while_the_disk_is_full() {
-    use std::io::Write as _;
     let w: World = world().await;
-    let home = w.dir.path().join("small-disk");
-    std::fs::create_dir(&home).expect("dir");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4M", "tmpfs"])
-        .arg(&home)
-        .status()
-        .expect("run mount");
-    assert!(
-        mounted.success(),
-        "mount -t tmpfs failed (this test needs root)"
-    );
-    let _unmount = Tmpfs(home.clone());
+    let tmpfs = scrip_testkit::Tmpfs::mount(&w.dir.path().join("small-disk"), "4M");
+    let home = tmpfs.dir().to_owned();
     let mut config = w.config(0, Mode::Strict, 300);
     config.database = format!("sqlite://{}", home.join("redeemer.db").display());
     let a = w.sidecar(config).await;
     assert_eq!(a.http.get("/healthz").await.0, StatusCode::OK);
 
-    let filler = home.join("filler");
-    let mut file = std::fs::File::create(&filler).expect("filler");
-    let block = vec![0u8; 64 * 1024];
-    while file.write_all(&block).is_ok() {}
-    let _ = file.sync_all();
+    let filler = tmpfs.fill("filler");
     let (status, health) = a.http.get("/healthz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
     assert_eq!(health["checks"]["store"], false);
-    drop(file);
     std::fs::remove_file(&filler).expect("make room");
     assert_eq!(a.http.get("/healthz").await.0, StatusCode::OK);
 }
