@@ -81,14 +81,21 @@ pub async fn write_probe(pool: &SqlitePool) -> Result<(), sqlx::Error> {
         .map_err(sqlx::Error::Io)
 }
 
+/// Numbers the probes of this process, so concurrent health checks never share a file.
+static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn probe_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write as _;
-    let path = dir.join(format!(".scrip-write-probe-{}", std::process::id()));
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".scrip-write-probe-{}-{n}", std::process::id()));
     let written = std::fs::File::create(&path).and_then(|mut f| {
         f.write_all(&[0u8; PROBE_BYTES])?;
         f.sync_all()
     });
-    let removed = std::fs::remove_file(&path);
+    let removed = match std::fs::remove_file(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        removed => removed,
+    };
     written?;
     removed
 }
@@ -97,6 +104,20 @@ fn probe_dir(dir: &std::path::Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::str::FromStr as _;
+
+    /// Runs the futures concurrently on the runtime and collects their outputs.
+    async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    }
 
     #[tokio::test]
     async fn the_probe_writes_beside_the_database_and_leaves_nothing() {
@@ -115,6 +136,14 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains("probe-"))
             .collect();
         assert!(left.is_empty(), "the probe file is removed");
+        // Concurrent probes (two health checkers) each pass: they used to share one file.
+        let probes = (0..20).map(|_| {
+            let pool = pool.clone();
+            async move { write_probe(&pool).await }
+        });
+        for probe in futures_join(probes).await {
+            probe.expect("concurrent probes pass");
+        }
         // A directory that refuses new files (as a full disk does) fails the probe.
         let probe = probe_dir(&dir.path().join("no-such-directory"));
         assert!(probe.is_err());

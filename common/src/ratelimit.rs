@@ -105,15 +105,17 @@ impl SourceKey {
     }
 }
 
-/// Most keys one [`WindowCounter`] tracks in a window; beyond, new keys share one count.
+/// Most keys one [`WindowCounter`] tracks in a window; beyond, new keys are not counted.
 pub const MAX_TRACKED_KEYS: usize = 100_000;
 
 /// Counts events per key over fixed windows and says when a key is over its limit.
 ///
 /// Every counter starts again with each window, so the map cannot grow forever; within a
-/// window at most [`MAX_TRACKED_KEYS`] keys are tracked, and keys beyond share one overflow
-/// count, so an attacker with many addresses limits only the addresses it brings, never one
-/// already counted.
+/// window at most [`MAX_TRACKED_KEYS`] keys are tracked, and keys beyond are neither counted nor
+/// limited until the window ends. A shared count for them would let an attacker with enough
+/// addresses (a few IPv6 /48s are enough) lock out every source not seen before; letting them
+/// through only lets such an attacker past the per-source limit, which the limits on what it
+/// can do per card and per ceiling still bound.
 #[derive(Debug)]
 pub struct WindowCounter<K> {
     limit: u32,
@@ -126,7 +128,6 @@ pub struct WindowCounter<K> {
 struct Window<K> {
     started: Instant,
     counts: HashMap<K, u32>,
-    overflow: u32,
 }
 
 impl<K: Hash + Eq + Clone> WindowCounter<K> {
@@ -144,7 +145,6 @@ impl<K: Hash + Eq + Clone> WindowCounter<K> {
             state: Mutex::new(Window {
                 started: Instant::now(),
                 counts: HashMap::new(),
-                overflow: 0,
             }),
         }
     }
@@ -154,7 +154,6 @@ impl<K: Hash + Eq + Clone> WindowCounter<K> {
         if w.started.elapsed() >= self.window {
             w.started = Instant::now();
             w.counts.clear();
-            w.overflow = 0;
         }
         let left = self.window.saturating_sub(w.started.elapsed());
         // Round up: "retry in 0 s" would invite an immediate retry that is refused again.
@@ -168,11 +167,7 @@ impl<K: Hash + Eq + Clone> WindowCounter<K> {
             return None;
         }
         self.with_window(|w, wait| {
-            let count = match w.counts.get(key) {
-                Some(count) => *count,
-                None if w.counts.len() >= self.max_keys => w.overflow,
-                None => 0,
-            };
+            let count = w.counts.get(key).copied().unwrap_or(0);
             (count >= self.limit).then_some(wait)
         })
     }
@@ -203,7 +198,8 @@ impl<K: Hash + Eq + Clone> WindowCounter<K> {
 }
 
 impl<K: Hash + Eq + Clone> Window<K> {
-    /// Adds one to `key`'s count (or to the overflow count) and returns the new count.
+    /// Adds one to `key`'s count and returns the new count (0 for a key beyond the bound,
+    /// which is not counted).
     fn bump(&mut self, key: &K, max_keys: usize) -> u32 {
         if let Some(count) = self.counts.get_mut(key) {
             *count = count.saturating_add(1);
@@ -213,8 +209,7 @@ impl<K: Hash + Eq + Clone> Window<K> {
             self.counts.insert(key.clone(), 1);
             return 1;
         }
-        self.overflow = self.overflow.saturating_add(1);
-        self.overflow
+        0
     }
 }
 
@@ -303,24 +298,26 @@ mod tests {
     }
 
     #[test]
-    fn keys_beyond_the_bound_share_one_count_and_tracked_keys_keep_theirs() {
+    fn a_flood_of_keys_beyond_the_bound_locks_out_no_newcomer() {
         let counter = WindowCounter::with_max_keys(3, Duration::from_secs(3600), 2);
-        counter.count(&1);
+        for _ in 0..3 {
+            counter.count(&1);
+        }
         counter.count(&2);
         for k in 3..100 {
-            counter.count(&k);
+            for _ in 0..5 {
+                counter.count(&k);
+            }
         }
         assert_eq!(counter.tracked(), 2, "memory stays bounded");
-        assert!(
-            counter.over(&1000).is_some(),
-            "the flood limits only itself"
-        );
-        assert_eq!(
-            counter.over(&1),
-            None,
-            "a key counted before the flood is not limited"
-        );
+        assert!(counter.over(&1).is_some(), "a tracked key keeps its count");
         assert_eq!(counter.over(&2), None);
+        assert_eq!(
+            counter.over(&1000),
+            None,
+            "a source never seen before is not refused because of the flood"
+        );
+        assert_eq!(counter.hit(&1001), None);
     }
 
     #[test]

@@ -332,6 +332,12 @@ pub async fn serve(
 /// is let go.
 const LINGER_TIME: Duration = Duration::from_secs(5);
 const LINGER_BYTES: usize = 64 * 1024 * 1024;
+/// Most connections drained at once; beyond, a closed connection is let go at once, so a flood
+/// of connections cannot make the drains hold file descriptors and buffers without bound.
+const MAX_LINGERING: usize = 1024;
+
+/// Drain slots (see [`MAX_LINGERING`]).
+static LINGERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LINGERING);
 
 /// A connection that, once hyper is done with it, is half-closed and drained before it is let
 /// go.
@@ -426,8 +432,14 @@ impl Drop for LingeringClose {
         let Some(stream) = self.stream.take() else {
             return;
         };
+        let Ok(slot) = LINGERING.try_acquire() else {
+            return;
+        };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(drain(stream));
+            runtime.spawn(async move {
+                drain(stream).await;
+                drop(slot);
+            });
         }
     }
 }
@@ -437,7 +449,7 @@ impl Drop for LingeringClose {
 async fn drain(mut stream: tokio::net::TcpStream) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let _ = stream.shutdown().await;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 8 * 1024];
     let mut read = 0usize;
     let _ = tokio::time::timeout(LINGER_TIME, async {
         while read < LINGER_BYTES {

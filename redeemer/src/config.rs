@@ -62,9 +62,10 @@ pub struct RedeemerConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemRateLimit {
-    /// Calls allowed per source per window; 0 turns the limit off.
-    #[serde(default = "default_per_source")]
-    pub per_source: u32,
+    /// Calls allowed per source per window; 0 turns the limit off. Unset: 1200 once
+    /// `trusted_proxies` is set, else off (see [`Self::per_source`]).
+    #[serde(default)]
+    pub per_source: Option<u32>,
     /// The window, in seconds.
     #[serde(default = "default_window")]
     pub window_secs: u64,
@@ -79,7 +80,7 @@ pub struct RedeemRateLimit {
 impl Default for RedeemRateLimit {
     fn default() -> Self {
         Self {
-            per_source: default_per_source(),
+            per_source: None,
             window_secs: default_window(),
             trusted_proxies: Vec::new(),
             header: default_header(),
@@ -91,8 +92,20 @@ impl RedeemRateLimit {
     /// No limit (for a load generator, or a front that limits by itself).
     pub fn off() -> Self {
         Self {
-            per_source: 0,
+            per_source: Some(0),
             ..Self::default()
+        }
+    }
+
+    /// The limit in force: `per_source` if set; unset, 1200 per window when trusted proxies
+    /// are configured, and no limit without them. Without trusted proxies the sidecar's one
+    /// peer is usually the relay itself, so a default limit would cap the whole relay (20
+    /// redemptions a second) rather than any one wallet.
+    pub fn per_source(&self) -> u32 {
+        match self.per_source {
+            Some(limit) => limit,
+            None if self.trusted_proxies.is_empty() => 0,
+            None => DEFAULT_PER_SOURCE,
         }
     }
 
@@ -108,9 +121,9 @@ impl RedeemRateLimit {
 /// 1,200 a minute: 20 redemptions a second, sustained for a minute, is far more than one
 /// wallet creating queues or uploading a file's chunks needs, while a source sending invalid
 /// tokens is held to 20 signature checks a second.
-fn default_per_source() -> u32 {
-    1200
-}
+/// The per-source limit once trusted proxies are configured: no single wallet reaches it by
+/// honest use.
+pub const DEFAULT_PER_SOURCE: u32 = 1200;
 fn default_window() -> u64 {
     60
 }
@@ -189,8 +202,22 @@ mod tests {
         assert_eq!(o.mode, Mode::Optimistic);
         assert!(toml::from_str::<RedeemerConfig>("name = \"x\"\nmode = \"yolo\"").is_err());
         assert_eq!(c.rate_limit, RedeemRateLimit::default());
-        assert_eq!(c.rate_limit.per_source, 1200);
+        assert_eq!(
+            c.rate_limit.per_source(),
+            0,
+            "no trusted proxies: off by default"
+        );
         assert_eq!(c.rate_limit.header, "x-forwarded-for");
+    }
+
+    #[test]
+    fn the_default_limit_is_on_once_trusted_proxies_are_set() {
+        let c: RedeemerConfig = toml::from_str(
+            "name = \"op\"\ndatabase = \"d\"\noperator_key_file = \"k\"\nledger_url = \"l\"\n\
+             [rate_limit]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.rate_limit.per_source(), DEFAULT_PER_SOURCE);
     }
 
     #[test]
@@ -200,7 +227,7 @@ mod tests {
              [rate_limit]\nper_source = 0\ntrusted_proxies = [\"10.0.0.1\"]\nheader = \"x-real-ip\"\n",
         )
         .expect("valid");
-        assert_eq!(c.rate_limit.per_source, 0);
+        assert_eq!(c.rate_limit.per_source(), 0);
         assert_eq!(c.rate_limit.window_secs, 60);
         let sources = c.rate_limit.sources();
         assert_eq!(

@@ -189,7 +189,7 @@ pub fn router(redeemer: Arc<Redeemer>) -> Router {
     let config = &redeemer.config().rate_limit;
     let limit = Arc::new(RedeemLimit {
         sources: config.sources(),
-        counter: WindowCounter::new(config.per_source, Duration::from_secs(config.window_secs)),
+        counter: WindowCounter::new(config.per_source(), Duration::from_secs(config.window_secs)),
     });
     finish(routes, MAX_BODY_BYTES, Duration::from_secs(30), &registry)
         .with_state(AppState { redeemer, limit })

@@ -262,18 +262,17 @@ async fn settle(spender: &Spender, store: &RedeemerStore, jobs: Vec<Job>) -> usi
     // one per redemption. If the lookup fails the ledger is asked, which answers the same.
     match store.with_rows(&nullifiers).await {
         Ok(known) if !known.is_empty() => {
-            let now = scrip_spec::now();
-            for n in &known {
+            for (n, first_spent_at) in &known {
                 for reply in waiters.remove(n).unwrap_or_default() {
                     let _ = reply.send(Ok(SpendOutcome::SpentByUs {
-                        first_spent_at: now,
+                        first_spent_at: *first_spent_at,
                     }));
                 }
             }
-            let keep: Vec<bool> = nullifiers.iter().map(|n| !known.contains(n)).collect();
+            let keep: Vec<bool> = nullifiers.iter().map(|n| !known.contains_key(n)).collect();
             let mut keep_items = keep.iter();
             items.retain(|_| keep_items.next().copied().unwrap_or(true));
-            nullifiers.retain(|n| !known.contains(n));
+            nullifiers.retain(|n| !known.contains_key(n));
         }
         Ok(_) => {}
         Err(e) => {

@@ -11,7 +11,7 @@ use scrip_spec::{CapacityKind, GrantCode, Nullifier, Token, UnixSeconds};
 use sha2::{Digest as _, Sha256};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Row as _, SqlitePool};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 
@@ -366,20 +366,28 @@ impl RedeemerStore {
         row.as_ref().map(record_of).transpose()
     }
 
-    /// Which of `nullifiers` this redeemer holds a row for: one query for a whole spend batch.
-    pub async fn with_rows(&self, nullifiers: &[Nullifier]) -> anyhow::Result<HashSet<Nullifier>> {
-        let mut known = HashSet::new();
+    /// Which of `nullifiers` this redeemer holds a row for, with when the row was made (the
+    /// first spend here): one query for a whole spend batch.
+    pub async fn with_rows(
+        &self,
+        nullifiers: &[Nullifier],
+    ) -> anyhow::Result<HashMap<Nullifier, UnixSeconds>> {
+        let mut known = HashMap::new();
         for chunk in nullifiers.chunks(MAX_ROWS_PER_STATEMENT) {
             let sql = format!(
-                "SELECT nullifier FROM grants WHERE nullifier IN ({})",
+                "SELECT nullifier, created_at FROM grants WHERE nullifier IN ({})",
                 placeholders(chunk.len(), 1)
             );
-            let mut query = sqlx::query_scalar::<_, Vec<u8>>(&sql);
+            let mut query = sqlx::query(&sql);
             for n in chunk {
                 query = query.bind(&n.0[..]);
             }
-            for bytes in query.fetch_all(&self.pool).await? {
-                known.insert(Nullifier(bytes32(bytes, "nullifier")?));
+            for row in query.fetch_all(&self.pool).await? {
+                let created_at: i64 = row.get(1);
+                known.insert(
+                    Nullifier(bytes32(row.get(0), "nullifier")?),
+                    to_u64(created_at),
+                );
             }
         }
         Ok(known)

@@ -32,6 +32,8 @@ pub struct Issuer {
     /// Announced keys; an unknown id in an opening reloads them at most once a second, so
     /// random key ids cannot turn into disk reads and ledger calls.
     keys: KeyRing<LoadedKey>,
+    /// Openings of one card run one at a time (see [`opening::CardLocks`]).
+    card_locks: opening::CardLocks,
     metrics: ServiceMetrics,
 }
 
@@ -68,6 +70,7 @@ impl Issuer {
             ledger_id: info.ledger_id,
             catalog: RwLock::new(info.catalog),
             keys: KeyRing::new(),
+            card_locks: opening::CardLocks::default(),
             metrics: ServiceMetrics::default(),
             config,
         };

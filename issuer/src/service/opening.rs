@@ -107,6 +107,9 @@ impl Issuer {
         }
         let code = CardCode::parse(&req.card_code)?;
         let card_hash = code.storage_hash();
+        // Held to the end: the balance read below and the charge after the signing are one
+        // step for this card in this process.
+        let _one_opening_of_this_card = self.card_locks.lock(&card_hash).await;
         let card = self.store.card(&card_hash).await?;
         let requests_bytes = canonical_bytes(&req.requests);
 
@@ -275,4 +278,31 @@ async fn sign_all(
         out.extend(t.await.map_err(|e| OpenError::Internal(e.into()))??);
     }
     Ok(out)
+}
+
+/// Stripes of [`CardLocks`].
+const CARD_LOCK_STRIPES: usize = 64;
+
+/// Openings of one card, one at a time in this process. The price is checked against the
+/// balance before the signing and charged after it, so concurrent openings of one card would
+/// all pass the check and all be signed, and all but one be refused after the work: free RSA
+/// work, one card's value per concurrent request. Striped by the card hash (a hash, so evenly
+/// spread), so memory stays fixed and unrelated cards rarely wait for each other. Issuers that
+/// share one database in several processes are not covered; run one issuer per database.
+#[derive(Debug)]
+pub(crate) struct CardLocks([tokio::sync::Mutex<()>; CARD_LOCK_STRIPES]);
+
+impl Default for CardLocks {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl CardLocks {
+    /// Waits for the card's stripe.
+    pub(crate) async fn lock(&self, card_hash: &[u8; 32]) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0[usize::from(card_hash[0]) % CARD_LOCK_STRIPES]
+            .lock()
+            .await
+    }
 }

@@ -59,6 +59,44 @@ async fn one_bad_blinded_message_costs_no_private_key_operation() {
     assert_eq!(blind_signatures(&t).await, 80.0);
 }
 
+/// Concurrent openings of one card, each asking for its whole value: the balance was read
+/// before the signing and charged after it, so every one was signed and all but one refused
+/// after the work (16 openings of a 40-credit card made 640 signatures, found in review). Now
+/// the openings of one card run one at a time, and only what is paid is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_openings_of_one_card_sign_only_what_is_paid() {
+    let t = spawn(default_limits()).await;
+    let card = t.cards(40, 1).await.remove(0);
+    let seed = WalletSeed::generate();
+    let kinds = vec!["chunk-64k"; 40];
+    let mut openings = Vec::new();
+    for i in 0..16u64 {
+        openings.push(t.opening(&seed, i * 40, &card, &kinds).await.request);
+    }
+    // All at once, once every request is ready.
+    let gate = std::sync::Arc::new(tokio::sync::Barrier::new(openings.len()));
+    let mut tasks = Vec::new();
+    for request in openings {
+        let (issuer, gate) = (t.issuer.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            gate.wait().await;
+            issuer.open_card(request).await
+        }));
+    }
+    let mut opened = 0;
+    for task in tasks {
+        if task.await.expect("task").is_ok() {
+            opened += 1;
+        }
+    }
+    assert_eq!(opened, 1, "the card pays for one opening");
+    assert_eq!(
+        blind_signatures(&t).await,
+        40.0,
+        "only the opening that was paid for was signed"
+    );
+}
+
 fn balance_of(code: &str) -> Value {
     json!({"card_code": code})
 }

@@ -163,7 +163,7 @@ async fn redemptions_are_limited_per_source() {
     let limited = |trusted: bool| {
         let mut config = w.config(0, Mode::Strict, 300);
         config.rate_limit = RedeemRateLimit {
-            per_source: 3,
+            per_source: Some(3),
             window_secs: 600,
             trusted_proxies: if trusted {
                 vec!["127.0.0.1".parse().expect("ip")]
