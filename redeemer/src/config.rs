@@ -118,11 +118,10 @@ impl RedeemRateLimit {
     }
 }
 
-/// 1,200 a minute: 20 redemptions a second, sustained for a minute, is far more than one
-/// wallet creating queues or uploading a file's chunks needs, while a source sending invalid
-/// tokens is held to 20 signature checks a second.
-/// The per-source limit once trusted proxies are configured: no single wallet reaches it by
-/// honest use.
+/// The per-source limit once trusted proxies are configured, 1,200 a minute: 20 redemptions a
+/// second, sustained for a minute, is far more than one wallet creating queues or uploading a
+/// file's chunks needs, while a source sending invalid tokens is held to 20 signature checks a
+/// second.
 pub const DEFAULT_PER_SOURCE: u32 = 1200;
 fn default_window() -> u64 {
     60

@@ -187,12 +187,10 @@ impl GrantKey {
     }
 
     /// Reads the key at `path`, or creates it there (mode 0600) if there is none. Two
-    /// processes starting at once on one database end up with the same key: the file is
-    /// written aside and linked into place, which fails if another got there first.
+    /// processes starting at once on one database end up with the same key: of two creations
+    /// only one succeeds ([`scrip_spec::secret_file::write_private`]), and both read it back.
     fn load_or_create(path: &Path) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
         let read = |path: &Path| -> anyhow::Result<Option<Self>> {
             match std::fs::read_to_string(path) {
                 Ok(text) => Self::from_text(&text)
@@ -207,29 +205,18 @@ impl GrantKey {
         if let Some(key) = read(path)? {
             return Ok(key);
         }
-        let key = Self::generate();
-        let mut aside = path.as_os_str().to_owned();
-        aside.push(format!(
-            ".{}-{:x}.tmp",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let aside = PathBuf::from(aside);
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&aside)
-            .and_then(|mut f| {
-                f.write_all(key.to_text().as_bytes())?;
-                f.sync_all()
-            })
-            .and_then(|()| match std::fs::hard_link(&aside, path) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                other => other,
-            });
-        let _ = std::fs::remove_file(&aside);
-        written.with_context(|| format!("cannot create the grant key {}", path.display()))?;
+        match scrip_spec::secret_file::write_private(
+            path,
+            Self::generate().to_text().as_bytes(),
+            false,
+        ) {
+            // Another process created it first: its key is the one.
+            Ok(()) | Err(scrip_spec::secret_file::SecretFileError::Exists { .. }) => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot create the grant key {}", path.display())));
+            }
+        }
         read(path)?.with_context(|| format!("the grant key {} vanished", path.display()))
     }
 }

@@ -26,6 +26,10 @@ pub enum SecretFileError {
 
 /// Writes `contents` to `path` with mode 0600, set at creation so the secret is never readable
 /// by others, even for an instant; the file appears whole or not at all.
+///
+/// Without `replace`, of several processes writing the same path at once exactly one wins and
+/// the others get [`SecretFileError::Exists`]: the file is written aside under a name of its
+/// own and linked into place, which fails if the path exists.
 pub fn write_private(path: &Path, contents: &[u8], replace: bool) -> Result<(), SecretFileError> {
     let shown = path.display().to_string();
     if path.exists() && !replace {
@@ -35,18 +39,36 @@ pub fn write_private(path: &Path, contents: &[u8], replace: bool) -> Result<(), 
         path: shown.clone(),
         source,
     };
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(
+        ".{}-{:x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let tmp = std::path::PathBuf::from(tmp);
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(io)?;
-    file.write_all(contents).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+        .and_then(|mut file| {
+            file.write_all(contents)?;
+            file.sync_all()
+        })
+        .and_then(|()| {
+            if replace {
+                std::fs::rename(&tmp, path)
+            } else {
+                std::fs::hard_link(&tmp, path)
+            }
+        });
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !replace => {
+            Err(SecretFileError::Exists { path: shown })
+        }
+        written => written.map_err(io),
+    }
 }
 
 #[cfg(test)]
