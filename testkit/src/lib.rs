@@ -5,6 +5,7 @@ pub mod http;
 pub mod keys;
 pub mod ledger;
 pub mod process;
+pub mod proxy;
 pub mod services;
 pub mod tmpfs;
 
@@ -15,5 +16,6 @@ pub use ledger::TestLedger;
 pub use process::{
     LedgerSetup, Process, Scrip, ServiceConfig, free_port, mint_args, path, read_cards,
 };
+pub use proxy::{Fault, FaultProxy};
 pub use scrip_ledger::local::member;
 pub use tmpfs::Tmpfs;
