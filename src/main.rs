@@ -75,6 +75,10 @@ enum Command {
             global = true
         )]
         wallet: std::path::PathBuf,
+        /// Print one JSON object on stdout instead of text, for apps that drive the CLI; a
+        /// failure prints `{"error": {"code": ..., "message": ...}}` and exits 1.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         command: wallet::WalletCommand,
     },
@@ -143,9 +147,11 @@ fn main() -> std::process::ExitCode {
         Command::Ledger(cmd) => runtime().and_then(|rt| rt.block_on(ledger::run(cmd))),
         Command::Issuer(cmd) => runtime().and_then(|rt| rt.block_on(issuer::run(cmd))),
         Command::Redeemer(cmd) => runtime().and_then(|rt| rt.block_on(redeemer::run(cmd))),
-        Command::Wallet { wallet, command } => {
-            runtime().and_then(|rt| rt.block_on(wallet::run(wallet, command)))
-        }
+        Command::Wallet {
+            wallet,
+            json,
+            command,
+        } => runtime().and_then(|rt| rt.block_on(wallet::run(wallet, json, command))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

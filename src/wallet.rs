@@ -3,8 +3,11 @@
 use anyhow::Context as _;
 use clap::Subcommand;
 use scrip_client::Wallet;
+use scrip_client::store::TokenState;
+use scrip_client::wallet::WalletError;
+use scrip_common::display::when;
 use scrip_spec::{CapacityKind, WalletSeed};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
 pub enum WalletCommand {
@@ -14,13 +17,15 @@ pub enum WalletCommand {
         #[arg(long, env = "SCRIP_LEDGER_URL")]
         ledger: String,
     },
-    /// Open a gift card into tokens at its issuer.
+    /// Open a gift card into tokens at its issuer. The code is checked locally first: a
+    /// mistyped symbol is caught before anything is sent.
     Open {
         /// The card code as printed.
-        code: String,
+        #[arg(required_unless_present = "abandon")]
+        code: Option<String>,
         /// The issuer's base URL.
-        #[arg(long)]
-        issuer: String,
+        #[arg(long, required_unless_present = "abandon")]
+        issuer: Option<String>,
         /// What to buy, as KIND=COUNT pairs (`queue=2,chunk-1m=5`). Without it, the whole
         /// balance goes into tokens of --kind.
         #[arg(long, value_delimiter = ',')]
@@ -28,11 +33,17 @@ pub enum WalletCommand {
         /// The kind to fill the card with when --tokens is not given.
         #[arg(long, default_value = "queue")]
         kind: String,
+        /// Stop waiting for an opening an issuer never answered, so new openings can start.
+        /// The opening is kept and asked again by every later `wallet open`: if the issuer
+        /// recorded it, the card was charged and its tokens arrive when the issuer answers.
+        #[arg(long, conflicts_with_all = ["code", "issuer", "tokens"])]
+        abandon: bool,
     },
     /// Tokens per kind and expiry; warns about tokens close to expiry.
     Balance,
-    /// Spend the token of KIND closest to expiry at a redeemer; prints the grant code to give
-    /// the relay.
+    /// Spend a token of KIND at a redeemer; prints the grant code to give the relay. If an
+    /// earlier spend of KIND there got no answer (or a 408 or 5xx), that token is presented
+    /// again first and its grant printed: a lost answer never costs a second token.
     Spend {
         /// The capacity kind.
         #[arg(long)]
@@ -85,16 +96,66 @@ fn parse_plan(tokens: &[String]) -> anyhow::Result<Vec<(CapacityKind, u64)>> {
         .collect()
 }
 
-pub async fn run(path: PathBuf, cmd: WalletCommand) -> anyhow::Result<()> {
-    match cmd {
+/// What a command produced: text for people, JSON for programs.
+struct Output {
+    text: Vec<String>,
+    json: serde_json::Value,
+}
+
+impl Output {
+    fn new(json: serde_json::Value) -> Self {
+        Self {
+            text: Vec::new(),
+            json,
+        }
+    }
+
+    fn line(mut self, line: impl Into<String>) -> Self {
+        self.text.push(line.into());
+        self
+    }
+}
+
+pub async fn run(path: PathBuf, json: bool, cmd: WalletCommand) -> anyhow::Result<()> {
+    match execute(&path, cmd).await {
+        Ok(out) => {
+            if json {
+                println!("{}", out.json);
+            } else {
+                for line in out.text {
+                    println!("{line}");
+                }
+            }
+            Ok(())
+        }
+        Err(err) => {
+            if json {
+                let code = err
+                    .downcast_ref::<WalletError>()
+                    .map_or("failed", WalletError::code);
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"code": code, "message": format!("{err:#}")}})
+                );
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn execute(path: &Path, cmd: WalletCommand) -> anyhow::Result<Output> {
+    let now = scrip_spec::now();
+    Ok(match cmd {
         WalletCommand::Init { ledger } => {
-            let wallet = Wallet::create(&path, &ledger, None).await?;
-            println!(
-                "wallet created at {} (readable by you only)",
-                path.display()
-            );
-            println!("write down this backup code; it is shown once and restores every token:");
-            println!("  {}", *wallet.backup_code());
+            let wallet = Wallet::create(path, &ledger, None).await?;
+            let code = wallet.backup_code();
+            Output::new(serde_json::json!({"wallet": path, "backup_code": *code}))
+                .line(format!(
+                    "wallet created at {} (readable by you only)",
+                    path.display()
+                ))
+                .line("write down this backup code; it is shown once and restores every token:")
+                .line(format!("  {}", *code))
         }
         WalletCommand::Restore {
             backup,
@@ -102,17 +163,37 @@ pub async fn run(path: PathBuf, cmd: WalletCommand) -> anyhow::Result<()> {
             issuer,
         } => {
             let seed = WalletSeed::from_backup_code(&backup)?;
-            let wallet = Wallet::create(&path, &ledger, Some(seed)).await?;
+            let wallet = Wallet::create(path, &ledger, Some(seed)).await?;
             let n = wallet.restore(&issuer).await?;
-            println!("restored {n} tokens into {}", path.display());
+            Output::new(serde_json::json!({"restored": n}))
+                .line(format!("restored {n} tokens into {}", path.display()))
+        }
+        WalletCommand::Open { abandon: true, .. } => {
+            let wallet = Wallet::open(path).await?;
+            let set_aside = wallet.set_aside_openings().await?;
+            let mut out = Output::new(serde_json::json!({"set_aside": set_aside}));
+            if set_aside.is_empty() {
+                out = out.line("no opening is waiting for an answer; nothing to abandon");
+            }
+            for a in &set_aside {
+                out = out.line(format!(
+                    "set aside the opening of {} tokens at {}: if that issuer recorded it, the card was charged for them and they arrive when it answers (each `wallet open` asks it again); new openings no longer wait for it",
+                    a.tokens, a.issuer_url
+                ));
+            }
+            out
         }
         WalletCommand::Open {
             code,
             issuer,
             tokens,
             kind,
+            abandon: false,
         } => {
-            let wallet = Wallet::open(&path).await?;
+            let (Some(code), Some(issuer)) = (code, issuer) else {
+                anyhow::bail!("give the card code and --issuer URL (or --abandon)");
+            };
+            let wallet = Wallet::open(path).await?;
             let plan = if tokens.is_empty() {
                 let kind = CapacityKind::new(&kind)?;
                 let balance = wallet.card_balance(&issuer, &code).await?;
@@ -149,67 +230,126 @@ pub async fn run(path: PathBuf, cmd: WalletCommand) -> anyhow::Result<()> {
             let summary = wallet.open_card(&issuer, &code, &plan, &progress).await;
             bar.finish_and_clear();
             let summary = summary?;
+            let mut out = Output::new(serde_json::json!({
+                "tokens": summary.tokens,
+                "remaining_credits": summary.remaining_credits,
+            }));
             for (kind, n) in &summary.tokens {
-                println!("{n} x {kind}");
+                out = out.line(format!("{n} x {kind}"));
             }
-            println!("{} credits left on the card", summary.remaining_credits);
+            out.line(format!(
+                "{} credits left on the card",
+                summary.remaining_credits
+            ))
         }
         WalletCommand::Balance => {
-            let wallet = Wallet::open(&path).await?;
-            let settled = wallet.resolve_pending().await.unwrap_or(0);
-            if settled > 0 {
-                println!("settled {settled} spend(s) whose outcome was unknown");
-            }
+            let wallet = Wallet::open(path).await?;
+            let released = wallet.resolve_pending().await.unwrap_or(0);
             let b = wallet.balance().await?;
-            let now = scrip_spec::now();
+            let pending = wallet.tokens(TokenState::Pending).await?;
+            let mut rows = Vec::new();
+            let mut out = Output::new(serde_json::Value::Null);
+            if released > 0 {
+                out = out.line(format!(
+                    "{released} token(s) whose spend had an unknown outcome are unspent after all"
+                ));
+            }
             for ((kind, until), n) in &b.unspent {
-                let days = until.saturating_sub(now) / 86_400;
                 let warn = if until.saturating_sub(now) < scrip_client::wallet::EXPIRY_WARNING_SECS
                 {
                     "  <- spend soon"
                 } else {
                     ""
                 };
-                println!("{n:>6} x {kind:<12} spendable for {days} more days{warn}");
+                out = out.line(format!(
+                    "{n:>6} x {kind:<12} spendable until {}{warn}",
+                    when(*until, now)
+                ));
+                rows.push(serde_json::json!({"kind": kind, "count": n, "redeem_until": until}));
             }
-            println!(
-                "spent {}, pending {}, expired unspent {}",
-                b.spent, b.pending, b.expired
-            );
+            for p in &pending {
+                out = out.line(format!(
+                    "     1 x {:<12} pending at {}: spend there again to collect its grant",
+                    p.kind,
+                    p.redeemer_url.as_deref().unwrap_or("?")
+                ));
+            }
+            out = out.line(format!(
+                "spent {} ({} with their grant received), pending {}, expired unspent {}",
+                b.spent, b.granted, b.pending, b.expired
+            ));
+            out.json = serde_json::json!({
+                "unspent": rows,
+                "pending": pending.iter().map(|p| serde_json::json!({
+                    "kind": p.kind, "redeemer": p.redeemer_url, "since": p.updated_at,
+                })).collect::<Vec<_>>(),
+                "spent": b.spent,
+                "granted": b.granted,
+                "expired": b.expired,
+                "released": released,
+            });
+            out
         }
         WalletCommand::Spend { kind, redeemer } => {
-            let wallet = Wallet::open(&path).await?;
+            let wallet = Wallet::open(path).await?;
             let receipt = wallet.spend(&CapacityKind::new(&kind)?, &redeemer).await?;
-            println!("{}", receipt.grant);
             eprintln!(
-                "grant for one {} at {redeemer}, valid until {}",
-                receipt.kind, receipt.expires_at
+                "grant for one {} at {redeemer}, valid until {}{}",
+                receipt.kind,
+                when(receipt.expires_at, scrip_spec::now()),
+                if receipt.presented_again {
+                    " (collected for a token whose earlier spend had no answer)"
+                } else {
+                    ""
+                }
             );
+            Output::new(serde_json::json!({
+                "grant": receipt.grant,
+                "kind": receipt.kind,
+                "expires_at": receipt.expires_at,
+                "presented_again": receipt.presented_again,
+            }))
+            .line(receipt.grant)
         }
         WalletCommand::Export { out } => {
-            let wallet = Wallet::open(&path).await?;
+            let wallet = Wallet::open(path).await?;
             let file = wallet.export().await?;
             scrip_spec::secret_file::write_private(
                 &out,
                 serde_json::to_string_pretty(&file)?.as_bytes(),
                 false,
             )?;
-            println!(
-                "exported {} unspent tokens to {} (mode 0600)",
-                file.tokens.len(),
-                out.display()
-            );
+            Output::new(serde_json::json!({"exported": file.tokens.len(), "file": out})).line(
+                format!(
+                    "exported {} unspent tokens to {} (mode 0600)",
+                    file.tokens.len(),
+                    out.display()
+                ),
+            )
         }
         WalletCommand::Import { file } => {
-            let wallet = Wallet::open(&path).await?;
+            let wallet = Wallet::open(path).await?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let parsed = serde_json::from_str(&text).context("not a scrip token export")?;
-            let n = wallet.import(&parsed).await?;
-            println!("imported {n} new tokens");
+            let summary = wallet.import(&parsed).await?;
+            let mut out = Output::new(serde_json::to_value(summary)?)
+                .line(format!("imported {} new tokens", summary.added));
+            if summary.spent_skipped > 0 {
+                out = out.line(format!(
+                    "skipped {} tokens the ledger records as spent",
+                    summary.spent_skipped
+                ));
+            }
+            if summary.already_held > 0 {
+                out = out.line(format!(
+                    "{} tokens were in this wallet already",
+                    summary.already_held
+                ));
+            }
+            out
         }
-    }
-    Ok(())
+    })
 }
 
 async fn ledger_url(wallet: &Wallet) -> anyhow::Result<String> {

@@ -209,6 +209,35 @@ impl WalletStore {
         Ok(())
     }
 
+    /// Sets an unanswered opening aside: it is kept (and tried again later) but no longer
+    /// holds back new openings, which start at the next counter epoch (PROTOCOL.md 5.4), so a
+    /// restore finds them past the gap it may leave.
+    pub async fn set_aside_opening(
+        &self,
+        o: &PendingOpening,
+        now: UnixSeconds,
+    ) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE openings SET set_aside_at = ? WHERE request_id = ?")
+            .bind(i64_of(now))
+            .bind(&o.request_id[..])
+            .execute(&mut *tx)
+            .await?;
+        let next: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'next_counter'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let next = next.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let end = o.first_counter + o.count;
+        let after = scrip_spec::WalletSeed::next_epoch(next.max(end));
+        sqlx::query("INSERT INTO meta (name, value) VALUES ('next_counter', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .bind(after.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
     /// Stores an opening's tokens and forgets the opening, together.
     pub async fn finish_opening(
         &self,
@@ -228,23 +257,29 @@ impl WalletStore {
         Ok(())
     }
 
-    /// Openings not yet answered.
-    pub async fn pending_openings(&self) -> anyhow::Result<Vec<PendingOpening>> {
-        sqlx::query("SELECT request_id, first_counter, count, issuer_url, request FROM openings ORDER BY first_counter")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| {
-                let id: Vec<u8> = row.get(0);
-                Ok(PendingOpening {
-                    request_id: id.try_into().map_err(|_| anyhow::anyhow!("corrupt request id"))?,
-                    first_counter: u64_of(row.get(1)),
-                    count: u64_of(row.get(2)),
-                    issuer_url: row.get(3),
-                    request: row.get(4),
-                })
+    /// Openings not yet answered (`set_aside` false), or set aside by the user (true).
+    pub async fn pending_openings(&self, set_aside: bool) -> anyhow::Result<Vec<PendingOpening>> {
+        sqlx::query(
+            "SELECT request_id, first_counter, count, issuer_url, request FROM openings \
+                     WHERE (set_aside_at IS NOT NULL) = ? ORDER BY first_counter",
+        )
+        .bind(set_aside)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let id: Vec<u8> = row.get(0);
+            Ok(PendingOpening {
+                request_id: id
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("corrupt request id"))?,
+                first_counter: u64_of(row.get(1)),
+                count: u64_of(row.get(2)),
+                issuer_url: row.get(3),
+                request: row.get(4),
             })
-            .collect()
+        })
+        .collect()
     }
 
     /// Adds tokens (restore, import); tokens already present are left as they are. Returns how

@@ -9,8 +9,8 @@ use scrip_spec::api::issuer::{
     ReplayRequest, ReplayResponse, RequestId,
 };
 use scrip_spec::api::ledger::{
-    CheckpointView, KeyDirectory, KeyRecord, LedgerErrorCode, LedgerInfo, LogPage, NullifierStatus,
-    Receipt,
+    CheckpointView, KeyDirectory, KeyRecord, LedgerErrorCode, LedgerInfo, LogPage, NullifierPrefix,
+    NullifierStatus, Receipt, SpentByPrefix,
 };
 use scrip_spec::api::redeemer::{
     ConsumeRequest, ConsumeResponse, RedeemRequest, RedeemResponse, RedeemerErrorCode,
@@ -99,6 +99,17 @@ impl Http {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .pool_idle_timeout(CLIENT_POOL_IDLE_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        Self { client }
+    }
+
+    /// A client that opens a new connection for every call and keeps none, so calls a
+    /// service should not be able to group (a wallet's status queries) share no connection.
+    pub fn unpooled(timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap_or_default();
         Self { client }
@@ -286,6 +297,14 @@ impl LedgerClient {
         self.endpoint
             .get(&format!("/v1/nullifiers/{}", b64_encode(nullifier.0)))
             .await
+    }
+
+    /// The spent nullifiers that start with `prefix` (a wallet's private status query).
+    pub async fn spent_with_prefix(
+        &self,
+        prefix: &NullifierPrefix,
+    ) -> Result<SpentByPrefix, LedgerClientError> {
+        self.endpoint.get(&format!("/v1/spent/{prefix}")).await
     }
 
     /// A page of the log.

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "clients")]
 pub mod clients;
+pub mod display;
 #[cfg(feature = "server")]
 pub mod keyring;
 #[cfg(feature = "logging")]

@@ -14,7 +14,8 @@ use scrip_common::server::{ApiError, ApiJson, finish, health_answer, malformed_q
 use scrip_spec::api::Health;
 use scrip_spec::api::ledger::{
     CheckpointView, KeyDirectory, KeyFilter, LedgerErrorCode as Code, LedgerInfo, LogPage,
-    LogRange, MAX_LOG_PAGE, NullifierStatus, Receipt, SpendStatus,
+    LogRange, MAX_LOG_PAGE, MAX_SPENT_PREFIX_BYTES, MIN_SPENT_PREFIX_BYTES, NullifierPrefix,
+    NullifierStatus, Receipt, SpendStatus, SpentByPrefix, SpentNullifier,
 };
 use scrip_spec::encoding::b64_decode;
 use scrip_spec::ledger::{Cosignature, LedgerRequest};
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/info", get(info))
         .route("/v1/entries", post(submit))
         .route("/v1/nullifiers/{nullifier}", get(nullifier))
+        .route("/v1/spent/{prefix}", get(spent_by_prefix))
         .route("/v1/keys", get(keys))
         .route("/v1/log", get(log))
         .route("/v1/totals", get(totals))
@@ -219,6 +221,35 @@ async fn nullifier(
             },
         },
     ))
+}
+
+async fn spent_by_prefix(
+    State(state): State<AppState>,
+    Path(text): Path<String>,
+) -> Result<Json<SpentByPrefix>, ApiError> {
+    let Some(prefix) = NullifierPrefix::parse_hex(&text) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Code::MalformedPrefix,
+            format!(
+                "a nullifier prefix is {MIN_SPENT_PREFIX_BYTES} to {MAX_SPENT_PREFIX_BYTES} bytes in hex (2 to 8 hex digits, in pairs)"
+            ),
+        ));
+    };
+    let (rows, complete) = state.ledger.spent_with_prefix(&prefix).await?;
+    Ok(Json(SpentByPrefix {
+        prefix: prefix.to_string(),
+        spent: rows
+            .into_iter()
+            .map(|(nullifier, first, spent_by)| SpentNullifier {
+                nullifier,
+                spent_at: first.spent_at,
+                spent_by,
+                seq: first.seq,
+            })
+            .collect(),
+        complete,
+    }))
 }
 
 async fn keys(

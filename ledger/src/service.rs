@@ -414,6 +414,32 @@ impl Ledger {
         Ok(Some((first, name)))
     }
 
+    /// The spent nullifiers that start with `prefix`, with their operators' names, at most
+    /// [`MAX_SPENT_PREFIX_ANSWER`](scrip_spec::api::ledger::MAX_SPENT_PREFIX_ANSWER); the flag
+    /// says whether that is all of them.
+    pub async fn spent_with_prefix(
+        &self,
+        prefix: &scrip_spec::api::ledger::NullifierPrefix,
+    ) -> Result<(Vec<(Nullifier, FirstSpend, String)>, bool), LedgerError> {
+        use scrip_spec::api::ledger::MAX_SPENT_PREFIX_ANSWER;
+        let (low, high) = prefix.range();
+        // One more than the answer holds tells whether it is complete.
+        let limit = u32::try_from(MAX_SPENT_PREFIX_ANSWER + 1).unwrap_or(u32::MAX);
+        let mut rows = self.store.spent_between(&low, &high, limit).await?;
+        let complete = rows.len() <= MAX_SPENT_PREFIX_ANSWER;
+        rows.truncate(MAX_SPENT_PREFIX_ANSWER);
+        let view = self.view();
+        Ok((
+            rows.into_iter()
+                .map(|(n, first)| {
+                    let name = view.operator_name(&first.operator);
+                    (n, first, name)
+                })
+                .collect(),
+            complete,
+        ))
+    }
+
     /// Entries from `from`, at most `limit` and about
     /// [`scrip_spec::api::ledger::MAX_LOG_PAGE_BYTES`].
     pub async fn entries(&self, from: u64, limit: u32) -> Result<Vec<LogEntry>, LedgerError> {

@@ -29,7 +29,9 @@ pub use token::sign::SignError;
 pub use token::verify::{
     VerifyError, verify_token, verify_token_with_backend, verify_token_with_digest,
 };
-pub use token::wallet::{BlindError, FinalizeError, PendingToken, WalletSeed, blind, finalize};
+pub use token::wallet::{
+    BlindError, COUNTER_EPOCH, FinalizeError, PendingToken, WalletSeed, blind, finalize,
+};
 pub use token::{Nullifier, TOKEN_TYPE, Token};
 
 #[cfg(test)]

@@ -1171,6 +1171,65 @@ pub fn bad_segment(bytes: usize) -> SBoxedStrategy<String> {
     .sboxed()
 }
 
+/// Prefixes `GET /v1/spent/{prefix}` refuses: odd lengths, too short or long, not hex,
+/// percent-encoded junk.
+fn bad_prefix() -> SBoxedStrategy<String> {
+    weighted(vec![
+        (1, ascii(12).prop_map(String::into_bytes).sboxed()),
+        (
+            1,
+            pick(&[1usize, 3, 5, 7, 10, 12, 64, 65])
+                .prop_map(|n| "a".repeat(n).into_bytes())
+                .sboxed(),
+        ),
+        (
+            1,
+            pick(&["0g", "zz12", "+1", "-1", "0x12", "ab cd", "ééé"])
+                .prop_map(|s| s.as_bytes().to_vec())
+                .sboxed(),
+        ),
+        (1, proptest::collection::vec(any::<u8>(), 1..12).sboxed()),
+    ])
+    .prop_filter("a valid prefix", |raw| {
+        let dots = raw.is_empty() || raw.iter().all(|&b| b == b'.');
+        let valid = std::str::from_utf8(raw)
+            .ok()
+            .and_then(scrip_spec::api::ledger::NullifierPrefix::parse_hex)
+            .is_some();
+        !(dots || valid)
+    })
+    .prop_map(|raw| pct(&raw))
+    .sboxed()
+}
+
+pub fn spent_prefix(fx: &Arc<Fixture>) -> Endpoint {
+    let strategy = (bad_prefix(), chance(0.15), pick(&["POST", "PUT", "DELETE"]))
+        .prop_map(|(prefix, wrong, m)| {
+            let target = format!("/v1/spent/{prefix}");
+            if wrong {
+                Case::new(
+                    "wrong method",
+                    format!("{m} {target:.80}"),
+                    method(m),
+                    &target,
+                )
+                .expect(Expect::Status(405))
+            } else {
+                Case::new("bad prefix", format!("{target:.100}"), Method::GET, &target)
+            }
+        })
+        .sboxed();
+    Endpoint::new(
+        Service::Ledger,
+        "GET /v1/spent/{prefix}",
+        fx.ledger(),
+        LEDGER_LIMIT,
+        Vec::new(),
+        strategy,
+        INPUT_GET_CASES,
+    )
+}
+
 pub fn nullifier(fx: &Arc<Fixture>) -> Endpoint {
     let strategy = (
         bad_segment(32),

@@ -74,12 +74,24 @@ const RELAY_GETS: &[&str] = &["/healthz", "/metrics"];
 
 fn all_endpoints(fx: &Arc<Fixture>) -> Vec<Endpoint> {
     use issuer::{balance, open, replay};
-    use ledger::{cosign, keys, log, nullifier, submit};
+    use ledger::{cosign, keys, log, nullifier, spent_prefix, submit};
     use redeemer::{consume, redeem};
     use relay::{get_chunk, put_chunk, queues};
-    let makers: [fn(&Arc<Fixture>) -> Endpoint; 13] = [
-        submit, cosign, nullifier, keys, log, open, balance, replay, redeem, consume, queues,
-        put_chunk, get_chunk,
+    let makers: [fn(&Arc<Fixture>) -> Endpoint; 14] = [
+        submit,
+        cosign,
+        nullifier,
+        spent_prefix,
+        keys,
+        log,
+        open,
+        balance,
+        replay,
+        redeem,
+        consume,
+        queues,
+        put_chunk,
+        get_chunk,
     ];
     let mut eps: Vec<Endpoint> = makers.iter().map(|make| make(fx)).collect();
     for service in [

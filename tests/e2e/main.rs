@@ -17,6 +17,7 @@ mod audit_cli;
 mod cli;
 mod demo;
 mod issuer_cli;
+mod lost_answers;
 mod privacy;
 mod wallet;
 mod wallet_cli;

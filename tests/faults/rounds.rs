@@ -6,7 +6,9 @@
 //!   token);
 //! - every token the wallet counts as spent is spent at the ledger, and every one it holds as
 //!   unspent is unspent there (no acknowledged spend lost, no token burnt unseen);
-//! - the ledger's spent total equals the wallets' (no nullifier twice);
+//! - the ledger's spent total equals the wallets' (no nullifier twice), and once every
+//!   interrupted spend is finished, every token spent at the ledger has its grant in its
+//!   wallet (no token spent without its value received);
 //! - the audit of the whole log finds no tampering.
 //!
 //! Rounds: `SCRIP_FAULT_ROUNDS` (default 4, as CI runs it). Thousands on demand:
@@ -91,6 +93,7 @@ struct Tally {
 struct Held {
     held: u64,
     spent: u64,
+    granted: u64,
     pending: u64,
 }
 
@@ -104,6 +107,7 @@ async fn check_invariants(
     let mut sum = Held {
         held: 0,
         spent: 0,
+        granted: 0,
         pending: 0,
     };
     for w in wallets {
@@ -115,6 +119,7 @@ async fn check_invariants(
         let held = unspent + balance.spent + balance.pending;
         sum.held += held;
         sum.spent += balance.spent;
+        sum.granted += balance.granted;
         sum.pending += balance.pending;
         let (_, card) = issuer
             .post(
@@ -275,6 +280,11 @@ async fn sigkill_any_process_under_load_loses_nothing() {
     }
     let held = check_invariants(&wallets, &ledger_http, &issuer_http, rounds).await;
     assert_eq!(held.pending, 0);
+    assert_eq!(
+        held.granted,
+        spent_total(&ledger_http.base).await,
+        "every token spent at the ledger gave its wallet a grant"
+    );
 
     let audit = SCRIP.run(&[
         "audit",

@@ -4,9 +4,23 @@
 use super::{Wallet, WalletError};
 use crate::store::TokenState;
 use scrip_spec::api::issuer::RequestId;
-use scrip_spec::api::ledger::NullifierStatus;
 use scrip_spec::codes::export::{EXPORT_VERSION, ExportFile, ExportedToken};
-use scrip_spec::{TokenChallenge, blind, finalize, now, verify_token};
+use scrip_spec::{TokenChallenge, WalletSeed, blind, finalize, now, verify_token};
+
+/// Epochs a restore looks past an empty counter before it stops: a set-aside opening leaves
+/// a gap of at most two, and a few in a row are allowed for.
+const MAX_RESTORE_GAPS: u32 = 6;
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ImportSummary {
+    /// Tokens new to this wallet, now unspent in it.
+    pub added: usize,
+    /// Tokens it held already.
+    pub already_held: usize,
+    /// Tokens left out because the ledger records them as spent.
+    pub spent_skipped: usize,
+}
 
 impl Wallet {
     /// The unspent tokens with their keys, in the export format.
@@ -30,8 +44,9 @@ impl Wallet {
     }
 
     /// Imports tokens: each key must be on the ledger's directory as given, each signature
-    /// valid, each nullifier unspent. Returns how many were new.
-    pub async fn import(&self, file: &ExportFile) -> Result<usize, WalletError> {
+    /// valid; tokens the ledger records as spent are skipped (asked by prefix, so the ledger
+    /// does not learn which tokens this wallet now holds).
+    pub async fn import(&self, file: &ExportFile) -> Result<ImportSummary, WalletError> {
         if file.version != EXPORT_VERSION {
             return Err(anyhow::anyhow!(
                 "export format version {} is not supported (expected {EXPORT_VERSION})",
@@ -40,7 +55,7 @@ impl Wallet {
             .into());
         }
         let directory = self.directory(None).await?;
-        let mut accepted = Vec::new();
+        let mut checked = Vec::new();
         for e in &file.tokens {
             if !directory.iter().any(|r| r.info == e.key && !r.revoked) {
                 return Err(WalletError::UntrustedKey {
@@ -52,14 +67,21 @@ impl Wallet {
                 TokenChallenge::for_issuer(&e.key.issuer).map_err(anyhow::Error::from)?;
             verify_token(&e.key.public_key, &challenge, &e.token)
                 .map_err(|err| anyhow::anyhow!(err).context("an imported token is invalid"))?;
-            if let Ok(NullifierStatus::Spent { .. }) =
-                self.ledger.nullifier(&e.token.nullifier()).await
-            {
-                continue;
-            }
-            accepted.push((e.token.clone(), e.key.clone(), None));
+            checked.push(e);
         }
-        Ok(self.store.add_tokens(&accepted, now()).await?)
+        let nullifiers: Vec<_> = checked.iter().map(|e| e.token.nullifier()).collect();
+        let spent = self.spent_among(&nullifiers).await?;
+        let accepted: Vec<_> = checked
+            .iter()
+            .filter(|e| !spent.contains_key(&e.token.nullifier()))
+            .map(|e| (e.token.clone(), e.key.clone(), None))
+            .collect();
+        let added = self.store.add_tokens(&accepted, now()).await?;
+        Ok(ImportSummary {
+            added,
+            already_held: accepted.len() - added,
+            spent_skipped: checked.len() - accepted.len(),
+        })
     }
 
     /// Rebuilds the tokens of every opening this seed made at `issuers`, walking request ids
@@ -67,6 +89,7 @@ impl Wallet {
     pub async fn restore(&self, issuers: &[String]) -> Result<usize, WalletError> {
         let directory = self.directory(None).await?;
         let mut counter = 0u64;
+        let mut misses = 0;
         let mut recovered = 0;
         'walk: loop {
             let id = RequestId(self.seed.request_id(counter));
@@ -99,20 +122,11 @@ impl Wallet {
                     }
                 }
                 recovered += self.store.add_tokens(&tokens, now()).await?;
-                for (token, _, _) in &tokens {
-                    if let Ok(NullifierStatus::Spent { .. }) =
-                        self.ledger.nullifier(&token.nullifier()).await
-                    {
-                        self.store
-                            .set_state(
-                                &token.nullifier(),
-                                TokenState::Spent,
-                                None,
-                                Some("restored: spent"),
-                                now(),
-                            )
-                            .await?;
-                    }
+                let nullifiers: Vec<_> = tokens.iter().map(|(t, _, _)| t.nullifier()).collect();
+                for n in self.spent_among(&nullifiers).await?.keys() {
+                    self.store
+                        .set_state(n, TokenState::Spent, None, Some("restored: spent"), now())
+                        .await?;
                 }
                 counter += replay.requests.len().max(1) as u64;
                 // Never lower the counter: openings beyond a gap at an issuer not listed here
@@ -122,9 +136,16 @@ impl Wallet {
                         .set_meta("next_counter", &counter.to_string())
                         .await?;
                 }
+                misses = 0;
                 continue 'walk;
             }
-            break;
+            // Nothing recorded here: an opening set aside may have left a gap, after which
+            // the wallet started at the next epoch (PROTOCOL.md 5.4). Look a few epochs on.
+            misses += 1;
+            if misses > MAX_RESTORE_GAPS {
+                break;
+            }
+            counter = WalletSeed::next_epoch(counter + 1);
         }
         Ok(recovered)
     }

@@ -1,15 +1,19 @@
-//! Which issuer keys the wallet trusts: only keys the ledger's directory lists identically,
-//! within the live-key limit, so an issuer cannot tag a user with a key of its own.
+//! Which issuer key the wallet uses: the one the ledger's directory says every wallet must
+//! use at this moment ([`issuance_key`]), and only if the issuer offers exactly that key, so an
+//! issuer cannot tag a user with a key of its own, or by hiding its newest key from one user.
 
 use super::{Wallet, WalletError};
+use scrip_spec::api::ledger::issuance_key;
 use scrip_spec::ledger::MAX_LIVE_KEYS;
 use scrip_spec::{CapacityKind, TokenKeyInfo, now};
 use std::collections::BTreeMap;
 
 impl Wallet {
-    /// The issuer's keys for each kind asked, each checked against the ledger's directory:
-    /// the same key with the same metadata, not revoked, and no more than the allowed number
-    /// of live keys for that issuer and kind (a key per user would exceed it).
+    /// The key to use for each kind asked at this issuer: chosen from the ledger's directory,
+    /// never from what the issuer offers. The issuer is refused, before anything is sent to
+    /// it, if it does not offer that key with the same metadata, if it offers a key the
+    /// directory does not list, or if the directory lists more live keys for it and a kind
+    /// than allowed.
     pub async fn trusted_keys(
         &self,
         issuer_url: &str,
@@ -35,7 +39,7 @@ impl Wallet {
                     count: live,
                 });
             }
-            let mut best: Option<&TokenKeyInfo> = None;
+            // Whatever it offers for the kind must be on the directory as announced.
             for k in offered
                 .keys
                 .iter()
@@ -48,15 +52,21 @@ impl Wallet {
                         key: k.public_key.id().to_string(),
                     });
                 }
-                if best.is_none_or(|b| b.valid_from < k.valid_from) {
-                    best = Some(k);
-                }
             }
-            let best = best.ok_or_else(|| WalletError::NoKey {
-                issuer: offered.issuer.clone(),
-                kind: kind.to_string(),
+            let must = issuance_key(&directory, &offered.issuer, kind, t).ok_or_else(|| {
+                WalletError::NoKey {
+                    issuer: offered.issuer.clone(),
+                    kind: kind.to_string(),
+                }
             })?;
-            chosen.insert(kind.clone(), best.clone());
+            if !offered.keys.iter().any(|k| k == &must.info) {
+                return Err(WalletError::KeyWithheld {
+                    issuer: offered.issuer.clone(),
+                    kind: kind.to_string(),
+                    key: must.info.public_key.id().to_string(),
+                });
+            }
+            chosen.insert(kind.clone(), must.info.clone());
         }
         Ok(chosen)
     }

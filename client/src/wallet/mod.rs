@@ -7,6 +7,11 @@ mod backup;
 mod keys;
 mod open;
 mod spend;
+mod status;
+
+pub use backup::ImportSummary;
+pub use open::SetAside;
+pub use status::prefix_len_for;
 
 use crate::store::{StoredToken, TokenState, WalletStore};
 use scrip_common::clients::{
@@ -36,6 +41,19 @@ pub enum WalletError {
         /// The kind.
         kind: String,
         /// The key id.
+        key: String,
+    },
+    /// The issuer does not offer the key the ledger's directory says every wallet must use
+    /// now: it may be hiding it to give this wallet a key nobody else holds.
+    #[error(
+        "{issuer} does not offer its {kind} key {key}, the one the ledger's directory says every wallet must use now; refusing (a wallet given another key could be told apart). If the key was announced a moment ago, try again in a minute"
+    )]
+    KeyWithheld {
+        /// The issuer.
+        issuer: String,
+        /// The kind.
+        kind: String,
+        /// The key the directory names.
         key: String,
     },
     /// The ledger lists more live keys for one issuer and kind than allowed.
@@ -73,8 +91,25 @@ pub enum WalletError {
         issuer_url: String,
     },
     /// The redeemer refused.
-    #[error("the redeemer refused: {code}: {message}")]
+    #[error("the redeemer refused ({status}): {code}: {message}")]
     RedeemerRefused {
+        /// HTTP status.
+        status: u16,
+        /// Error code.
+        code: RedeemerErrorCode,
+        /// Message.
+        message: String,
+    },
+    /// The redeemer answered a 408 or a 5xx: the spend may have committed, so the token is
+    /// kept for that redeemer, which grants again when it is presented there again.
+    #[error(
+        "the redeemer at {redeemer} could not finish ({status}: {code}: {message}); the token is kept for it: run the same spend again to collect its grant"
+    )]
+    RedeemerUnsure {
+        /// The redeemer.
+        redeemer: String,
+        /// HTTP status.
+        status: u16,
         /// Error code.
         code: RedeemerErrorCode,
         /// Message.
@@ -100,17 +135,59 @@ pub enum WalletError {
         source: reqwest::Error,
     },
     /// No unspent token of the kind.
-    #[error("no unspent {kind} token; open a card first (`scrip wallet open`)")]
+    #[error("{}", no_token_message(kind, held_kinds, pending_at))]
     NoToken {
         /// The kind.
         kind: String,
+        /// The kinds the wallet does hold unspent tokens of.
+        held_kinds: Vec<String>,
+        /// Redeemers holding a pending spend of a token of the kind.
+        pending_at: Vec<String>,
     },
+    /// A card code that cannot be right (a wrong symbol, a missing one): caught before any
+    /// request.
+    #[error("{0}; check the code as printed on the card")]
+    BadCardCode(#[source] scrip_spec::codes::card::CardCodeError),
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
+fn no_token_message(kind: &str, held: &[String], pending_at: &[String]) -> String {
+    let mut m = format!("no unspent {kind} token");
+    if let Some(at) = pending_at.first() {
+        m.push_str(&format!(
+            "; one is pending at {at}: spend there (`--redeemer {at}`) to collect its grant"
+        ));
+    }
+    if held.is_empty() {
+        m.push_str("; open a card first (`scrip wallet open`)");
+    } else {
+        m.push_str(&format!("; this wallet holds {}", held.join(", ")));
+    }
+    m
+}
+
 impl WalletError {
+    /// A stable name of the error, for programs driving the CLI (`--json`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            WalletError::UntrustedKey { .. } => "untrusted_key",
+            WalletError::TooManyKeys { .. } => "too_many_keys",
+            WalletError::KeyWithheld { .. } => "key_withheld",
+            WalletError::NoKey { .. } => "no_key",
+            WalletError::IssuerRefused { .. } => "issuer_refused",
+            WalletError::OpeningPending { .. } => "opening_pending",
+            WalletError::RedeemerRefused { .. } => "redeemer_refused",
+            WalletError::RedeemerUnsure { .. } => "outcome_unknown",
+            WalletError::AlreadySpent { .. } => "already_spent",
+            WalletError::NoAnswer { .. } => "no_answer",
+            WalletError::NoToken { .. } => "no_token",
+            WalletError::BadCardCode(_) => "bad_card_code",
+            WalletError::Other(_) => "failed",
+        }
+    }
+
     /// An issuer call's failure: its refusal, or no answer.
     fn from_issuer(e: IssuerClientError) -> Self {
         match e {
@@ -146,6 +223,9 @@ pub struct SpendReceipt {
     pub kind: String,
     /// Its expiry.
     pub expires_at: u64,
+    /// Whether the token had been presented before with an unknown outcome, so this grant
+    /// is the one that presentation earned.
+    pub presented_again: bool,
 }
 
 /// Tokens per kind and expiry.
@@ -157,6 +237,8 @@ pub struct Balance {
     pub pending: u64,
     /// Spent tokens.
     pub spent: u64,
+    /// Spent tokens whose grant the wallet received (the others were spent elsewhere first).
+    pub granted: u64,
     /// Tokens that expired unspent.
     pub expired: u64,
 }
@@ -177,6 +259,8 @@ pub struct Wallet {
     store: WalletStore,
     seed: WalletSeed,
     ledger: LedgerClient,
+    /// The same ledger on a client that opens a new connection per call: status queries.
+    status_ledger: LedgerClient,
     http: Http,
 }
 
@@ -197,12 +281,7 @@ impl Wallet {
         let seed = seed.unwrap_or_else(WalletSeed::generate);
         store.set_meta("seed", &seed.backup_code()).await?;
         store.set_meta("ledger_url", ledger_url).await?;
-        Ok(Self {
-            store,
-            seed,
-            ledger: LedgerClient::new(ledger_url),
-            http: Http::new(SERVICE_TIMEOUT),
-        })
+        Ok(Self::assemble(store, seed, ledger_url))
     }
 
     /// Opens an existing wallet file.
@@ -217,12 +296,17 @@ impl Wallet {
             .meta("ledger_url")
             .await?
             .ok_or_else(|| anyhow::anyhow!("the wallet names no ledger"))?;
-        Ok(Self {
+        Ok(Self::assemble(store, seed, &ledger_url))
+    }
+
+    fn assemble(store: WalletStore, seed: WalletSeed, ledger_url: &str) -> Self {
+        Self {
             store,
             seed,
-            ledger: LedgerClient::new(&ledger_url),
+            ledger: LedgerClient::new(ledger_url),
+            status_ledger: LedgerClient::on(ledger_url, Http::unpooled(SERVICE_TIMEOUT)),
             http: Http::new(SERVICE_TIMEOUT),
-        })
+        }
     }
 
     /// The seed's backup code.
@@ -262,7 +346,9 @@ impl Wallet {
             *b.unspent.entry((t.kind, t.redeem_until)).or_default() += 1;
         }
         b.pending = self.store.tokens(TokenState::Pending).await?.len() as u64;
-        b.spent = self.store.tokens(TokenState::Spent).await?.len() as u64;
+        let spent = self.store.tokens(TokenState::Spent).await?;
+        b.spent = spent.len() as u64;
+        b.granted = spent.iter().filter(|t| t.grant.is_some()).count() as u64;
         b.expired = self.store.tokens(TokenState::Expired).await?.len() as u64;
         Ok(b)
     }

@@ -11,6 +11,24 @@ use scrip_spec::api::issuer::{
 };
 use scrip_spec::{CapacityKind, TokenChallenge, TokenKeyInfo, blind, finalize, now};
 
+/// An opening set aside by [`Wallet::set_aside_openings`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SetAside {
+    /// The issuer that did not answer.
+    pub issuer_url: String,
+    /// Tokens the opening asked for.
+    pub tokens: u64,
+    /// Where the wallet's next opening starts.
+    pub next_counter: u64,
+}
+
+/// A card code is checked here before any request: its check symbol catches a mistyped one.
+fn check_card_code(code: &str) -> Result<(), WalletError> {
+    scrip_spec::CardCode::parse(code)
+        .map(|_| ())
+        .map_err(WalletError::BadCardCode)
+}
+
 impl Wallet {
     /// A card's balance at its issuer.
     pub async fn card_balance(
@@ -18,6 +36,7 @@ impl Wallet {
         issuer_url: &str,
         code: &str,
     ) -> Result<BalanceResponse, WalletError> {
+        check_card_code(code)?;
         self.issuer(issuer_url)
             .balance(code)
             .await
@@ -34,6 +53,7 @@ impl Wallet {
         plan: &[(CapacityKind, u64)],
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<OpenSummary, WalletError> {
+        check_card_code(code)?;
         self.resume_openings().await?;
         let kinds: Vec<CapacityKind> = plan.iter().map(|(k, _)| k.clone()).collect();
         let keys = self.trusted_keys(issuer_url, &kinds).await?;
@@ -215,10 +235,11 @@ impl Wallet {
         Ok(())
     }
 
-    /// Finishes openings an earlier run sent without storing the answer.
+    /// Finishes openings an earlier run sent without storing the answer; then tries those
+    /// set aside once each, without letting them hold anything back.
     pub async fn resume_openings(&self) -> Result<usize, WalletError> {
         let mut resumed = 0;
-        for pending in self.store.pending_openings().await? {
+        for pending in self.store.pending_openings(false).await? {
             let request: OpenRequest =
                 serde_json::from_str(&pending.request).map_err(anyhow::Error::from)?;
             match self.send_opening(&pending, &request).await {
@@ -229,12 +250,38 @@ impl Wallet {
         }
         // An opening still unanswered holds its counters: a new one must not start after it,
         // or a later refusal of the old one would leave a gap that stops a restore (5.4).
-        if let Some(stuck) = self.store.pending_openings().await?.first() {
+        if let Some(stuck) = self.store.pending_openings(false).await?.first() {
             return Err(WalletError::OpeningPending {
                 issuer_url: stuck.issuer_url.clone(),
             });
         }
+        for aside in self.store.pending_openings(true).await? {
+            let request: OpenRequest =
+                serde_json::from_str(&aside.request).map_err(anyhow::Error::from)?;
+            // Best effort: an issuer still silent keeps it aside, as before.
+            if self.send_opening(&aside, &request).await.is_ok() {
+                resumed += 1;
+            }
+        }
         Ok(resumed)
+    }
+
+    /// Sets every unanswered opening aside (`wallet open --abandon`), so new openings no
+    /// longer wait for it. Nothing is given up for good: each is kept with its request id and
+    /// tried again whenever the wallet opens a card, so an issuer that answers later (or a
+    /// restore) still delivers its tokens. What it may cost: if the issuer recorded it, the
+    /// card was charged for those tokens and they stay out of reach until the issuer answers.
+    pub async fn set_aside_openings(&self) -> Result<Vec<SetAside>, WalletError> {
+        let mut out = Vec::new();
+        for pending in self.store.pending_openings(false).await? {
+            let next_counter = self.store.set_aside_opening(&pending, now()).await?;
+            out.push(SetAside {
+                issuer_url: pending.issuer_url.clone(),
+                tokens: pending.count,
+                next_counter,
+            });
+        }
+        Ok(out)
     }
 
     pub(super) async fn replay(

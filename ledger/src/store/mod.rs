@@ -220,6 +220,15 @@ pub trait Store: Send + Sync + 'static {
     /// The first spend of a nullifier, if spent (and not pruned).
     async fn nullifier(&self, nullifier: &Nullifier) -> Result<Option<FirstSpend>, StoreError>;
 
+    /// Up to `limit` spent nullifiers (not pruned) between `low` and `high` inclusive, in
+    /// order, each with its first spend: what a prefix query reads.
+    async fn spent_between(
+        &self,
+        low: &Nullifier,
+        high: &Nullifier,
+        limit: u32,
+    ) -> Result<Vec<(Nullifier, FirstSpend)>, StoreError>;
+
     /// Per-key and per-issuer totals, in canonical order.
     async fn totals(&self) -> Result<Totals, StoreError>;
 

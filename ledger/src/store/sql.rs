@@ -511,6 +511,36 @@ where
         Self::first_spend(&mut conn, nullifier).await
     }
 
+    async fn spent_between(
+        &self,
+        low: &Nullifier,
+        high: &Nullifier,
+        limit: u32,
+    ) -> Result<Vec<(Nullifier, FirstSpend)>, StoreError> {
+        sqlx::query_as::<_, (Vec<u8>, i64, i64, Vec<u8>)>(
+            "SELECT s.nullifier, s.seq, e.recorded_at, e.signer FROM spent s \
+             JOIN entries e ON e.seq = s.seq \
+             WHERE s.nullifier >= $1 AND s.nullifier <= $2 ORDER BY s.nullifier LIMIT $3",
+        )
+        .bind(&low.0[..])
+        .bind(&high.0[..])
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|(n, seq, spent_at, signer)| {
+            Ok((
+                Nullifier(array32(&n, "nullifier")?),
+                FirstSpend {
+                    seq: to_u64(seq),
+                    spent_at: to_u64(spent_at),
+                    operator: OperatorId(array32(&signer, "spend signer")?),
+                },
+            ))
+        })
+        .collect()
+    }
+
     async fn totals(&self) -> Result<Totals, StoreError> {
         let keys = sqlx::query_as::<_, (Vec<u8>, String, String, i64, i64, i64)>(
             "SELECT key_id, issuer, kind, issued, spent, pruned FROM token_keys ORDER BY key_id",

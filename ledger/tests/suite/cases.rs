@@ -1184,6 +1184,14 @@ impl scrip_ledger::Store for PausingStore {
     ) -> Result<Option<scrip_ledger::store::FirstSpend>, StoreError> {
         self.inner.nullifier(n).await
     }
+    async fn spent_between(
+        &self,
+        low: &scrip_spec::Nullifier,
+        high: &scrip_spec::Nullifier,
+        limit: u32,
+    ) -> Result<Vec<(scrip_spec::Nullifier, scrip_ledger::store::FirstSpend)>, StoreError> {
+        self.inner.spent_between(low, high, limit).await
+    }
     async fn totals(&self) -> Result<Totals, StoreError> {
         self.inner.totals().await
     }
@@ -1246,6 +1254,11 @@ pub async fn readers_are_answered_while_a_spend_is_being_written(f: Fixture) {
         let info = ledger.info().await;
         let keys = ledger.keys(None, None).await;
         let status = ledger.nullifier(&first).await.expect("nullifier");
+        let by_prefix = ledger
+            .spent_with_prefix(&scrip_spec::api::ledger::NullifierPrefix::of(&first, 1))
+            .await
+            .expect("prefix query");
+        assert!(by_prefix.0.is_empty(), "nothing spent yet");
         let log = ledger.entries(0, 10).await.expect("log");
         (info, keys, status, log)
     };
@@ -1334,4 +1347,62 @@ pub async fn a_request_missing_from_the_replay_index_is_refused_at_start(f: Fixt
         Err(e) => panic!("refused for another reason: {e}"),
         Ok(_) => panic!("a ledger started with a request missing from its replay index"),
     }
+}
+
+/// A prefix query (what a wallet asks instead of a nullifier it holds) returns every spent
+/// nullifier with the prefix, with its first spend, and nothing else; the store's bound holds.
+pub async fn prefix_queries_return_exactly_the_spent_nullifiers_with_the_prefix(f: Fixture) {
+    use scrip_spec::api::ledger::NullifierPrefix;
+    use std::collections::BTreeSet;
+    f.announce(&f.a, "op-a", 0, "queue").await;
+    let batch = tokens(0, "op-a", 300);
+    let (spent, held) = batch.split_at(200);
+    let receipt = f
+        .ledger
+        .submit(f.request(&f.b, spend(spent.to_vec())).await)
+        .await
+        .expect("spend");
+    let spent_set: BTreeSet<scrip_spec::Nullifier> = spent.iter().map(Token::nullifier).collect();
+    for (t, len) in held.iter().take(20).zip([1usize, 2].into_iter().cycle()) {
+        let n = t.nullifier();
+        let prefix = NullifierPrefix::of(&n, len);
+        let (rows, complete) = f.ledger.spent_with_prefix(&prefix).await.expect("query");
+        assert!(complete);
+        let got: BTreeSet<_> = rows.iter().map(|(n, _, _)| *n).collect();
+        let expected: BTreeSet<_> = spent_set
+            .iter()
+            .copied()
+            .filter(|s| prefix.matches(s))
+            .collect();
+        assert_eq!(got, expected, "prefix {prefix}");
+        assert!(!got.contains(&n), "a held token is not spent");
+        for (_, first, name) in &rows {
+            assert_eq!(name, "op-b");
+            assert_eq!(Some(first.seq), receipt.seq);
+        }
+    }
+    // A spent nullifier is found by its own prefix.
+    let one = spent[7].nullifier();
+    let (rows, _) = f
+        .ledger
+        .spent_with_prefix(&NullifierPrefix::of(&one, 3))
+        .await
+        .expect("query");
+    assert!(rows.iter().any(|(n, _, _)| *n == one));
+    // The store returns the smallest nullifiers of the range first, at most `limit`.
+    let first_ten = f
+        .ledger
+        .store()
+        .spent_between(
+            &scrip_spec::Nullifier([0; 32]),
+            &scrip_spec::Nullifier([0xff; 32]),
+            10,
+        )
+        .await
+        .expect("range");
+    let smallest: Vec<_> = spent_set.iter().copied().take(10).collect();
+    assert_eq!(
+        first_ten.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        smallest
+    );
 }

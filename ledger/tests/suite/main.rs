@@ -44,4 +44,5 @@ per_backend!(
     readers_are_answered_while_a_spend_is_being_written,
     a_spent_set_that_disagrees_with_the_log_is_refused_at_start,
     a_request_missing_from_the_replay_index_is_refused_at_start,
+    prefix_queries_return_exactly_the_spent_nullifiers_with_the_prefix,
 );

@@ -33,6 +33,7 @@ super::error_codes! {
     /// | `ledger_unavailable` | 503: the ledger could not complete the request; nothing changed. |
     /// | `malformed_nullifier` | 400: a nullifier that is not 32 bytes of base64url. |
     /// | `no_checkpoint` | 404: no checkpoint has been made yet. |
+    /// | `malformed_prefix` | 400: a nullifier prefix that is not 2 to 8 hex digits, in pairs. |
     pub enum LedgerErrorCode {
         UnknownOperator = "unknown_operator", BadSignature = "bad_signature",
         StaleRequest = "stale_request", WrongLedger = "wrong_ledger", Forbidden = "forbidden",
@@ -40,6 +41,7 @@ super::error_codes! {
         InvalidRequest = "invalid_request", LedgerUnavailable = "ledger_unavailable",
         MalformedNullifier = "malformed_nullifier", NoCheckpoint = "no_checkpoint",
         InvalidToken = "invalid_token", NoQuorum = "no_quorum", StaleProposal = "stale_proposal",
+        MalformedPrefix = "malformed_prefix",
     }
 }
 
@@ -139,6 +141,93 @@ pub enum NullifierStatus {
     },
 }
 
+/// The shortest nullifier prefix `GET /v1/spent/{prefix}` accepts, in bytes.
+pub const MIN_SPENT_PREFIX_BYTES: usize = 1;
+/// The longest nullifier prefix `GET /v1/spent/{prefix}` accepts, in bytes: a prefix query
+/// is for not naming the nullifier; the full one is asked at `/v1/nullifiers/{nullifier}`.
+pub const MAX_SPENT_PREFIX_BYTES: usize = 4;
+/// Most spent nullifiers one prefix query returns; beyond, the page is marked incomplete and
+/// the client asks again with a longer prefix.
+pub const MAX_SPENT_PREFIX_ANSWER: usize = 4096;
+
+/// The first 1 to 4 bytes of a nullifier: what a wallet asks the ledger about instead of a
+/// nullifier it still holds (PROTOCOL.md section 11.9).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NullifierPrefix(Vec<u8>);
+
+impl NullifierPrefix {
+    /// The first `len` bytes of `nullifier` (`len` clamped to the accepted range).
+    pub fn of(nullifier: &Nullifier, len: usize) -> Self {
+        let len = len.clamp(MIN_SPENT_PREFIX_BYTES, MAX_SPENT_PREFIX_BYTES);
+        Self(nullifier.0[..len].to_vec())
+    }
+
+    /// Parses lowercase or uppercase hex, 2 to 8 digits in pairs.
+    pub fn parse_hex(text: &str) -> Option<Self> {
+        let len = text.len();
+        if !len.is_multiple_of(2)
+            || !(2 * MIN_SPENT_PREFIX_BYTES..=2 * MAX_SPENT_PREFIX_BYTES).contains(&len)
+            || !text.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return None;
+        }
+        let bytes = (0..len)
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        Some(Self(bytes))
+    }
+
+    /// The prefix's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether `nullifier` starts with it.
+    pub fn matches(&self, nullifier: &Nullifier) -> bool {
+        nullifier.0.starts_with(&self.0)
+    }
+
+    /// The smallest and the largest nullifier with this prefix.
+    pub fn range(&self) -> (Nullifier, Nullifier) {
+        let (mut low, mut high) = ([0u8; 32], [0xffu8; 32]);
+        low[..self.0.len()].copy_from_slice(&self.0);
+        high[..self.0.len()].copy_from_slice(&self.0);
+        (Nullifier(low), Nullifier(high))
+    }
+}
+
+impl std::fmt::Display for NullifierPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// One spent nullifier in a prefix query's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpentNullifier {
+    /// The nullifier.
+    pub nullifier: Nullifier,
+    /// When it was spent.
+    pub spent_at: u64,
+    /// By which operator.
+    pub spent_by: String,
+    /// In which entry.
+    pub seq: u64,
+}
+
+/// `GET /v1/spent/{prefix}`: every spent nullifier (not pruned) that starts with the prefix,
+/// in order, at most [`MAX_SPENT_PREFIX_ANSWER`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpentByPrefix {
+    /// The prefix asked, in lowercase hex.
+    pub prefix: String,
+    /// The spent nullifiers that start with it.
+    pub spent: Vec<SpentNullifier>,
+    /// False if more nullifiers share the prefix than one answer holds: ask with a longer one.
+    pub complete: bool,
+}
+
 /// A key as the directory shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
@@ -166,6 +255,24 @@ impl KeyRecord {
     pub fn is_live(&self, now: UnixSeconds) -> bool {
         !self.revoked && now <= self.info.redeem_until
     }
+}
+
+/// The key every wallet must use to get tokens of `kind` from `issuer` at `now`: of the keys
+/// the directory lists for them, not revoked and able to issue at `now`, the one with the
+/// latest `valid_from`, and of those the one announced last. Every wallet that reads the same
+/// directory at the same moment gets the same key, so an issuer cannot give one wallet a key
+/// of its own by leaving the others out of what it offers (PROTOCOL.md section 4.3).
+pub fn issuance_key<'a>(
+    directory: &'a [KeyRecord],
+    issuer: &str,
+    kind: &CapacityKind,
+    now: UnixSeconds,
+) -> Option<&'a KeyRecord> {
+    directory
+        .iter()
+        .filter(|r| r.info.issuer == issuer && &r.info.kind == kind)
+        .filter(|r| !r.revoked && r.info.can_issue_at(now))
+        .max_by_key(|r| (r.info.valid_from, r.announced_seq))
 }
 
 /// `GET /v1/keys` query: both filters optional.
@@ -215,4 +322,35 @@ pub struct CheckpointView {
     pub entry: LogEntry,
     /// Operators' cosignatures of it.
     pub cosignatures: Vec<Signed<Cosignature>>,
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_parse_from_hex_pairs_only() {
+        let p = NullifierPrefix::parse_hex("aB12").expect("two bytes");
+        assert_eq!(p.as_bytes(), &[0xab, 0x12]);
+        assert_eq!(p.to_string(), "ab12");
+        for bad in ["", "a", "abc", "zz", "0011223344", "+1", "é1"] {
+            assert_eq!(NullifierPrefix::parse_hex(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_range_holds_exactly_its_nullifiers() {
+        let mut n = [0x5au8; 32];
+        n[0] = 0xff;
+        let nullifier = Nullifier(n);
+        let p = NullifierPrefix::of(&nullifier, 1);
+        let (low, high) = p.range();
+        assert!(low <= nullifier && nullifier <= high);
+        assert!(p.matches(&nullifier));
+        assert!(!p.matches(&Nullifier([0xfe; 32])));
+        assert_eq!(
+            NullifierPrefix::of(&nullifier, 99).as_bytes().len(),
+            MAX_SPENT_PREFIX_BYTES
+        );
+    }
 }

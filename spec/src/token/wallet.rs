@@ -32,6 +32,11 @@ pub const BACKUP_PREFIX: &str = "sw1-";
 )]
 pub struct BackupCodeError;
 
+/// Counters come in epochs of this many: an opening holds at most
+/// [`MAX_OPEN_BATCH`](crate::api::issuer::MAX_OPEN_BATCH) counters, so an opening set aside
+/// leaves a gap a restore crosses by looking at the next epoch or two (PROTOCOL.md 5.4, 5.5).
+pub const COUNTER_EPOCH: u64 = 1024;
+
 /// A wallet's master secret: 32 bytes from which every token secret is derived.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
 pub struct WalletSeed([u8; 32]);
@@ -73,6 +78,15 @@ impl WalletSeed {
     /// The nonce of token number `counter`.
     pub fn nonce(&self, counter: u64) -> [u8; 32] {
         self.derive(NONCE_DOMAIN, counter)
+    }
+
+    /// The first counter at or after `counter` that starts an epoch (PROTOCOL.md 5.4): where
+    /// a wallet starts its next opening after setting an unanswered one aside, and where a
+    /// restore looks past a gap.
+    pub fn next_epoch(counter: u64) -> u64 {
+        counter
+            .div_ceil(COUNTER_EPOCH)
+            .saturating_mul(COUNTER_EPOCH)
     }
 
     /// The id of the opening whose first token is number `first`:
