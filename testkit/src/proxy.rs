@@ -35,6 +35,8 @@ struct State {
     fault: Fault,
     /// Apply the fault to one answer, then go back to [`Fault::Forward`].
     once: bool,
+    /// Apply it only to answers to requests whose request line contains this.
+    only_for: Option<String>,
 }
 
 #[derive(Debug)]
@@ -48,9 +50,13 @@ struct Shared {
 }
 
 impl Shared {
-    /// The fault for the answer arriving now (a one-shot fault is used up).
-    fn take_fault(&self) -> Fault {
+    /// The fault for the answer arriving now to `request` (its request line); a one-shot
+    /// fault is used up.
+    fn take_fault(&self, request: &str) -> Fault {
         let mut s = self.state.lock().expect("proxy state");
+        if s.only_for.as_deref().is_some_and(|p| !request.contains(p)) {
+            return Fault::Forward;
+        }
         let fault = s.fault;
         if s.once && fault != Fault::Forward {
             s.fault = Fault::Forward;
@@ -87,6 +93,7 @@ impl FaultProxy {
             state: Mutex::new(State {
                 fault: Fault::Forward,
                 once: false,
+                only_for: None,
             }),
             sent: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
@@ -103,13 +110,31 @@ impl FaultProxy {
 
     /// Applies `fault` to every answer from now on.
     pub fn set(&self, fault: Fault) {
-        *self.shared.state.lock().expect("proxy state") = State { fault, once: false };
+        *self.shared.state.lock().expect("proxy state") = State {
+            fault,
+            once: false,
+            only_for: None,
+        };
     }
 
     /// Applies `fault` to the next answer only (or the next connection, for
     /// [`Fault::RefuseConnection`]).
     pub fn once(&self, fault: Fault) {
-        *self.shared.state.lock().expect("proxy state") = State { fault, once: true };
+        *self.shared.state.lock().expect("proxy state") = State {
+            fault,
+            once: true,
+            only_for: None,
+        };
+    }
+
+    /// Applies `fault` from now on to answers to requests whose request line contains
+    /// `request` (`"POST /v1/cards/open"`), passing every other answer through.
+    pub fn set_for(&self, request: &str, fault: Fault) {
+        *self.shared.state.lock().expect("proxy state") = State {
+            fault,
+            once: false,
+            only_for: Some(request.to_owned()),
+        };
     }
 
     /// Connections accepted so far.
@@ -141,7 +166,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     while let Ok((client, _)) = listener.accept().await {
         shared.connections.fetch_add(1, Ordering::SeqCst);
         if shared.state.lock().expect("proxy state").fault == Fault::RefuseConnection {
-            shared.take_fault();
+            shared.take_fault("");
             shared.faults_applied.fetch_add(1, Ordering::SeqCst);
             drop(client);
             continue;
@@ -165,6 +190,8 @@ async fn pipe(shared: &Shared, index: usize, mut client: TcpStream, mut upstream
     let mut from_client = vec![0u8; 16 * 1024];
     let mut from_upstream = vec![0u8; 16 * 1024];
     let mut client_open = true;
+    // The request line of the latest request on this connection, for `set_for`.
+    let mut request_line = String::new();
     loop {
         tokio::select! {
             read = client.read(&mut from_client), if client_open => match read {
@@ -173,7 +200,11 @@ async fn pipe(shared: &Shared, index: usize, mut client: TcpStream, mut upstream
                     let _ = upstream.shutdown().await;
                 }
                 Ok(n) => {
-                    shared.sent.lock().expect("proxy log")[index].extend_from_slice(&from_client[..n]);
+                    let chunk = &from_client[..n];
+                    if let Some(line) = request_head(chunk) {
+                        request_line = line;
+                    }
+                    shared.sent.lock().expect("proxy log")[index].extend_from_slice(chunk);
                     if upstream.write_all(&from_client[..n]).await.is_err() {
                         return;
                     }
@@ -182,7 +213,7 @@ async fn pipe(shared: &Shared, index: usize, mut client: TcpStream, mut upstream
             read = upstream.read(&mut from_upstream) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    let fault = shared.take_fault();
+                    let fault = shared.take_fault(&request_line);
                     if fault != Fault::Forward {
                         shared.faults_applied.fetch_add(1, Ordering::SeqCst);
                     }
@@ -211,6 +242,17 @@ async fn pipe(shared: &Shared, index: usize, mut client: TcpStream, mut upstream
             },
         }
     }
+}
+
+/// The request line if `chunk` starts a request (a method, a space, a target).
+fn request_head(chunk: &[u8]) -> Option<String> {
+    let end = chunk.iter().position(|&b| b == b'\r')?;
+    let line = std::str::from_utf8(&chunk[..end]).ok()?;
+    let method = line.split(' ').next()?;
+    (!method.is_empty()
+        && method.bytes().all(|b| b.is_ascii_uppercase())
+        && line.contains(" HTTP/"))
+    .then(|| line.to_owned())
 }
 
 #[cfg(test)]
@@ -274,9 +316,16 @@ mod tests {
         );
         proxy.set(Fault::Forward);
 
+        // A fault for one kind of request only.
+        proxy.set_for("GET /y", Fault::ReplaceResponse(500));
+        assert_eq!(get().await.expect("not /y").status(), 200);
+        let y = client.get(format!("{}/y", proxy.url())).send().await;
+        assert_eq!(y.expect("/y").status(), 500);
+        proxy.set(Fault::Forward);
+
         // The dropped and the replaced requests reached the service all the same.
-        assert_eq!(served.load(Ordering::SeqCst), 4);
-        assert_eq!(proxy.faults_applied(), 3);
+        assert_eq!(served.load(Ordering::SeqCst), 6);
+        assert_eq!(proxy.faults_applied(), 4);
         assert!(proxy.sent_text().contains("secret=abc"));
         assert!(proxy.connections() >= 3);
     }

@@ -331,3 +331,104 @@ async fn a_logging_proxy_before_the_ledger_sees_no_nullifier_of_a_held_token() {
     assert!(queries >= 3);
     assert!(watcher.connections() - connections_before >= queries);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_opening_set_aside_delivers_its_tokens_when_the_issuer_answers_and_restore_crosses_its_gap()
+ {
+    let (dir, c) = consortium_with_keys(&["op-a", "op-b"]).await;
+    let codes = cards_on_sale(&c.operators[0], 100, 2).await;
+    let real = c.operators[0].issuer_url.clone();
+    let proxy = FaultProxy::start(&real).await;
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let backup = wallet.backup_code();
+
+    // The issuer records the opening and charges the card; its answer is lost.
+    proxy.set_for("POST /v1/cards/open", Fault::DropResponse);
+    let err = wallet
+        .open_card(&proxy.url(), &codes[0], &[(queue(), 3)], &|_, _| {})
+        .await
+        .expect_err("no answer");
+    assert!(matches!(err, WalletError::NoAnswer { .. }), "{err}");
+    let blocked = wallet
+        .open_card(&real, &codes[1], &[(queue(), 1)], &|_, _| {})
+        .await
+        .expect_err("blocked");
+    assert!(
+        matches!(blocked, WalletError::OpeningPending { .. }),
+        "{blocked}"
+    );
+
+    let aside = wallet.set_aside_openings().await.expect("set aside");
+    assert_eq!(aside.len(), 1);
+    assert_eq!(
+        (aside[0].tokens, aside[0].next_counter),
+        (3, scrip_spec::COUNTER_EPOCH)
+    );
+    // New openings go ahead (the set-aside one is asked again and still gets no answer).
+    wallet
+        .open_card(&real, &codes[1], &[(queue(), 2)], &|_, _| {})
+        .await
+        .expect("not blocked any more");
+    assert_eq!(
+        wallet
+            .balance()
+            .await
+            .expect("b")
+            .unspent
+            .values()
+            .sum::<u64>(),
+        2
+    );
+
+    // The issuer answers again: the next opening also delivers the set-aside tokens, and
+    // the card was charged once.
+    proxy.set(Fault::Forward);
+    wallet
+        .open_card(&real, &codes[1], &[(queue(), 1)], &|_, _| {})
+        .await
+        .expect("open");
+    assert_eq!(
+        wallet
+            .balance()
+            .await
+            .expect("b")
+            .unspent
+            .values()
+            .sum::<u64>(),
+        6
+    );
+    assert!(
+        wallet
+            .store()
+            .pending_openings(true)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+    assert_eq!(
+        wallet
+            .card_balance(&real, &codes[0])
+            .await
+            .expect("card")
+            .remaining_credits,
+        70
+    );
+
+    // A restore walks across the gap the epoch left and finds every token.
+    let restored = Wallet::create(
+        &dir.path().join("restored.db"),
+        &c.ledger_url,
+        Some(scrip_spec::WalletSeed::from_backup_code(&backup).expect("seed")),
+    )
+    .await
+    .expect("wallet");
+    assert_eq!(
+        restored
+            .restore(std::slice::from_ref(&real))
+            .await
+            .expect("restore"),
+        6
+    );
+}

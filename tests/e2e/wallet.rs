@@ -366,4 +366,28 @@ async fn an_unanswered_opening_blocks_new_ones_so_restore_never_meets_a_gap() {
         100,
         "nothing charged"
     );
+
+    // Set aside (`wallet open --abandon`): new openings start at the next epoch, and a
+    // restore crosses the gap the unrecorded opening left.
+    let aside = wallet.set_aside_openings().await.expect("set aside");
+    assert_eq!(aside.len(), 1);
+    wallet
+        .open_card(&real, &code, &[(kind("queue"), 2)], &|_, _| {})
+        .await
+        .expect("no longer blocked");
+    let restored = Wallet::create(
+        &dir.path().join("restored.db"),
+        &c.ledger_url,
+        Some(WalletSeed::from_backup_code(&wallet.backup_code()).expect("seed")),
+    )
+    .await
+    .expect("wallet");
+    assert_eq!(
+        restored
+            .restore(std::slice::from_ref(&real))
+            .await
+            .expect("restore"),
+        2,
+        "the tokens after the gap"
+    );
 }

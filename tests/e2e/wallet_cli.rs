@@ -96,3 +96,161 @@ async fn init_open_balance_spend_export_restore() {
     let no_wallet = scrip_ok(&["--help"]);
     assert!(no_wallet.contains("wallet") && no_wallet.contains("demo"));
 }
+
+/// Changes the first symbol of a card code to another one: a typo the check symbol catches.
+fn mistyped(code: &str) -> String {
+    let first = if code.starts_with('0') { '1' } else { '0' };
+    format!("{first}{}", &code[1..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_wallet_command_speaks_json_and_typos_never_leave_the_wallet() {
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let op = &c.operators[0];
+    let code = cards_on_sale(op, 30, 1).await.remove(0);
+    let issuer = scrip_testkit::FaultProxy::start(&op.issuer_url).await;
+    let wallet_file = dir.path().join("w.db");
+    let w = path(&wallet_file);
+    let json = |out: std::process::Output| -> serde_json::Value {
+        serde_json::from_str(ok(out).trim()).expect("one JSON object")
+    };
+
+    let init = json(wallet(w, &["--json", "init", "--ledger", &c.ledger_url]).await);
+    assert!(
+        init["backup_code"]
+            .as_str()
+            .expect("code")
+            .starts_with("sw1-")
+    );
+
+    // A mistyped card code is refused before any request reaches the issuer.
+    let typo = wallet(
+        w,
+        &[
+            "--json",
+            "open",
+            &mistyped(&code),
+            "--issuer",
+            &issuer.url(),
+            "--tokens",
+            "queue=1",
+        ],
+    )
+    .await;
+    assert!(!typo.status.success());
+    let refusal: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&typo.stdout).trim()).expect("json error");
+    assert_eq!(refusal["error"]["code"], "bad_card_code", "{refusal}");
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("typo"),
+        "{refusal}"
+    );
+    assert_eq!(issuer.connections(), 0, "nothing was sent to the issuer");
+
+    let opened = json(
+        wallet(
+            w,
+            &[
+                "--json",
+                "open",
+                &code,
+                "--issuer",
+                &issuer.url(),
+                "--tokens",
+                "queue=2,chunk-64k=3",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(opened["tokens"]["queue"], 2);
+    assert_eq!(opened["remaining_credits"], 7);
+
+    let balance = json(wallet(w, &["--json", "balance"]).await);
+    let rows = balance["unspent"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{balance}");
+    assert!(
+        rows.iter()
+            .all(|r| r["redeem_until"].as_u64().expect("time") > scrip_spec::now())
+    );
+    let text = ok(wallet(w, &["balance"]).await);
+    assert!(text.contains("spendable until in "), "human times: {text}");
+
+    let spent = json(
+        wallet(
+            w,
+            &[
+                "--json",
+                "spend",
+                "--kind",
+                "queue",
+                "--redeemer",
+                &op.redeemer_url,
+            ],
+        )
+        .await,
+    );
+    assert!(
+        spent["grant"]
+            .as_str()
+            .expect("grant")
+            .starts_with("sg1.queue.")
+    );
+    assert_eq!(spent["presented_again"], false);
+
+    // A kind the wallet holds no token of: the error names what it does hold.
+    let none = wallet(
+        w,
+        &[
+            "--json",
+            "spend",
+            "--kind",
+            "quue",
+            "--redeemer",
+            &op.redeemer_url,
+        ],
+    )
+    .await;
+    assert!(!none.status.success());
+    let refusal: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&none.stdout).trim()).expect("json error");
+    assert_eq!(refusal["error"]["code"], "no_token");
+    let message = refusal["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("chunk-64k") && message.contains("queue"),
+        "{message}"
+    );
+
+    let aside = json(wallet(w, &["--json", "open", "--abandon"]).await);
+    assert_eq!(aside["set_aside"].as_array().map(Vec::len), Some(0));
+
+    let export = dir.path().join("tokens.json");
+    let exported = json(wallet(w, &["--json", "export", "--out", path(&export)]).await);
+    assert_eq!(exported["exported"], 4);
+    let other = dir.path().join("other.db");
+    json(wallet(path(&other), &["--json", "init", "--ledger", &c.ledger_url]).await);
+    let imported = json(wallet(path(&other), &["--json", "import", "--file", path(&export)]).await);
+    assert_eq!(
+        (
+            imported["added"].as_u64(),
+            imported["spent_skipped"].as_u64()
+        ),
+        (Some(4), Some(0))
+    );
+    // Spent in the meantime by the first wallet: the import says it left it out.
+    ok(wallet(
+        w,
+        &["spend", "--kind", "queue", "--redeemer", &op.redeemer_url],
+    )
+    .await);
+    let third = dir.path().join("third.db");
+    json(wallet(path(&third), &["--json", "init", "--ledger", &c.ledger_url]).await);
+    let text = ok(wallet(path(&third), &["import", "--file", path(&export)]).await);
+    assert!(
+        text.contains("imported 3 new tokens")
+            && text.contains("skipped 1 tokens the ledger records as spent"),
+        "{text}"
+    );
+}

@@ -85,7 +85,9 @@ pub enum WalletError {
         message: String,
     },
     /// An earlier opening is still unanswered; no new one starts until it is settled.
-    #[error("an earlier opening at {issuer_url} is not answered yet; run the command again later")]
+    #[error(
+        "an earlier opening at {issuer_url} is not answered yet; run the command again later, or stop waiting for it with `scrip wallet open --abandon` (it is kept and still delivers its tokens if the issuer answers)"
+    )]
     OpeningPending {
         /// The issuer it was sent to.
         issuer_url: String,
@@ -146,7 +148,7 @@ pub enum WalletError {
     },
     /// A card code that cannot be right (a wrong symbol, a missing one): caught before any
     /// request.
-    #[error("{0}; check the code as printed on the card")]
+    #[error("{0} (nothing was sent to the issuer)")]
     BadCardCode(#[source] scrip_spec::codes::card::CardCodeError),
     /// Anything else.
     #[error(transparent)]

@@ -244,7 +244,8 @@ impl Wallet {
                 serde_json::from_str(&pending.request).map_err(anyhow::Error::from)?;
             match self.send_opening(&pending, &request).await {
                 Ok(_) => resumed += 1,
-                Err(WalletError::IssuerRefused { .. }) => {}
+                // Still unanswered: it stays pending and holds back new openings (below).
+                Err(WalletError::IssuerRefused { .. } | WalletError::NoAnswer { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
