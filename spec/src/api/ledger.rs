@@ -259,7 +259,7 @@ impl KeyRecord {
 
 /// The key every wallet must use to get tokens of `kind` from `issuer` at `now`: of the keys
 /// the directory lists for them, not revoked and able to issue at `now`, the one with the
-/// latest `valid_from`, and of those the one announced last. Every wallet that reads the same
+/// latest `valid_from`, and of those the one with the smallest key id. Every wallet that reads the same
 /// directory at the same moment gets the same key, so an issuer cannot give one wallet a key
 /// of its own by leaving the others out of what it offers (PROTOCOL.md section 4.3).
 pub fn issuance_key<'a>(
@@ -272,7 +272,7 @@ pub fn issuance_key<'a>(
         .iter()
         .filter(|r| r.info.issuer == issuer && &r.info.kind == kind)
         .filter(|r| !r.revoked && r.info.can_issue_at(now))
-        .max_by_key(|r| (r.info.valid_from, r.announced_seq))
+        .max_by_key(|r| (r.info.valid_from, std::cmp::Reverse(r.info.public_key.id())))
 }
 
 /// `GET /v1/keys` query: both filters optional.
