@@ -432,3 +432,71 @@ async fn an_opening_set_aside_delivers_its_tokens_when_the_issuer_answers_and_re
         6
     );
 }
+
+/// A fake ledger that claims every prefix holds more spent nullifiers than one answer: with
+/// `fabricate`, it sends a full page of invented ones; it records the prefixes it was asked.
+async fn lying_ledger(fabricate: bool) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::extract::Path;
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/totals",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"keys": [], "issuers": []})) }),
+        )
+        .route(
+            "/v1/spent/{prefix}",
+            axum::routing::get(move |Path(prefix): Path<String>| {
+                let log = log.clone();
+                async move {
+                    log.lock().expect("log").push(prefix.clone());
+                    let p = scrip_spec::api::ledger::NullifierPrefix::parse_hex(&prefix).expect("hex");
+                    let spent: Vec<serde_json::Value> = if fabricate {
+                        (0..scrip_spec::api::ledger::MAX_SPENT_PREFIX_ANSWER as u32)
+                            .map(|i| {
+                                let mut n = [0u8; 32];
+                                n[..p.as_bytes().len()].copy_from_slice(p.as_bytes());
+                                n[28..].copy_from_slice(&i.to_be_bytes());
+                                serde_json::json!({"nullifier": scrip_spec::encoding::b64_encode(n), "spent_at": 1, "spent_by": "x", "seq": 1})
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    axum::Json(serde_json::json!({"prefix": prefix, "spent": spent, "complete": false}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ledger_claiming_crowded_prefixes_learns_no_more_of_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = scrip_spec::Nullifier([0x5a; 32]);
+    for (fabricate, longest) in [(false, 2), (true, 4)] {
+        let (url, asked) = lying_ledger(fabricate).await;
+        let wallet = Wallet::create(&dir.path().join(format!("w-{fabricate}.db")), &url, None)
+            .await
+            .expect("wallet");
+        let err = wallet.spent_among(&[token]).await.expect_err("refused");
+        assert!(
+            err.to_string().contains("not asking with a longer prefix"),
+            "{err}"
+        );
+        let asked = asked.lock().expect("log").clone();
+        assert!(!asked.is_empty());
+        // Hex digits: a 1-byte prefix for an empty spent set, one byte more only when the
+        // answer really is full.
+        assert!(
+            asked.iter().all(|p| p.len() <= longest),
+            "{fabricate}: {asked:?}"
+        );
+        assert_eq!(asked.iter().map(String::len).max(), Some(longest));
+    }
+}
