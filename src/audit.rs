@@ -6,7 +6,8 @@ use scrip_common::clients::LedgerClient;
 use scrip_ledger::Store;
 use scrip_ledger::audit::{AuditReport, Auditor, Period};
 use scrip_spec::Signed;
-use scrip_spec::ledger::{Cosignature, EntryBody, LogEntry};
+use scrip_spec::ledger::{Cosignature, EntryBody, Hash32, LogEntry};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,8 +26,11 @@ pub struct AuditArgs {
     #[arg(long, value_name = "URL")]
     database: Option<String>,
     /// Where the audit keeps its state between runs, so the next run reads only new entries.
-    #[arg(long, value_name = "FILE", default_value = "scrip-audit.state")]
-    state: PathBuf,
+    /// The state names the ledger and the head it verified: a state of another ledger is
+    /// refused. By default one file per ledger, `audit-<ledger id>.state` in
+    /// `$XDG_STATE_HOME/scrip` (or `~/.local/state/scrip`).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
     /// Ignore the saved state and verify the whole log again.
     #[arg(long)]
     from_genesis: bool,
@@ -43,6 +47,40 @@ pub struct AuditArgs {
     html: Option<PathBuf>,
 }
 
+/// What the audit keeps between runs: its replay, bound to the ledger it read and the last
+/// entry it verified, so it can neither report another ledger nor miss a rewritten head.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedAudit {
+    /// Format version.
+    version: u32,
+    /// The ledger the state is of.
+    ledger_id: Hash32,
+    /// The last entry verified (`None` before the genesis was read).
+    head: Option<(u64, Hash32)>,
+    /// The replay itself.
+    auditor: Auditor,
+}
+
+const SAVED_AUDIT_VERSION: u32 = 1;
+
+/// The default state file of a ledger: one per ledger id, in the user's state directory.
+fn default_state_path(ledger_id: &Hash32) -> PathBuf {
+    let hex: String = ledger_id.0[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let file = format!("audit-{hex}.state");
+    let dir = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|d| d.join("scrip"));
+    match dir {
+        Some(dir) => dir.join(file),
+        None => PathBuf::from(file),
+    }
+}
+
 enum Source {
     Http(LedgerClient),
     Database(Arc<dyn Store>),
@@ -56,20 +94,38 @@ impl Source {
         })
     }
 
-    async fn page(&self, from: u64) -> anyhow::Result<Vec<LogEntry>> {
+    /// The ledger id, from the genesis.
+    async fn ledger_id(&self) -> anyhow::Result<Hash32> {
         Ok(match self {
-            Source::Http(c) => {
-                c.log(from, scrip_spec::api::ledger::MAX_LOG_PAGE)
-                    .await?
-                    .entries
-            }
+            Source::Http(c) => c.info().await?.ledger_id,
+            Source::Database(_) => match self.page_of(0, 1).await?.first().map(|e| &e.body) {
+                Some(EntryBody::Genesis(g)) => g.ledger_id(),
+                _ => anyhow::bail!("the database holds no genesis entry"),
+            },
+        })
+    }
+
+    /// The hash of entry `seq`, if the log has it.
+    async fn entry_hash(&self, seq: u64) -> anyhow::Result<Option<Hash32>> {
+        Ok(self
+            .page_of(seq, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.seq == seq)
+            .map(|e| e.hash()))
+    }
+
+    async fn page(&self, from: u64) -> anyhow::Result<Vec<LogEntry>> {
+        self.page_of(from, scrip_spec::api::ledger::MAX_LOG_PAGE)
+            .await
+    }
+
+    async fn page_of(&self, from: u64, limit: u32) -> anyhow::Result<Vec<LogEntry>> {
+        Ok(match self {
+            Source::Http(c) => c.log(from, limit).await?.entries,
             Source::Database(s) => {
-                s.entries(
-                    from,
-                    scrip_spec::api::ledger::MAX_LOG_PAGE,
-                    scrip_spec::api::ledger::MAX_LOG_PAGE_BYTES,
-                )
-                .await?
+                s.entries(from, limit, scrip_spec::api::ledger::MAX_LOG_PAGE_BYTES)
+                    .await?
             }
         })
     }
@@ -102,17 +158,54 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
         ),
         _ => anyhow::bail!("give --ledger URL or --database URL"),
     };
-    let mut auditor = if args.from_genesis || !args.state.exists() {
+    let ledger_id = match source.ledger_id().await {
+        Ok(id) => id,
+        Err(e) => {
+            if let Some(what) = corrupt(&e) {
+                eprintln!("TAMPERING: {what} does not decode");
+                return Ok(EXIT_TAMPERING);
+            }
+            return Err(e.context("cannot read the ledger's genesis"));
+        }
+    };
+    let state_path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| default_state_path(&ledger_id));
+    let mut auditor = if args.from_genesis || !state_path.exists() {
         Auditor::default()
     } else {
-        let bytes = std::fs::read(&args.state)
-            .with_context(|| format!("cannot read {}", args.state.display()))?;
-        scrip_spec::encoding::from_postcard_bytes(&bytes).with_context(|| {
-            format!(
-                "{} is not an audit state; pass --from-genesis to start over",
-                args.state.display()
-            )
-        })?
+        let saved = load_state(&state_path)?;
+        if saved.ledger_id != ledger_id {
+            anyhow::bail!(
+                "{} holds the audit of another ledger ({}), not of this one ({ledger_id}); give this ledger its own --state file, or leave --state out to use one per ledger",
+                state_path.display(),
+                saved.ledger_id
+            );
+        }
+        if let Some((seq, hash)) = saved.head {
+            let now = match source.entry_hash(seq).await {
+                Ok(now) => now,
+                Err(e) => match corrupt(&e) {
+                    Some(what) => {
+                        eprintln!("TAMPERING: {what} does not decode");
+                        return Ok(EXIT_TAMPERING);
+                    }
+                    None => return Err(e),
+                },
+            };
+            match now {
+                Some(now) if now == hash => {}
+                now => {
+                    eprintln!(
+                        "TAMPERING: entry {seq}, verified by the last audit as {hash}, is now {}",
+                        now.map_or_else(|| "missing".to_owned(), |h| h.to_string())
+                    );
+                    return Ok(EXIT_TAMPERING);
+                }
+            }
+        }
+        saved.auditor
     };
     let head = source.head().await?;
     let start = auditor.next_seq();
@@ -128,13 +221,13 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
         let page = match source.page(auditor.next_seq()).await {
             Ok(page) => page,
             // Stored bytes that do not even decode are tampering too, not a failure to run.
-            Err(e) => match e.downcast_ref::<scrip_ledger::StoreError>() {
-                Some(scrip_ledger::StoreError::Corrupt { what }) => {
+            Err(e) => match corrupt(&e) {
+                Some(what) => {
                     bar.finish_and_clear();
                     eprintln!("TAMPERING: {what} does not decode");
                     return Ok(EXIT_TAMPERING);
                 }
-                _ => return Err(e),
+                None => return Err(e),
             },
         };
         if page.is_empty() {
@@ -185,31 +278,85 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
         }
     }
 
-    let bytes = scrip_spec::encoding::canonical_bytes(&auditor);
-    let tmp = args.state.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, &args.state))
-        .with_context(|| format!("cannot save the audit state to {}", args.state.display()))?;
-
     let report = auditor.report(period);
+    let head = match (auditor.next_seq().checked_sub(1), report.head_hash) {
+        (Some(seq), Some(hash)) => Some((seq, hash)),
+        _ => None,
+    };
+    save_state(
+        &state_path,
+        SavedAudit {
+            version: SAVED_AUDIT_VERSION,
+            ledger_id,
+            head,
+            auditor,
+        },
+    )?;
+
     if let Some(file) = &args.html {
         let page = crate::audit_html::render(&report)
             .map_err(|e| anyhow::anyhow!("cannot draw the report: {e}"))?;
         std::fs::write(file, page).with_context(|| format!("cannot write {}", file.display()))?;
     }
-    if args.json {
-        println!(
+    let mut out = std::io::stdout().lock();
+    let printed = if args.json {
+        writeln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&json_report(&report, &cosigners, start))?
-        );
+        )
     } else {
-        print_table(&report, &cosigners, start);
+        print_table(&mut out, &report, &cosigners, start)
+    };
+    match printed {
+        // `scrip audit | head`: the reader stopped reading, which is not a failure of the audit.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.context("cannot write the report")?,
     }
     Ok(if report.alarms.is_empty() {
         0
     } else {
         EXIT_ALARMS
     })
+}
+
+/// What failed to decode, if `e` is stored bytes that do not decode: tampering, not a failure
+/// to run.
+fn corrupt(e: &anyhow::Error) -> Option<&str> {
+    match e.downcast_ref::<scrip_ledger::StoreError>() {
+        Some(scrip_ledger::StoreError::Corrupt { what }) => Some(what),
+        _ => None,
+    }
+}
+
+fn load_state(path: &std::path::Path) -> anyhow::Result<SavedAudit> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let saved: SavedAudit = scrip_spec::encoding::from_postcard_bytes(&bytes).with_context(|| {
+        format!(
+            "{} is not an audit state of this version of scrip; pass --from-genesis to start over",
+            path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        saved.version == SAVED_AUDIT_VERSION,
+        "{} is an audit state of format {}, not {SAVED_AUDIT_VERSION}; pass --from-genesis to start over",
+        path.display(),
+        saved.version
+    );
+    Ok(saved)
+}
+
+/// Writes the state aside and renames it into place, so a crash leaves the old one.
+fn save_state(path: &std::path::Path, saved: SavedAudit) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} for the audit state", dir.display()))?;
+    }
+    let bytes = scrip_spec::encoding::canonical_bytes(&saved);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot save the audit state to {}", path.display()))
 }
 
 fn json_report(r: &AuditReport, cosigners: &[String], start: u64) -> serde_json::Value {
@@ -232,29 +379,41 @@ fn json_report(r: &AuditReport, cosigners: &[String], start: u64) -> serde_json:
     })
 }
 
-fn print_table(r: &AuditReport, cosigners: &[String], start: u64) {
-    println!(
+fn print_table(
+    out: &mut impl std::io::Write,
+    r: &AuditReport,
+    cosigners: &[String],
+    start: u64,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
         "log verified: {} entries ({} new), {} checkpoints, head {}",
         r.entries,
         r.entries.saturating_sub(start),
         r.checkpoints,
         r.head_hash.map(|h| h.to_string()).unwrap_or_default()
-    );
+    )?;
     if !cosigners.is_empty() {
-        println!("latest checkpoint cosigned by {}", cosigners.join(", "));
+        writeln!(
+            out,
+            "latest checkpoint cosigned by {}",
+            cosigners.join(", ")
+        )?;
     }
     if !r.alarms.is_empty() {
-        println!("\nALARMS");
+        writeln!(out, "\nALARMS")?;
         for a in &r.alarms {
-            println!("  ! {a}");
+            writeln!(out, "  ! {a}")?;
         }
     }
-    println!(
+    writeln!(
+        out,
         "\n{:<12} {:<10} {:>9} {:>9} {:>11} {:>8}",
         "issuer", "kind", "issued", "spent", "outstanding", "pruned"
-    );
+    )?;
     for k in &r.totals.keys {
-        println!(
+        writeln!(
+            out,
             "{:<12} {:<10} {:>9} {:>9} {:>11} {:>8}",
             k.issuer,
             k.kind.as_str(),
@@ -262,17 +421,19 @@ fn print_table(r: &AuditReport, cosigners: &[String], start: u64) {
             k.spent,
             k.issued.saturating_sub(k.spent),
             k.pruned
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "\n{:<12} {:>13} {:>13} {:>15}",
         "issuer", "credits sold", "value issued", "value redeemed"
-    );
+    )?;
     for v in &r.issuers {
-        println!(
+        writeln!(
+            out,
             "{:<12} {:>13} {:>13} {:>15}",
             v.issuer, v.credits_sold, v.value_issued, v.value_redeemed
-        );
+        )?;
     }
     let versions: Vec<String> = r
         .catalog_versions
@@ -284,23 +445,26 @@ fn print_table(r: &AuditReport, cosigners: &[String], start: u64) {
             )
         })
         .collect();
-    println!(
+    writeln!(
+        out,
         "\nsettlement: who owes whom, each spend at the catalog in force when it was recorded: {}",
         if versions.is_empty() {
             "no spends in the period".to_owned()
         } else {
             versions.join(", ")
         }
-    );
+    )?;
     for ((issuer, redeemer), cell) in &r.settlement {
         if issuer != redeemer {
-            println!(
+            writeln!(
+                out,
                 "  {issuer} owes {redeemer}: {} credits ({} worth, less the fee) for {:?}",
                 cell.owed, cell.value, cell.tokens
-            );
+            )?;
         }
     }
     for (op, net) in &r.net {
-        println!("  net {op}: {net:+}");
+        writeln!(out, "  net {op}: {net:+}")?;
     }
+    Ok(())
 }

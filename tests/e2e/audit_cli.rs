@@ -1,7 +1,7 @@
 //! `scrip audit` against a consortium on loopback: clean, incremental, alarms, tampering.
 
-use crate::scrip_blocking;
 use crate::support::{cards_on_sale, checkpoint, consortium_with_keys};
+use crate::{SCRIP, scrip_blocking};
 use scrip_client::Wallet;
 use scrip_spec::CapacityKind;
 use scrip_testkit::path;
@@ -170,4 +170,115 @@ async fn clean_incremental_alarms_and_tampering() {
         err.contains("TAMPERING") && err.contains("entry 3"),
         "{err}"
     );
+}
+
+/// A consortium of one operator with one spend on its ledger, and a copy of its database.
+async fn one_spend_ledger() -> (tempfile::TempDir, scrip::consortium::Consortium, String) {
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let op = &c.operators[0];
+    let codes = cards_on_sale(op, 50, 1).await;
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let kind = CapacityKind::new("queue").expect("kind");
+    wallet
+        .open_card(&op.issuer_url, &codes[0], &[(kind.clone(), 1)], &|_, _| {})
+        .await
+        .expect("open");
+    wallet.spend(&kind, &op.redeemer_url).await.expect("spend");
+    op.issuer.report_issuance().await.expect("report");
+    let copy = dir.path().join("copy.db");
+    let conn = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("c/ledger.db").display()
+    ))
+    .await
+    .expect("db");
+    sqlx::query(&format!("VACUUM INTO '{}'", copy.display()))
+        .execute(&conn)
+        .await
+        .expect("copy");
+    (dir, c, format!("sqlite://{}", copy.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_audit_state_belongs_to_one_ledger_and_its_head() {
+    let (dir, one, one_copy) = one_spend_ledger().await;
+    let (_other_dir, other, _) = one_spend_ledger().await;
+    let state = dir.path().join("shared.state");
+    let with_state = |ledger: &str| {
+        let ledger = ledger.to_owned();
+        let state = path(&state).to_owned();
+        async move { audit(&["audit", "--ledger", &ledger, "--state", &state], &[]).await }
+    };
+    assert_clean(&with_state(&one.ledger_url).await);
+    let before = std::fs::read(&state).expect("state");
+
+    // The state of one ledger is refused for another, which is left unreported.
+    let out = with_state(&other.ledger_url).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("audit of another ledger"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing reported");
+    assert_eq!(
+        std::fs::read(&state).expect("state"),
+        before,
+        "state untouched"
+    );
+
+    // Without --state, each ledger gets its own file in the state directory.
+    let home = dir.path().join("xdg");
+    for ledger in [&one.ledger_url, &other.ledger_url, &one.ledger_url] {
+        let out = SCRIP
+            .command(&["audit", "--ledger", ledger])
+            .env("XDG_STATE_HOME", &home)
+            .output()
+            .expect("audit");
+        assert_clean(&out);
+    }
+    let files = std::fs::read_dir(home.join("scrip"))
+        .expect("state dir")
+        .count();
+    assert_eq!(files, 2, "one state per ledger");
+
+    // A copy whose last verified entry disappears after the audit: caught even with no new
+    // entry to read.
+    let db_state = dir.path().join("copy.state");
+    let by_copy = ["audit", "--database", &one_copy, "--state", path(&db_state)];
+    assert_clean(&audit(&by_copy, &[]).await);
+    let conn = sqlx::SqlitePool::connect(&one_copy).await.expect("copy");
+    sqlx::query("DELETE FROM entries WHERE seq = (SELECT MAX(seq) FROM entries)")
+        .execute(&conn)
+        .await
+        .expect("drop the head");
+    conn.close().await;
+    let out = audit(&by_copy, &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TAMPERING") && err.contains("missing"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_audit_piped_into_a_reader_that_stops_does_not_panic() {
+    let (dir, c, _) = one_spend_ledger().await;
+    let state = dir.path().join("audit.state");
+    let ledger = c.ledger_url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = SCRIP
+            .command(&["audit", "--ledger", &ledger, "--state", path(&state)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("audit");
+        drop(child.stdout.take()); // `| head -0`: the reader is gone before the report
+        child.wait_with_output().expect("wait")
+    })
+    .await
+    .expect("join");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
 }
