@@ -149,6 +149,8 @@ impl Consortium {
                 // Every client of a consortium on loopback is one source (127.0.0.1): the
                 // load generator (`scrip bench`) would be held to the per-source limit.
                 rate_limit: scrip_redeemer::RedeemRateLimit::off(),
+                // The ledger above is already serving.
+                ledger_wait_secs: 0,
             })
             .await?;
             let redeemer_app = scrip_redeemer::Application::new(redeemer.clone()).await?;

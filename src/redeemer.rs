@@ -14,7 +14,10 @@ pub enum RedeemerCommand {
     Serve {
         /// The configuration file (TOML: name, listen, database, operator_key_file,
         /// ledger_url, mode = "strict" | "optimistic", grant_ttl_secs, batch_max,
-        /// batch_wait_ms).
+        /// batch_wait_ms, key_refresh_secs, ledger_wait_secs, and [rate_limit] per_source,
+        /// window_secs, trusted_proxies, header; each explained in spec/INTEGRATION.md
+        /// section 1). A ledger not answering yet is waited for, ledger_wait_secs (300) at
+        /// most.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },

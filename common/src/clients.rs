@@ -447,6 +447,36 @@ pub enum MembershipError {
     },
 }
 
+/// [`member_info`], waiting up to `wait` for a ledger that does not answer yet (a service
+/// started before its ledger, as boot order often has it), with a log line at each try.
+pub async fn member_info_waiting(
+    ledger: &LedgerClient,
+    operator: &scrip_spec::OperatorKey,
+    name: &str,
+    role: Option<scrip_spec::ledger::Role>,
+    wait: Duration,
+) -> Result<LedgerInfo, MembershipError> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match member_info(ledger, operator, name, role).await {
+            Err(MembershipError::Unreachable { source, .. }) if started.elapsed() < wait => {
+                let left = wait.saturating_sub(started.elapsed());
+                tracing::warn!(
+                    ledger = %ledger.url(),
+                    error = %source,
+                    retry_in_ms = pause.min(left).as_millis() as u64,
+                    gives_up_in_secs = left.as_secs(),
+                    "the ledger is not answering yet; waiting for it before serving"
+                );
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The ledger's info, once it is confirmed that `operator` is the member called `name` and,
 /// if given, holds `role`: what an issuer or a redeemer checks before it serves.
 pub async fn member_info(

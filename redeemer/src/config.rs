@@ -50,6 +50,14 @@ pub struct RedeemerConfig {
     /// The per-source limit on `POST /v1/redeem`.
     #[serde(default)]
     pub rate_limit: RedeemRateLimit,
+    /// How long `serve` waits at start-up for a ledger that does not answer yet, in seconds
+    /// (retrying with backoff and logging each try); 0 gives up at once.
+    #[serde(default = "default_ledger_wait")]
+    pub ledger_wait_secs: u64,
+}
+
+fn default_ledger_wait() -> u64 {
+    300
 }
 
 /// `[rate_limit]`: at most `per_source` calls of `POST /v1/redeem` per source per

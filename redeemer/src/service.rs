@@ -5,7 +5,7 @@ use crate::grant_writer::GrantWriter;
 use crate::keys::KeyCache;
 use crate::spend::{Batcher, SpendFailure, SpendOutcome, Spender};
 use crate::store::{ConsumeOutcome, GrantState, Granted, LiveGrant, NewGrant, RedeemerStore};
-use scrip_common::clients::{LedgerClient, member_info};
+use scrip_common::clients::{LedgerClient, member_info_waiting};
 use scrip_common::metrics::{Counter, Gauge, Latency, MetricsBuilder, MetricsRegistry, Outcomes};
 use scrip_spec::api::ledger::SpendRefusal;
 use scrip_spec::{
@@ -264,7 +264,8 @@ impl Redeemer {
         // Short timeouts: a wallet waits on this call, and a hung ledger must fail fast.
         let ledger = LedgerClient::with_timeout(&config.ledger_url, Duration::from_secs(5));
         let role = Some(scrip_spec::ledger::Role::Redeemer);
-        let info = member_info(&ledger, &operator, &config.name, role).await?;
+        let wait = Duration::from_secs(config.ledger_wait_secs);
+        let info = member_info_waiting(&ledger, &operator, &config.name, role, wait).await?;
         let keys = KeyCache::new(ledger.clone());
         keys.refresh().await?;
         if store.has_unknown_windows().await? {

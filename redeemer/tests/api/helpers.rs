@@ -116,6 +116,7 @@ impl World {
             batch_wait_ms: 5,
             key_refresh_secs: 60,
             rate_limit: RedeemRateLimit::default(),
+            ledger_wait_secs: 0,
         }
     }
 

@@ -27,10 +27,29 @@ pub const BACKUP_PREFIX: &str = "sw1-";
 
 /// Why a backup code was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "not a wallet backup code: expected sw1- followed by 48 base64url characters, as `wallet init` printed it"
-)]
-pub struct BackupCodeError;
+pub enum BackupCodeError {
+    /// It does not start with `sw1-`.
+    #[error("a wallet backup code starts with sw1-, as `wallet init` printed it")]
+    NoPrefix,
+    /// Characters outside base64url.
+    #[error(
+        "a wallet backup code is sw1- followed by 48 characters of A-Z, a-z, 0-9, - and _; check it against what you wrote down"
+    )]
+    BadCharacters,
+    /// Too few or too many characters.
+    #[error(
+        "this backup code has {count} characters after sw1-, not 48; a character is missing or extra"
+    )]
+    WrongLength {
+        /// Characters after the prefix.
+        count: usize,
+    },
+    /// The check does not match: a mistyped character.
+    #[error(
+        "the backup code has a typo: its check does not match; compare it with what you wrote down, character by character"
+    )]
+    Typo,
+}
 
 /// Counters come in epochs of this many: an opening holds at most
 /// [`MAX_OPEN_BATCH`](crate::api::issuer::MAX_OPEN_BATCH) counters, so an opening set aside
@@ -113,19 +132,22 @@ impl WalletSeed {
         let body = code
             .trim()
             .strip_prefix(BACKUP_PREFIX)
-            .ok_or(BackupCodeError)?;
+            .ok_or(BackupCodeError::NoPrefix)?;
+        if body.len() != 48 {
+            return Err(BackupCodeError::WrongLength { count: body.len() });
+        }
         let bytes = zeroize::Zeroizing::new(
-            crate::encoding::b64_decode(body).map_err(|_| BackupCodeError)?,
+            crate::encoding::b64_decode(body).map_err(|_| BackupCodeError::BadCharacters)?,
         );
         if bytes.len() != 36 {
-            return Err(BackupCodeError);
+            return Err(BackupCodeError::BadCharacters);
         }
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&bytes[..32]);
         let check = Sha256::digest(seed);
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&check[..4], &bytes[32..])) {
             seed.zeroize();
-            return Err(BackupCodeError);
+            return Err(BackupCodeError::Typo);
         }
         Ok(Self(seed))
     }
@@ -402,14 +424,24 @@ mod tests {
         let mut typo: Vec<char> = code.chars().collect();
         typo[10] = if typo[10] == 'A' { 'B' } else { 'A' };
         let typo: String = typo.into_iter().collect();
-        assert_eq!(WalletSeed::from_backup_code(&typo), Err(BackupCodeError));
+        assert_eq!(
+            WalletSeed::from_backup_code(&typo),
+            Err(BackupCodeError::Typo)
+        );
+        assert!(BackupCodeError::Typo.to_string().contains("typo"));
         assert_eq!(
             WalletSeed::from_backup_code("sw1-AAAA"),
-            Err(BackupCodeError)
+            Err(BackupCodeError::WrongLength { count: 4 })
+        );
+        let mut bad = code.to_string();
+        bad.replace_range(10..11, "*");
+        assert_eq!(
+            WalletSeed::from_backup_code(&bad),
+            Err(BackupCodeError::BadCharacters)
         );
         assert_eq!(
             WalletSeed::from_backup_code(&code[4..]),
-            Err(BackupCodeError)
+            Err(BackupCodeError::NoPrefix)
         );
     }
 
