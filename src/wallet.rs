@@ -164,7 +164,23 @@ async fn execute(path: &Path, cmd: WalletCommand) -> anyhow::Result<Output> {
         } => {
             let seed = WalletSeed::from_backup_code(&backup)?;
             let wallet = Wallet::create(path, &ledger, Some(seed)).await?;
-            let n = wallet.restore(&issuer).await?;
+            let restored = wallet.restore(&issuer).await;
+            if !matches!(restored, Ok(n) if n > 0) {
+                // Nothing to keep: leave no wallet behind, so the restore can simply be run
+                // again with other issuers.
+                drop(wallet);
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.as_os_str().to_owned();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(PathBuf::from(file));
+                }
+            }
+            let n = restored?;
+            anyhow::ensure!(
+                n > 0,
+                "no opening of this backup code was found at {}; nothing was restored and no wallet was created. Name the issuers that opened your cards with --issuer (one flag each), and check the backup code",
+                issuer.join(", ")
+            );
             Output::new(serde_json::json!({"restored": n}))
                 .line(format!("restored {n} tokens into {}", path.display()))
         }

@@ -93,6 +93,43 @@ async fn init_open_balance_spend_export_restore() {
     )
     .await);
     assert!(out.contains("restored 8 tokens"), "{out}");
+
+    // A backup code that opened nothing at the issuers named: an error, and no wallet left.
+    let fresh = dir.path().join("fresh.db");
+    let init = ok(wallet(path(&fresh), &["init", "--ledger", &c.ledger_url]).await);
+    let unused = init
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sw1-"))
+        .map(|b| format!("sw1-{b}"))
+        .expect("backup code shown");
+    let empty = dir.path().join("empty.db");
+    let restore = |code: String| {
+        let (empty, ledger, issuer) = (empty.clone(), c.ledger_url.clone(), op.issuer_url.clone());
+        async move {
+            wallet(
+                path(&empty),
+                &[
+                    "restore", "--backup", &code, "--ledger", &ledger, "--issuer", &issuer,
+                ],
+            )
+            .await
+        }
+    };
+    let out = restore(unused).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no opening of this backup code was found") && err.contains(&op.issuer_url),
+        "{err}"
+    );
+    assert!(!empty.exists(), "no wallet created");
+    // A mistyped backup code is named as a typo.
+    let mut typo: Vec<char> = backup.chars().collect();
+    typo[10] = if typo[10] == 'A' { 'B' } else { 'A' };
+    let out = restore(typo.into_iter().collect()).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("typo"), "{err}");
+
     let no_wallet = scrip_ok(&["--help"]);
     assert!(no_wallet.contains("wallet") && no_wallet.contains("demo"));
 }
