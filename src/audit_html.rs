@@ -13,76 +13,132 @@ fn escape(s: &str) -> String {
 
 type Svg = Result<String, Box<dyn std::error::Error>>;
 
-/// `YYYY-MM-DD` of a day number since 1970-01-01 (Howard Hinnant's algorithm).
-fn date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+/// How a time axis is labelled: by the span it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeScale {
+    /// Under two days: `HH:MM` (the date is in the caption).
+    Hours,
+    /// Under about two months: `MM-DD` (the year is in the caption).
+    Days,
+    /// Longer: `YYYY-MM`.
+    Months,
 }
+
+impl TimeScale {
+    fn for_span(secs: u64) -> Self {
+        match secs {
+            0..172_800 => TimeScale::Hours,
+            172_800..5_356_800 => TimeScale::Days,
+            _ => TimeScale::Months,
+        }
+    }
+
+    fn label(self, at: u64) -> String {
+        let date = scrip_common::display::date(at);
+        match self {
+            TimeScale::Hours => {
+                let s = at % 86_400;
+                format!("{:02}:{:02}", s / 3600, s % 3600 / 60)
+            }
+            TimeScale::Days => date[5..].to_owned(),
+            TimeScale::Months => date[..7].to_owned(),
+        }
+    }
+
+    /// What the caption adds so the labels need not repeat it.
+    fn context(self, first: u64, last: u64) -> String {
+        let (a, b) = (
+            scrip_common::display::date(first),
+            scrip_common::display::date(last),
+        );
+        match self {
+            TimeScale::Hours if a == b => format!("{a} UTC"),
+            TimeScale::Hours => format!("{a} to {b} UTC"),
+            TimeScale::Days if a[..4] == b[..4] => a[..4].to_owned(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Integer ticks for a count axis from 0 to `top`: at most 6, never repeated.
+fn count_axis(top: u64) -> (f64, usize) {
+    let top = top.max(1);
+    let labels = usize::try_from(top + 1).unwrap_or(6).min(6);
+    (top as f64 * 1.15, labels)
+}
+
+/// Font sizes, in px: labels that read at 100 % zoom.
+const CAPTION_PX: u32 = 17;
+const LABEL_PX: u32 = 14;
 
 /// Cumulative issued (solid) and spent (dashed) tokens of one key over time.
 fn key_chart(title: &str, points: &[(u64, u64, u64)]) -> Svg {
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (420, 220)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (600, 280)).into_drawing_area();
         root.fill(&WHITE)?;
-        let days: Vec<f64> = points.iter().map(|p| p.0 as f64 / 86_400.0).collect();
         let (first, last) = (
-            days.first().copied().unwrap_or(0.0),
-            days.last().copied().unwrap_or(0.0),
+            points.first().map_or(0, |p| p.0),
+            points.last().map_or(0, |p| p.0),
         );
-        let top = points
-            .iter()
-            .map(|p| p.1.max(p.2))
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64;
+        let scale = TimeScale::for_span(last - first);
+        // A span of at least an hour either side, so a key active only once still gets an
+        // axis with room for its labels.
+        let pad = ((last - first) / 20).max(3_600);
+        let (x0, x1) = (first.saturating_sub(pad), last + pad);
+        let top = points.iter().map(|p| p.1.max(p.2)).max().unwrap_or(1);
+        let (y_top, y_labels) = count_axis(top);
+        let context = scale.context(first, last);
+        let caption = if context.is_empty() {
+            title.to_owned()
+        } else {
+            format!("{title} ({context})")
+        };
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 15))
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(40)
-            .build_cartesian_2d((first - 0.5)..(last + 0.5), 0.0..top * 1.1)?;
+            .caption(caption, ("sans-serif", CAPTION_PX))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x0 as f64..x1 as f64, 0.0..y_top)?;
         chart
             .configure_mesh()
             .y_desc("tokens")
-            .x_labels(4)
-            .x_label_formatter(&|d| date(d.round() as i64))
+            .x_labels(5)
+            .y_labels(y_labels)
+            .label_style(("sans-serif", LABEL_PX))
+            .x_label_formatter(&|x| scale.label(x.max(0.0) as u64))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()?;
+        let at = |p: &(u64, u64, u64), v: u64| (p.0 as f64, v as f64);
         chart
             .draw_series(LineSeries::new(
-                days.iter().zip(points).map(|(d, p)| (*d, p.1 as f64)),
+                points.iter().map(|p| at(p, p.1)),
                 BLUE.stroke_width(2),
             ))?
             .label("issued")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
         chart
             .draw_series(LineSeries::new(
-                days.iter().zip(points).map(|(d, p)| (*d, p.2 as f64)),
+                points.iter().map(|p| at(p, p.2)),
                 RED.stroke_width(2),
             ))?
             .label("spent")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-        // Markers, so that a key active on a single day still shows its points.
+        // Markers, so that a key active only once still shows its points.
         chart.draw_series(
-            days.iter()
-                .zip(points)
-                .map(|(d, p)| Circle::new((*d, p.1 as f64), 4, BLUE.filled())),
+            points
+                .iter()
+                .map(|p| Circle::new(at(p, p.1), 4, BLUE.filled())),
         )?;
         chart.draw_series(
-            days.iter()
-                .zip(points)
-                .map(|(d, p)| Circle::new((*d, p.2 as f64), 4, RED.filled())),
+            points
+                .iter()
+                .map(|p| Circle::new(at(p, p.2), 4, RED.filled())),
         )?;
         chart
             .configure_series_labels()
+            .label_font(("sans-serif", LABEL_PX))
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()?;
@@ -95,38 +151,52 @@ fn key_chart(title: &str, points: &[(u64, u64, u64)]) -> Svg {
 fn outstanding_chart(report: &AuditReport) -> Svg {
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (520, 260)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let values: Vec<(String, f64)> = report
+        let values: Vec<(String, u64)> = report
             .issuers
             .iter()
             .map(|v| {
                 (
                     v.issuer.clone(),
-                    v.value_issued.saturating_sub(v.value_redeemed) as f64,
+                    v.value_issued.saturating_sub(v.value_redeemed),
                 )
             })
             .collect();
-        let top = values.iter().map(|v| v.1).fold(1.0, f64::max);
         let n = values.len().max(1);
+        let width = u32::try_from(160 * n + 120)
+            .unwrap_or(1200)
+            .clamp(520, 1200);
+        let root = SVGBackend::with_string(&mut out, (width, 280)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let top = values.iter().map(|v| v.1).max().unwrap_or(1);
+        let (y_top, y_labels) = count_axis(top);
         let mut chart = ChartBuilder::on(&root)
-            .caption("outstanding value per issuer (credits)", ("sans-serif", 15))
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..n as f64, 0.0..top * 1.15)?;
-        chart.configure_mesh().disable_x_mesh().x_labels(0).draw()?;
+            .caption(
+                "outstanding value per issuer (credits)",
+                ("sans-serif", CAPTION_PX),
+            )
+            .margin(12)
+            .x_label_area_size(12)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..n as f64, 0.0..y_top * 1.1)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_labels(y_labels)
+            .label_style(("sans-serif", LABEL_PX))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()?;
+        chart.draw_series(values.iter().enumerate().map(|(i, (_, v))| {
+            Rectangle::new(
+                [(i as f64 + 0.2, 0.0), (i as f64 + 0.8, *v as f64)],
+                GREEN.mix(0.7).filled(),
+            )
+        }))?;
         chart.draw_series(values.iter().enumerate().map(|(i, (name, v))| {
             Text::new(
                 format!("{name}: {v}"),
-                (i as f64 + 0.25, v + top * 0.08),
-                ("sans-serif", 13),
-            )
-        }))?;
-        chart.draw_series(values.iter().enumerate().map(|(i, (_, v))| {
-            Rectangle::new(
-                [(i as f64 + 0.2, 0.0), (i as f64 + 0.8, *v)],
-                GREEN.mix(0.7).filled(),
+                (i as f64 + 0.2, *v as f64 + y_top * 0.09),
+                ("sans-serif", LABEL_PX),
             )
         }))?;
         root.present()?;
@@ -134,7 +204,9 @@ fn outstanding_chart(report: &AuditReport) -> Svg {
     Ok(out)
 }
 
-/// Who owes whom: issuers by row, redeemers by column, value as colour and text.
+/// Who owes whom: issuers by row, redeemers by column, value as colour and text. An
+/// operator's own cell (its tokens spent at its own relays) is settled with no one: it is
+/// greyed and left out of the colour scale.
 fn settlement_heatmap(report: &AuditReport) -> Svg {
     let mut operators: Vec<String> = report
         .settlement
@@ -146,22 +218,24 @@ fn settlement_heatmap(report: &AuditReport) -> Svg {
     let n = operators.len().max(1);
     let max = report
         .settlement
-        .values()
-        .map(|c| c.owed)
+        .iter()
+        .filter(|((issuer, redeemer), _)| issuer != redeemer)
+        .map(|(_, c)| c.owed)
         .max()
         .unwrap_or(1)
         .max(1) as f64;
     let mut out = String::new();
     {
-        let side = 130 * n as u32 + 140;
-        let root = SVGBackend::with_string(&mut out, (side, side + 20)).into_drawing_area();
+        let cell = 180;
+        let side = u32::try_from(cell * n + 40).unwrap_or(1200);
+        let root = SVGBackend::with_string(&mut out, (side, side + 40)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "settlement: credits each issuer owes each redeemer (after the fee)",
-                ("sans-serif", 15),
+                "credits each issuer (row) owes each redeemer (column), after the fee",
+                ("sans-serif", CAPTION_PX),
             )
-            .margin(10)
+            .margin(12)
             .build_cartesian_2d(0.0..n as f64, 0.0..n as f64)?;
         for (i, issuer) in operators.iter().enumerate() {
             for (j, redeemer) in operators.iter().enumerate() {
@@ -170,31 +244,44 @@ fn settlement_heatmap(report: &AuditReport) -> Svg {
                     .get(&(issuer.clone(), redeemer.clone()))
                     .map(|c| c.owed)
                     .unwrap_or(0);
-                let heat = value as f64 / max;
-                let colour = RGBColor(
-                    255,
-                    (255.0 * (1.0 - heat * 0.8)) as u8,
-                    (255.0 * (1.0 - heat)) as u8,
-                );
+                let own = issuer == redeemer;
+                let colour = if own {
+                    RGBColor(232, 232, 232)
+                } else {
+                    let heat = value as f64 / max;
+                    RGBColor(
+                        255,
+                        (255.0 * (1.0 - heat * 0.8)) as u8,
+                        (255.0 * (1.0 - heat)) as u8,
+                    )
+                };
                 // Issuers top to bottom, redeemers left to right.
                 let (x, y) = (j as f64, (n - 1 - i) as f64);
                 chart.draw_series([
                     Rectangle::new([(x, y), (x + 1.0, y + 1.0)], colour.filled()),
                     Rectangle::new([(x, y), (x + 1.0, y + 1.0)], BLACK.mix(0.3)),
                 ])?;
-                let own = if issuer == redeemer { " (own)" } else { "" };
-                chart.draw_series([
-                    Text::new(
+                let (line1, line2, figure) = if own {
+                    (
+                        format!("{issuer} at its"),
+                        "own relays".to_owned(),
+                        "not settled".to_owned(),
+                    )
+                } else {
+                    (
                         format!("{issuer} owes"),
-                        (x + 0.08, y + 0.85),
-                        ("sans-serif", 12),
-                    ),
+                        redeemer.clone(),
+                        value.to_string(),
+                    )
+                };
+                chart.draw_series([
+                    Text::new(line1, (x + 0.07, y + 0.88), ("sans-serif", LABEL_PX)),
+                    Text::new(line2, (x + 0.07, y + 0.74), ("sans-serif", LABEL_PX)),
                     Text::new(
-                        format!("{redeemer}{own}"),
-                        (x + 0.08, y + 0.7),
-                        ("sans-serif", 12),
+                        figure,
+                        (x + 0.07, y + 0.45),
+                        ("sans-serif", if own { LABEL_PX } else { 26 }),
                     ),
-                    Text::new(value.to_string(), (x + 0.4, y + 0.4), ("sans-serif", 22)),
                 ])?;
             }
         }
@@ -210,7 +297,7 @@ pub fn render(report: &AuditReport) -> Result<String, Box<dyn std::error::Error>
          body{font-family:sans-serif;margin:2em;color:#222}h1{font-size:1.4em}\
          .alarm{background:#fdd;border:1px solid #c00;padding:.5em 1em}.ok{background:#dfd;padding:.5em 1em}\
          table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}\
-         .charts{display:flex;flex-wrap:wrap;gap:1em}</style></head><body>",
+         .charts{display:flex;flex-wrap:wrap;gap:1em}svg{max-width:100%;height:auto}</style></head><body>",
     );
     html.push_str("<h1>scrip ledger audit</h1>");
     if report.alarms.is_empty() {
