@@ -44,4 +44,5 @@ per_backend!(
     readers_are_answered_while_a_spend_is_being_written,
     a_spent_set_that_disagrees_with_the_log_is_refused_at_start,
     a_request_missing_from_the_replay_index_is_refused_at_start,
+    refreshes_swap_own_tokens_for_no_more_value,
 );

@@ -33,6 +33,7 @@ super::error_codes! {
     /// | `ledger_unavailable` | 503: the ledger could not complete the request; nothing changed. |
     /// | `malformed_nullifier` | 400: a nullifier that is not 32 bytes of base64url. |
     /// | `no_checkpoint` | 404: no checkpoint has been made yet. |
+    /// | `already_spent` | 409: an input of a refresh was spent before (`index`, `first_spent_at`, `first_spent_by`); nothing was spent. |
     pub enum LedgerErrorCode {
         UnknownOperator = "unknown_operator", BadSignature = "bad_signature",
         StaleRequest = "stale_request", WrongLedger = "wrong_ledger", Forbidden = "forbidden",
@@ -40,6 +41,7 @@ super::error_codes! {
         InvalidRequest = "invalid_request", LedgerUnavailable = "ledger_unavailable",
         MalformedNullifier = "malformed_nullifier", NoCheckpoint = "no_checkpoint",
         InvalidToken = "invalid_token", NoQuorum = "no_quorum", StaleProposal = "stale_proposal",
+        AlreadySpent = "already_spent",
     }
 }
 
