@@ -242,10 +242,11 @@ impl Ledger {
             AppendOutcome::Appended { already_spent } => (true, already_spent),
             AppendOutcome::NothingToSpend { already_spent } => (false, already_spent),
         };
-        if !appended && let EntryBody::Request(signed) = &entry.body {
-            if let Action::Refresh { inputs, .. } = &signed.payload.action {
-                return Err(refresh_refusal(inputs, &already_spent, &state).into());
-            }
+        if !appended
+            && let EntryBody::Request(signed) = &entry.body
+            && let Action::Refresh { inputs, .. } = &signed.payload.action
+        {
+            return Err(refresh_refusal(inputs, &already_spent, &state).into());
         }
         let spends = spend_results(&judgement.spends, &already_spent, &state);
         if !appended {
