@@ -6,7 +6,10 @@
 mod backup;
 mod keys;
 mod open;
+mod refresh;
 mod spend;
+
+pub use refresh::{REFRESH_THRESHOLD_SECS, RefreshSummary};
 
 use crate::store::{StoredToken, TokenState, WalletStore};
 use scrip_common::clients::{
@@ -105,6 +108,28 @@ pub enum WalletError {
         /// The kind.
         kind: String,
     },
+    /// Too few tokens for a change.
+    #[error(
+        "changing into {target} needs at least {need} unspent {kind} tokens at one issuer; the wallet has {have}"
+    )]
+    NotEnough {
+        /// The kind given in.
+        kind: String,
+        /// Tokens needed.
+        need: u64,
+        /// Tokens held.
+        have: u64,
+        /// The kind asked for.
+        target: String,
+    },
+    /// A change would give up value no kind fits; nothing was done.
+    #[error(
+        "this change would give up {credits} credit(s) that no kind fits; nothing was done (pass --accept-loss to go ahead, or change another count)"
+    )]
+    ChangeLoses {
+        /// Credits that would be lost.
+        credits: u64,
+    },
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -153,7 +178,7 @@ pub struct SpendReceipt {
 pub struct Balance {
     /// `(kind, redeem_until) → unspent count`.
     pub unspent: BTreeMap<(String, u64), u64>,
-    /// Tokens whose spend outcome is being resolved.
+    /// Tokens whose spend or refresh outcome is being resolved.
     pub pending: u64,
     /// Spent tokens.
     pub spent: u64,
@@ -261,7 +286,8 @@ impl Wallet {
         for t in self.store.tokens(TokenState::Unspent).await? {
             *b.unspent.entry((t.kind, t.redeem_until)).or_default() += 1;
         }
-        b.pending = self.store.tokens(TokenState::Pending).await?.len() as u64;
+        b.pending = self.store.tokens(TokenState::Pending).await?.len() as u64
+            + self.store.tokens(TokenState::Refreshing).await?.len() as u64;
         b.spent = self.store.tokens(TokenState::Spent).await?.len() as u64;
         b.expired = self.store.tokens(TokenState::Expired).await?.len() as u64;
         Ok(b)

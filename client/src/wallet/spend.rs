@@ -17,6 +17,8 @@ impl Wallet {
         redeemer_url: &str,
     ) -> Result<SpendReceipt, WalletError> {
         self.resolve_pending().await?;
+        // Best effort: a refresh left unanswered holds only its own inputs, never this spend.
+        let _ = self.resume_refreshes().await;
         // An interrupted spend at this redeemer is finished first: presenting the same token
         // there again is always safe (if its spend committed, the redeemer grants again), and
         // it settles the token instead of leaving it pending.
