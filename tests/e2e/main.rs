@@ -18,6 +18,7 @@ mod cli;
 mod demo;
 mod issuer_cli;
 mod privacy;
+mod refresh;
 mod wallet;
 mod wallet_cli;
 
