@@ -73,13 +73,13 @@ const REDEEMER_GETS: &[&str] = &["/healthz", "/metrics"];
 const RELAY_GETS: &[&str] = &["/healthz", "/metrics"];
 
 fn all_endpoints(fx: &Arc<Fixture>) -> Vec<Endpoint> {
-    use issuer::{balance, open, replay};
+    use issuer::{balance, open, refresh, replay};
     use ledger::{cosign, keys, log, nullifier, submit};
     use redeemer::{consume, redeem};
     use relay::{get_chunk, put_chunk, queues};
-    let makers: [fn(&Arc<Fixture>) -> Endpoint; 13] = [
-        submit, cosign, nullifier, keys, log, open, balance, replay, redeem, consume, queues,
-        put_chunk, get_chunk,
+    let makers: [fn(&Arc<Fixture>) -> Endpoint; 14] = [
+        submit, cosign, nullifier, keys, log, open, balance, replay, refresh, redeem, consume,
+        queues, put_chunk, get_chunk,
     ];
     let mut eps: Vec<Endpoint> = makers.iter().map(|make| make(fx)).collect();
     for service in [
