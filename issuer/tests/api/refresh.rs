@@ -227,4 +227,103 @@ async fn a_refresh_whose_ledger_answer_was_lost_is_finished_by_its_retry() {
     assert_eq!(status, StatusCode::OK, "{body}");
     tokens(&r.opening, &body);
     assert_eq!(t.refresh_entries().await, 1);
+
+    // The same once the stored request is stale: the nullifiers show this refresh's entry
+    // spent the inputs, so the retry signs.
+    let more = t.open_tokens(&seed, 5, &["chunk-64k"; 4]).await;
+    let r = t.refresh(&seed, 9, more, &["chunk-1m"]).await;
+    proxy.once(Fault::DropResponse);
+    assert_eq!(
+        t.post("/v1/refresh", &r.request).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    make_stale(&t, &r.request.request_id).await;
+    let (status, body) = t.post("/v1/refresh", &r.request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    tokens(&r.opening, &body);
+    assert_eq!(t.refresh_entries().await, 2);
+}
+
+/// Replaces the stored ledger request of refresh `id` with the same action signed
+/// `MAX_CLOCK_SKEW` + 100 s ago, as if the issuer had stopped for that long after signing it.
+async fn make_stale(t: &crate::helpers::TestIssuer, id: &scrip_spec::api::issuer::RequestId) {
+    use scrip_spec::ledger::{LedgerRequest, MAX_CLOCK_SKEW};
+    let record = t
+        .issuer
+        .store()
+        .refresh(id)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert!(record.responses.is_none(), "still pending");
+    let stored: scrip_spec::Signed<LedgerRequest> =
+        serde_json::from_str(&record.ledger_request).expect("stored request");
+    let op = scrip_spec::OperatorKey::read_file(&t.dir.path().join("op.key")).expect("key");
+    let stale = op.sign(LedgerRequest::new(
+        t.ledger.ledger_id,
+        scrip_spec::now() - MAX_CLOCK_SKEW - 100,
+        stored.payload.action,
+    ));
+    let text = serde_json::to_string(&stale).expect("json");
+    t.issuer
+        .store()
+        .resign_refresh(id, &text)
+        .await
+        .expect("stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_pending_refresh_is_decided_by_its_inputs_nullifiers() {
+    let mut t = spawn(default_limits()).await;
+    let seed = WalletSeed::generate();
+    let old = t.open_tokens(&seed, 0, &["chunk-64k"; 2]).await;
+
+    // The ledger is down: the refresh is recorded, not sent, and answered 503.
+    let never_sent = t
+        .refresh(&seed, 2, vec![old[0].clone()], &["chunk-64k"])
+        .await;
+    let taken = t
+        .refresh(&seed, 3, vec![old[1].clone()], &["chunk-64k"])
+        .await;
+    t.ledger.stop();
+    for r in [&never_sent, &taken] {
+        let (status, err) = t.post("/v1/refresh", &r.request).await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable)
+        );
+    }
+    t.ledger.restart().await;
+    make_stale(&t, &never_sent.request.request_id).await;
+    make_stale(&t, &taken.request.request_id).await;
+
+    // Stale, and its input unspent: it never committed, so it is signed anew and sent.
+    let (status, body) = t.post("/v1/refresh", &never_sent.request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    tokens(&never_sent.opening, &body);
+    assert!(spent(&t, &old[0]).await);
+    assert_eq!(t.refresh_entries().await, 1);
+
+    // Stale, and its input spent meanwhile at a relay of the same operator: not this
+    // refresh's spend, so nothing is signed.
+    let op = scrip_spec::OperatorKey::read_file(&t.dir.path().join("op.key")).expect("key");
+    let spend = op.sign(scrip_spec::ledger::LedgerRequest::new(
+        t.ledger.ledger_id,
+        scrip_spec::now(),
+        scrip_spec::ledger::Action::spend_of(vec![old[1].clone()]),
+    ));
+    t.ledger
+        .ledger
+        .submit(spend)
+        .await
+        .expect("spent at a relay");
+    let signatures = t.signatures();
+    let (status, err) = t.post("/v1/refresh", &taken.request).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, Code::AlreadySpent),
+        "{err}"
+    );
+    assert_eq!(err["error"]["first_spent_by"], "op-a");
+    assert_eq!((t.refresh_entries().await, t.signatures()), (1, signatures));
 }
