@@ -75,6 +75,13 @@ pub enum WalletError {
         /// The issuer it was sent to.
         issuer_url: String,
     },
+    /// An earlier refresh is still unanswered; its inputs are set aside and no new opening
+    /// or refresh starts until it is settled.
+    #[error("an earlier refresh at {issuer_url} is not answered yet; run the command again later")]
+    RefreshPending {
+        /// The issuer it was sent to.
+        issuer_url: String,
+    },
     /// The redeemer refused.
     #[error("the redeemer refused: {code}: {message}")]
     RedeemerRefused {

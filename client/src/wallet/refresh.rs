@@ -254,7 +254,7 @@ impl Wallet {
             }
         }
         if let Some(stuck) = self.store.pending_refreshes().await?.first() {
-            return Err(WalletError::OpeningPending {
+            return Err(WalletError::RefreshPending {
                 issuer_url: stuck.issuer_url.clone(),
             });
         }

@@ -449,20 +449,19 @@ impl Issuer {
         let tokens = req.tokens.clone();
         let issuer = self.name.clone();
         let verdict = tokio::task::spawn_blocking(move || {
-            let challenge = TokenChallenge::for_issuer(&issuer).map_err(|e| e.to_string())?;
-            for (index, (token, key)) in tokens.iter().zip(&input_keys).enumerate() {
-                verify_token(&key.info.public_key, &challenge, token)
-                    .map_err(|e| format!("{index}:{e}"))?;
-            }
-            Ok::<(), String>(())
+            let challenge = TokenChallenge::for_issuer(&issuer).map_err(|e| (0, e.to_string()))?;
+            tokens
+                .iter()
+                .zip(&input_keys)
+                .enumerate()
+                .try_for_each(|(index, (token, key))| {
+                    verify_token(&key.info.public_key, &challenge, token)
+                        .map_err(|e| (index, e.to_string()))
+                })
         })
         .await
         .map_err(|e| RefreshError::Internal(e.into()))?;
-        if let Err(reason) = verdict {
-            let (index, reason) = reason
-                .split_once(':')
-                .and_then(|(i, r)| Some((i.parse().ok()?, r.to_owned())))
-                .unwrap_or((0, reason));
+        if let Err((index, reason)) = verdict {
             return Err(RefreshError::InvalidToken { index, reason });
         }
         let Action::Spend { groups } = Action::spend_of(req.tokens.iter().cloned()) else {
