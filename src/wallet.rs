@@ -76,6 +76,73 @@ pub enum WalletCommand {
         #[arg(long, required = true)]
         issuer: Vec<String>,
     },
+    /// Exchange unspent tokens close to their key's end of redemption for tokens of the
+    /// issuer's newer keys, of the same kinds, at the issuer that signed them. The old tokens
+    /// are spent on the ledger in the exchange; nothing is lost if the command is interrupted
+    /// (run it again to finish). The wallet also does this by itself after `open` and `spend`
+    /// for tokens within 5 days of expiry.
+    Refresh {
+        /// The issuer's base URL. Without it, each issuer is asked where the wallet opened its
+        /// cards; with it, only that issuer's tokens are refreshed.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Refresh the tokens that expire within this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 5)]
+        within: u64,
+    },
+    /// Exchange unspent tokens of one kind for tokens of another at their issuer, for example
+    /// `--from chunk-64k --to chunk-4m` (twelve 1-credit tokens for one 12-credit token).
+    /// The fewest tokens that pay are given in; value left over comes back as the dearest
+    /// kinds that fit, and the command refuses to give up value no kind fits unless
+    /// --accept-loss.
+    Change {
+        /// The kind to give in.
+        #[arg(long, value_name = "KIND")]
+        from: String,
+        /// The kind to get.
+        #[arg(long, value_name = "KIND")]
+        to: String,
+        /// How many tokens of --to to get; without it, as many as the --from tokens pay for.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// The issuer's base URL; without it, the issuer holding most --from tokens, at the
+        /// URL its cards were opened at.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Go ahead even if some credits fit no kind and are given up.
+        #[arg(long)]
+        accept_loss: bool,
+    },
+}
+
+/// The wallet's own refresh after an open or a spend: best effort, reported on standard
+/// error, never failing the command that succeeded.
+async fn refresh_due(wallet: &Wallet) {
+    match wallet.refresh_due().await {
+        Ok(s) if s.refreshed > 0 => {
+            eprintln!("refreshed {} token(s) close to expiry", s.refreshed);
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: tokens close to expiry were not refreshed: {e}"),
+    }
+}
+
+fn refresh_output(
+    summary: &scrip_client::wallet::RefreshSummary,
+    verb: &str,
+) -> anyhow::Result<Output> {
+    let mut out = Output::new(serde_json::to_value(summary)?)
+        .line(format!("{verb} {} token(s)", summary.refreshed));
+    for (kind, n) in &summary.tokens {
+        out = out.line(format!("{n} x {kind} new"));
+    }
+    if summary.lost_credits > 0 {
+        out = out.line(format!("{} credit(s) given up", summary.lost_credits));
+    }
+    for s in &summary.skipped {
+        out = out.line(format!("left as is: {s}"));
+    }
+    Ok(out)
 }
 
 fn parse_plan(tokens: &[String]) -> anyhow::Result<Vec<(CapacityKind, u64)>> {
@@ -253,6 +320,7 @@ async fn execute(path: &Path, cmd: WalletCommand) -> anyhow::Result<Output> {
             for (kind, n) in &summary.tokens {
                 out = out.line(format!("{n} x {kind}"));
             }
+            refresh_due(&wallet).await;
             out.line(format!(
                 "{} credits left on the card",
                 summary.remaining_credits
@@ -319,6 +387,7 @@ async fn execute(path: &Path, cmd: WalletCommand) -> anyhow::Result<Output> {
                     ""
                 }
             );
+            refresh_due(&wallet).await;
             Output::new(serde_json::json!({
                 "grant": receipt.grant,
                 "kind": receipt.kind,
@@ -326,6 +395,32 @@ async fn execute(path: &Path, cmd: WalletCommand) -> anyhow::Result<Output> {
                 "presented_again": receipt.presented_again,
             }))
             .line(receipt.grant)
+        }
+        WalletCommand::Refresh { issuer, within } => {
+            let wallet = Wallet::open(path).await?;
+            let summary = wallet
+                .refresh(issuer.as_deref(), within.saturating_mul(86_400))
+                .await?;
+            refresh_output(&summary, "refreshed")?
+        }
+        WalletCommand::Change {
+            from,
+            to,
+            count,
+            issuer,
+            accept_loss,
+        } => {
+            let wallet = Wallet::open(path).await?;
+            let summary = wallet
+                .change(
+                    issuer.as_deref(),
+                    &CapacityKind::new(&from)?,
+                    &CapacityKind::new(&to)?,
+                    count,
+                    accept_loss,
+                )
+                .await?;
+            refresh_output(&summary, "gave in")?
         }
         WalletCommand::Export { out } => {
             let wallet = Wallet::open(path).await?;

@@ -4,4 +4,6 @@ pub mod store;
 pub mod wallet;
 
 pub use store::TokenState;
-pub use wallet::{Balance, OpenSummary, SpendReceipt, Wallet, WalletError};
+pub use wallet::{
+    Balance, OpenSummary, REFRESH_THRESHOLD_SECS, RefreshSummary, SpendReceipt, Wallet, WalletError,
+};

@@ -20,6 +20,8 @@ pub enum TokenState {
     Expired,
     /// Refused as invalid by a redeemer.
     Invalid,
+    /// Given in to a refresh whose answer is not stored yet.
+    Refreshing,
 }
 
 impl TokenState {
@@ -31,6 +33,7 @@ impl TokenState {
             TokenState::Spent => "spent",
             TokenState::Expired => "expired",
             TokenState::Invalid => "invalid",
+            TokenState::Refreshing => "refreshing",
         }
     }
 
@@ -41,6 +44,7 @@ impl TokenState {
             "spent" => Self::Spent,
             "expired" => Self::Expired,
             "invalid" => Self::Invalid,
+            "refreshing" => Self::Refreshing,
             _ => return None,
         })
     }
@@ -407,6 +411,177 @@ impl WalletStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+impl WalletStore {
+    /// Records where issuer `name` is reached.
+    pub async fn set_issuer_url(&self, name: &str, url: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO issuers (name, url) VALUES (?, ?) \
+             ON CONFLICT (name) DO UPDATE SET url = excluded.url",
+        )
+        .bind(name)
+        .bind(url)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Where issuer `name` was last reached.
+    pub async fn issuer_url(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT url FROM issuers WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Unspent tokens still spendable at `now` whose `redeem_until` is at most `until`,
+    /// closest to expiry first.
+    pub async fn unspent_until(
+        &self,
+        now: UnixSeconds,
+        until: UnixSeconds,
+    ) -> anyhow::Result<Vec<StoredToken>> {
+        sqlx::query(
+            "SELECT token, kind, issuer, redeem_until, state, redeemer_url, grant_code, updated_at \
+             FROM tokens WHERE state = 'unspent' AND redeem_until >= ? AND redeem_until <= ? \
+             ORDER BY redeem_until, nullifier",
+        )
+        .bind(i64_of(now))
+        .bind(i64_of(until))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(stored)
+        .collect()
+    }
+
+    /// Records a refresh about to be sent, marks its inputs refreshing and moves the counter
+    /// past its outputs, together; fails, changing nothing, if an input is no longer unspent.
+    pub async fn begin_refresh(
+        &self,
+        r: &PendingOpening,
+        inputs: &[Nullifier],
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT INTO refreshes (request_id, first_counter, count, issuer_url, request) VALUES (?, ?, ?, ?, ?)")
+            .bind(&r.request_id[..])
+            .bind(i64_of(r.first_counter))
+            .bind(i64_of(r.count))
+            .bind(&r.issuer_url)
+            .bind(&r.request)
+            .execute(&mut *tx)
+            .await?;
+        for n in inputs {
+            let done = sqlx::query(
+                "UPDATE tokens SET state = 'refreshing', updated_at = ? \
+                 WHERE nullifier = ? AND state = 'unspent'",
+            )
+            .bind(i64_of(scrip_spec::now()))
+            .bind(&n.0[..])
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                anyhow::bail!("token {n} is no longer unspent; nothing was refreshed");
+            }
+        }
+        sqlx::query("INSERT INTO meta (name, value) VALUES ('next_counter', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .bind((r.first_counter + r.count).to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a refresh's new tokens, marks its inputs spent ("refreshed") and forgets the
+    /// refresh, together.
+    pub async fn finish_refresh(
+        &self,
+        request_id: &[u8; 32],
+        tokens: &[(Token, TokenKeyInfo, u64)],
+        inputs: &[Nullifier],
+        now: UnixSeconds,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (token, info, counter) in tokens {
+            insert_token(&mut tx, token, info, Some(*counter), now).await?;
+        }
+        for n in inputs {
+            sqlx::query(
+                "UPDATE tokens SET state = 'spent', note = 'refreshed', updated_at = ? \
+                 WHERE nullifier = ?",
+            )
+            .bind(i64_of(now))
+            .bind(&n.0[..])
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM refreshes WHERE request_id = ?")
+            .bind(&request_id[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets a refresh the issuer definitively refused: its counters are reused, and its
+    /// inputs go back to unspent, or to spent if the refusal said they were.
+    pub async fn abandon_refresh(
+        &self,
+        r: &PendingOpening,
+        inputs: &[Nullifier],
+        spent: bool,
+        now: UnixSeconds,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM refreshes WHERE request_id = ?")
+            .bind(&r.request_id[..])
+            .execute(&mut *tx)
+            .await?;
+        let (state, note) = if spent {
+            ("spent", Some("spent elsewhere before a refresh"))
+        } else {
+            ("unspent", None)
+        };
+        for n in inputs {
+            sqlx::query(
+                "UPDATE tokens SET state = ?, note = COALESCE(?, note), updated_at = ? \
+                 WHERE nullifier = ? AND state = 'refreshing'",
+            )
+            .bind(state)
+            .bind(note)
+            .bind(i64_of(now))
+            .bind(&n.0[..])
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE meta SET value = ? WHERE name = 'next_counter' AND value = ?")
+            .bind(r.first_counter.to_string())
+            .bind((r.first_counter + r.count).to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Refreshes not yet answered, oldest first.
+    pub async fn pending_refreshes(&self) -> anyhow::Result<Vec<PendingOpening>> {
+        sqlx::query("SELECT request_id, first_counter, count, issuer_url, request FROM refreshes ORDER BY first_counter")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let id: Vec<u8> = row.get(0);
+                Ok(PendingOpening {
+                    request_id: id.try_into().map_err(|_| anyhow::anyhow!("corrupt request id"))?,
+                    first_counter: u64_of(row.get(1)),
+                    count: u64_of(row.get(2)),
+                    issuer_url: row.get(3),
+                    request: row.get(4),
+                })
+            })
+            .collect()
     }
 }
 

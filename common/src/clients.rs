@@ -6,7 +6,7 @@
 use crate::CLIENT_POOL_IDLE_TIMEOUT;
 use scrip_spec::api::issuer::{
     BalanceRequest, BalanceResponse, IssuerErrorCode, IssuerKeys, OpenRequest, OpenResponse,
-    ReplayRequest, ReplayResponse, RequestId,
+    RefreshRequest, RefreshResponse, ReplayRequest, ReplayResponse, RequestId,
 };
 use scrip_spec::api::ledger::{
     CheckpointView, KeyDirectory, KeyRecord, LedgerErrorCode, LedgerInfo, LogPage, NullifierPrefix,
@@ -351,7 +351,15 @@ impl IssuerClient {
         self.endpoint.post("/v1/cards/open", request).await
     }
 
-    /// `POST /v1/requests/replay`: a recorded opening.
+    /// `POST /v1/refresh`: tokens of this issuer exchanged for new blind signatures.
+    pub async fn refresh(
+        &self,
+        request: &RefreshRequest,
+    ) -> Result<RefreshResponse, IssuerClientError> {
+        self.endpoint.post("/v1/refresh", request).await
+    }
+
+    /// `POST /v1/requests/replay`: a recorded opening or completed refresh.
     pub async fn replay(
         &self,
         request_id: &RequestId,

@@ -1,7 +1,7 @@
 //! The issuer's HTTP API (PROTOCOL.md section 9).
 
 use crate::ratelimit::{Failure, RateLimiter};
-use crate::service::{Issuer, OpenError};
+use crate::service::{Issuer, OpenError, RefreshError};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -12,8 +12,8 @@ use scrip_common::server::{ApiError, ApiJson, finish, health_answer};
 use scrip_spec::CardCode;
 use scrip_spec::api::issuer::IssuerErrorCode as Code;
 use scrip_spec::api::issuer::{
-    BalanceRequest, BalanceResponse, IssuerKeys, OpenRequest, OpenResponse, ReplayRequest,
-    ReplayResponse,
+    BalanceRequest, BalanceResponse, IssuerKeys, OpenRequest, OpenResponse, RefreshRequest,
+    RefreshResponse, ReplayRequest, ReplayResponse,
 };
 use scrip_spec::api::{ErrorDetails, Health};
 use std::net::SocketAddr;
@@ -33,6 +33,8 @@ pub struct Metrics {
     /// `POST /v1/cards/balance` by `answered`, `refused` or `rate_limited`.
     balances: Outcomes,
     tokens_signed: Counter,
+    /// `POST /v1/refresh` by `refreshed` (repeats included), `refused` or `rate_limited`.
+    refreshes: Outcomes,
 }
 
 impl Metrics {
@@ -59,6 +61,16 @@ impl Metrics {
             "Card balance checks, by result",
             &["answered", "refused", "rate_limited"],
         );
+        m.register(
+            "tokens_refreshed",
+            "Tokens taken in by completed refreshes (repeats answered from the record not counted)",
+            service.tokens_refreshed.clone(),
+        );
+        let refreshes = m.outcomes(
+            "refreshes",
+            "Token refreshes, by result",
+            &["refreshed", "refused", "rate_limited"],
+        );
         let tokens_signed = m.counter(
             "tokens_signed",
             "Blind signatures handed out in openings (repeats included)",
@@ -68,6 +80,7 @@ impl Metrics {
             openings,
             balances,
             tokens_signed,
+            refreshes,
         }
     }
 }
@@ -117,6 +130,54 @@ impl From<OpenError> for ApiError {
     }
 }
 
+impl From<RefreshError> for ApiError {
+    fn from(e: RefreshError) -> Self {
+        use StatusCode as S;
+        let msg = e.to_string();
+        match e {
+            RefreshError::Malformed { .. } => {
+                ApiError::new(S::BAD_REQUEST, Code::MalformedRequest, msg)
+            }
+            RefreshError::TooLarge { .. } => {
+                ApiError::new(S::PAYLOAD_TOO_LARGE, Code::BodyTooLarge, msg)
+            }
+            RefreshError::RequestIdReused => ApiError::new(S::CONFLICT, Code::RequestIdReused, msg),
+            RefreshError::UnknownInputKey { index } => at_index(Code::UnknownInputKey, msg, index),
+            RefreshError::InputNotRedeemable { index } => {
+                at_index(Code::InputNotRedeemable, msg, index)
+            }
+            RefreshError::InvalidToken { index, .. } => at_index(Code::InvalidToken, msg, index),
+            RefreshError::DuplicateToken { index } => at_index(Code::DuplicateToken, msg, index),
+            RefreshError::UnknownKey { index } => at_index(Code::UnknownKey, msg, index),
+            RefreshError::KeyNotIssuable { index } => at_index(Code::KeyNotIssuable, msg, index),
+            RefreshError::KeyMismatch { index } => at_index(Code::KeyMismatch, msg, index),
+            RefreshError::BadBlindedMessage { index } => at_index(Code::InvalidRequest, msg, index),
+            RefreshError::ValueExceeded { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, Code::ValueExceeded, msg)
+            }
+            RefreshError::LedgerRefused { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, Code::InvalidRequest, msg)
+            }
+            RefreshError::AlreadySpent {
+                index,
+                first_spent_at,
+                first_spent_by,
+            } => ApiError::new(S::CONFLICT, Code::AlreadySpent, msg).details(ErrorDetails {
+                index: Some(index as u64),
+                first_spent_at,
+                first_spent_by,
+                ..ErrorDetails::default()
+            }),
+            RefreshError::Internal(err) => ApiError::unavailable(
+                Code::Unavailable,
+                "refresh not completed",
+                &err,
+                "the issuer could not complete the refresh now; retry with the same request id and content, which finishes it",
+            ),
+        }
+    }
+}
+
 /// A 422 about the request at `index` of the opening.
 fn at_index(code: Code, message: String, index: usize) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).details(ErrorDetails {
@@ -133,7 +194,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys", get(keys))
         .route("/v1/cards/open", post(open))
         .route("/v1/cards/balance", post(balance))
-        .route("/v1/requests/replay", post(replay));
+        .route("/v1/requests/replay", post(replay))
+        .route("/v1/refresh", post(refresh));
     let registry = state.metrics.registry.clone();
     finish(routes, MAX_BODY_BYTES, Duration::from_secs(60), &registry).with_state(state)
 }
@@ -251,6 +313,42 @@ async fn balance(
     }
 }
 
+async fn refresh(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<RefreshRequest>,
+) -> Result<Json<RefreshResponse>, ApiError> {
+    let outcomes = &state.metrics.refreshes;
+    // Limited like openings, per source only: a refresh names no card.
+    let asker = Asker {
+        source: state.limiter.source(peer.ip(), &headers),
+        card: None,
+    };
+    asker.admit(&state, outcomes)?;
+    let count = request.requests.len() as u64;
+    let issuer = state.issuer.clone();
+    // Its own task: a client that goes away cannot cut it between the ledger's commit and
+    // the record of the signatures.
+    let outcome = tokio::spawn(async move { issuer.refresh(request).await })
+        .await
+        .unwrap_or_else(|e| Err(RefreshError::Internal(e.into())));
+    match outcome {
+        Ok(resp) => {
+            outcomes.inc("refreshed");
+            state.metrics.tokens_signed.inc_by(count);
+            Ok(Json(resp))
+        }
+        Err(e) => {
+            outcomes.inc("refused");
+            if !matches!(e, RefreshError::Internal(_)) {
+                state.limiter.failed(&asker.source, Failure::NoLookup);
+            }
+            Err(e.into())
+        }
+    }
+}
+
 async fn replay(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ReplayRequest>,
@@ -264,7 +362,7 @@ async fn replay(
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 Code::UnknownRequest,
-                "no opening has this request id",
+                "no opening or completed refresh has this request id",
             )
         })
 }

@@ -100,8 +100,24 @@ impl From<LedgerError> for ApiError {
                     Refusal::InvalidToken { .. } => (S::UNPROCESSABLE_ENTITY, Code::InvalidToken),
                     Refusal::NoQuorum { .. } => (S::FORBIDDEN, Code::NoQuorum),
                     Refusal::StaleProposal { .. } => (S::CONFLICT, Code::StaleProposal),
+                    Refusal::RefreshTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, Code::BatchTooLarge),
+                    Refusal::AlreadySpent { .. } => (S::CONFLICT, Code::AlreadySpent),
                 };
-                ApiError::new(status, code, r.to_string())
+                let error = ApiError::new(status, code, r.to_string());
+                match r {
+                    Refusal::AlreadySpent {
+                        index,
+                        first_spent_at,
+                        first_spent_by,
+                        ..
+                    } => error.details(scrip_spec::api::ErrorDetails {
+                        index: Some(index as u64),
+                        first_spent_at: Some(first_spent_at),
+                        first_spent_by: Some(first_spent_by),
+                        ..Default::default()
+                    }),
+                    _ => error,
+                }
             }
             other => ApiError::unavailable(
                 Code::LedgerUnavailable,

@@ -5,7 +5,8 @@ use crate::store::{Effect, GovernanceEffect, NullifierGroup, Snapshot};
 use scrip_spec::api::ledger::{KeyRecord, SpendRefusal};
 use scrip_spec::ledger::{
     Action, Approval, Change, Genesis, Hash32, LedgerRequest, MAX_CLOCK_SKEW, MAX_LIVE_KEYS,
-    MAX_RETAINED_KEYS, MAX_SPEND_BATCH, OperatorInfo, Proposal, Role, SpendGroup,
+    MAX_REFRESH_BATCH, MAX_RETAINED_KEYS, MAX_SPEND_BATCH, OperatorInfo, Proposal, RefreshOutput,
+    Role, SpendGroup,
 };
 use scrip_spec::{
     Catalog, Nullifier, OperatorId, Signed, Token, TokenChallenge, TokenKeyId, UnixSeconds,
@@ -101,6 +102,28 @@ pub enum Refusal {
         proposal: u64,
         /// Where the ledger is.
         current: u64,
+    },
+    /// A refresh with more inputs or outputs than [`MAX_REFRESH_BATCH`].
+    #[error(
+        "a refresh carries at most {MAX_REFRESH_BATCH} input and {MAX_REFRESH_BATCH} output tokens; this has {count}"
+    )]
+    RefreshTooLarge {
+        /// Tokens on the larger side.
+        count: u64,
+    },
+    /// An input of a refresh was spent before: the whole refresh is refused, nothing spent.
+    #[error(
+        "input {index} of the refresh (counting from 0) was spent at {first_spent_at} by {first_spent_by} (entry {seq}); nothing was spent"
+    )]
+    AlreadySpent {
+        /// Its position among the inputs.
+        index: usize,
+        /// When it was first spent.
+        first_spent_at: UnixSeconds,
+        /// Who first spent it.
+        first_spent_by: String,
+        /// The entry that spent it.
+        seq: u64,
     },
     /// The request is well formed but breaks a rule.
     #[error("{reason}")]
@@ -312,6 +335,33 @@ impl LedgerState {
         }
         if count == 0 {
             return Err(invalid("a spend request carries at least one token"));
+        }
+        Ok(())
+    }
+
+    /// What a refresh must be before any of its tokens is looked at: from an issuer, with 1 to
+    /// [`MAX_REFRESH_BATCH`] inputs and as many outputs, each output count at least 1.
+    pub fn check_refresh_shape(
+        operator: &OperatorInfo,
+        inputs: &[SpendGroup],
+        outputs: &[RefreshOutput],
+    ) -> Result<(), Refusal> {
+        if !operator.roles.contains(&Role::Issuer) {
+            return Err(forbidden(operator, Role::Issuer));
+        }
+        let ins = inputs.iter().map(|g| g.tokens.len() as u64).sum::<u64>();
+        let outs = outputs
+            .iter()
+            .map(|o| o.count)
+            .fold(0u64, u64::saturating_add);
+        let most = ins.max(outs);
+        if most > MAX_REFRESH_BATCH as u64 {
+            return Err(Refusal::RefreshTooLarge { count: most });
+        }
+        if ins == 0 || outputs.is_empty() || outputs.iter().any(|o| o.count == 0) {
+            return Err(invalid(
+                "a refresh carries at least one input token and one output token per output key",
+            ));
         }
         Ok(())
     }
@@ -540,7 +590,108 @@ impl LedgerState {
                 Self::check_spend_shape(operator, groups)?;
                 self.judge_spend(groups, now, verified)
             }
+            Action::Refresh { inputs, outputs } => {
+                Self::check_refresh_shape(operator, inputs, outputs)?;
+                plain(self.judge_refresh(operator, inputs, outputs, now, verified)?)
+            }
         }
+    }
+
+    /// A refresh: every input and output key is the signer's own; inputs redeemable now,
+    /// verified and not repeated; outputs issuable now; outputs worth no more than the
+    /// inputs at the current catalog. Whether an input was spent before is the store's
+    /// decision, in the append's transaction, as for a spend.
+    fn judge_refresh(
+        &self,
+        operator: &OperatorInfo,
+        inputs: &[SpendGroup],
+        outputs: &[RefreshOutput],
+        now: UnixSeconds,
+        verified: Verified<'_>,
+    ) -> Result<Effect, Refusal> {
+        let own = |id: &TokenKeyId| -> Result<&KeyRecord, Refusal> {
+            let key = self.announced(id)?;
+            if key.info.issuer != operator.name {
+                return Err(forbidden(operator, Role::Issuer));
+            }
+            if key.revoked {
+                return Err(invalid(format!("key {id} is revoked")));
+            }
+            Ok(key)
+        };
+        let price = |key: &KeyRecord| {
+            self.catalog
+                .price(&key.info.kind)
+                .ok_or_else(|| invalid(format!("kind {} is not in the catalog", key.info.kind)))
+        };
+        let mut seen = HashSet::new();
+        let mut groups: Vec<NullifierGroup> = Vec::new();
+        let mut value_in = 0u64;
+        let mut index = 0usize;
+        for group in inputs {
+            let key = own(&group.token_key_id)?;
+            if !key.info.can_redeem_at(now) {
+                return Err(invalid(format!(
+                    "input key {} cannot be redeemed now",
+                    group.token_key_id
+                )));
+            }
+            if let Verified::Keys(keys) = verified
+                && !keys.contains(&group.token_key_id)
+            {
+                return Err(invalid(format!(
+                    "the tokens of key {} were not verified",
+                    group.token_key_id
+                )));
+            }
+            let p = price(key)?;
+            let mut nullifiers = Vec::with_capacity(group.tokens.len());
+            for n in group.nullifiers() {
+                if !seen.insert(n) {
+                    return Err(invalid(format!(
+                        "input {index} of the refresh appears earlier in it"
+                    )));
+                }
+                nullifiers.push(n);
+                value_in = value_in.saturating_add(p);
+                index += 1;
+            }
+            match groups
+                .iter_mut()
+                .find(|g| g.token_key_id == group.token_key_id)
+            {
+                Some(g) => g.nullifiers.extend(nullifiers),
+                None => groups.push(NullifierGroup {
+                    token_key_id: group.token_key_id,
+                    nullifiers,
+                }),
+            }
+        }
+        let mut issued: Vec<(TokenKeyId, u64)> = Vec::new();
+        let mut value_out = 0u64;
+        for output in outputs {
+            let key = own(&output.token_key_id)?;
+            if !key.info.can_issue_at(now) {
+                return Err(invalid(format!(
+                    "output key {} cannot issue now",
+                    output.token_key_id
+                )));
+            }
+            value_out = value_out.saturating_add(price(key)?.saturating_mul(output.count));
+            match issued.iter_mut().find(|(k, _)| *k == output.token_key_id) {
+                Some((_, n)) => *n += output.count,
+                None => issued.push((output.token_key_id, output.count)),
+            }
+        }
+        if value_out > value_in {
+            return Err(invalid(format!(
+                "the refresh's outputs are worth {value_out} credits, more than its inputs' {value_in}"
+            )));
+        }
+        Ok(Effect::Refresh {
+            inputs: groups,
+            outputs: issued,
+        })
     }
 
     fn judge_governance(
@@ -796,6 +947,19 @@ impl LedgerState {
             } => {
                 if let Some(k) = self.keys.get_mut(token_key_id) {
                     k.pruned = k.pruned.saturating_add(*count);
+                }
+            }
+            // Appended only with every input newly spent (the store refuses it otherwise).
+            Effect::Refresh { inputs, outputs } => {
+                for g in inputs {
+                    if let Some(k) = self.keys.get_mut(&g.token_key_id) {
+                        k.spent = k.spent.saturating_add(g.nullifiers.len() as u64);
+                    }
+                }
+                for (id, n) in outputs {
+                    if let Some(k) = self.keys.get_mut(id) {
+                        k.issued = k.issued.saturating_add(*n);
+                    }
                 }
             }
             Effect::Genesis(_) | Effect::CardsSold { .. } | Effect::None => {}

@@ -183,8 +183,12 @@ impl Ledger {
             return Err(Refusal::Replayed.into());
         }
         let operator = view.authenticate(&signed, self.now())?;
-        if let Action::Spend { groups } = &signed.payload.action {
-            LedgerState::check_spend_shape(operator, groups)?;
+        match &signed.payload.action {
+            Action::Spend { groups } => LedgerState::check_spend_shape(operator, groups)?,
+            Action::Refresh { inputs, outputs } => {
+                LedgerState::check_refresh_shape(operator, inputs, outputs)?;
+            }
+            _ => {}
         }
         let mut verified = spend_keys_to_verify(&view, &signed, self.now());
         let signed = verify_tokens(view, signed, verified.clone()).await?;
@@ -238,6 +242,12 @@ impl Ledger {
             AppendOutcome::Appended { already_spent } => (true, already_spent),
             AppendOutcome::NothingToSpend { already_spent } => (false, already_spent),
         };
+        if !appended
+            && let EntryBody::Request(signed) = &entry.body
+            && let Action::Refresh { inputs, .. } = &signed.payload.action
+        {
+            return Err(refresh_refusal(inputs, &already_spent, &state).into());
+        }
         let spends = spend_results(&judgement.spends, &already_spent, &state);
         if !appended {
             return Ok(Receipt {
@@ -476,6 +486,7 @@ fn spend_keys_to_verify(
 ) -> HashSet<TokenKeyId> {
     match &signed.payload.action {
         Action::Spend { groups } => state.keys_to_verify(groups, now),
+        Action::Refresh { inputs, .. } => state.keys_to_verify(inputs, now),
         _ => HashSet::new(),
     }
 }
@@ -493,6 +504,7 @@ async fn verify_tokens(
     let (signed, verdict) = tokio::task::spawn_blocking(move || {
         let verdict = match &signed.payload.action {
             Action::Spend { groups } => state.verify_spend(groups, &keys),
+            Action::Refresh { inputs, .. } => state.verify_spend(inputs, &keys),
             _ => Ok(()),
         };
         (signed, verdict)
@@ -503,6 +515,34 @@ async fn verify_tokens(
     })?;
     verdict?;
     Ok(signed)
+}
+
+/// Why a refresh appended nothing: the first input (in request order) spent before.
+fn refresh_refusal(
+    inputs: &[scrip_spec::ledger::SpendGroup],
+    already_spent: &[(Nullifier, FirstSpend)],
+    state: &LedgerState,
+) -> Refusal {
+    let spent: std::collections::HashMap<_, _> =
+        already_spent.iter().map(|(n, f)| (*n, f)).collect();
+    let first = inputs
+        .iter()
+        .flat_map(|g| g.nullifiers())
+        .enumerate()
+        .find_map(|(index, n)| spent.get(&n).map(|f| (index, *f)));
+    match first {
+        Some((index, f)) => Refusal::AlreadySpent {
+            index,
+            first_spent_at: f.spent_at,
+            first_spent_by: state.operator_name(&f.operator),
+            seq: f.seq,
+        },
+        // Not spent, yet not inserted: only a pruned nullifier could do that, and a pruned
+        // key is past its redemption window, which the rules refused before.
+        None => Refusal::Invalid {
+            reason: "an input of the refresh could not be spent; nothing was spent".into(),
+        },
+    }
 }
 
 fn spend_results(

@@ -22,6 +22,9 @@ pub const MAX_LIVE_KEYS: usize = 3;
 pub const MAX_RETAINED_KEYS: usize = 4 * MAX_LIVE_KEYS;
 /// Most tokens in one spend request.
 pub const MAX_SPEND_BATCH: usize = 10_000;
+/// Most input tokens, and most output tokens, in one refresh (the opening's batch cap: an
+/// issuer signs the outputs in the same request).
+pub const MAX_REFRESH_BATCH: usize = 1000;
 /// The default floor of a key's remaining redemption window when it is announced, in seconds.
 pub const DEFAULT_MIN_REDEEM_WINDOW: UnixSeconds = 3600;
 /// How far a request's timestamp may be from the ledger's clock, in seconds.
@@ -125,6 +128,16 @@ impl SpendGroup {
     pub fn nullifiers(&self) -> impl Iterator<Item = Nullifier> + '_ {
         self.tokens.iter().map(Token::nullifier)
     }
+}
+
+/// Tokens of one key that a refresh issues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshOutput {
+    /// The key the outputs are signed with (one of the refreshing issuer's own).
+    pub token_key_id: TokenKeyId,
+    /// How many tokens of it.
+    pub count: u64,
 }
 
 /// A change to the rules of the consortium, applied only with a quorum of admin approvals.
@@ -260,6 +273,16 @@ pub enum Action {
         /// The tokens, grouped by key.
         groups: Vec<SpendGroup>,
     },
+    /// Exchange tokens of the signer's own keys for new tokens of its own keys, of no greater
+    /// value (an issuer, for a wallet). The inputs are verified and spent like a spend's, all
+    /// or none; the outputs count as issued for their keys. Left out of settlement: no one
+    /// owes anyone for a swap.
+    Refresh {
+        /// The tokens given in, grouped by key.
+        inputs: Vec<SpendGroup>,
+        /// The tokens signed in exchange, per key.
+        outputs: Vec<RefreshOutput>,
+    },
 }
 
 impl Action {
@@ -290,6 +313,7 @@ impl Action {
             Action::CardsSold { .. } => "cards_sold",
             Action::TokensIssued { .. } => "tokens_issued",
             Action::Spend { .. } => "tokens_spent",
+            Action::Refresh { .. } => "tokens_refreshed",
         }
     }
 }

@@ -13,7 +13,7 @@ use proptest::strategy::SBoxedStrategy;
 use reqwest::Method;
 use scrip_spec::api::issuer::MAX_OPEN_BATCH;
 use scrip_spec::encoding::b64_encode;
-use scrip_spec::{CardCode, TokenKeyId};
+use scrip_spec::{CardCode, Token, TokenKeyId};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -362,4 +362,90 @@ pub fn replay(fx: &Arc<Fixture>) -> Endpoint {
         cases(vec![(2, unknown), (8, generic_json(target))]),
         JSON_CASES,
     )
+}
+
+fn refresh_body(request_id: [u8; 32], tokens: &[&Token], requests: Vec<Value>) -> String {
+    // Field order as declared, for the positional cases.
+    let tokens: Vec<Value> = tokens
+        .iter()
+        .map(|t| Value::String(b64_encode(t.to_bytes())))
+        .collect();
+    format!(
+        "{{\"request_id\":{},\"tokens\":{},\"requests\":{}}}",
+        Value::String(b64_encode(request_id)),
+        Value::Array(tokens),
+        Value::Array(requests)
+    )
+}
+
+/// `POST /v1/refresh` (PROTOCOL.md 9.8): every case is refused before the ledger is asked,
+/// so none may move its head.
+pub fn refresh(fx: &Arc<Fixture>) -> Endpoint {
+    let path = "/v1/refresh";
+    let (queue, chunk) = (fx.queue_key.public_key.id(), fx.chunk_key.public_key.id());
+    // Well formed, refused on its merits: one chunk-64k token for a queue token is worth
+    // more than it brings, so even sent as is it changes nothing.
+    let target = JsonTarget {
+        path,
+        limit: ISSUER_LIMIT,
+        valid: refresh_body([8; 32], &[&fx.chunk_pool[0]], queue_requests(&queue, 1)),
+        refused: refresh_body(
+            [9; 32],
+            &[&fx.wrong_challenge[0]],
+            queue_requests(&queue, 1),
+        ),
+    };
+    let fx2 = fx.clone();
+    let semantic = (any::<[u8; 32]>(), 0..4usize, any::<Index>(), 0..256usize)
+        .prop_map(move |(id, v, pick_token, bit)| {
+            let fx = &fx2;
+            let (detail, tokens, requests): (&str, Vec<Token>, Vec<Value>) = match v {
+                0 => (
+                    "a token made for another issuer's challenge",
+                    vec![pick_token.get(&fx.wrong_challenge).clone()],
+                    queue_requests(&queue, 1),
+                ),
+                1 => (
+                    "a token of a key the ledger was never told about",
+                    vec![pick_token.get(&fx.unannounced_tokens).clone()],
+                    queue_requests(&queue, 1),
+                ),
+                2 => {
+                    let mut forged = pick_token.get(&fx.queue_pool).clone();
+                    forged.authenticator[bit] ^= 1;
+                    (
+                        "a token with one bit of its signature flipped",
+                        vec![forged],
+                        queue_requests(&queue, 1),
+                    )
+                }
+                _ => (
+                    "outputs worth more than the inputs",
+                    vec![pick_token.get(&fx.chunk_pool).clone()],
+                    queue_requests(&queue, 1)
+                        .into_iter()
+                        .chain(queue_requests(&chunk, 1))
+                        .collect(),
+                ),
+            };
+            let tokens: Vec<&Token> = tokens.iter().collect();
+            Case::refused(
+                "refresh",
+                path,
+                detail,
+                refresh_body(id, &tokens, requests),
+                Expect::Status(422),
+            )
+        })
+        .sboxed();
+    let once = raw_cases("POST", path, ISSUER_LIMIT, true);
+    let mut ep = json_endpoint(
+        Service::Issuer,
+        fx.issuer(),
+        once,
+        vec![(1, semantic)],
+        target,
+    );
+    ep.rotate_source = true;
+    ep
 }

@@ -73,11 +73,11 @@ const REDEEMER_GETS: &[&str] = &["/healthz", "/metrics"];
 const RELAY_GETS: &[&str] = &["/healthz", "/metrics"];
 
 fn all_endpoints(fx: &Arc<Fixture>) -> Vec<Endpoint> {
-    use issuer::{balance, open, replay};
+    use issuer::{balance, open, refresh, replay};
     use ledger::{cosign, keys, log, nullifier, spent_prefix, submit};
     use redeemer::{consume, redeem};
     use relay::{get_chunk, put_chunk, queues};
-    let makers: [fn(&Arc<Fixture>) -> Endpoint; 14] = [
+    let makers: [fn(&Arc<Fixture>) -> Endpoint; 15] = [
         submit,
         cosign,
         nullifier,
@@ -87,6 +87,7 @@ fn all_endpoints(fx: &Arc<Fixture>) -> Vec<Endpoint> {
         open,
         balance,
         replay,
+        refresh,
         redeem,
         consume,
         queues,

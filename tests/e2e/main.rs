@@ -19,6 +19,7 @@ mod demo;
 mod issuer_cli;
 mod lost_answers;
 mod privacy;
+mod refresh;
 mod wallet;
 mod wallet_cli;
 

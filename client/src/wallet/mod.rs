@@ -6,12 +6,15 @@
 mod backup;
 mod keys;
 mod open;
+mod refresh;
 mod spend;
 mod status;
 
 pub use backup::ImportSummary;
 pub use open::SetAside;
 pub use status::prefix_len_for;
+
+pub use refresh::{REFRESH_THRESHOLD_SECS, RefreshSummary};
 
 use crate::store::{StoredToken, TokenState, WalletStore};
 use scrip_common::clients::{
@@ -92,6 +95,13 @@ pub enum WalletError {
         /// The issuer it was sent to.
         issuer_url: String,
     },
+    /// An earlier refresh is still unanswered; its inputs are set aside and no new opening
+    /// or refresh starts until it is settled.
+    #[error("an earlier refresh at {issuer_url} is not answered yet; run the command again later")]
+    RefreshPending {
+        /// The issuer it was sent to.
+        issuer_url: String,
+    },
     /// The redeemer refused.
     #[error("the redeemer refused ({status}): {code}: {message}")]
     RedeemerRefused {
@@ -150,6 +160,28 @@ pub enum WalletError {
     /// request.
     #[error("{0} (nothing was sent to the issuer)")]
     BadCardCode(#[source] scrip_spec::codes::card::CardCodeError),
+    /// Too few tokens for a change.
+    #[error(
+        "changing into {target} needs at least {need} unspent {kind} tokens at one issuer; the wallet has {have}"
+    )]
+    NotEnough {
+        /// The kind given in.
+        kind: String,
+        /// Tokens needed.
+        need: u64,
+        /// Tokens held.
+        have: u64,
+        /// The kind asked for.
+        target: String,
+    },
+    /// A change would give up value no kind fits; nothing was done.
+    #[error(
+        "this change would give up {credits} credit(s) that no kind fits; nothing was done (pass --accept-loss to go ahead, or change another count)"
+    )]
+    ChangeLoses {
+        /// Credits that would be lost.
+        credits: u64,
+    },
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -186,6 +218,9 @@ impl WalletError {
             WalletError::NoAnswer { .. } => "no_answer",
             WalletError::NoToken { .. } => "no_token",
             WalletError::BadCardCode(_) => "bad_card_code",
+            WalletError::RefreshPending { .. } => "refresh_pending",
+            WalletError::NotEnough { .. } => "not_enough",
+            WalletError::ChangeLoses { .. } => "change_loses",
             WalletError::Other(_) => "failed",
         }
     }
@@ -235,7 +270,7 @@ pub struct SpendReceipt {
 pub struct Balance {
     /// `(kind, redeem_until) → unspent count`.
     pub unspent: BTreeMap<(String, u64), u64>,
-    /// Tokens whose spend outcome is being resolved.
+    /// Tokens whose spend or refresh outcome is being resolved.
     pub pending: u64,
     /// Spent tokens.
     pub spent: u64,
@@ -347,7 +382,8 @@ impl Wallet {
         for t in self.store.tokens(TokenState::Unspent).await? {
             *b.unspent.entry((t.kind, t.redeem_until)).or_default() += 1;
         }
-        b.pending = self.store.tokens(TokenState::Pending).await?.len() as u64;
+        b.pending = self.store.tokens(TokenState::Pending).await?.len() as u64
+            + self.store.tokens(TokenState::Refreshing).await?.len() as u64;
         let spent = self.store.tokens(TokenState::Spent).await?;
         b.spent = spent.len() as u64;
         b.granted = spent.iter().filter(|t| t.grant.is_some()).count() as u64;

@@ -67,6 +67,8 @@ impl Wallet {
         }
         for key in keys.values() {
             self.store.put_key(key).await?;
+            // Refreshes of these tokens go back to where they came from.
+            self.store.set_issuer_url(&key.issuer, issuer_url).await?;
         }
         let total = items.len() as u64;
         let mut summary = OpenSummary::default();
@@ -192,47 +194,60 @@ impl Wallet {
         request: &OpenRequest,
         responses: &[scrip_spec::TokenResponse],
     ) -> Result<(), WalletError> {
-        if responses.len() != request.requests.len() {
+        let tokens = self
+            .finalize_responses(pending.first_counter, &request.requests, responses)
+            .await?;
+        self.store
+            .finish_opening(&pending.request_id, &tokens, now())
+            .await?;
+        Ok(())
+    }
+
+    /// Rebuilds each request from the seed (request `j` is counter `first_counter + j`),
+    /// checks it is the one sent, and finalizes its response into a verified token.
+    pub(super) async fn finalize_responses(
+        &self,
+        first_counter: u64,
+        requests: &[KeyedTokenRequest],
+        responses: &[scrip_spec::TokenResponse],
+    ) -> Result<Vec<(scrip_spec::Token, TokenKeyInfo, u64)>, WalletError> {
+        if responses.len() != requests.len() {
             return Err(anyhow::anyhow!(
                 "the issuer answered {} of {} requests",
                 responses.len(),
-                request.requests.len()
+                requests.len()
             )
             .into());
         }
         let mut tokens = Vec::with_capacity(responses.len());
-        // An opening uses few keys: read each from the store once.
+        // A request uses few keys: read each from the store once.
         let mut keys: std::collections::HashMap<scrip_spec::TokenKeyId, TokenKeyInfo> =
             std::collections::HashMap::new();
-        for (j, (req, resp)) in request.requests.iter().zip(responses).enumerate() {
+        for (j, (req, resp)) in requests.iter().zip(responses).enumerate() {
             let info = match keys.entry(req.token_key_id) {
                 std::collections::hash_map::Entry::Occupied(known) => known.get().clone(),
                 std::collections::hash_map::Entry::Vacant(slot) => {
                     let info = self.store.key(&req.token_key_id).await?.ok_or_else(|| {
-                        anyhow::anyhow!("key {} of an opening is unknown", req.token_key_id)
+                        anyhow::anyhow!("key {} of a request is unknown", req.token_key_id)
                     })?;
                     slot.insert(info).clone()
                 }
             };
             let challenge =
                 TokenChallenge::for_issuer(&info.issuer).map_err(anyhow::Error::from)?;
-            let counter = pending.first_counter + j as u64;
+            let counter = first_counter + j as u64;
             let (rebuilt, state) = blind(&self.seed, counter, &info.public_key, &challenge)
                 .map_err(anyhow::Error::from)?;
             if rebuilt != req.token_request {
-                return Err(anyhow::anyhow!(
-                    "opening request {j} does not match this wallet's seed"
-                )
-                .into());
+                return Err(
+                    anyhow::anyhow!("request {j} does not match this wallet's seed").into(),
+                );
             }
             let token = finalize(&info.public_key, &state, resp)
                 .map_err(|e| anyhow::anyhow!(e).context("the issuer's signature is invalid"))?;
             tokens.push((token, info, counter));
         }
-        self.store
-            .finish_opening(&pending.request_id, &tokens, now())
-            .await?;
-        Ok(())
+        Ok(tokens)
     }
 
     /// Finishes openings an earlier run sent without storing the answer; then tries those
@@ -249,6 +264,8 @@ impl Wallet {
                 Err(e) => return Err(e),
             }
         }
+        // Refreshes take counters too: an unanswered one holds them like an opening.
+        self.resume_refreshes().await?;
         // An opening still unanswered holds its counters: a new one must not start after it,
         // or a later refusal of the old one would leave a gap that stops a restore (5.4).
         if let Some(stuck) = self.store.pending_openings(false).await?.first() {

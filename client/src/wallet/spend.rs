@@ -41,6 +41,8 @@ impl Wallet {
         redeemer_url: &str,
     ) -> Result<SpendReceipt, WalletError> {
         self.resolve_pending().await?;
+        // Best effort: a refresh left unanswered holds only its own inputs, never this spend.
+        let _ = self.resume_refreshes().await;
         if let Some(pending) = self.store.pending_at(kind.as_str(), redeemer_url).await? {
             return self.present(&pending, kind, redeemer_url, true).await;
         }
@@ -55,7 +57,7 @@ impl Wallet {
     }
 
     /// Why there is no token of `kind` to spend, with what the wallet does hold.
-    async fn no_token(&self, kind: &CapacityKind) -> anyhow::Result<WalletError> {
+    pub(super) async fn no_token(&self, kind: &CapacityKind) -> anyhow::Result<WalletError> {
         let unspent = self.store.tokens(TokenState::Unspent).await?;
         let mut kinds: Vec<String> = unspent.iter().map(|t| t.kind.clone()).collect();
         kinds.dedup();

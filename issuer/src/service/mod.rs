@@ -6,9 +6,11 @@ mod cards;
 mod keys;
 mod opening;
 mod outbox;
+mod refresh;
 
 pub use keys::LoadedKey;
 pub use opening::OpenError;
+pub use refresh::RefreshError;
 use scrip_spec::now;
 
 use crate::config::IssuerConfig;
@@ -34,6 +36,8 @@ pub struct Issuer {
     keys: KeyRing<LoadedKey>,
     /// Openings of one card run one at a time (see [`opening::CardLocks`]).
     card_locks: opening::CardLocks,
+    /// Attempts of one refresh request id run one at a time (striped like `card_locks`).
+    refresh_locks: opening::CardLocks,
     metrics: ServiceMetrics,
 }
 
@@ -45,6 +49,8 @@ pub struct ServiceMetrics {
     pub blind_signatures: Counter,
     /// Outbox items the ledger refused for good, set aside in the store for the operator.
     pub outbox_set_aside: Gauge,
+    /// Tokens taken in by completed refreshes (repeats answered from the record not counted).
+    pub tokens_refreshed: Counter,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -71,6 +77,7 @@ impl Issuer {
             catalog: RwLock::new(info.catalog),
             keys: KeyRing::new(),
             card_locks: opening::CardLocks::default(),
+            refresh_locks: opening::CardLocks::default(),
             metrics: ServiceMetrics::default(),
             config,
         };

@@ -82,7 +82,8 @@ impl Issuer {
     /// A recorded opening, for a wallet restoring from its seed.
     pub async fn replay(&self, id: &RequestId) -> Result<Option<ReplayResponse>, OpenError> {
         let Some(record) = self.store.opening(id).await? else {
-            return Ok(None);
+            // Refreshes take their request ids from the same counters as openings.
+            return Ok(self.replay_refresh(id).await?);
         };
         let requests: Vec<KeyedTokenRequest> = from_canonical_bytes(&record.requests)
             .map_err(|e| OpenError::Internal(anyhow::anyhow!("stored opening: {e}")))?;
@@ -246,7 +247,7 @@ impl Issuer {
 /// Blind-signs every request on the blocking pool, in as many chunks as there are cores, so
 /// the async workers never stall. Every request was checked before: a failure here is the RSA
 /// backend's (its result did not verify), so nothing is charged and the wallet may retry.
-async fn sign_all(
+pub(super) async fn sign_all(
     requests: &[KeyedTokenRequest],
     keys: Vec<Arc<LoadedKey>>,
     signatures: &Counter,

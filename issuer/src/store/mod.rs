@@ -109,6 +109,50 @@ pub struct NewOpening<'a> {
     pub now: UnixSeconds,
 }
 
+/// A recorded refresh (PROTOCOL.md section 9.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// SHA-256 of the refresh's body (its tokens and requests), to tell a repeat from a reuse.
+    pub body_hash: [u8; 32],
+    /// Canonical bytes of the blinded requests.
+    pub requests: Vec<u8>,
+    /// The signed ledger request, JSON.
+    pub ledger_request: String,
+    /// Canonical bytes of the responses, once signed.
+    pub responses: Option<Vec<u8>>,
+}
+
+/// A refresh to record before the ledger is asked.
+#[derive(Debug, Clone)]
+pub struct NewRefresh<'a> {
+    /// Its id.
+    pub request_id: &'a RequestId,
+    /// SHA-256 of its body.
+    pub body_hash: &'a [u8; 32],
+    /// Canonical bytes of the blinded requests.
+    pub requests: &'a [u8],
+    /// The signed ledger request, JSON.
+    pub ledger_request: &'a str,
+    /// The inputs' nullifiers, in request order.
+    pub nullifiers: &'a [scrip_spec::Nullifier],
+    /// Now.
+    pub now: UnixSeconds,
+}
+
+/// What recording a refresh did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeginRefresh {
+    /// Recorded.
+    Recorded,
+    /// The request id was recorded meanwhile (a concurrent repeat).
+    AlreadyRecorded,
+    /// Input `index` is already in another refresh of this issuer.
+    TokenTaken {
+        /// Its position among the inputs.
+        index: usize,
+    },
+}
+
 /// A key as stored.
 #[derive(Debug, Clone)]
 pub struct StoredKey {
@@ -195,6 +239,22 @@ pub trait IssuerStore: Send + Sync + 'static {
 
     /// Charges the card and records the opening, in one transaction.
     async fn commit_opening(&self, opening: NewOpening<'_>) -> Result<CommitOutcome, StoreError>;
+
+    /// A recorded refresh.
+    async fn refresh(&self, id: &RequestId) -> Result<Option<RefreshRecord>, StoreError>;
+
+    /// Records a refresh and its inputs' nullifiers, in one transaction, unless the id or an
+    /// input is taken.
+    async fn begin_refresh(&self, refresh: NewRefresh<'_>) -> Result<BeginRefresh, StoreError>;
+
+    /// Replaces a pending refresh's signed ledger request (re-signed after it went stale).
+    async fn resign_refresh(&self, id: &RequestId, ledger_request: &str) -> Result<(), StoreError>;
+
+    /// Stores a refresh's signed responses: it is complete.
+    async fn finish_refresh(&self, id: &RequestId, responses: &[u8]) -> Result<(), StoreError>;
+
+    /// Forgets a pending refresh the ledger refused for good, with its inputs' nullifiers.
+    async fn drop_refresh(&self, id: &RequestId) -> Result<(), StoreError>;
 
     /// Records a new key (not yet announced).
     async fn insert_key(&self, key: &StoredKey, now: UnixSeconds) -> Result<(), StoreError>;

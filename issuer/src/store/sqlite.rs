@@ -1,8 +1,9 @@
 //! The issuer's store in a SQLite file (WAL, fsync per commit).
 
 use super::{
-    BatchSummary, CardRecord, CommitOutcome, IssuerStore, NewOpening, OnSuccess, OpeningRecord,
-    OutboxItem, SetAsideItem, StoreError, StoredKey, to_i64, to_u64,
+    BatchSummary, BeginRefresh, CardRecord, CommitOutcome, IssuerStore, NewOpening, NewRefresh,
+    OnSuccess, OpeningRecord, OutboxItem, RefreshRecord, SetAsideItem, StoreError, StoredKey,
+    to_i64, to_u64,
 };
 use async_trait::async_trait;
 use scrip_spec::api::issuer::{CardState, RequestId};
@@ -294,6 +295,99 @@ impl IssuerStore for SqliteIssuerStore {
         Ok(CommitOutcome::Committed {
             remaining: to_u64(remaining),
         })
+    }
+
+    async fn refresh(&self, id: &RequestId) -> Result<Option<RefreshRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT body_hash, requests, ledger_request, responses FROM refreshes \
+             WHERE request_id = ?",
+        )
+        .bind(&id.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let hash: Vec<u8> = row.get(0);
+            Ok(RefreshRecord {
+                body_hash: hash32(&hash, "refresh body hash")?,
+                requests: row.get(1),
+                ledger_request: row.get(2),
+                responses: row.get(3),
+            })
+        })
+        .transpose()
+    }
+
+    async fn begin_refresh(&self, r: NewRefresh<'_>) -> Result<BeginRefresh, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let seen: Option<i64> = sqlx::query_scalar("SELECT 1 FROM refreshes WHERE request_id = ?")
+            .bind(&r.request_id.0[..])
+            .fetch_optional(&mut *tx)
+            .await?;
+        if seen.is_some() {
+            return Ok(BeginRefresh::AlreadyRecorded);
+        }
+        sqlx::query(
+            "INSERT INTO refreshes (request_id, body_hash, requests, ledger_request, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&r.request_id.0[..])
+        .bind(&r.body_hash[..])
+        .bind(r.requests)
+        .bind(r.ledger_request)
+        .bind(to_i64(r.now))
+        .execute(&mut *tx)
+        .await?;
+        for (index, n) in r.nullifiers.iter().enumerate() {
+            let inserted = sqlx::query(
+                "INSERT INTO refreshed_tokens (nullifier, request_id) VALUES (?, ?) \
+                 ON CONFLICT (nullifier) DO NOTHING",
+            )
+            .bind(&n.0[..])
+            .bind(&r.request_id.0[..])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                // Dropping the transaction rolls the record back.
+                return Ok(BeginRefresh::TokenTaken { index });
+            }
+        }
+        tx.commit().await?;
+        Ok(BeginRefresh::Recorded)
+    }
+
+    async fn resign_refresh(&self, id: &RequestId, ledger_request: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refreshes SET ledger_request = ? WHERE request_id = ? AND responses IS NULL",
+        )
+        .bind(ledger_request)
+        .bind(&id.0[..])
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_refresh(&self, id: &RequestId, responses: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refreshes SET responses = ? WHERE request_id = ?")
+            .bind(responses)
+            .bind(&id.0[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn drop_refresh(&self, id: &RequestId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM refreshed_tokens WHERE request_id = ?")
+            .bind(&id.0[..])
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM refreshes WHERE request_id = ? AND responses IS NULL")
+            .bind(&id.0[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn insert_key(&self, key: &StoredKey, now: UnixSeconds) -> Result<(), StoreError> {

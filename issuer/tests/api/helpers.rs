@@ -28,10 +28,40 @@ pub async fn spawn(rate_limit: RateLimitConfig) -> TestIssuer {
     spawn_with_database(rate_limit, None).await
 }
 
+/// [`spawn`] with the issuer talking to its ledger through a fault proxy.
+pub async fn spawn_behind_ledger_proxy() -> (TestIssuer, scrip_testkit::FaultProxy) {
+    let proxy = std::sync::Arc::new(tokio::sync::Mutex::new(None));
+    let slot = proxy.clone();
+    let t = spawn_configured(default_limits(), None, move |ledger_url| {
+        let slot = slot.clone();
+        Box::pin(async move {
+            let p = scrip_testkit::FaultProxy::start(&ledger_url).await;
+            let url = p.url();
+            *slot.lock().await = Some(p);
+            url
+        })
+    })
+    .await;
+    let p = proxy.lock().await.take().expect("proxy started");
+    (t, p)
+}
+
 /// [`spawn`] with the issuer's database in `database_dir` (else in the test's directory).
 pub async fn spawn_with_database(
     rate_limit: RateLimitConfig,
     database_dir: Option<&std::path::Path>,
+) -> TestIssuer {
+    spawn_configured(rate_limit, database_dir, |url| Box::pin(async move { url })).await
+}
+
+type UrlFuture = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+
+/// [`spawn_with_database`], with `ledger_url` choosing the URL the issuer is given for the
+/// ledger's.
+async fn spawn_configured(
+    rate_limit: RateLimitConfig,
+    database_dir: Option<&std::path::Path>,
+    ledger_url: impl FnOnce(String) -> UrlFuture,
 ) -> TestIssuer {
     let dir = tempfile::tempdir().expect("tempdir");
     let database = database_dir.unwrap_or(dir.path()).join("issuer.db");
@@ -45,7 +75,7 @@ pub async fn spawn_with_database(
         database: format!("sqlite://{}", database.display()),
         operator_key_file: dir.path().join("op.key"),
         keys_dir: dir.path().join("keys"),
-        ledger_url: ledger.url.clone(),
+        ledger_url: ledger_url(ledger.url.clone()).await,
         issue_days: 7,
         redeem_days: 13,
         forget_days: 7,
@@ -215,4 +245,57 @@ pub fn tokens(opening: &Opening, body: &Value) -> Vec<Token> {
 /// The error code of an error answer (`Unknown` if there is none).
 pub fn code(body: &Value) -> Code {
     scrip_testkit::error_code(body).unwrap_or(Code::Unknown)
+}
+
+/// A wallet's side of a refresh: `tokens` given in for blinded requests of `kinds` from
+/// counter `first`.
+pub struct Refresh {
+    pub request: scrip_spec::api::issuer::RefreshRequest,
+    pub opening: Opening,
+}
+
+impl TestIssuer {
+    pub async fn refresh(
+        &self,
+        seed: &WalletSeed,
+        first: u64,
+        tokens: Vec<Token>,
+        kinds: &[&str],
+    ) -> Refresh {
+        let opening = self.opening(seed, first, "unused", kinds).await;
+        Refresh {
+            request: scrip_spec::api::issuer::RefreshRequest {
+                request_id: opening.request.request_id,
+                tokens,
+                requests: opening.request.requests.clone(),
+            },
+            opening,
+        }
+    }
+
+    /// Opens a fresh card into `kinds` and returns the tokens.
+    pub async fn open_tokens(&self, seed: &WalletSeed, first: u64, kinds: &[&str]) -> Vec<Token> {
+        let card = &self.cards(1000, 1).await[0];
+        let opening = self.opening(seed, first, card, kinds).await;
+        let (status, body) = self.post("/v1/cards/open", &opening.request).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        tokens(&opening, &body)
+    }
+
+    /// The ledger's refresh entries.
+    pub async fn refresh_entries(&self) -> usize {
+        self.ledger
+            .ledger
+            .entries(0, 1000)
+            .await
+            .expect("log")
+            .iter()
+            .filter(|e| e.body.kind_name() == "tokens_refreshed")
+            .count()
+    }
+
+    /// Blind signatures made so far.
+    pub fn signatures(&self) -> u64 {
+        self.issuer.metrics().blind_signatures.get()
+    }
 }

@@ -6,4 +6,5 @@ mod health;
 mod helpers;
 mod opening;
 mod outbox;
+mod refresh;
 mod refusals;

@@ -73,7 +73,9 @@ impl Auditor {
                     ))
                 };
                 let verified_keys = match &signed.payload.action {
-                    Action::Spend { groups } if self.verify_tokens => {
+                    Action::Spend { groups } | Action::Refresh { inputs: groups, .. }
+                        if self.verify_tokens =>
+                    {
                         let keys = state.keys_to_verify(groups, e.recorded_at);
                         state.verify_spend(groups, &keys).map_err(refused)?;
                         Some(keys)
@@ -125,6 +127,27 @@ impl Auditor {
                         }
                         if !any {
                             return Err(bad("a spend entry that spends nothing new".into()));
+                        }
+                    }
+                    // A swap: its inputs join the spent set and its outputs count as issued for
+                    // their keys, but neither is valued: the outputs were paid for by the
+                    // inputs, not by a card sale, and no one owes anyone for the inputs, so
+                    // settlement and "value issued <= credits sold" never see them.
+                    Effect::Refresh { inputs, outputs } => {
+                        let day = Day(e.recorded_at / 86_400);
+                        for g in inputs {
+                            for n in &g.nullifiers {
+                                if self.spent.insert(*n, (g.token_key_id, e.seq)).is_some() {
+                                    return Err(bad(
+                                        "a refresh entry with an input spent before".into()
+                                    ));
+                                }
+                            }
+                            self.key_days.entry((g.token_key_id, day)).or_default().1 +=
+                                g.nullifiers.len() as u64;
+                        }
+                        for (key, count) in outputs {
+                            self.key_days.entry((*key, day)).or_default().0 += count;
                         }
                     }
                     Effect::TokensIssued {

@@ -123,6 +123,14 @@ pub enum Effect {
         /// duplicates.
         groups: Vec<NullifierGroup>,
     },
+    /// A refresh: every input nullifier inserted, or none (the append then commits nothing),
+    /// and the outputs added to their keys' `issued`.
+    Refresh {
+        /// Nullifiers of the verified inputs, per key, without duplicates.
+        inputs: Vec<NullifierGroup>,
+        /// Tokens issued per key.
+        outputs: Vec<(TokenKeyId, u64)>,
+    },
     /// Nothing beyond the entry (a checkpoint).
     None,
     /// A key's nullifiers dropped (done by [`Store::prune`] with the entry): which key, how
@@ -154,7 +162,8 @@ pub enum AppendOutcome {
         /// Nullifiers already spent, with their first spend.
         already_spent: Vec<(Nullifier, FirstSpend)>,
     },
-    /// A spend of which every nullifier was already spent: nothing was appended.
+    /// A spend of which every nullifier was already spent, or a refresh of which at least one
+    /// was: nothing was appended.
     NothingToSpend {
         /// Every nullifier, with its first spend.
         already_spent: Vec<(Nullifier, FirstSpend)>,

@@ -309,6 +309,23 @@ where
                     return Ok(AppendOutcome::NothingToSpend { already_spent });
                 }
             }
+            Effect::Refresh { inputs, outputs } => {
+                // All or nothing: one input spent before refuses the whole exchange.
+                let accepted;
+                (already_spent, accepted) = Self::spend(&mut tx, inputs, entry.seq).await?;
+                let wanted: usize = inputs.iter().map(|g| g.nullifiers.len()).sum();
+                if accepted < wanted as u64 {
+                    tx.rollback().await?;
+                    return Ok(AppendOutcome::NothingToSpend { already_spent });
+                }
+                for (key, count) in outputs {
+                    sqlx::query("UPDATE token_keys SET issued = issued + $1 WHERE key_id = $2")
+                        .bind(to_i64(*count))
+                        .bind(&key.0[..])
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
             Effect::Genesis(genesis) => {
                 for op in &genesis.operators {
                     Self::insert_operator(&mut tx, op, entry.seq).await?;

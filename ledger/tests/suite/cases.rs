@@ -1406,3 +1406,257 @@ pub async fn prefix_queries_return_exactly_the_spent_nullifiers_with_the_prefix(
         smallest
     );
 }
+
+/// A refresh of `inputs` by `by` into `outputs` (key, count).
+fn refresh(inputs: Vec<Token>, outputs: &[(TokenKeyId, u64)]) -> Action {
+    let Action::Spend { groups } = spend(inputs) else {
+        unreachable!("spend_of makes a spend")
+    };
+    Action::Refresh {
+        inputs: groups,
+        outputs: outputs
+            .iter()
+            .map(|(token_key_id, count)| scrip_spec::ledger::RefreshOutput {
+                token_key_id: *token_key_id,
+                count: *count,
+            })
+            .collect(),
+    }
+}
+
+/// A refresh spends its inputs (all or none) and issues its outputs, only among the signer's
+/// own keys and for no more value; every refusal leaves the log as it was, and the audit
+/// stays clean with settlement blind to the swap.
+pub async fn refreshes_swap_own_tokens_for_no_more_value(f: Fixture) {
+    let chunk = f
+        .announce(&f.a, "op-a", 0, "chunk-64k")
+        .await
+        .public_key
+        .id();
+    let big = f
+        .announce(&f.a, "op-a", 1, "chunk-4m")
+        .await
+        .public_key
+        .id();
+    let foreign = f
+        .announce(&f.b, "op-b", 2, "chunk-64k")
+        .await
+        .public_key
+        .id();
+    // What the issuer sold and signed by openings: 30 chunk-64k and one chunk-4m.
+    let sold = Action::CardsSold {
+        batch: "b".into(),
+        count: 1,
+        credits: 100,
+    };
+    f.ledger
+        .submit(f.request(&f.a, sold).await)
+        .await
+        .expect("sold");
+    for (key, count) in [(chunk, 30), (big, 1)] {
+        let from = f.ledger.keys(Some("op-a"), None).await;
+        let from = from
+            .iter()
+            .find(|k| k.info.public_key.id() == key)
+            .expect("key")
+            .reported_until;
+        let report = Action::TokensIssued {
+            token_key_id: key,
+            count,
+            from,
+            until: f.now(),
+        };
+        f.ledger
+            .submit(f.request(&f.a, report).await)
+            .await
+            .expect("reported");
+    }
+    let ins = tokens(0, "op-a", 30);
+
+    // Accepted: 12 chunk-64k (12 credits) for one chunk-4m (12) and nothing left over.
+    let receipt = f
+        .ledger
+        .submit(
+            f.request(&f.a, refresh(ins[..12].to_vec(), &[(big, 1)]))
+                .await,
+        )
+        .await
+        .expect("refreshed");
+    let refreshed_at = receipt.seq.expect("appended");
+    assert!(receipt.spends.is_empty());
+    let keys = f.ledger.keys(Some("op-a"), None).await;
+    let record = |id| {
+        keys.iter()
+            .find(|k| k.info.public_key.id() == id)
+            .expect("key")
+    };
+    assert_eq!((record(chunk).spent, record(big).issued), (12, 1 + 1));
+    let first = ins[0].nullifier();
+    let (spent, by) = f
+        .ledger
+        .nullifier(&first)
+        .await
+        .expect("read")
+        .expect("spent");
+    assert_eq!((spent.seq, by.as_str()), (refreshed_at, "op-a"));
+
+    // A refreshed token spent later anywhere is already spent, with the refresh's time.
+    let later = f
+        .ledger
+        .submit(f.request(&f.b, spend(vec![ins[0].clone()])).await)
+        .await;
+    match &later.expect("answered").spends[0].status {
+        SpendStatus::AlreadySpent {
+            seq,
+            first_spent_by,
+            ..
+        } => {
+            assert_eq!((*seq, first_spent_by.as_str()), (refreshed_at, "op-a"));
+        }
+        other => panic!("expected already spent, got {other:?}"),
+    }
+
+    let head = f.ledger.info().await.head_seq;
+    // Worth more than the inputs: 11 credits for 12.
+    let r = refusal(
+        f.ledger
+            .submit(
+                f.request(&f.a, refresh(ins[12..23].to_vec(), &[(big, 1)]))
+                    .await,
+            )
+            .await,
+    );
+    assert!(r.to_string().contains("more than its inputs' 11"), "{r}");
+    // Foreign keys: op-b's tokens as inputs, op-b's key as output, op-b refreshing op-a's.
+    let r = refusal(
+        f.ledger
+            .submit(
+                f.request(&f.a, refresh(tokens(2, "op-b", 1), &[(chunk, 1)]))
+                    .await,
+            )
+            .await,
+    );
+    assert!(matches!(r, Refusal::Forbidden { .. }), "{r}");
+    let r = refusal(
+        f.ledger
+            .submit(
+                f.request(&f.a, refresh(ins[12..13].to_vec(), &[(foreign, 1)]))
+                    .await,
+            )
+            .await,
+    );
+    assert!(matches!(r, Refusal::Forbidden { .. }), "{r}");
+    let r = refusal(
+        f.ledger
+            .submit(
+                f.request(&f.b, refresh(ins[12..13].to_vec(), &[(chunk, 1)]))
+                    .await,
+            )
+            .await,
+    );
+    assert!(matches!(r, Refusal::Forbidden { .. }), "{r}");
+    // An input spent before, next to fresh ones: refused whole, with the first spend.
+    let r = refusal(
+        f.ledger
+            .submit(
+                f.request(
+                    &f.a,
+                    refresh(vec![ins[12].clone(), ins[0].clone()], &[(chunk, 2)]),
+                )
+                .await,
+            )
+            .await,
+    );
+    assert!(
+        matches!(
+            &r,
+            Refusal::AlreadySpent { index: 1, seq, first_spent_by, .. }
+                if *seq == refreshed_at && first_spent_by == "op-a"
+        ),
+        "{r}"
+    );
+    // An input twice in one request.
+    let r = refusal(
+        f.ledger
+            .submit(
+                f.request(
+                    &f.a,
+                    refresh(vec![ins[12].clone(), ins[12].clone()], &[(chunk, 1)]),
+                )
+                .await,
+            )
+            .await,
+    );
+    assert!(r.to_string().contains("appears earlier"), "{r}");
+    // A forged input: refused as a whole, like a spend.
+    let mut forged = ins[13].clone();
+    forged.authenticator[7] ^= 1;
+    let r = refusal(
+        f.ledger
+            .submit(f.request(&f.a, refresh(vec![forged], &[(chunk, 1)])).await)
+            .await,
+    );
+    assert!(matches!(r, Refusal::InvalidToken { index: 0, .. }), "{r}");
+    // No outputs, or an output of count 0.
+    let r = refusal(
+        f.ledger
+            .submit(
+                f.request(&f.a, refresh(ins[12..13].to_vec(), &[(chunk, 0)]))
+                    .await,
+            )
+            .await,
+    );
+    assert!(matches!(r, Refusal::Invalid { .. }), "{r}");
+    assert_eq!(f.ledger.info().await.head_seq, head, "nothing appended");
+    for t in &ins[12..14] {
+        assert!(
+            f.ledger
+                .nullifier(&t.nullifier())
+                .await
+                .expect("read")
+                .is_none()
+        );
+    }
+
+    // Less value out than in is fine (the rest is given up), and mixed kinds out.
+    f.ledger
+        .submit(
+            f.request(&f.a, refresh(ins[12..26].to_vec(), &[(big, 1), (chunk, 1)]))
+                .await,
+        )
+        .await
+        .expect("refreshed");
+    // A real spend of an output-key token at op-b, for settlement.
+    f.ledger
+        .submit(f.request(&f.b, spend(tokens(1, "op-a", 1))).await)
+        .await
+        .expect("spend");
+    f.ledger.checkpoint().await.expect("checkpoint");
+
+    let entries = f.ledger.entries(0, 1000).await.expect("log");
+    let audit = scrip_ledger::audit::audit(&entries).expect("clean");
+    assert!(audit.alarms.is_empty(), "{:?}", audit.alarms);
+    let t = |id| {
+        audit
+            .totals
+            .keys
+            .iter()
+            .find(|k| k.token_key_id == id)
+            .expect("key")
+    };
+    assert_eq!((t(chunk).spent, t(chunk).issued), (26, 31));
+    assert_eq!((t(big).spent, t(big).issued), (1, 3));
+    // Only the real spend settles: one chunk-4m at op-b, nothing for the refreshes.
+    assert_eq!(audit.settlement.len(), 1);
+    let cell = &audit.settlement[&("op-a".to_string(), "op-b".to_string())];
+    assert_eq!((cell.value, cell.owed), (12, 12));
+    let op_a = audit
+        .issuers
+        .iter()
+        .find(|i| i.issuer == "op-a")
+        .expect("op-a");
+    // Value issued is what openings signed (30 + 12 credits), not the refreshes' outputs.
+    assert_eq!((op_a.value_issued, op_a.value_redeemed), (42, 12));
+    // The ledger's own start-up check agrees with the store.
+    f.reopen().await.expect("derived state agrees with the log");
+}

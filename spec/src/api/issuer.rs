@@ -3,6 +3,7 @@
 
 use crate::encoding::serde_bytes_b64;
 use crate::key::{TokenKeyId, TokenKeyInfo};
+use crate::token::Token;
 use crate::token::request::TokenRequest;
 use crate::token::response::TokenResponse;
 use serde::{Deserialize, Serialize};
@@ -25,12 +26,21 @@ super::error_codes! {
     /// | `insufficient_credits` | 422: the card has fewer credits than the tokens cost (`remaining_credits`). |
     /// | `unknown_request` | 404: no opening with this request id. |
     /// | `unavailable` | 503: the issuer could not complete the request; nothing was charged. |
+    /// | `unknown_input_key` | 422: refresh input `index` is not of one of this issuer's announced, unrevoked keys. |
+    /// | `input_not_redeemable` | 422: refresh input `index` is of a key outside its redemption window. |
+    /// | `invalid_token` | 422: refresh input `index` does not verify. |
+    /// | `duplicate_token` | 422: refresh input `index` appears earlier in the same refresh. |
+    /// | `value_exceeded` | 422: the refresh's outputs are worth more than its inputs. |
+    /// | `already_spent` | 409: refresh input `index` was spent or refreshed before (`first_spent_at`, `first_spent_by` when known); nothing was signed. |
     pub enum IssuerErrorCode {
         MalformedCardCode = "malformed_card_code", InvalidCard = "invalid_card",
         RequestIdReused = "request_id_reused", UnknownKey = "unknown_key",
         KeyNotIssuable = "key_not_issuable", KeyMismatch = "key_mismatch",
         InvalidRequest = "invalid_request", InsufficientCredits = "insufficient_credits",
         UnknownRequest = "unknown_request", Unavailable = "unavailable",
+        UnknownInputKey = "unknown_input_key", InputNotRedeemable = "input_not_redeemable",
+        InvalidToken = "invalid_token", DuplicateToken = "duplicate_token",
+        ValueExceeded = "value_exceeded", AlreadySpent = "already_spent",
     }
 }
 
@@ -151,6 +161,30 @@ pub struct ReplayResponse {
     /// The requests as recorded.
     pub requests: Vec<KeyedTokenRequest>,
     /// The responses.
+    pub responses: Vec<TokenResponse>,
+}
+
+/// `POST /v1/refresh`: tokens of this issuer's keys exchanged for new blind signatures of no
+/// greater total value (PROTOCOL.md section 9.8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The wallet's id for this refresh, derived like an opening's; a repeat with the same id
+    /// and content is answered with the same responses and spends nothing more.
+    pub request_id: RequestId,
+    /// 1 to [`crate::ledger::MAX_REFRESH_BATCH`] tokens given in.
+    pub tokens: Vec<Token>,
+    /// 1 to [`crate::ledger::MAX_REFRESH_BATCH`] blinded requests for the new tokens.
+    pub requests: Vec<KeyedTokenRequest>,
+}
+
+/// The answer to a refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshResponse {
+    /// The request id.
+    pub request_id: RequestId,
+    /// `responses[j]` answers `requests[j]`.
     pub responses: Vec<TokenResponse>,
 }
 

@@ -34,6 +34,7 @@ super::error_codes! {
     /// | `malformed_nullifier` | 400: a nullifier that is not 32 bytes of base64url. |
     /// | `no_checkpoint` | 404: no checkpoint has been made yet. |
     /// | `malformed_prefix` | 400: a nullifier prefix that is not 2 to 8 hex digits, in pairs. |
+    /// | `already_spent` | 409: an input of a refresh was spent before (`index`, `first_spent_at`, `first_spent_by`); nothing was spent. |
     pub enum LedgerErrorCode {
         UnknownOperator = "unknown_operator", BadSignature = "bad_signature",
         StaleRequest = "stale_request", WrongLedger = "wrong_ledger", Forbidden = "forbidden",
@@ -42,6 +43,7 @@ super::error_codes! {
         MalformedNullifier = "malformed_nullifier", NoCheckpoint = "no_checkpoint",
         InvalidToken = "invalid_token", NoQuorum = "no_quorum", StaleProposal = "stale_proposal",
         MalformedPrefix = "malformed_prefix",
+        AlreadySpent = "already_spent",
     }
 }
 
