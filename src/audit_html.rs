@@ -33,6 +33,14 @@ impl TimeScale {
         }
     }
 
+    /// The axis unit, in seconds: ticks fall on whole or half units (hours, or days).
+    fn unit(self) -> f64 {
+        match self {
+            TimeScale::Hours => 3_600.0,
+            TimeScale::Days | TimeScale::Months => 86_400.0,
+        }
+    }
+
     fn label(self, at: u64) -> String {
         let date = scrip_common::display::date(at);
         match self {
@@ -71,8 +79,29 @@ fn count_axis(top: u64) -> (f64, usize) {
 const CAPTION_PX: u32 = 17;
 const LABEL_PX: u32 = 14;
 
+/// Most points drawn per series: hourly points of a long-lived key are thinned to this, which
+/// a 600 px chart cannot tell apart, and keeps the page small.
+const MAX_POINTS: usize = 240;
+/// Points are also marked with dots up to this many, so a key active only once still shows.
+const MAX_MARKED: usize = 48;
+
+/// Every `k`-th point and the last: at most [`MAX_POINTS`] and one. The values are
+/// cumulative, so thinning loses no total.
+fn thinned(points: &[(u64, u64, u64)]) -> Vec<(u64, u64, u64)> {
+    if points.len() <= MAX_POINTS {
+        return points.to_vec();
+    }
+    let step = points.len().div_ceil(MAX_POINTS);
+    let mut out: Vec<_> = points.iter().step_by(step).copied().collect();
+    if out.last() != points.last() {
+        out.extend(points.last().copied());
+    }
+    out
+}
+
 /// Cumulative issued (solid) and spent (dashed) tokens of one key over time.
 fn key_chart(title: &str, points: &[(u64, u64, u64)]) -> Svg {
+    let points = &thinned(points);
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (600, 280)).into_drawing_area();
@@ -82,6 +111,7 @@ fn key_chart(title: &str, points: &[(u64, u64, u64)]) -> Svg {
             points.last().map_or(0, |p| p.0),
         );
         let scale = TimeScale::for_span(last - first);
+        let unit = scale.unit();
         // A span of at least an hour either side, so a key active only once still gets an
         // axis with room for its labels.
         let pad = ((last - first) / 20).max(3_600);
@@ -97,19 +127,21 @@ fn key_chart(title: &str, points: &[(u64, u64, u64)]) -> Svg {
         let mut chart = ChartBuilder::on(&root)
             .caption(caption, ("sans-serif", CAPTION_PX))
             .margin(12)
+            // Room for the last time label, centred on the right edge.
+            .margin_right(32)
             .x_label_area_size(32)
             .y_label_area_size(56)
-            .build_cartesian_2d(x0 as f64..x1 as f64, 0.0..y_top)?;
+            .build_cartesian_2d(x0 as f64 / unit..x1 as f64 / unit, 0.0..y_top)?;
         chart
             .configure_mesh()
             .y_desc("tokens")
             .x_labels(5)
             .y_labels(y_labels)
             .label_style(("sans-serif", LABEL_PX))
-            .x_label_formatter(&|x| scale.label(x.max(0.0) as u64))
+            .x_label_formatter(&|x| scale.label((x * unit).max(0.0) as u64))
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()?;
-        let at = |p: &(u64, u64, u64), v: u64| (p.0 as f64, v as f64);
+        let at = |p: &(u64, u64, u64), v: u64| (p.0 as f64 / unit, v as f64);
         chart
             .draw_series(LineSeries::new(
                 points.iter().map(|p| at(p, p.1)),
@@ -125,13 +157,18 @@ fn key_chart(title: &str, points: &[(u64, u64, u64)]) -> Svg {
             .label("spent")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
         // Markers, so that a key active only once still shows its points.
+        let marked = if points.len() <= MAX_MARKED {
+            &points[..]
+        } else {
+            &[]
+        };
         chart.draw_series(
-            points
+            marked
                 .iter()
                 .map(|p| Circle::new(at(p, p.1), 4, BLUE.filled())),
         )?;
         chart.draw_series(
-            points
+            marked
                 .iter()
                 .map(|p| Circle::new(at(p, p.2), 4, RED.filled())),
         )?;
@@ -343,4 +380,33 @@ pub fn render(report: &AuditReport) -> Result<String, Box<dyn std::error::Error>
     }
     html.push_str("</table></body></html>\n");
     Ok(html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_are_labelled_by_span_and_counts_by_integers() {
+        let day = 1_796_083_200; // 2026-12-01
+        assert_eq!(TimeScale::for_span(5 * 3_600), TimeScale::Hours);
+        assert_eq!(TimeScale::Hours.label(day + 13 * 3_600 + 60), "13:01");
+        assert_eq!(TimeScale::Hours.context(day, day + 3_600), "2026-12-01 UTC");
+        assert_eq!(TimeScale::for_span(20 * 86_400), TimeScale::Days);
+        assert_eq!(TimeScale::Days.label(day), "12-01");
+        assert_eq!(TimeScale::for_span(400 * 86_400), TimeScale::Months);
+        assert_eq!(TimeScale::Months.label(day), "2026-12");
+        // One token: two labels (0 and 1), never 0, 0.2, 0.4 ...
+        assert_eq!(count_axis(1).1, 2);
+        assert_eq!(count_axis(90).1, 6);
+    }
+
+    #[test]
+    fn long_series_are_thinned_without_losing_the_last_total() {
+        let points: Vec<_> = (0..10_000u64).map(|h| (h * 3_600, h, h / 2)).collect();
+        let t = thinned(&points);
+        assert!(t.len() <= MAX_POINTS + 1);
+        assert_eq!(t.last(), points.last());
+        assert_eq!(t.first(), points.first());
+    }
 }

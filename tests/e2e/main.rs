@@ -14,6 +14,7 @@
 mod support;
 
 mod audit_cli;
+mod audit_render;
 mod cli;
 mod demo;
 mod issuer_cli;

@@ -33,6 +33,16 @@ pub struct Tampering {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct Day(u64);
 
+/// One UTC hour, for the per-key series: a ledger one day old still draws a curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Hour(u64);
+
+impl Hour {
+    fn of(at: scrip_spec::UnixSeconds) -> Self {
+        Hour(at / 3_600)
+    }
+}
+
 /// Spends of one day, catalog version, issuer, redeemer and kind.
 type DayCell = (Day, u64, String, String, String);
 
@@ -48,7 +58,8 @@ pub struct Auditor {
     issuers: BTreeMap<String, IssuerTotals>,
     /// `(count, value at the price in force when spent)` per cell.
     days: BTreeMap<DayCell, (u64, u64)>,
-    key_days: BTreeMap<(TokenKeyId, Day), (u64, u64)>,
+    /// Tokens issued and spent per key and hour.
+    key_hours: BTreeMap<(TokenKeyId, Hour), (u64, u64)>,
     requests: std::collections::HashSet<[u8; 32]>,
     spends_outside_window: u64,
     /// Every catalog the log set, by the entry that set it (0: the genesis).
@@ -78,7 +89,7 @@ impl Default for Auditor {
             spent: HashMap::new(),
             issuers: BTreeMap::new(),
             days: BTreeMap::new(),
-            key_days: BTreeMap::new(),
+            key_hours: BTreeMap::new(),
             requests: std::collections::HashSet::new(),
             spends_outside_window: 0,
             catalogs: BTreeMap::new(),

@@ -1,7 +1,7 @@
 //! Replaying the log: every hash, sequence number and signature checked, the ledger's own
 //! rules re-applied, every checkpoint's totals recomputed.
 
-use super::{Auditor, Day, Tampering};
+use super::{Auditor, Day, Hour, Tampering};
 use crate::rules::{LedgerState, Verified};
 use crate::store::{Effect, GovernanceEffect};
 use scrip_spec::ledger::{
@@ -101,7 +101,10 @@ impl Auditor {
                                 }
                                 self.spent.insert(*n, (g.token_key_id, e.seq));
                                 n_accepted += 1;
-                                self.key_days.entry((g.token_key_id, day)).or_default().1 += 1;
+                                self.key_hours
+                                    .entry((g.token_key_id, Hour::of(e.recorded_at)))
+                                    .or_default()
+                                    .1 += 1;
                                 if let Some(info) = &key {
                                     if !info.can_redeem_at(e.recorded_at) {
                                         self.spends_outside_window += 1;
@@ -134,7 +137,6 @@ impl Auditor {
                     // inputs, not by a card sale, and no one owes anyone for the inputs, so
                     // settlement and "value issued <= credits sold" never see them.
                     Effect::Refresh { inputs, outputs } => {
-                        let day = Day(e.recorded_at / 86_400);
                         for g in inputs {
                             for n in &g.nullifiers {
                                 if self.spent.insert(*n, (g.token_key_id, e.seq)).is_some() {
@@ -143,11 +145,16 @@ impl Auditor {
                                     ));
                                 }
                             }
-                            self.key_days.entry((g.token_key_id, day)).or_default().1 +=
-                                g.nullifiers.len() as u64;
+                            self.key_hours
+                                .entry((g.token_key_id, Hour::of(e.recorded_at)))
+                                .or_default()
+                                .1 += g.nullifiers.len() as u64;
                         }
                         for (key, count) in outputs {
-                            self.key_days.entry((*key, day)).or_default().0 += count;
+                            self.key_hours
+                                .entry((*key, Hour::of(e.recorded_at)))
+                                .or_default()
+                                .0 += count;
                         }
                     }
                     Effect::TokensIssued {
@@ -155,8 +162,10 @@ impl Auditor {
                         count,
                         ..
                     } => {
-                        let day = Day(e.recorded_at / 86_400);
-                        self.key_days.entry((*token_key_id, day)).or_default().0 += count;
+                        self.key_hours
+                            .entry((*token_key_id, Hour::of(e.recorded_at)))
+                            .or_default()
+                            .0 += count;
                         if let Some(k) = state.keys.get(token_key_id) {
                             let price = last_price(&self.last_prices, &k.info.kind);
                             self.values.entry(k.info.issuer.clone()).or_default().0 +=

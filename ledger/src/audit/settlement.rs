@@ -2,7 +2,7 @@
 //! the settlement matrix between operators over a period.
 
 use super::replay::totals;
-use super::{Auditor, Day};
+use super::{Auditor, Day, Hour};
 use scrip_spec::ledger::{Hash32, MAX_LIVE_KEYS, Totals};
 use scrip_spec::{TokenKeyId, UnixSeconds};
 use serde::{Deserialize, Serialize};
@@ -265,7 +265,7 @@ impl Auditor {
         }
         report.issuers = values.into_values().collect();
         let mut series: BTreeMap<TokenKeyId, KeySeries> = BTreeMap::new();
-        for ((key, Day(day)), (issued, spent)) in &self.key_days {
+        for ((key, Hour(hour)), (issued, spent)) in &self.key_hours {
             let s = series.entry(*key).or_insert_with(|| {
                 let info = state.keys.get(key).map(|k| &k.info);
                 KeySeries {
@@ -276,7 +276,7 @@ impl Auditor {
                 }
             });
             let (ci, cs) = s.points.last().map(|p| (p.1, p.2)).unwrap_or((0, 0));
-            s.points.push((day * 86_400, ci + issued, cs + spent));
+            s.points.push((hour * 3_600, ci + issued, cs + spent));
         }
         report.key_series = series.into_values().collect();
         report.totals = totals;
