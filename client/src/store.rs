@@ -189,10 +189,7 @@ impl WalletStore {
             .bind(&o.request)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO meta (name, value) VALUES ('next_counter', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
-            .bind((o.first_counter + o.count).to_string())
-            .execute(&mut *tx)
-            .await?;
+        set_next_counter(&mut tx, o.first_counter + o.count).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -204,11 +201,7 @@ impl WalletStore {
             .bind(&o.request_id[..])
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE meta SET value = ? WHERE name = 'next_counter' AND value = ?")
-            .bind(o.first_counter.to_string())
-            .bind((o.first_counter + o.count).to_string())
-            .execute(&mut *tx)
-            .await?;
+        rewind_counter(&mut tx, o.first_counter + o.count, o.first_counter).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -234,10 +227,7 @@ impl WalletStore {
         let next = next.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let end = o.first_counter + o.count;
         let after = scrip_spec::WalletSeed::next_epoch(next.max(end));
-        sqlx::query("INSERT INTO meta (name, value) VALUES ('next_counter', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
-            .bind(after.to_string())
-            .execute(&mut *tx)
-            .await?;
+        set_next_counter(&mut tx, after).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -486,10 +476,7 @@ impl WalletStore {
                 anyhow::bail!("token {n} is no longer unspent; nothing was refreshed");
             }
         }
-        sqlx::query("INSERT INTO meta (name, value) VALUES ('next_counter', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
-            .bind((r.first_counter + r.count).to_string())
-            .execute(&mut *tx)
-            .await?;
+        set_next_counter(&mut tx, r.first_counter + r.count).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -556,11 +543,7 @@ impl WalletStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE meta SET value = ? WHERE name = 'next_counter' AND value = ?")
-            .bind(r.first_counter.to_string())
-            .bind((r.first_counter + r.count).to_string())
-            .execute(&mut *tx)
-            .await?;
+        rewind_counter(&mut tx, r.first_counter + r.count, r.first_counter).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -583,6 +566,33 @@ impl WalletStore {
             })
             .collect()
     }
+}
+
+/// Sets the next token counter, inside `tx`.
+async fn set_next_counter(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    next: u64,
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO meta (name, value) VALUES ('next_counter', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+        .bind(next.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Moves the next token counter back from `end` to `first`, inside `tx`, if nothing was
+/// allocated after `end` since: the counters of a request refused for good are reused.
+async fn rewind_counter(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    end: u64,
+    first: u64,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE meta SET value = ? WHERE name = 'next_counter' AND value = ?")
+        .bind(first.to_string())
+        .bind(end.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn insert_token(

@@ -145,34 +145,18 @@ impl Issuer {
             .read()
             .map(|c| c.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
-        let mut keys = Vec::with_capacity(req.requests.len());
-        let mut price = 0u64;
+        let (keys, price) = self
+            .checked_requests(&req.requests, &catalog, t)
+            .await
+            .map_err(|(index, fault)| match fault {
+                RequestFault::UnknownKey => OpenError::UnknownKey { index },
+                RequestFault::KeyNotIssuable => OpenError::KeyNotIssuable { index },
+                RequestFault::KeyMismatch => OpenError::KeyMismatch { index },
+                RequestFault::BadBlindedMessage => OpenError::BadBlindedMessage { index },
+            })?;
         let mut per_key: HashMap<TokenKeyId, u64> = HashMap::new();
-        for (index, r) in req.requests.iter().enumerate() {
-            let key = self
-                .key(&r.token_key_id)
-                .await
-                .ok_or(OpenError::UnknownKey { index })?;
-            if !key.info.can_issue_at(t) {
-                return Err(OpenError::KeyNotIssuable { index });
-            }
-            if r.token_request.truncated_token_key_id != r.token_key_id.truncated() {
-                return Err(OpenError::KeyMismatch { index });
-            }
-            if !key
-                .info
-                .public_key
-                .accepts_blinded_message(&r.token_request.blinded_msg)
-            {
-                return Err(OpenError::BadBlindedMessage { index });
-            }
-            price = price.saturating_add(
-                catalog
-                    .price(&key.info.kind)
-                    .ok_or(OpenError::KeyNotIssuable { index })?,
-            );
+        for r in &req.requests {
             *per_key.entry(r.token_key_id).or_default() += 1;
-            keys.push(key);
         }
         if price > card.remaining {
             return Err(OpenError::InsufficientCredits {
@@ -241,6 +225,62 @@ impl Issuer {
             responses,
             remaining_credits: remaining,
         })
+    }
+}
+
+/// What is wrong with a blinded request, found before any signature (openings and refreshes
+/// alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RequestFault {
+    /// Its key is not one of this issuer's announced keys.
+    UnknownKey,
+    /// Its key cannot sign now, or its kind has no price.
+    KeyNotIssuable,
+    /// Its truncated key id is not its key's.
+    KeyMismatch,
+    /// Its blinded message is not in `2..n` for the key's modulus.
+    BadBlindedMessage,
+}
+
+impl Issuer {
+    /// The key of every request and their total price at `catalog`, once each request is
+    /// checked: its key is one of this issuer's and can sign at `t`, its truncated key id
+    /// matches, and its blinded message is one the key accepts. The one place these rules
+    /// live; the first failure gives its position.
+    pub(super) async fn checked_requests(
+        &self,
+        requests: &[KeyedTokenRequest],
+        catalog: &scrip_spec::Catalog,
+        t: scrip_spec::UnixSeconds,
+    ) -> Result<(Vec<Arc<LoadedKey>>, u64), (usize, RequestFault)> {
+        let mut keys = Vec::with_capacity(requests.len());
+        let mut price = 0u64;
+        for (index, r) in requests.iter().enumerate() {
+            let fault = |f| (index, f);
+            let key = self
+                .key(&r.token_key_id)
+                .await
+                .ok_or(fault(RequestFault::UnknownKey))?;
+            if !key.info.can_issue_at(t) {
+                return Err(fault(RequestFault::KeyNotIssuable));
+            }
+            if r.token_request.truncated_token_key_id != r.token_key_id.truncated() {
+                return Err(fault(RequestFault::KeyMismatch));
+            }
+            if !key
+                .info
+                .public_key
+                .accepts_blinded_message(&r.token_request.blinded_msg)
+            {
+                return Err(fault(RequestFault::BadBlindedMessage));
+            }
+            let unit = catalog
+                .price(&key.info.kind)
+                .ok_or(fault(RequestFault::KeyNotIssuable))?;
+            price = price.saturating_add(unit);
+            keys.push(key);
+        }
+        Ok((keys, price))
     }
 }
 

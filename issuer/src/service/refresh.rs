@@ -6,6 +6,7 @@
 //! outputs are signed only once the ledger holds the spend; and a retry with the same id
 //! finds the record and resumes wherever the last attempt stopped.
 
+use super::opening::RequestFault;
 use super::{Issuer, LoadedKey, now};
 use crate::store::{BeginRefresh, NewRefresh};
 use scrip_common::clients::ClientError;
@@ -405,28 +406,17 @@ impl Issuer {
             );
             input_keys.push(key);
         }
-        let keys = self.output_keys(req).await?;
-        let mut value_out = 0u64;
+        let (keys, value_out) = self
+            .checked_requests(&req.requests, &catalog, t)
+            .await
+            .map_err(|(index, fault)| match fault {
+                RequestFault::UnknownKey => RefreshError::UnknownKey { index },
+                RequestFault::KeyNotIssuable => RefreshError::KeyNotIssuable { index },
+                RequestFault::KeyMismatch => RefreshError::KeyMismatch { index },
+                RequestFault::BadBlindedMessage => RefreshError::BadBlindedMessage { index },
+            })?;
         let mut outputs: Vec<RefreshOutput> = Vec::new();
-        for (index, (r, key)) in req.requests.iter().zip(&keys).enumerate() {
-            if !key.info.can_issue_at(t) {
-                return Err(RefreshError::KeyNotIssuable { index });
-            }
-            if r.token_request.truncated_token_key_id != r.token_key_id.truncated() {
-                return Err(RefreshError::KeyMismatch { index });
-            }
-            if !key
-                .info
-                .public_key
-                .accepts_blinded_message(&r.token_request.blinded_msg)
-            {
-                return Err(RefreshError::BadBlindedMessage { index });
-            }
-            value_out = value_out.saturating_add(
-                catalog
-                    .price(&key.info.kind)
-                    .ok_or(RefreshError::KeyNotIssuable { index })?,
-            );
+        for r in &req.requests {
             match outputs
                 .iter_mut()
                 .find(|o| o.token_key_id == r.token_key_id)
