@@ -10,11 +10,17 @@ use std::sync::Arc;
 #[derive(Debug, Subcommand)]
 pub enum IssuerCommand {
     /// Run the issuer's HTTP service (card opening, balance, keys) until interrupted.
+    #[command(after_long_help = scrip_issuer::config::SCHEMA.help())]
     Serve {
-        /// The configuration file (TOML).
+        /// The configuration file (TOML; `scrip issuer config example` prints one with every
+        /// field). SCRIP_ISSUER_LISTEN, SCRIP_ISSUER_DATABASE and SCRIP_ISSUER_LEDGER_URL
+        /// override it; relative paths are read from the file's directory.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// The configuration file every issuer command reads.
+    #[command(subcommand)]
+    Config(crate::config_example::ConfigCommand),
     /// Token keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -102,6 +108,9 @@ async fn open(config: &std::path::Path) -> anyhow::Result<Arc<Issuer>> {
 
 pub async fn run(cmd: IssuerCommand) -> anyhow::Result<()> {
     match cmd {
+        IssuerCommand::Config(cmd) => {
+            crate::config_example::run(&scrip_issuer::config::SCHEMA, cmd)?;
+        }
         IssuerCommand::Serve { config } => {
             let issuer = open(&config).await?;
             let app = Application::new(issuer).await?;

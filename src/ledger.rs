@@ -24,12 +24,18 @@ pub enum LedgerCommand {
         database: String,
     },
     /// Run the ledger's HTTP service until interrupted (SIGINT or SIGTERM).
+    #[command(after_long_help = scrip_ledger::config::SCHEMA.help())]
     Serve {
-        /// The configuration file (TOML: listen, database, key_file, checkpoint_secs);
-        /// SCRIP_LEDGER_* environment variables override it.
+        /// The configuration file (TOML; `scrip ledger config example` prints one with every
+        /// field): listen, database, key_file, checkpoint_secs. SCRIP_LEDGER_LISTEN,
+        /// SCRIP_LEDGER_DATABASE, SCRIP_LEDGER_KEY_FILE and SCRIP_LEDGER_CHECKPOINT_SECS
+        /// override it; relative paths are read from the file's directory.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// The configuration file of `ledger serve`.
+    #[command(subcommand)]
+    Config(crate::config_example::ConfigCommand),
     /// Drop the spent set of a key past its forget_after, keeping a signed count and
     /// commitment in the log. Run it while the ledger service is stopped.
     Prune {
@@ -70,6 +76,9 @@ pub async fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
                     .join(", ")
             );
             Ok(())
+        }
+        LedgerCommand::Config(cmd) => {
+            crate::config_example::run(&scrip_ledger::config::SCHEMA, cmd)
         }
         LedgerCommand::Serve { config } => {
             let config = LedgerConfig::load(&config)?;

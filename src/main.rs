@@ -3,6 +3,7 @@
 mod audit;
 mod audit_html;
 mod bench;
+mod config_example;
 mod governance;
 mod issuer;
 mod ledger;

@@ -11,16 +11,19 @@ use std::time::Duration;
 pub enum RedeemerCommand {
     /// Run the redeemer sidecar (`POST /v1/redeem`, `POST /v1/grants/consume`) until
     /// interrupted. It binds to loopback unless configured otherwise.
+    #[command(after_long_help = scrip_redeemer::config::SCHEMA.help())]
     Serve {
-        /// The configuration file (TOML: name, listen, database, operator_key_file,
-        /// ledger_url, mode = "strict" | "optimistic", grant_ttl_secs, batch_max,
-        /// batch_wait_ms, key_refresh_secs, ledger_wait_secs, and [rate_limit] per_source,
-        /// window_secs, trusted_proxies, header; each explained in spec/INTEGRATION.md
-        /// section 1). A ledger not answering yet is waited for, ledger_wait_secs (300) at
-        /// most.
+        /// The configuration file (TOML; `scrip redeemer config example` prints one with every
+        /// field, and spec/INTEGRATION.md section 1 explains them). SCRIP_REDEEMER_LISTEN,
+        /// SCRIP_REDEEMER_DATABASE and SCRIP_REDEEMER_LEDGER_URL override it; relative paths
+        /// are read from the file's directory. A ledger not answering yet is waited for,
+        /// ledger_wait_secs (300) at most.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// The configuration file of `redeemer serve`.
+    #[command(subcommand)]
+    Config(crate::config_example::ConfigCommand),
     /// Run the example relay: queues and file chunks, each only for a valid grant checked at
     /// the sidecar.
     ExampleRelay {
@@ -41,6 +44,9 @@ pub enum RedeemerCommand {
 
 pub async fn run(cmd: RedeemerCommand) -> anyhow::Result<()> {
     match cmd {
+        RedeemerCommand::Config(cmd) => {
+            crate::config_example::run(&scrip_redeemer::config::SCHEMA, cmd)?;
+        }
         RedeemerCommand::Serve { config } => {
             let redeemer = Redeemer::start(RedeemerConfig::load(&config)?).await?;
             let app = Application::new(redeemer).await?;

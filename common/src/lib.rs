@@ -2,6 +2,8 @@
 
 #[cfg(feature = "clients")]
 pub mod clients;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod display;
 #[cfg(feature = "server")]
 pub mod keyring;

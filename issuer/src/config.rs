@@ -1,12 +1,132 @@
 //! The issuer's configuration: a TOML file with `SCRIP_ISSUER_*` environment overrides.
 
+use scrip_common::config::{Field, Schema};
 use scrip_common::ratelimit::SourceConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+/// Every field of `issuer.toml`: what `scrip issuer config example` prints and `--help` lists.
+pub const SCHEMA: Schema = Schema {
+    role: "issuer",
+    fields: &[
+        Field {
+            name: "name",
+            doc: "The operator's name on the ledger; also the issuer_name of its token challenges.",
+            default: None,
+            example: "\"op-a\"",
+            env: None,
+        },
+        Field {
+            name: "listen",
+            doc: "Address to listen on.",
+            default: Some("\"127.0.0.1:7500\""),
+            example: "",
+            env: Some("SCRIP_ISSUER_LISTEN"),
+        },
+        Field {
+            name: "database",
+            doc: "The issuer's database: sqlite://PATH (card hashes, openings, the ledger outbox).",
+            default: None,
+            example: "\"sqlite://issuer.db\"",
+            env: Some("SCRIP_ISSUER_DATABASE"),
+        },
+        Field {
+            name: "operator_key_file",
+            doc: "The operator's Ed25519 key file (`scrip operator keygen`), which signs its announcements and reports.",
+            default: None,
+            example: "\"op-a.key\"",
+            env: None,
+        },
+        Field {
+            name: "keys_dir",
+            doc: "Directory of the token private keys (files mode 0600, made by `scrip issuer keys rotate`).",
+            default: None,
+            example: "\"keys\"",
+            env: None,
+        },
+        Field {
+            name: "ledger_url",
+            doc: "The ledger's base URL.",
+            default: None,
+            example: "\"http://127.0.0.1:7400\"",
+            env: Some("SCRIP_ISSUER_LEDGER_URL"),
+        },
+        Field {
+            name: "issue_days",
+            doc: "Days a new key signs.",
+            default: Some("7"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "redeem_days",
+            doc: "Days after issue_until during which its tokens can still be spent.",
+            default: Some("13"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "forget_days",
+            doc: "Days after redeem_until before the ledger may forget the key's spent set.",
+            default: Some("7"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "report_secs",
+            doc: "Seconds between issuance reports to the ledger.",
+            default: Some("3600"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "rate_limit.window_secs",
+            doc: "Window length in seconds.",
+            default: Some("60"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "rate_limit.per_source",
+            doc: "Failed attempts allowed per source per window (mistyped and unknown codes, refused requests); 0: no limit.",
+            default: Some("10"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "rate_limit.per_card",
+            doc: "Refused requests allowed per existing card per window; 0: no limit.",
+            default: Some("10"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "rate_limit.unknown_code_ceiling",
+            doc: "Unknown-code lookups in all per window, past which a source that caused one is refused before any lookup.",
+            default: Some("600"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "rate_limit.trusted_proxies",
+            doc: "Peers (a reverse proxy, a Tor front) whose header names the client.",
+            default: Some("[]"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "rate_limit.header",
+            doc: "The header a trusted proxy sets.",
+            default: Some("\"x-forwarded-for\""),
+            example: "",
+            env: None,
+        },
+    ],
+};
+
 /// `scrip issuer …` settings.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// The operator's name on the ledger; also the `issuer_name` of its token challenges.
@@ -41,7 +161,7 @@ pub struct IssuerConfig {
 
 /// Rate limits on card requests, per fixed window (PROTOCOL.md section 9.6). Every field has
 /// a default, so `[rate_limit]` may name only the ones it changes; a limit of 0 is no limit.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Window length in seconds.
@@ -115,12 +235,13 @@ fn default_report_secs() -> u64 {
 impl IssuerConfig {
     /// Reads `path` and applies the environment overrides.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the issuer configuration {}", path.display()))?;
-        let mut config: Self = toml::from_str(&text)
-            .with_context(|| format!("the issuer configuration {} is invalid", path.display()))?;
+        let mut config: Self = SCHEMA.load(path)?;
         config.apply_env(|n| std::env::var(n).ok())?;
+        // Relative paths are the file's, not the working directory's.
+        config.operator_key_file =
+            scrip_common::config::relative_to(path, &config.operator_key_file);
+        config.keys_dir = scrip_common::config::relative_to(path, &config.keys_dir);
+        config.database = scrip_common::config::sqlite_relative_to(path, &config.database);
         config.rate_limit.validate()?;
         Ok(config)
     }
@@ -144,6 +265,13 @@ impl IssuerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_names_every_field_with_its_true_default() {
+        SCHEMA
+            .check_against::<IssuerConfig>()
+            .expect("the schema matches the config");
+    }
 
     #[test]
     fn defaults_and_overrides() {

@@ -1,11 +1,47 @@
 //! The ledger service's configuration: a TOML file, each field overridable by environment.
 
-use serde::Deserialize;
+use scrip_common::config::{Field, Schema};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Every field of `ledger.toml`: what `scrip ledger config example` prints and `--help` lists.
+pub const SCHEMA: Schema = Schema {
+    role: "ledger",
+    fields: &[
+        Field {
+            name: "listen",
+            doc: "Address to listen on.",
+            default: Some("\"127.0.0.1:7400\""),
+            example: "",
+            env: Some("SCRIP_LEDGER_LISTEN"),
+        },
+        Field {
+            name: "database",
+            doc: "The ledger's database: sqlite://PATH (created by `scrip ledger init`) or postgres://USER@HOST/DB.",
+            default: None,
+            example: "\"sqlite://ledger.db\"",
+            env: Some("SCRIP_LEDGER_DATABASE"),
+        },
+        Field {
+            name: "key_file",
+            doc: "The ledger's own key file (`scrip operator keygen`); it signs checkpoints.",
+            default: None,
+            example: "\"ledger.key\"",
+            env: Some("SCRIP_LEDGER_KEY_FILE"),
+        },
+        Field {
+            name: "checkpoint_secs",
+            doc: "Seconds between checkpoints, made when the log has grown.",
+            default: Some("300"),
+            example: "",
+            env: Some("SCRIP_LEDGER_CHECKPOINT_SECS"),
+        },
+    ],
+};
+
 /// `scrip ledger serve` settings.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerConfig {
     /// Address to listen on (`SCRIP_LEDGER_LISTEN`).
@@ -65,11 +101,14 @@ impl LedgerConfig {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Self = toml_from_str(&text).map_err(|message| ConfigError::Parse {
+        let mut config: Self = SCHEMA.parse(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
         })?;
         config.apply_env(|name| std::env::var(name).ok())?;
+        // Relative paths are the file's, not the working directory's.
+        config.key_file = scrip_common::config::relative_to(path, &config.key_file);
+        config.database = scrip_common::config::sqlite_relative_to(path, &config.database);
         Ok(config)
     }
 
@@ -124,6 +163,30 @@ mod tests {
         assert!(toml_from_str::<LedgerConfig>("database = 1").is_err());
         assert!(
             toml_from_str::<LedgerConfig>("database = \"a\"\nkey_file = \"b\"\nextra = 1").is_err()
+        );
+    }
+
+    #[test]
+    fn the_example_names_every_field_with_its_true_default() {
+        SCHEMA
+            .check_against::<LedgerConfig>()
+            .expect("the schema matches the config");
+    }
+
+    #[test]
+    fn relative_paths_are_the_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("ledger.toml");
+        std::fs::write(
+            &file,
+            "database = \"sqlite://l.db\"\nkey_file = \"l.key\"\n",
+        )
+        .expect("write");
+        let c = LedgerConfig::load(&file).expect("load");
+        assert_eq!(c.key_file, dir.path().join("l.key"));
+        assert_eq!(
+            c.database,
+            format!("sqlite://{}", dir.path().join("l.db").display())
         );
     }
 }

@@ -1,12 +1,126 @@
 //! The redeemer's configuration: TOML with `SCRIP_REDEEMER_*` environment overrides.
 
+use scrip_common::config::{Field, Schema, UNSET};
 use scrip_common::ratelimit::SourceConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+/// Every field of `redeemer.toml`: what `scrip redeemer config example` prints and `--help` lists.
+pub const SCHEMA: Schema = Schema {
+    role: "redeemer",
+    fields: &[
+        Field {
+            name: "name",
+            doc: "The operator's name on the ledger.",
+            default: None,
+            example: "\"op-a\"",
+            env: None,
+        },
+        Field {
+            name: "listen",
+            doc: "Address to listen on; loopback, as the relay is its client.",
+            default: Some("\"127.0.0.1:7600\""),
+            example: "",
+            env: Some("SCRIP_REDEEMER_LISTEN"),
+        },
+        Field {
+            name: "database",
+            doc: "The sidecar's database: sqlite://PATH (its grant key is kept beside it, PATH.grant-key).",
+            default: None,
+            example: "\"sqlite://redeemer.db\"",
+            env: Some("SCRIP_REDEEMER_DATABASE"),
+        },
+        Field {
+            name: "operator_key_file",
+            doc: "The operator's Ed25519 key file (`scrip operator keygen`), which signs its spends.",
+            default: None,
+            example: "\"op-a.key\"",
+            env: None,
+        },
+        Field {
+            name: "ledger_url",
+            doc: "The ledger's base URL.",
+            default: None,
+            example: "\"http://127.0.0.1:7400\"",
+            env: Some("SCRIP_REDEEMER_LEDGER_URL"),
+        },
+        Field {
+            name: "mode",
+            doc: "\"strict\" grants only after the ledger committed the spend; \"optimistic\" grants at once and revokes if the ledger refuses.",
+            default: Some("\"strict\""),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "grant_ttl_secs",
+            doc: "How long a grant stays valid, in seconds: minutes, for the relay call that follows.",
+            default: Some("300"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "batch_max",
+            doc: "Most spends in one signed ledger request (1 to 10000).",
+            default: Some("1000"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "batch_wait_ms",
+            doc: "Longest wait, in milliseconds, for a strict-mode batch to fill.",
+            default: Some("5"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "key_refresh_secs",
+            doc: "Seconds between refreshes of the ledger's key directory.",
+            default: Some("60"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "ledger_wait_secs",
+            doc: "How long serve waits at start-up for a ledger not answering yet (0: give up at once).",
+            default: Some("300"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "rate_limit.per_source",
+            doc: "Calls of POST /v1/redeem allowed per source per window, valid or not; 0 turns the limit off.
+Unset: 1200 once trusted_proxies is set, off without it (the relay alone would share one count).",
+            default: Some(UNSET),
+            example: "1200",
+            env: None,
+        },
+        Field {
+            name: "rate_limit.window_secs",
+            doc: "The window, in seconds.",
+            default: Some("60"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "rate_limit.trusted_proxies",
+            doc: "Peers (your relay, a reverse proxy) whose header names the client.",
+            default: Some("[]"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "rate_limit.header",
+            doc: "The header such a peer sets; the rightmost address that is not a trusted proxy is the client.",
+            default: Some("\"x-forwarded-for\""),
+            example: "",
+            env: None,
+        },
+    ],
+};
+
 /// When a grant is handed out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Only after the ledger has committed the spend (the default).
@@ -18,7 +132,7 @@ pub enum Mode {
 }
 
 /// `scrip redeemer serve` settings.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemerConfig {
     /// The operator's name on the ledger.
@@ -67,7 +181,7 @@ fn default_ledger_wait() -> u64 {
 /// reverse proxy in front of the sidecar is usually its only peer, so it must be listed in
 /// `trusted_proxies` and set `header`, or every wallet behind it shares one count (then raise
 /// `per_source`, or set it to 0).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemRateLimit {
     /// Calls allowed per source per window; 0 turns the limit off. Unset: 1200 once
@@ -157,13 +271,12 @@ fn default_key_refresh() -> u64 {
 impl RedeemerConfig {
     /// Reads `path`, then applies the environment overrides.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!("cannot read the redeemer configuration {}", path.display())
-        })?;
-        let mut config: Self = toml::from_str(&text)
-            .with_context(|| format!("the redeemer configuration {} is invalid", path.display()))?;
+        let mut config: Self = SCHEMA.load(path)?;
         config.apply_env(|n| std::env::var(n).ok())?;
+        // Relative paths are the file's, not the working directory's.
+        config.operator_key_file =
+            scrip_common::config::relative_to(path, &config.operator_key_file);
+        config.database = scrip_common::config::sqlite_relative_to(path, &config.database);
         anyhow::ensure!(
             (1..=scrip_spec::ledger::MAX_SPEND_BATCH).contains(&config.batch_max),
             "batch_max must be 1 to {}",
@@ -193,6 +306,13 @@ impl RedeemerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_names_every_field_with_its_true_default() {
+        SCHEMA
+            .check_against::<RedeemerConfig>()
+            .expect("the schema matches the config");
+    }
 
     #[test]
     fn defaults_are_strict_and_loopback() {

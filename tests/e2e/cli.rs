@@ -156,3 +156,75 @@ async fn ledger_members(url: &str) -> Vec<String> {
         .map(|o| o.name)
         .collect()
 }
+
+#[test]
+fn every_service_prints_its_configuration_and_names_what_is_wrong_in_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The example of each role is a file that role loads, its relative paths read from the
+    // file's directory (not the working directory).
+    let issuer = dir.path().join("issuer.toml");
+    let example = crate::scrip_ok(&["issuer", "config", "example"]);
+    assert!(example.contains("SCRIP_ISSUER_LEDGER_URL") && example.contains("[rate_limit]"));
+    std::fs::write(&issuer, &example).expect("write");
+    let loaded = scrip_issuer::IssuerConfig::load(&issuer).expect("the example loads");
+    assert_eq!(loaded.keys_dir, dir.path().join("keys"));
+    assert_eq!(loaded.operator_key_file, dir.path().join("op-a.key"));
+    let redeemer = dir.path().join("redeemer.toml");
+    std::fs::write(
+        &redeemer,
+        crate::scrip_ok(&["redeemer", "config", "example"]),
+    )
+    .expect("write");
+    let loaded = scrip_redeemer::RedeemerConfig::load(&redeemer).expect("the example loads");
+    assert_eq!(
+        loaded.database,
+        format!("sqlite://{}", dir.path().join("redeemer.db").display())
+    );
+    let ledger = dir.path().join("ledger.toml");
+    std::fs::write(&ledger, crate::scrip_ok(&["ledger", "config", "example"])).expect("write");
+    let loaded = scrip_ledger::LedgerConfig::load(&ledger).expect("the example loads");
+    assert_eq!(loaded.key_file, dir.path().join("ledger.key"));
+    // `--help` lists the same fields.
+    let help = crate::scrip_ok(&["issuer", "serve", "--help"]);
+    assert!(help.contains("rate_limit.unknown_code_ceiling") && help.contains("report_secs"));
+
+    // Every missing field at once; a bad value by its line.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"op-a\"\nledger_url = \"http://127.0.0.1:1\"\n",
+    )
+    .expect("write");
+    let out = scrip(&[
+        "issuer",
+        "cards",
+        "status",
+        "--config",
+        bad.to_str().expect("utf-8"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("missing required fields database, operator_key_file, keys_dir")
+            && err.contains("scrip issuer config example"),
+        "{err}"
+    );
+    std::fs::write(
+        &bad,
+        "name = \"op-a\"\ndatabase = \"sqlite://i.db\"\noperator_key_file = \"k\"\nkeys_dir = \"k\"\n\
+         ledger_url = \"http://127.0.0.1:1\"\nissue_days = \"seven\"\n",
+    )
+    .expect("write");
+    let out = scrip(&[
+        "issuer",
+        "cards",
+        "status",
+        "--config",
+        bad.to_str().expect("utf-8"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 6") && err.contains("issue_days") || err.contains("line 6"),
+        "{err}"
+    );
+}
