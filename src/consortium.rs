@@ -44,6 +44,18 @@ pub struct Consortium {
     pub operators: Vec<Operator>,
 }
 
+/// Writes a service's configuration as TOML, with a line saying where it came from.
+fn write_config(file: &Path, config: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = toml::to_string(config)?;
+    std::fs::write(
+        file,
+        format!(
+            "# Written by `scrip demo`; `scrip ROLE config example` explains every field.\n{text}"
+        ),
+    )
+    .with_context(|| format!("cannot write {}", file.display()))
+}
+
 fn sqlite_url(file: &Path) -> String {
     format!("sqlite://{}", file.display())
 }
@@ -113,8 +125,53 @@ impl Consortium {
         )
         .await?;
 
+        // The files to run this consortium by hand once the demo is over: standard ports,
+        // paths relative to the directory (read from each file's own directory).
+        write_config(
+            &dir.join("ledger.toml"),
+            &scrip_ledger::LedgerConfig {
+                listen: "127.0.0.1:7400".parse()?,
+                database: "sqlite://ledger.db".into(),
+                key_file: "ledger.key".into(),
+                checkpoint_secs: 300,
+            },
+        )?;
         let mut operators = Vec::new();
-        for name in names {
+        for (i, name) in names.iter().enumerate() {
+            let port = |base: u16| u16::try_from(i).map(|i| base + i);
+            write_config(
+                &dir.join(format!("{name}-issuer.toml")),
+                &IssuerConfig {
+                    name: (*name).to_owned(),
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], port(7500)?)),
+                    database: format!("sqlite://{name}-issuer.db"),
+                    operator_key_file: format!("{name}.key").into(),
+                    keys_dir: format!("{name}-keys").into(),
+                    ledger_url: "http://127.0.0.1:7400".into(),
+                    issue_days: 7,
+                    redeem_days: 13,
+                    forget_days: 7,
+                    report_secs: 3600,
+                    rate_limit: RateLimitConfig::default(),
+                },
+            )?;
+            write_config(
+                &dir.join(format!("{name}-redeemer.toml")),
+                &RedeemerConfig {
+                    name: (*name).to_owned(),
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], port(7600)?)),
+                    database: format!("sqlite://{name}-redeemer.db"),
+                    operator_key_file: format!("{name}.key").into(),
+                    ledger_url: "http://127.0.0.1:7400".into(),
+                    mode,
+                    grant_ttl_secs: 300,
+                    batch_max: 1000,
+                    batch_wait_ms: 5,
+                    key_refresh_secs: 60,
+                    rate_limit: scrip_redeemer::RedeemRateLimit::default(),
+                    ledger_wait_secs: 300,
+                },
+            )?;
             let issuer = Arc::new(
                 Issuer::open(IssuerConfig {
                     name: (*name).to_owned(),

@@ -288,6 +288,13 @@ pub async fn run(dir: &Path, kept: bool) -> anyhow::Result<()> {
         println!(
             "   ledger.db, op-*-issuer.db, op-*-redeemer.db, op-*-relay/, op-*-keys/, wallet.db"
         );
+        println!(
+            "   and the configuration to run it by hand: ledger.toml, op-*-issuer.toml, op-*-redeemer.toml"
+        );
+        println!(
+            "   (scrip ledger serve --config {}/ledger.toml, then each issuer and redeemer)",
+            dir.display()
+        );
     } else {
         println!(
             "The consortium ran in a temporary directory, now removed; `--keep DIR` keeps it."

@@ -63,6 +63,24 @@ fn the_demo_keeps_its_files_when_asked_and_refuses_a_busy_directory() {
     ] {
         assert!(keep.join(file).exists(), "{file} kept");
     }
+    // The configuration it ran with, to copy: each loads, and points at the kept files.
+    let ledger = scrip_ledger::LedgerConfig::load(&keep.join("ledger.toml")).expect("ledger.toml");
+    assert_eq!(ledger.key_file, keep.join("ledger.key"));
+    assert_eq!(
+        ledger.database,
+        format!("sqlite://{}", keep.join("ledger.db").display())
+    );
+    let issuer =
+        scrip_issuer::IssuerConfig::load(&keep.join("op-a-issuer.toml")).expect("issuer config");
+    assert_eq!(issuer.keys_dir, keep.join("op-a-keys"));
+    assert!(issuer.keys_dir.exists());
+    let redeemer = scrip_redeemer::RedeemerConfig::load(&keep.join("op-b-redeemer.toml"))
+        .expect("redeemer config");
+    assert_eq!(redeemer.ledger_url, "http://127.0.0.1:7400");
+    assert_eq!(
+        redeemer.database,
+        format!("sqlite://{}", keep.join("op-b-redeemer.db").display())
+    );
     let again = scrip(&["demo", "--keep", path(&keep)]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));

@@ -25,7 +25,9 @@ pub enum OpenError {
     #[error(transparent)]
     MalformedCode(#[from] scrip_spec::CardCodeError),
     /// Unknown, not for sale, used up or void: deliberately one answer for all.
-    #[error("the card is invalid or used")]
+    #[error(
+        "the card is not valid at this issuer: unknown here, not on sale yet, used up or void. A card opens only at the issuer that sold it, the one printed on the card"
+    )]
     InvalidCard {
         /// Whether a card has this code. Only the rate limits read it (an unknown code counts
         /// towards the unknown-code ceiling, a known one towards its card's limit); the
