@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 /// A token's state in the wallet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenState {
     /// Ready to spend.
@@ -85,6 +85,10 @@ pub struct PendingOpening {
     /// The request body, JSON.
     pub request: String,
 }
+
+/// The columns [`stored`] reads, in its order.
+const STORED_COLUMNS: &str =
+    "token, kind, issuer, redeem_until, state, redeemer_url, grant_code, updated_at";
 
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -352,9 +356,9 @@ impl WalletStore {
 
     /// One token.
     pub async fn token(&self, nullifier: &Nullifier) -> anyhow::Result<Option<StoredToken>> {
-        let row = sqlx::query(
-            "SELECT token, kind, issuer, redeem_until, state, redeemer_url, grant_code, updated_at FROM tokens WHERE nullifier = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {STORED_COLUMNS} FROM tokens WHERE nullifier = ?"
+        ))
         .bind(&nullifier.0[..])
         .fetch_optional(&self.pool)
         .await?;
@@ -363,10 +367,10 @@ impl WalletStore {
 
     /// Tokens in `state`.
     pub async fn tokens(&self, state: TokenState) -> anyhow::Result<Vec<StoredToken>> {
-        sqlx::query(
-            "SELECT token, kind, issuer, redeem_until, state, redeemer_url, grant_code, updated_at \
-             FROM tokens WHERE state = ? ORDER BY kind, redeem_until",
-        )
+        sqlx::query(&format!(
+            "SELECT {STORED_COLUMNS} \
+             FROM tokens WHERE state = ? ORDER BY kind, redeem_until"
+        ))
         .bind(state.as_str())
         .fetch_all(&self.pool)
         .await?
@@ -381,16 +385,34 @@ impl WalletStore {
         kind: &str,
         redeemer_url: &str,
     ) -> anyhow::Result<Option<StoredToken>> {
-        let row = sqlx::query(
-            "SELECT token, kind, issuer, redeem_until, state, redeemer_url, grant_code, updated_at \
+        let row = sqlx::query(&format!(
+            "SELECT {STORED_COLUMNS} \
              FROM tokens WHERE state = 'pending' AND kind = ? AND redeemer_url = ? \
-             ORDER BY updated_at, nullifier LIMIT 1",
-        )
+             ORDER BY updated_at, nullifier LIMIT 1"
+        ))
         .bind(kind)
         .bind(redeemer_url)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| stored(&r)).transpose()
+    }
+
+    /// How many tokens are in each state, with and without a grant recorded.
+    pub async fn counts(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<(TokenState, bool), u64>> {
+        let rows: Vec<(String, bool, i64)> = sqlx::query_as(
+            "SELECT state, grant_code IS NOT NULL, COUNT(*) FROM tokens GROUP BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(state, granted, n)| {
+                let state = TokenState::parse(&state)
+                    .ok_or_else(|| anyhow::anyhow!("corrupt token state {state}"))?;
+                Ok(((state, granted), u64_of(n)))
+            })
+            .collect()
     }
 
     /// Marks unspent tokens past their `redeem_until` expired; how many.
@@ -433,11 +455,11 @@ impl WalletStore {
         now: UnixSeconds,
         until: UnixSeconds,
     ) -> anyhow::Result<Vec<StoredToken>> {
-        sqlx::query(
-            "SELECT token, kind, issuer, redeem_until, state, redeemer_url, grant_code, updated_at \
+        sqlx::query(&format!(
+            "SELECT {STORED_COLUMNS} \
              FROM tokens WHERE state = 'unspent' AND redeem_until >= ? AND redeem_until <= ? \
-             ORDER BY redeem_until, nullifier",
-        )
+             ORDER BY redeem_until, nullifier"
+        ))
         .bind(i64_of(now))
         .bind(i64_of(until))
         .fetch_all(&self.pool)

@@ -382,12 +382,16 @@ impl Wallet {
         for t in self.store.tokens(TokenState::Unspent).await? {
             *b.unspent.entry((t.kind, t.redeem_until)).or_default() += 1;
         }
-        b.pending = self.store.tokens(TokenState::Pending).await?.len() as u64
-            + self.store.tokens(TokenState::Refreshing).await?.len() as u64;
-        let spent = self.store.tokens(TokenState::Spent).await?;
-        b.spent = spent.len() as u64;
-        b.granted = spent.iter().filter(|t| t.grant.is_some()).count() as u64;
-        b.expired = self.store.tokens(TokenState::Expired).await?.len() as u64;
+        // Counted in the database: a wallet's spent tokens grow without bound.
+        let counts = self.store.counts().await?;
+        let count = |state| {
+            counts.get(&(state, false)).copied().unwrap_or(0)
+                + counts.get(&(state, true)).copied().unwrap_or(0)
+        };
+        b.pending = count(TokenState::Pending) + count(TokenState::Refreshing);
+        b.spent = count(TokenState::Spent);
+        b.granted = counts.get(&(TokenState::Spent, true)).copied().unwrap_or(0);
+        b.expired = count(TokenState::Expired);
         Ok(b)
     }
 

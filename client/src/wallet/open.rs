@@ -76,18 +76,7 @@ impl Wallet {
         progress(0, total);
         for chunk in items.chunks(MAX_OPEN_BATCH) {
             let first = self.store.next_counter().await?;
-            let mut requests = Vec::with_capacity(chunk.len());
-            for (j, key) in chunk.iter().enumerate() {
-                let challenge =
-                    TokenChallenge::for_issuer(&key.issuer).map_err(anyhow::Error::from)?;
-                let (token_request, _) =
-                    blind(&self.seed, first + j as u64, &key.public_key, &challenge)
-                        .map_err(anyhow::Error::from)?;
-                requests.push(KeyedTokenRequest {
-                    token_key_id: key.public_key.id(),
-                    token_request,
-                });
-            }
+            let requests = self.blinded_requests(first, chunk.iter().copied())?;
             let request = OpenRequest {
                 card_code: code.to_owned(),
                 request_id: RequestId(self.seed.request_id(first)),
@@ -111,6 +100,29 @@ impl Wallet {
             progress(done, total);
         }
         Ok(summary)
+    }
+
+    /// The blinded requests for tokens numbered from `first`, one per key in order: what an
+    /// opening or a refresh sends, derived from the seed so a retry or a restore rebuilds them.
+    pub(super) fn blinded_requests<'k>(
+        &self,
+        first: u64,
+        keys: impl IntoIterator<Item = &'k TokenKeyInfo>,
+    ) -> Result<Vec<KeyedTokenRequest>, WalletError> {
+        keys.into_iter()
+            .enumerate()
+            .map(|(j, key)| {
+                let challenge =
+                    TokenChallenge::for_issuer(&key.issuer).map_err(anyhow::Error::from)?;
+                let (token_request, _) =
+                    blind(&self.seed, first + j as u64, &key.public_key, &challenge)
+                        .map_err(anyhow::Error::from)?;
+                Ok(KeyedTokenRequest {
+                    token_key_id: key.public_key.id(),
+                    token_request,
+                })
+            })
+            .collect()
     }
 
     /// Sends an opening and stores its tokens; a definitive refusal forgets it (its counters

@@ -9,11 +9,9 @@
 use super::{Wallet, WalletError};
 use crate::store::{PendingOpening, StoredToken, TokenState};
 use scrip_common::clients::ClientError;
-use scrip_spec::api::issuer::{
-    IssuerErrorCode, KeyedTokenRequest, RefreshRequest, RefreshResponse, RequestId,
-};
+use scrip_spec::api::issuer::{IssuerErrorCode, RefreshRequest, RefreshResponse, RequestId};
 use scrip_spec::ledger::MAX_REFRESH_BATCH;
-use scrip_spec::{CapacityKind, Nullifier, TokenChallenge, TokenKeyInfo, blind, now};
+use scrip_spec::{CapacityKind, Nullifier, TokenKeyInfo, now};
 use std::collections::BTreeMap;
 
 /// Tokens this close to their `redeem_until` are refreshed (`wallet refresh`, and after an
@@ -282,17 +280,7 @@ impl Wallet {
             self.store.put_key(key).await?;
         }
         let first = self.store.next_counter().await?;
-        let mut requests = Vec::with_capacity(outputs.len());
-        for (j, key) in outputs.iter().enumerate() {
-            let challenge = TokenChallenge::for_issuer(&key.issuer).map_err(anyhow::Error::from)?;
-            let (token_request, _) =
-                blind(&self.seed, first + j as u64, &key.public_key, &challenge)
-                    .map_err(anyhow::Error::from)?;
-            requests.push(KeyedTokenRequest {
-                token_key_id: key.public_key.id(),
-                token_request,
-            });
-        }
+        let requests = self.blinded_requests(first, outputs)?;
         let request = RefreshRequest {
             request_id: RequestId(self.seed.request_id(first)),
             tokens: inputs.iter().map(|s| s.token.clone()).collect(),
