@@ -152,6 +152,7 @@ impl Consortium {
                     redeem_days: 13,
                     forget_days: 7,
                     report_secs: 3600,
+                    ledger_wait_secs: 300,
                     rate_limit: RateLimitConfig::default(),
                 },
             )?;
@@ -184,6 +185,7 @@ impl Consortium {
                     redeem_days: 13,
                     forget_days: 7,
                     report_secs: 3600,
+                    ledger_wait_secs: 300,
                     rate_limit: rate_limit.clone(),
                 })
                 .await?,

@@ -14,7 +14,9 @@ pub enum IssuerCommand {
     Serve {
         /// The configuration file (TOML; `scrip issuer config example` prints one with every
         /// field). SCRIP_ISSUER_LISTEN, SCRIP_ISSUER_DATABASE and SCRIP_ISSUER_LEDGER_URL
-        /// override it; relative paths are read from the file's directory.
+        /// override it; relative paths are read from the file's directory. A ledger not
+        /// answering yet is waited for, ledger_wait_secs (300) at most. Issuance is reported
+        /// at start-up, every report_secs and on shutdown.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -102,8 +104,12 @@ pub enum CardsCommand {
     },
 }
 
+/// The issuer of a local command: it works with the ledger down, from what the ledger last
+/// said (`serve` waits for the ledger instead).
 async fn open(config: &std::path::Path) -> anyhow::Result<Arc<Issuer>> {
-    Ok(Arc::new(Issuer::open(IssuerConfig::load(config)?).await?))
+    Ok(Arc::new(
+        Issuer::open_local(IssuerConfig::load(config)?).await?,
+    ))
 }
 
 pub async fn run(cmd: IssuerCommand) -> anyhow::Result<()> {
@@ -112,14 +118,17 @@ pub async fn run(cmd: IssuerCommand) -> anyhow::Result<()> {
             crate::config_example::run(&scrip_issuer::config::SCHEMA, cmd)?;
         }
         IssuerCommand::Serve { config } => {
-            let issuer = open(&config).await?;
+            let issuer = Arc::new(Issuer::open(IssuerConfig::load(&config)?).await?);
             let app = Application::new(issuer).await?;
             tracing::info!(address = %app.local_addr()?, "issuer listening");
             app.run_until(crate::shutdown_signal()).await?;
             tracing::info!("issuer stopped");
         }
         IssuerCommand::Report { config } => {
-            let n = open(&config).await?.report_issuance().await?;
+            let n = open(&config).await?.report_issuance().await.context(
+                "issuance not reported yet: what was counted stays queued, and `scrip issuer serve` \
+                 or the next `scrip issuer report` sends it",
+            )?;
             println!("queued and sent {n} issuance report(s)");
         }
         IssuerCommand::Keys(KeysCommand::Rotate { config }) => {

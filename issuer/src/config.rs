@@ -75,8 +75,15 @@ pub const SCHEMA: Schema = Schema {
         },
         Field {
             name: "report_secs",
-            doc: "Seconds between issuance reports to the ledger.",
+            doc: "Seconds between issuance reports to the ledger (serve also reports at start-up and on shutdown).",
             default: Some("3600"),
+            example: "",
+            env: None,
+        },
+        Field {
+            name: "ledger_wait_secs",
+            doc: "How long serve waits at start-up for a ledger not answering yet (0: give up at once). The local commands (cards mint, void, status, keys list) work without it, from what the ledger last said.",
+            default: Some("300"),
             example: "",
             env: None,
         },
@@ -154,6 +161,9 @@ pub struct IssuerConfig {
     /// Seconds between issuance reports to the ledger.
     #[serde(default = "default_report_secs")]
     pub report_secs: u64,
+    /// How long `serve` waits at start-up for a ledger not answering yet.
+    #[serde(default = "default_ledger_wait")]
+    pub ledger_wait_secs: u64,
     /// Rate limits on card requests (`[rate_limit]`).
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
@@ -230,6 +240,9 @@ fn default_forget_days() -> u64 {
 }
 fn default_report_secs() -> u64 {
     3600
+}
+fn default_ledger_wait() -> u64 {
+    300
 }
 
 impl IssuerConfig {

@@ -394,8 +394,9 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown`; reports issuance every `report_secs` and once more on the way
-    /// out, flushes the ledger outbox and reloads keys every minute.
+    /// Serves until `shutdown`; reports issuance at start-up (what an earlier run counted and
+    /// did not report), every `report_secs` and once more on the way out, flushes the ledger
+    /// outbox and reloads keys every minute.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -407,7 +408,7 @@ impl Application {
             async move {
                 let mut report = tokio::time::interval(report_every);
                 let mut upkeep = tokio::time::interval(Duration::from_secs(60));
-                report.tick().await;
+                // The first tick of each is at once: the start-up report and flush.
                 loop {
                     tokio::select! {
                         _ = report.tick() => {

@@ -75,7 +75,10 @@ impl Issuer {
         if !queued && batch.state != "activating" {
             anyhow::bail!("batch {batch_id} is already {}", batch.state);
         }
-        self.flush_outbox().await?;
+        if let Err(e) = self.flush_outbox().await {
+            // Queued: `serve` sends it (every minute), or the next activation does.
+            tracing::warn!(error = %format!("{e:#}"), "the sale is queued; the ledger did not take it yet");
+        }
         let active = self
             .store
             .batches()

@@ -57,6 +57,17 @@ impl Issuer {
     /// announces it and any key left unannounced before. Returns the keys announced now.
     pub async fn rotate_keys(&self) -> anyhow::Result<Vec<TokenKeyInfo>> {
         use anyhow::Context as _;
+        // A key is usable only once announced: with the ledger down, making keys would only
+        // leave them unannounced, and the next rotation would make more.
+        let info = self.ledger.info().await.with_context(|| {
+            format!(
+                "keys are rotated only while the ledger at {} answers (a key is usable once announced); start it or fix ledger_url",
+                self.ledger.url()
+            )
+        })?;
+        if let Ok(mut c) = self.catalog.write() {
+            *c = info.catalog;
+        }
         std::fs::create_dir_all(&self.config.keys_dir)
             .with_context(|| format!("cannot create {}", self.config.keys_dir.display()))?;
         let catalog = self

@@ -15,7 +15,7 @@ use scrip_spec::now;
 
 use crate::config::IssuerConfig;
 use crate::store::IssuerStore;
-use scrip_common::clients::{LedgerClient, member_info};
+use scrip_common::clients::{LedgerClient, MembershipError, member_info, member_info_waiting};
 use scrip_common::keyring::KeyRing;
 use scrip_common::metrics::{Counter, Gauge};
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest};
@@ -53,6 +53,15 @@ pub struct ServiceMetrics {
     pub tokens_refreshed: Counter,
 }
 
+/// What opening an issuer does when the ledger does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LedgerDown {
+    /// Wait for it, this long at most.
+    Wait(std::time::Duration),
+    /// Work from the ledger info saved in the store.
+    UseSaved,
+}
+
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issuer")
@@ -62,19 +71,64 @@ impl std::fmt::Debug for Issuer {
 }
 
 impl Issuer {
-    /// Opens the store, reads the operator key, and fetches the ledger's id and catalog.
+    /// Opens the store, reads the operator key, and fetches the ledger's id and catalog,
+    /// waiting up to `ledger_wait_secs` for a ledger that does not answer yet (what `serve`
+    /// does: a service started before its ledger, as boot order often has it).
     pub async fn open(config: IssuerConfig) -> anyhow::Result<Self> {
+        let wait = std::time::Duration::from_secs(config.ledger_wait_secs);
+        Self::open_when_ledger_down(config, LedgerDown::Wait(wait)).await
+    }
+
+    /// Opens the issuer for a local command: if the ledger does not answer, it works from the
+    /// ledger id and catalog it last heard (kept in the store), so minting, voiding, card
+    /// status and the key list need no ledger; what must reach the ledger is queued.
+    pub async fn open_local(config: IssuerConfig) -> anyhow::Result<Self> {
+        Self::open_when_ledger_down(config, LedgerDown::UseSaved).await
+    }
+
+    async fn open_when_ledger_down(config: IssuerConfig, down: LedgerDown) -> anyhow::Result<Self> {
         let operator = OperatorKey::read_file(&config.operator_key_file)?;
         let store = crate::store::connect(&config.database).await?;
         let ledger = LedgerClient::new(&config.ledger_url);
-        let info = member_info(&ledger, &operator, &config.name, None).await?;
+        let heard = match down {
+            LedgerDown::Wait(wait) => {
+                member_info_waiting(&ledger, &operator, &config.name, None, wait).await
+            }
+            LedgerDown::UseSaved => member_info(&ledger, &operator, &config.name, None).await,
+        };
+        let (ledger_id, catalog) = match heard {
+            Ok(info) => {
+                store
+                    .save_ledger_info(
+                        &info.ledger_id.0,
+                        &serde_json::to_string(&info.catalog)?,
+                        now(),
+                    )
+                    .await?;
+                (info.ledger_id, info.catalog)
+            }
+            Err(e @ MembershipError::Unreachable { .. }) if down == LedgerDown::UseSaved => {
+                let Some((id, catalog, heard_at)) = store.ledger_info().await? else {
+                    return Err(anyhow::Error::new(e).context(
+                        "this issuer has never reached its ledger, so it does not know the ledger's id yet",
+                    ));
+                };
+                tracing::warn!(
+                    ledger = %ledger.url(),
+                    last_heard = %scrip_common::display::date_time(heard_at),
+                    "the ledger is not answering; working from what it last said (requests for it are queued)"
+                );
+                (Hash32(id), serde_json::from_str(&catalog)?)
+            }
+            Err(e) => return Err(e.into()),
+        };
         let issuer = Self {
             name: config.name.clone(),
             store,
             operator,
             ledger,
-            ledger_id: info.ledger_id,
-            catalog: RwLock::new(info.catalog),
+            ledger_id,
+            catalog: RwLock::new(catalog),
             keys: KeyRing::new(),
             card_locks: opening::CardLocks::default(),
             refresh_locks: opening::CardLocks::default(),

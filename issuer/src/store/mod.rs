@@ -311,6 +311,18 @@ pub trait IssuerStore: Send + Sync + 'static {
 
     /// Removes an acknowledged item and applies its follow-up, in one transaction.
     async fn complete_outbox(&self, item: &OutboxItem) -> Result<(), StoreError>;
+
+    /// Keeps what the ledger last said: its id and catalog (JSON), heard at `now`.
+    async fn save_ledger_info(
+        &self,
+        ledger_id: &[u8; 32],
+        catalog: &str,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError>;
+
+    /// What [`IssuerStore::save_ledger_info`] kept last: the ledger's id, its catalog (JSON)
+    /// and when it was heard; `None` if the ledger never answered this store.
+    async fn ledger_info(&self) -> Result<Option<([u8; 32], String, UnixSeconds)>, StoreError>;
 }
 
 /// Opens the store a URL names.

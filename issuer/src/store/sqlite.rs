@@ -590,4 +590,32 @@ impl IssuerStore for SqliteIssuerStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn save_ledger_info(
+        &self,
+        ledger_id: &[u8; 32],
+        catalog: &str,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ledger_info (only_row, ledger_id, catalog, heard_at) VALUES (1, ?, ?, ?) \
+             ON CONFLICT (only_row) DO UPDATE SET ledger_id = excluded.ledger_id, \
+             catalog = excluded.catalog, heard_at = excluded.heard_at",
+        )
+        .bind(&ledger_id[..])
+        .bind(catalog)
+        .bind(to_i64(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn ledger_info(&self) -> Result<Option<([u8; 32], String, UnixSeconds)>, StoreError> {
+        let row: Option<(Vec<u8>, String, i64)> =
+            sqlx::query_as("SELECT ledger_id, catalog, heard_at FROM ledger_info")
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(id, catalog, at)| Ok((hash32(&id, "ledger id")?, catalog, to_u64(at))))
+            .transpose()
+    }
 }

@@ -80,6 +80,7 @@ async fn spawn_configured(
         redeem_days: 13,
         forget_days: 7,
         report_secs: 3600,
+        ledger_wait_secs: 300,
         rate_limit,
     };
     let (base, issuer) = spawn_issuer(config).await;

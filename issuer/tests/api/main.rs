@@ -8,3 +8,4 @@ mod opening;
 mod outbox;
 mod refresh;
 mod refusals;
+mod start_up;
