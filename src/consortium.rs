@@ -12,7 +12,6 @@ use scrip_spec::OperatorKey;
 use scrip_spec::ledger::Role;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// One member operator's services.
 #[derive(Debug)]
@@ -173,6 +172,14 @@ impl Consortium {
                     ledger_wait_secs: 300,
                 },
             )?;
+            write_config(
+                &dir.join(format!("{name}-relay.toml")),
+                &RelayConfig {
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], port(7700)?)),
+                    sidecar: format!("http://127.0.0.1:{}", port(7600)?),
+                    ..RelayConfig::new(format!("{name}-relay").into())
+                },
+            )?;
             let issuer = Arc::new(
                 Issuer::open(IssuerConfig {
                     name: (*name).to_owned(),
@@ -221,8 +228,7 @@ impl Consortium {
                 listener,
                 RelayConfig {
                     sidecar: redeemer_url.clone(),
-                    data_dir: dir.join(format!("{name}-relay")),
-                    chunk_ttl: Duration::from_secs(48 * 3600),
+                    ..RelayConfig::new(dir.join(format!("{name}-relay")))
                 },
                 std::future::pending(),
             ));

@@ -289,10 +289,10 @@ pub async fn run(dir: &Path, kept: bool) -> anyhow::Result<()> {
             "   ledger.db, op-*-issuer.db, op-*-redeemer.db, op-*-relay/, op-*-keys/, wallet.db"
         );
         println!(
-            "   and the configuration to run it by hand: ledger.toml, op-*-issuer.toml, op-*-redeemer.toml"
+            "   and the configuration to run it by hand: ledger.toml, op-*-issuer.toml, op-*-redeemer.toml, op-*-relay.toml"
         );
         println!(
-            "   (scrip ledger serve --config {}/ledger.toml, then each issuer and redeemer)",
+            "   (scrip ledger serve --config {}/ledger.toml, then each issuer, redeemer and relay)",
             dir.display()
         );
     } else {

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
+use scrip_common::display::date_time;
 use scrip_issuer::{Application, Issuer, IssuerConfig};
 use scrip_spec::CardCode;
 use std::path::PathBuf;
@@ -138,20 +139,20 @@ pub async fn run(cmd: IssuerCommand) -> anyhow::Result<()> {
                     "announced {} key {} (issues until {}, redeemable until {})",
                     k.kind,
                     k.public_key.id(),
-                    k.issue_until,
-                    k.redeem_until
+                    date_time(k.issue_until),
+                    date_time(k.redeem_until)
                 );
             }
         }
         IssuerCommand::Keys(KeysCommand::List { config }) => {
             for k in open(&config).await?.public_keys().keys {
                 println!(
-                    "{:<12} {}  valid_from {}  issue_until {}  redeem_until {}",
+                    "{:<12} {}  valid from {}  issues until {}  redeemable until {}",
                     k.kind,
                     k.public_key.id(),
-                    k.valid_from,
-                    k.issue_until,
-                    k.redeem_until
+                    date_time(k.valid_from),
+                    date_time(k.issue_until),
+                    date_time(k.redeem_until)
                 );
             }
         }

@@ -9,6 +9,7 @@ mod issuer;
 mod ledger;
 mod operator;
 mod redeemer;
+mod relay;
 mod wallet;
 
 use clap::{Parser, Subcommand};
@@ -63,9 +64,12 @@ enum Command {
     /// An issuing operator: gift cards, token keys, the signing service.
     #[command(subcommand)]
     Issuer(issuer::IssuerCommand),
-    /// A relay's side: the redeemer sidecar, and an example relay.
+    /// A relay's side: the redeemer sidecar that checks tokens and gives grants.
     #[command(subcommand)]
     Redeemer(redeemer::RedeemerCommand),
+    /// A relay: the example relay (queues and chunks for grants), and handing it a grant.
+    #[command(subcommand)]
+    Relay(relay::RelayCommand),
     /// A person's wallet: open cards into tokens, spend them, back them up.
     Wallet {
         /// The wallet file.
@@ -148,6 +152,7 @@ fn main() -> std::process::ExitCode {
         Command::Ledger(cmd) => runtime().and_then(|rt| rt.block_on(ledger::run(cmd))),
         Command::Issuer(cmd) => runtime().and_then(|rt| rt.block_on(issuer::run(cmd))),
         Command::Redeemer(cmd) => runtime().and_then(|rt| rt.block_on(redeemer::run(cmd))),
+        Command::Relay(cmd) => runtime().and_then(|rt| rt.block_on(relay::run(cmd))),
         Command::Wallet {
             wallet,
             json,

@@ -1,11 +1,8 @@
-//! `scrip redeemer …`: the sidecar a relay calls, and an example relay.
+//! `scrip redeemer …`: the sidecar a relay calls.
 
 use clap::Subcommand;
-use scrip_redeemer::example_relay::{self, RelayConfig};
 use scrip_redeemer::{Application, Redeemer, RedeemerConfig};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub enum RedeemerCommand {
@@ -24,22 +21,6 @@ pub enum RedeemerCommand {
     /// The configuration file of `redeemer serve`.
     #[command(subcommand)]
     Config(crate::config_example::ConfigCommand),
-    /// Run the example relay: queues and file chunks, each only for a valid grant checked at
-    /// the sidecar.
-    ExampleRelay {
-        /// Where to listen.
-        #[arg(long, default_value = "127.0.0.1:7700")]
-        listen: SocketAddr,
-        /// The sidecar's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:7600")]
-        sidecar: String,
-        /// Where queues and chunks are stored.
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
-        /// How long chunks are kept, in seconds (48 hours by default).
-        #[arg(long, default_value_t = 48 * 3600)]
-        chunk_ttl_secs: u64,
-    },
 }
 
 pub async fn run(cmd: RedeemerCommand) -> anyhow::Result<()> {
@@ -53,21 +34,6 @@ pub async fn run(cmd: RedeemerCommand) -> anyhow::Result<()> {
             tracing::info!(address = %app.local_addr()?, "redeemer listening");
             app.run_until(crate::shutdown_signal()).await?;
             tracing::info!("redeemer stopped");
-        }
-        RedeemerCommand::ExampleRelay {
-            listen,
-            sidecar,
-            data_dir,
-            chunk_ttl_secs,
-        } => {
-            let listener = scrip_common::server::bind(listen).await?;
-            tracing::info!(address = %listener.local_addr()?, "example relay listening");
-            let config = RelayConfig {
-                sidecar,
-                data_dir,
-                chunk_ttl: Duration::from_secs(chunk_ttl_secs),
-            };
-            example_relay::serve(listener, config, crate::shutdown_signal()).await?;
         }
     }
     Ok(())

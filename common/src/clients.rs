@@ -15,10 +15,11 @@ use scrip_spec::api::ledger::{
 use scrip_spec::api::redeemer::{
     ConsumeRequest, ConsumeResponse, RedeemRequest, RedeemResponse, RedeemerErrorCode,
 };
+use scrip_spec::api::relay::{ChunkStored, QueueCreated, RelayErrorCode};
 use scrip_spec::api::{ErrorAnswer, ErrorCode, ErrorDetails, ErrorObject, Health};
 use scrip_spec::encoding::b64_encode;
 use scrip_spec::ledger::{LedgerRequest, Totals};
-use scrip_spec::{CapacityKind, Nullifier, Signed, Token};
+use scrip_spec::{CapacityKind, GrantCode, Nullifier, Signed, Token};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -237,6 +238,8 @@ pub type LedgerClientError = ClientError<LedgerErrorCode>;
 pub type IssuerClientError = ClientError<IssuerErrorCode>;
 /// A redeemer client's error.
 pub type RedeemerClientError = ClientError<RedeemerErrorCode>;
+/// A relay client's error.
+pub type RelayClientError = ClientError<RelayErrorCode>;
 
 service_client!(
     /// A client of the ledger, for issuers, redeemers, wallets and auditors.
@@ -398,6 +401,42 @@ impl RedeemerClient {
         request: &ConsumeRequest,
     ) -> Result<ConsumeResponse, RedeemerClientError> {
         self.endpoint.post("/v1/grants/consume", request).await
+    }
+}
+
+service_client!(
+    /// A client of a relay that takes grants as the example relay does (`POST /queues`,
+    /// `PUT /chunks/{id}`, `GET /chunks/{id}`, each grant as `Authorization: Bearer`), for
+    /// `scrip relay use` and the demo.
+    RelayClient,
+    "relay",
+    RelayErrorCode
+);
+
+impl RelayClient {
+    /// A client of the relay at `base_url`; a 4 MiB chunk has a minute to go up.
+    pub fn new(base_url: &str) -> Self {
+        Self::on(base_url, Http::new(Duration::from_secs(60)))
+    }
+
+    /// `POST /queues`: a new queue for a `queue` grant.
+    pub async fn create_queue(&self, grant: &GrantCode) -> Result<QueueCreated, RelayClientError> {
+        let e = &self.endpoint;
+        let request = e.http.client.post(e.url("/queues")).bearer_auth(grant);
+        e.read(request.send().await).await
+    }
+
+    /// `PUT /chunks/{id}`: stores `bytes` as chunk `id` for a grant of the chunk's size class.
+    pub async fn put_chunk(
+        &self,
+        id: &str,
+        grant: &GrantCode,
+        bytes: Vec<u8>,
+    ) -> Result<ChunkStored, RelayClientError> {
+        let e = &self.endpoint;
+        let url = e.url(&format!("/chunks/{}", urlencode(id)));
+        let request = e.http.client.put(url).bearer_auth(grant).body(bytes);
+        e.read(request.send().await).await
     }
 }
 

@@ -170,6 +170,58 @@ impl Schema {
         Ok(())
     }
 
+    /// Applies the environment overrides the fields name (`lookup` is the environment, or a
+    /// map in tests): a variable set replaces its field, read as the field's type. The error
+    /// names the variable and what is wrong with its value.
+    pub fn apply_env<T>(
+        &self,
+        config: &mut T,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), String>
+    where
+        T: DeserializeOwned + serde::Serialize,
+    {
+        let mut table = toml::Table::try_from(&*config).map_err(|e| e.to_string())?;
+        let mut set = Vec::new();
+        for f in self.fields {
+            let Some((env, value)) = f.env.and_then(|env| lookup(env).map(|v| (env, v))) else {
+                continue;
+            };
+            let section = match f.section() {
+                Some(s) => match table
+                    .entry(s)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                {
+                    toml::Value::Table(t) => t,
+                    _ => return Err(format!("{env}: [{s}] is not a table")),
+                },
+                None => &mut table,
+            };
+            // A number stays a number, a flag a flag; anything else is the text as it is.
+            let typed = match section.get(f.key()) {
+                Some(toml::Value::Integer(_)) => value
+                    .trim()
+                    .parse()
+                    .map(toml::Value::Integer)
+                    .map_err(|_| format!("{env}={value:?}: expected a whole number"))?,
+                Some(toml::Value::Boolean(_)) => value
+                    .trim()
+                    .parse()
+                    .map(toml::Value::Boolean)
+                    .map_err(|_| format!("{env}={value:?}: expected true or false"))?,
+                _ => toml::Value::String(value),
+            };
+            section.insert(f.key().to_owned(), typed);
+            set.push(env);
+        }
+        if set.is_empty() {
+            return Ok(());
+        }
+        *config =
+            T::deserialize(table).map_err(|e| format!("{}: {}", set.join(", "), e.message()))?;
+        Ok(())
+    }
+
     /// Parses a configuration's text; the error says which fields and lines are wrong and
     /// what to do.
     pub fn parse<T: DeserializeOwned>(&self, text: &str) -> Result<T, String> {
@@ -245,7 +297,7 @@ pub fn sqlite_relative_to(config: &Path, url: &str) -> String {
 mod tests {
     use super::*;
 
-    #[derive(Debug, serde::Deserialize)]
+    #[derive(Debug, serde::Deserialize, serde::Serialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Demo {
@@ -277,10 +329,43 @@ mod tests {
                 doc: "A port.",
                 default: Some("0"),
                 example: "",
-                env: None,
+                env: Some("SCRIP_DEMO_PORT"),
             },
         ],
     };
+
+    #[test]
+    fn environment_overrides_are_read_as_their_field_and_named_when_wrong() {
+        let mut demo: Demo = DEMO
+            .parse("name = \"x\"\ndatabase = \"sqlite://a.db\"\n")
+            .expect("valid");
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        DEMO.apply_env(
+            &mut demo,
+            env(&[
+                ("SCRIP_DEMO_DATABASE", "sqlite://b.db"),
+                ("SCRIP_DEMO_PORT", "7"),
+            ]),
+        )
+        .expect("valid overrides");
+        assert_eq!((demo.database.as_str(), demo.port), ("sqlite://b.db", 7));
+        let not_a_number = DEMO
+            .apply_env(&mut demo, env(&[("SCRIP_DEMO_PORT", "seven")]))
+            .expect_err("not a number");
+        assert!(not_a_number.contains("SCRIP_DEMO_PORT"), "{not_a_number}");
+        let too_big = DEMO
+            .apply_env(&mut demo, env(&[("SCRIP_DEMO_PORT", "70000")]))
+            .expect_err("out of range");
+        assert!(too_big.contains("SCRIP_DEMO_PORT"), "{too_big}");
+        assert_eq!(demo.port, 7, "a refused override changes nothing");
+    }
 
     #[test]
     fn every_missing_field_is_named_at_once_and_bad_values_by_line() {

@@ -259,19 +259,10 @@ impl IssuerConfig {
         Ok(config)
     }
 
-    /// Applies `SCRIP_ISSUER_LISTEN`, `SCRIP_ISSUER_DATABASE` and `SCRIP_ISSUER_LEDGER_URL`.
+    /// Applies `SCRIP_ISSUER_LISTEN`, `SCRIP_ISSUER_DATABASE` and `SCRIP_ISSUER_LEDGER_URL`
+    /// (the variables [`SCHEMA`] names).
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        if let Some(v) = lookup("SCRIP_ISSUER_LISTEN") {
-            self.listen = v.parse().context("SCRIP_ISSUER_LISTEN is not an address")?;
-        }
-        if let Some(v) = lookup("SCRIP_ISSUER_DATABASE") {
-            self.database = v;
-        }
-        if let Some(v) = lookup("SCRIP_ISSUER_LEDGER_URL") {
-            self.ledger_url = v;
-        }
-        Ok(())
+        SCHEMA.apply_env(self, lookup).map_err(anyhow::Error::msg)
     }
 }
 

@@ -85,11 +85,9 @@ pub enum ConfigError {
         message: String,
     },
     /// An environment override is not valid.
-    #[error("environment variable {name} is invalid: {message}")]
+    #[error("environment variable {message}")]
     Env {
-        /// The variable.
-        name: &'static str,
-        /// What is wrong.
+        /// The variable and what is wrong with its value.
         message: String,
     },
 }
@@ -117,24 +115,9 @@ impl LedgerConfig {
         &mut self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
-        if let Some(v) = lookup("SCRIP_LEDGER_LISTEN") {
-            self.listen = v.parse().map_err(|e| ConfigError::Env {
-                name: "SCRIP_LEDGER_LISTEN",
-                message: format!("{e}"),
-            })?;
-        }
-        if let Some(v) = lookup("SCRIP_LEDGER_DATABASE") {
-            self.database = v;
-        }
-        if let Some(v) = lookup("SCRIP_LEDGER_KEY_FILE") {
-            self.key_file = v.into();
-        }
-        if let Some(v) = lookup("SCRIP_LEDGER_CHECKPOINT_SECS") {
-            self.checkpoint_secs = v.parse().map_err(|e| ConfigError::Env {
-                name: "SCRIP_LEDGER_CHECKPOINT_SECS",
-                message: format!("{e}"),
-            })?;
-        }
+        SCHEMA
+            .apply_env(self, lookup)
+            .map_err(|message| ConfigError::Env { message })?;
         Ok(())
     }
 }

@@ -285,21 +285,10 @@ impl RedeemerConfig {
         Ok(config)
     }
 
-    /// Applies `SCRIP_REDEEMER_LISTEN`, `_DATABASE` and `_LEDGER_URL`.
+    /// Applies `SCRIP_REDEEMER_LISTEN`, `_DATABASE` and `_LEDGER_URL` (the variables
+    /// [`SCHEMA`] names).
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        if let Some(v) = lookup("SCRIP_REDEEMER_LISTEN") {
-            self.listen = v
-                .parse()
-                .context("SCRIP_REDEEMER_LISTEN is not an address")?;
-        }
-        if let Some(v) = lookup("SCRIP_REDEEMER_DATABASE") {
-            self.database = v;
-        }
-        if let Some(v) = lookup("SCRIP_REDEEMER_LEDGER_URL") {
-            self.ledger_url = v;
-        }
-        Ok(())
+        SCHEMA.apply_env(self, lookup).map_err(anyhow::Error::msg)
     }
 }
 

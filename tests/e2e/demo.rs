@@ -81,6 +81,14 @@ fn the_demo_keeps_its_files_when_asked_and_refuses_a_busy_directory() {
         redeemer.database,
         format!("sqlite://{}", keep.join("op-b-redeemer.db").display())
     );
+    let relay = scrip_redeemer::example_relay::RelayConfig::load(&keep.join("op-b-relay.toml"))
+        .expect("relay config");
+    assert_eq!(relay.sidecar, format!("http://{}", redeemer.listen));
+    assert_eq!(relay.data_dir, keep.join("op-b-relay"));
+    assert!(
+        relay.data_dir.join("chunks").exists(),
+        "the demo's chunks are there"
+    );
     let again = scrip(&["demo", "--keep", path(&keep)]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));

@@ -20,7 +20,9 @@ mod demo;
 mod issuer_cli;
 mod lost_answers;
 mod privacy;
+mod readme;
 mod refresh;
+mod relay_cli;
 mod wallet;
 mod wallet_cli;
 

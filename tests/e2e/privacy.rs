@@ -494,16 +494,16 @@ async fn secrets_are_never_logged_and_issuer_and_relay_share_no_value() {
     let relay_url = format!("http://127.0.0.1:{relay_port}");
     let relay_data = d.join("relay-data");
     let relay_listen = format!("127.0.0.1:{relay_port}");
-    let relay_args = [
-        "redeemer",
-        "example-relay",
-        "--listen",
-        &relay_listen,
-        "--sidecar",
-        &redeemer_url,
-        "--data-dir",
-        path(&relay_data),
-    ];
+    let relay_config = d.join("relay.toml");
+    std::fs::write(
+        &relay_config,
+        format!(
+            "listen = \"{relay_listen}\"\nsidecar = \"{redeemer_url}\"\ndata_dir = \"{}\"\n",
+            relay_data.display()
+        ),
+    )
+    .expect("relay.toml");
+    let relay_args = ["relay", "serve", "--config", path(&relay_config)];
     // The relay has no health endpoint: a missing chunk's 404 means it answers.
     let relay_process = Process::new(SCRIP, "relay", &relay_args)
         .ready_when(&format!("{relay_url}/chunks/AAAAAAAAAAAAAAAAAAAAAA"), |s| {

@@ -3,7 +3,6 @@ use reqwest::StatusCode;
 use scrip_redeemer::Mode;
 use scrip_redeemer::example_relay::RelayConfig;
 use scrip_testkit::services::spawn_relay;
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
@@ -12,8 +11,8 @@ async fn the_example_relay_gives_capacity_only_for_a_valid_grant() {
     let data = w.dir.path().join("relay");
     let relay = spawn_relay(RelayConfig {
         sidecar: sidecar.base.clone(),
-        data_dir: data.clone(),
-        chunk_ttl: Duration::from_secs(3600),
+        chunk_ttl_secs: 3600,
+        ..RelayConfig::new(data.clone())
     })
     .await;
     let client = reqwest::Client::new();
@@ -109,8 +108,8 @@ async fn the_example_relay_times_each_route_and_counts_grant_checks() {
     let sidecar = w.sidecar_of(0, Mode::Strict).await;
     let relay = spawn_relay(RelayConfig {
         sidecar: sidecar.base.clone(),
-        data_dir: w.dir.path().join("relay"),
-        chunk_ttl: Duration::from_secs(3600),
+        chunk_ttl_secs: 3600,
+        ..RelayConfig::new(w.dir.path().join("relay"))
     })
     .await;
     let client = reqwest::Client::new();

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 super::error_codes! {
-    /// The example relay's own error codes. A grant the sidecar refuses is answered with the
-    /// sidecar's code (a [`super::redeemer::RedeemerErrorCode`]).
+    /// The example relay's error codes: its own, and the sidecar's refusals of a grant, which
+    /// it passes on as they are (403, or 503 for the sidecar's failures).
     ///
     /// | code | meaning |
     /// |---|---|
@@ -15,9 +15,13 @@ super::error_codes! {
     /// | `too_large` | 413: a chunk over 4 MiB. |
     /// | `exists` | 409: a chunk with this id exists. |
     /// | `storage` | 500: the relay could not write. |
+    /// | `malformed_grant`, `unknown_grant`, `grant_revoked`, `grant_used`, `grant_expired`, `wrong_kind` | 403: the sidecar's refusal of the grant (see [`super::redeemer::RedeemerErrorCode`]). |
     pub enum RelayErrorCode {
         GrantRequired = "grant_required", Unavailable = "unavailable", BadId = "bad_id",
         TooLarge = "too_large", Exists = "exists", Storage = "storage",
+        MalformedGrant = "malformed_grant", UnknownGrant = "unknown_grant",
+        GrantRevoked = "grant_revoked", GrantUsed = "grant_used", GrantExpired = "grant_expired",
+        WrongKind = "wrong_kind",
     }
 }
 

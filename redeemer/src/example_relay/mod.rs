@@ -24,9 +24,11 @@ use scrip_common::server::{ApiError, finish, health_answer};
 use scrip_spec::api::Health;
 use scrip_spec::api::redeemer::ConsumeRequest;
 use scrip_spec::api::relay::{ChunkStored, QueueCreated, RelayErrorCode as Code};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod config;
+pub use config::RelayConfig;
 
 /// Largest chunk: the 4 MiB class.
 pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
@@ -42,17 +44,6 @@ const CLASSES: [(usize, &str); 4] = [
 /// The kind of grant a chunk of `len` bytes needs.
 pub fn chunk_kind(len: usize) -> Option<&'static str> {
     CLASSES.iter().find(|(max, _)| len <= *max).map(|(_, k)| *k)
-}
-
-/// The relay's settings.
-#[derive(Debug, Clone)]
-pub struct RelayConfig {
-    /// The sidecar's base URL (loopback).
-    pub sidecar: String,
-    /// Where queues and chunks are kept.
-    pub data_dir: PathBuf,
-    /// How long a chunk is kept.
-    pub chunk_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -105,7 +96,9 @@ impl Relay {
                     (StatusCode::FORBIDDEN, "refused")
                 };
                 self.grant_checks.inc(result);
-                Err(error(status, refusal.code, "the grant was refused"))
+                // The sidecar's code and message, written for whoever presents the grant.
+                let message = format!("the grant was refused: {}", refusal.message);
+                Err(error(status, refusal.code, &message))
             }
             Err(_) => {
                 self.grant_checks.inc("unavailable");
@@ -223,7 +216,7 @@ pub fn sweep(config: &RelayConfig) -> std::io::Result<usize> {
     for entry in std::fs::read_dir(config.data_dir.join("chunks"))? {
         let entry = entry?;
         let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
-        if age >= config.chunk_ttl {
+        if age >= config.chunk_ttl() {
             std::fs::remove_file(entry.path())?;
             deleted += 1;
         }
@@ -281,7 +274,7 @@ pub async fn serve(
     let app = router(config.clone())?;
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(
-            Duration::from_secs(60).min(config.chunk_ttl.max(Duration::from_secs(1))),
+            Duration::from_secs(60).min(config.chunk_ttl().max(Duration::from_secs(1))),
         );
         loop {
             tick.tick().await;
@@ -317,9 +310,8 @@ mod tests {
     fn sweep_deletes_only_expired_chunks() {
         let dir = std::env::temp_dir().join(format!("scrip-relay-{}", std::process::id()));
         let config = RelayConfig {
-            sidecar: String::new(),
-            data_dir: dir.clone(),
-            chunk_ttl: Duration::from_secs(3600),
+            chunk_ttl_secs: 3600,
+            ..RelayConfig::new(dir.clone())
         };
         let _routes = router(config.clone()).expect("dirs");
         let old = dir.join("chunks").join("old");
