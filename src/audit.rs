@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use clap::Args;
 use scrip_common::clients::LedgerClient;
 use scrip_ledger::Store;
-use scrip_ledger::audit::{AuditReport, Auditor, Period};
+use scrip_ledger::audit::{AuditReport, Auditor, Period, ReportOptions};
 use scrip_spec::Signed;
 use scrip_spec::ledger::{Cosignature, EntryBody, Hash32, LogEntry};
 use std::io::Write as _;
@@ -38,6 +38,11 @@ pub struct AuditArgs {
     /// end exclusive). All time by default.
     #[arg(long)]
     period: Option<String>,
+    /// How long a key's last issuance report may age, in seconds, before spends beyond the
+    /// count reported for it are an alarm. Before that they are a note: issuers report every
+    /// hour by default, so tokens spent since the last report are not yet counted.
+    #[arg(long, value_name = "SECS", default_value_t = scrip_ledger::audit::DEFAULT_REPORT_GRACE)]
+    report_grace: u64,
     /// Print the report as JSON (schema in spec/PROTOCOL.md section 14).
     #[arg(long)]
     json: bool,
@@ -61,7 +66,7 @@ struct SavedAudit {
     auditor: Auditor,
 }
 
-const SAVED_AUDIT_VERSION: u32 = 1;
+const SAVED_AUDIT_VERSION: u32 = 2;
 
 /// The default state file of a ledger: one per ledger id, in the user's state directory.
 fn default_state_path(ledger_id: &Hash32) -> PathBuf {
@@ -278,7 +283,10 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
         }
     }
 
-    let report = auditor.report(period);
+    let report = auditor.report(&ReportOptions {
+        report_grace: args.report_grace,
+        ..ReportOptions::new(period)
+    });
     let head = match (auditor.next_seq().checked_sub(1), report.head_hash) {
         (Some(seq), Some(hash)) => Some((seq, hash)),
         _ => None,
@@ -376,6 +384,7 @@ fn json_report(r: &AuditReport, cosigners: &[String], start: u64) -> serde_json:
         "kinds": r.kinds.iter().map(|(k, (i, s))| serde_json::json!({"kind": k, "issued": i, "spent": s})).collect::<Vec<_>>(),
         "settlement": {"period": r.period, "fee_bps": r.fee_bps, "catalog_versions": r.catalog_versions, "cells": settlement, "net": r.net},
         "alarms": r.alarms,
+        "notes": r.notes,
     })
 }
 
@@ -404,6 +413,12 @@ fn print_table(
         writeln!(out, "\nALARMS")?;
         for a in &r.alarms {
             writeln!(out, "  ! {a}")?;
+        }
+    }
+    if !r.notes.is_empty() {
+        writeln!(out, "\nNOTES (no action needed)")?;
+        for n in &r.notes {
+            writeln!(out, "  - {n}")?;
         }
     }
     writeln!(

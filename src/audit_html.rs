@@ -327,12 +327,22 @@ fn settlement_heatmap(report: &AuditReport) -> Svg {
     Ok(out)
 }
 
+/// A box of findings (`class` styles it) under `heading`, one list item each.
+fn findings(html: &mut String, class: &str, heading: &str, items: &[String]) {
+    html.push_str(&format!("<div class=\"{class}\"><h2>{heading}</h2><ul>"));
+    for item in items {
+        html.push_str(&format!("<li>{}</li>", escape(item)));
+    }
+    html.push_str("</ul></div>");
+}
+
 /// The whole page.
 pub fn render(report: &AuditReport) -> Result<String, Box<dyn std::error::Error>> {
     let mut html = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>scrip audit</title><style>\
          body{font-family:sans-serif;margin:2em;color:#222}h1{font-size:1.4em}\
          .alarm{background:#fdd;border:1px solid #c00;padding:.5em 1em}.ok{background:#dfd;padding:.5em 1em}\
+         .notes{color:#666;font-size:.9em}.notes h2{font-size:1em}\
          table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}\
          .charts{display:flex;flex-wrap:wrap;gap:1em}svg{max-width:100%;height:auto}</style></head><body>",
     );
@@ -340,11 +350,10 @@ pub fn render(report: &AuditReport) -> Result<String, Box<dyn std::error::Error>
     if report.alarms.is_empty() {
         html.push_str("<p class=\"ok\">No alarms.</p>");
     } else {
-        html.push_str("<div class=\"alarm\"><h2>Alarms</h2><ul>");
-        for a in &report.alarms {
-            html.push_str(&format!("<li>{}</li>", escape(a)));
-        }
-        html.push_str("</ul></div>");
+        findings(&mut html, "alarm", "Alarms", &report.alarms);
+    }
+    if !report.notes.is_empty() {
+        findings(&mut html, "notes", "Notes", &report.notes);
     }
     html.push_str(&format!(
         "<p>{} entries and {} checkpoints verified; head <code>{}</code>.</p>",
@@ -399,6 +408,18 @@ mod tests {
         // One token: two labels (0 and 1), never 0, 0.2, 0.4 ...
         assert_eq!(count_axis(1).1, 2);
         assert_eq!(count_axis(90).1, 6);
+    }
+
+    #[test]
+    fn notes_are_listed_apart_from_alarms() {
+        let report = AuditReport {
+            notes: vec!["key k of op-a (queue): 1 spent since <then>, not yet reported".into()],
+            ..AuditReport::default()
+        };
+        let page = render(&report).expect("page");
+        assert!(page.contains("No alarms."), "a note is no alarm");
+        assert!(page.contains("<div class=\"notes\"><h2>Notes</h2><ul><li>key k of op-a"));
+        assert!(page.contains("since &lt;then&gt;"), "escaped");
     }
 
     #[test]

@@ -49,8 +49,8 @@ enum Command {
         keep: Option<std::path::PathBuf>,
     },
     /// Verify the ledger's log (hashes, signatures, the rules, checkpoints, cosignatures),
-    /// recompute the totals, raise alarms and print who owes whom. Exit status: 0 clean,
-    /// 2 tampering, 3 alarms, 1 could not run.
+    /// recompute the totals, raise alarms and print who owes whom. Exit status: 0 clean (notes,
+    /// such as spends not yet reported issued, included), 2 tampering, 3 alarms, 1 could not run.
     Audit(audit::AuditArgs),
     /// Load generator: issue and redeem tokens over HTTP against a consortium on loopback,
     /// and report throughput, latency percentiles and ratios to the in-process crypto rates.

@@ -552,7 +552,7 @@ async fn sqlite_disk_full_refuses_cleanly_and_recovers() {
         check.elapsed()
     );
 
-    // The log is intact (alarms for spends without reported issuance are expected).
+    // The log is intact (spends without reported issuance are notes, not tampering).
     let (code, output) = audit(&base, &dir.path().join("audit.state")).await;
     println!("audit exit status {code:?}");
     assert_audit_clean(code, &output);

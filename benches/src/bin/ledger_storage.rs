@@ -14,7 +14,7 @@
 //! The tokens are minted before each batch's clock starts: the throughput is the ledger's.
 
 use scrip_benches::{Backend, BenchLedger};
-use scrip_ledger::audit::{Auditor, Period};
+use scrip_ledger::audit::{Auditor, Period, ReportOptions};
 use std::time::{Duration, Instant};
 
 struct Args {
@@ -189,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
                     .map_err(|t| anyhow::anyhow!("the log does not verify: {t}"))?;
             }
         }
-        let report = auditor.report(Period::all());
+        let report = auditor.report(&ReportOptions::new(Period::all()));
         let audit_secs = started.elapsed().as_secs_f64();
         let audited: u64 = report.totals.keys.iter().map(|k| k.spent).sum();
         anyhow::ensure!(audited == spent, "the audit counted {audited} spends");

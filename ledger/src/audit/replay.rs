@@ -1,13 +1,13 @@
 //! Replaying the log: every hash, sequence number and signature checked, the ledger's own
 //! rules re-applied, every checkpoint's totals recomputed.
 
-use super::{Auditor, Day, Hour, Tampering};
+use super::{Auditor, Day, Hour, KeySpends, Tampering};
 use crate::rules::{LedgerState, Verified};
 use crate::store::{Effect, GovernanceEffect};
 use scrip_spec::ledger::{
     Action, EntryBody, Hash32, IssuerTotals, KeyTotals, LogEntry, Totals, prune_commitment,
 };
-use scrip_spec::{CapacityKind, Catalog, Nullifier};
+use scrip_spec::{CapacityKind, Catalog, Nullifier, TokenKeyId, UnixSeconds};
 use std::collections::BTreeMap;
 
 impl Auditor {
@@ -125,6 +125,15 @@ impl Auditor {
                                     cell.1 += price;
                                 }
                             }
+                            if n_accepted > 0 {
+                                record_spend(
+                                    &mut self.key_spends,
+                                    state,
+                                    g.token_key_id,
+                                    e.recorded_at,
+                                    n_accepted,
+                                );
+                            }
                             any |= n_accepted > 0;
                             accepted.push((g.token_key_id, n_accepted));
                         }
@@ -145,10 +154,18 @@ impl Auditor {
                                     ));
                                 }
                             }
+                            let n = g.nullifiers.len() as u64;
                             self.key_hours
                                 .entry((g.token_key_id, Hour::of(e.recorded_at)))
                                 .or_default()
-                                .1 += g.nullifiers.len() as u64;
+                                .1 += n;
+                            record_spend(
+                                &mut self.key_spends,
+                                state,
+                                g.token_key_id,
+                                e.recorded_at,
+                                n,
+                            );
                         }
                         for (key, count) in outputs {
                             self.key_hours
@@ -191,6 +208,15 @@ impl Auditor {
                     _ => {}
                 }
                 state.apply(&judgement.effect, (e.seq, hash), &accepted);
+                if let Effect::TokensIssued {
+                    token_key_id,
+                    until,
+                    ..
+                } = &judgement.effect
+                    && let Some(spends) = self.key_spends.get_mut(token_key_id)
+                {
+                    spends.reported(*until);
+                }
                 if let Effect::Governance {
                     change: GovernanceEffect::SetCatalog(catalog),
                     ..
@@ -273,6 +299,22 @@ impl Auditor {
     pub fn issuer_totals(&self) -> &BTreeMap<String, IssuerTotals> {
         &self.issuers
     }
+}
+
+/// `tokens` of `key` spent in an entry recorded at `at`, split at the key's last issuance
+/// report as it stands in `state`.
+fn record_spend(
+    spends: &mut BTreeMap<TokenKeyId, KeySpends>,
+    state: &LedgerState,
+    key: TokenKeyId,
+    at: UnixSeconds,
+    tokens: u64,
+) {
+    let reported_until = state.keys.get(&key).map_or(0, |k| k.reported_until);
+    spends
+        .entry(key)
+        .or_default()
+        .spend(at, tokens, reported_until);
 }
 
 /// A kind's price in the catalog in force, or the last price it had if that catalog no longer

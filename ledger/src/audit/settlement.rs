@@ -2,7 +2,9 @@
 //! the settlement matrix between operators over a period.
 
 use super::replay::totals;
-use super::{Auditor, Day, Hour};
+use super::{Auditor, Day, Hour, KeySpends};
+use scrip_common::display::{date_time, when};
+use scrip_spec::api::ledger::KeyRecord;
 use scrip_spec::ledger::{Hash32, MAX_LIVE_KEYS, Totals};
 use scrip_spec::{TokenKeyId, UnixSeconds};
 use serde::{Deserialize, Serialize};
@@ -81,6 +83,34 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> Option<u64> {
     u64::try_from(era * 146_097 + doe - 719_468).ok()
 }
 
+/// How long a key's last issuance report may age before spends beyond its reported count are
+/// an alarm rather than a note, in seconds: two of the issuer's default report intervals
+/// (`report_secs`, 3600 s).
+pub const DEFAULT_REPORT_GRACE: u64 = 7_200;
+
+/// What a report covers and the clock it judges lateness by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// The settlement period.
+    pub period: Period,
+    /// How long a key's last issuance report may age before its unreported spends are an
+    /// alarm (see [`DEFAULT_REPORT_GRACE`]).
+    pub report_grace: u64,
+    /// The audit's clock: for keys that are live and issuance reports that are late.
+    pub now: UnixSeconds,
+}
+
+impl ReportOptions {
+    /// A report settling `period`, with the default grace, at the system clock.
+    pub fn new(period: Period) -> Self {
+        Self {
+            period,
+            report_grace: DEFAULT_REPORT_GRACE,
+            now: scrip_spec::now(),
+        }
+    }
+}
+
 /// What an audit found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditReport {
@@ -109,6 +139,9 @@ pub struct AuditReport {
     pub net: BTreeMap<String, i64>,
     /// Findings that are not tampering but need a look.
     pub alarms: Vec<String>,
+    /// Findings that need no action: spends of tokens issued since their key's last issuance
+    /// report, which the next report will cover.
+    pub notes: Vec<String>,
     /// Per key, by day: cumulative tokens issued and spent.
     pub key_series: Vec<KeySeries>,
 }
@@ -153,8 +186,9 @@ pub struct IssuerValue {
 }
 
 impl Auditor {
-    /// The findings so far, with the settlement of `period`.
-    pub fn report(&self, period: Period) -> AuditReport {
+    /// The findings so far, with the settlement of `options.period`.
+    pub fn report(&self, options: &ReportOptions) -> AuditReport {
+        let period = options.period;
         let Some(state) = &self.state else {
             return AuditReport::default();
         };
@@ -184,11 +218,8 @@ impl Auditor {
             let per_kind = report.kinds.entry(k.kind.to_string()).or_default();
             per_kind.0 += k.issued;
             per_kind.1 += k.spent;
-            if k.spent > k.issued {
-                report.alarms.push(format!(
-                    "key {} of {} ({}): {} spent but {} reported issued (reports lag up to an interval; a lasting excess means a leaked or forged key)",
-                    k.token_key_id, k.issuer, k.kind, k.spent, k.issued
-                ));
+            if let Some(record) = state.keys.get(&k.token_key_id) {
+                self.judge_issuance(record, options, &mut report);
             }
         }
         for t in &self.issuers {
@@ -214,7 +245,7 @@ impl Auditor {
                 self.spends_outside_window
             ));
         }
-        let now = scrip_spec::now();
+        let now = options.now;
         let mut live: BTreeMap<(String, String), usize> = BTreeMap::new();
         for k in state.keys.values().filter(|k| k.is_live(now)) {
             *live
@@ -281,6 +312,51 @@ impl Auditor {
         report.key_series = series.into_values().collect();
         report.totals = totals;
         report
+    }
+}
+
+impl Auditor {
+    /// Whether a key's issuance reports cover its spends: an alarm when the spends they must
+    /// cover exceed them, or when an issuer that should have reported has not; a note when
+    /// the excess is of spends since the last report, which the next one will cover.
+    fn judge_issuance(&self, k: &KeyRecord, options: &ReportOptions, report: &mut AuditReport) {
+        if k.spent <= k.issued {
+            return;
+        }
+        let id = k.info.public_key.id();
+        let about = format!("key {id} of {} ({})", k.info.issuer, k.info.kind);
+        let covered = self.key_spends.get(&id).map_or(0, |s| s.covered);
+        let forged = "a leaked or forged key, or an issuer under-reporting";
+        let last = k.reported_until;
+        if covered > k.issued {
+            report.alarms.push(format!(
+                "{about}: {covered} spent but {} reported issued, counting only the spends recorded by {}, which its issuance reports (until {}) cover: {forged}",
+                k.issued,
+                date_time(KeySpends::cut(last)),
+                date_time(last)
+            ));
+        } else if last >= k.info.issue_until {
+            report.alarms.push(format!(
+                "{about}: {} spent but {} reported issued, and its issuance is reported to the end of its issuing window ({}): {forged}",
+                k.spent,
+                k.issued,
+                date_time(k.info.issue_until)
+            ));
+        } else if options.now.saturating_sub(last) > options.report_grace {
+            report.alarms.push(format!(
+                "{about}: {} spent beyond the {} reported issued, and the issuer has not reported key {id} since {} (the grace is {} s): an issuer that stopped reporting, or {forged}",
+                k.spent - k.issued,
+                k.issued,
+                when(last, options.now),
+                options.report_grace
+            ));
+        } else {
+            report.notes.push(format!(
+                "{about}: {} spent since its last issuance report (until {}), not yet reported",
+                k.spent - k.issued,
+                date_time(last)
+            ));
+        }
     }
 }
 

@@ -1660,3 +1660,96 @@ pub async fn refreshes_swap_own_tokens_for_no_more_value(f: Fixture) {
     // The ledger's own start-up check agrees with the store.
     f.reopen().await.expect("derived state agrees with the log");
 }
+
+/// The audit of a key's issuance: spends beyond the reported count are a note while they are
+/// of tokens issued since the key's last report, and an alarm once a report should have
+/// counted them: spends recorded before its `until` (less the clock skew), an issuer later
+/// than the grace, or a key whose issuance is reported to the end of its window (issue 18).
+pub async fn the_audit_tells_unreported_spends_from_over_issuance(f: Fixture) {
+    use scrip_ledger::audit::{AuditReport, Period, ReportOptions, audit_with};
+    let info = f.announce(&f.a, "op-a", 0, "queue").await;
+    let key = info.public_key.id();
+    let report = |token_key_id, from, until, count| Action::TokensIssued {
+        token_key_id,
+        count,
+        from,
+        until,
+    };
+    let submit = async |by: &OperatorKey, action: Action| {
+        let req = f.request(by, action).await;
+        f.ledger.submit(req).await.expect("accepted");
+    };
+    let audit_at = async |now: u64, report_grace: u64| -> AuditReport {
+        let entries = f.ledger.entries(0, 1000).await.expect("log");
+        let options = ReportOptions {
+            report_grace,
+            now,
+            ..ReportOptions::new(Period::all())
+        };
+        audit_with(&entries, &options).expect("clean")
+    };
+    let about = |found: &[String], key: TokenKeyId| -> Vec<String> {
+        let key = key.to_string();
+        found.iter().filter(|m| m.contains(&key)).cloned().collect()
+    };
+    let the_one = |found: &[String], key: TokenKeyId| -> String {
+        let mine = about(found, key);
+        assert_eq!(mine.len(), 1, "one finding about {key}: {found:?}");
+        mine[0].clone()
+    };
+
+    // Two tokens reported, five spent just after the report: a note, not an alarm, and the
+    // note says how many are not yet reported.
+    let t = f.now();
+    submit(&f.a, report(key, info.valid_from, t, 2)).await;
+    let minted = tokens(0, "op-a", 6);
+    submit(&f.b, spend(minted[..5].to_vec())).await;
+    let fresh = audit_at(f.now(), 7_200).await;
+    assert!(about(&fresh.alarms, key).is_empty(), "{:?}", fresh.alarms);
+    let note = the_one(&fresh.notes, key);
+    assert!(
+        note.contains("3 spent since its last issuance report")
+            && note.contains("not yet reported"),
+        "{note}"
+    );
+
+    // The same log audited when the last report is older than the grace: the issuer is late.
+    let late = audit_at(f.now() + 7_300, 7_200).await;
+    let alarm = the_one(&late.alarms, key);
+    assert!(
+        alarm.contains(&format!("has not reported key {key} since")),
+        "{alarm}"
+    );
+    assert!(about(&late.notes, key).is_empty());
+    let longer = audit_at(f.now() + 7_300, 8_000).await;
+    assert!(
+        about(&longer.alarms, key).is_empty(),
+        "a longer grace keeps it a note"
+    );
+
+    // The next report ends 1000 s later and counts one more: the five spends were recorded
+    // before its end less the clock skew, so they exceed what was issued by then.
+    f.advance(1_000);
+    submit(&f.a, report(key, t, f.now(), 1)).await;
+    submit(&f.b, spend(minted[5..].to_vec())).await;
+    // Only the five count (the sixth came after the report), and however long the grace.
+    let over = audit_at(f.now(), u64::MAX).await;
+    let alarm = the_one(&over.alarms, key);
+    assert!(alarm.contains("5 spent but 3 reported issued"), "{alarm}");
+    assert!(about(&over.notes, key).is_empty(), "{:?}", over.notes);
+
+    // A key past its issuing window, reported to its end, has nothing left to report: any
+    // excess is an alarm at once.
+    let done = f.announce(&f.a, "op-a", 1, "chunk-1m").await;
+    let done_key = done.public_key.id();
+    f.advance(done.issue_until + 10 - f.now());
+    submit(&f.a, report(done_key, done.valid_from, f.now(), 1)).await;
+    submit(&f.b, spend(tokens(1, "op-a", 2))).await;
+    let finished = audit_at(f.now(), 7_200).await;
+    let alarm = the_one(&finished.alarms, done_key);
+    assert!(
+        alarm.contains("2 spent but 1 reported issued")
+            && alarm.contains("end of its issuing window"),
+        "{alarm}"
+    );
+}

@@ -46,4 +46,5 @@ per_backend!(
     a_request_missing_from_the_replay_index_is_refused_at_start,
     prefix_queries_return_exactly_the_spent_nullifiers_with_the_prefix,
     refreshes_swap_own_tokens_for_no_more_value,
+    the_audit_tells_unreported_spends_from_over_issuance,
 );
