@@ -6,7 +6,9 @@
 //! - `wallet`, `wallet_cli`: the wallet library and `scrip wallet …` against a consortium;
 //! - `issuer_cli`: `scrip issuer …` against `scrip ledger serve`, the issuer killed and
 //!   restarted;
-//! - `audit_cli`: `scrip audit` clean, incremental, with alarms and on a tampered copy;
+//! - `audit_cli`: `scrip audit` clean, incremental, with notes, alarms and on a tampered copy;
+//! - `readme`: the README's "A consortium by hand", run exactly as written;
+//! - `relay_cli`: `scrip relay use`, a grant handed to a relay and each refusal;
 //! - `privacy`: every service as a real process at `RUST_LOG=debug`: no secret logged, no value
 //!   shared by the issuer and the relay.
 

@@ -106,3 +106,28 @@ async fn a_grant_is_handed_to_the_relay_once_and_refusals_say_why() {
     );
     assert!(down.contains("http://127.0.0.1:9"), "{down}");
 }
+
+#[test]
+fn a_relay_on_a_taken_address_names_it_and_a_bad_config_names_the_field() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"{addr}\"\ndata_dir = \"data\"\n"),
+    )
+    .expect("write");
+    let out = crate::scrip(&["relay", "serve", "--config", path(&config)]);
+    let said = refused(&out);
+    assert!(said.contains(&format!("cannot listen on {addr}")), "{said}");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\n").expect("write");
+    let said = refused(&crate::scrip(&[
+        "relay",
+        "serve",
+        "--config",
+        path(&config),
+    ]));
+    assert!(said.contains("missing required field data_dir"), "{said}");
+    assert!(said.contains("scrip relay config example"), "{said}");
+}
