@@ -102,9 +102,18 @@ impl Schema {
         out
     }
 
-    /// Reads and parses `path`: every missing required field is named at once, any other
-    /// error gives its line. Environment overrides are the caller's.
-    pub fn load<T: DeserializeOwned>(&self, path: &Path) -> anyhow::Result<T> {
+    /// Reads and parses `path`, then applies the environment overrides the fields name
+    /// ([`Schema::apply_env`]): every missing required field is named at once, any other
+    /// error gives its line or its variable.
+    pub fn load<T: DeserializeOwned + serde::Serialize>(&self, path: &Path) -> anyhow::Result<T> {
+        let mut config = self.load_file(path)?;
+        self.apply_env(&mut config, |name| std::env::var(name).ok())
+            .map_err(|message| anyhow::anyhow!("environment variable {message}"))?;
+        Ok(config)
+    }
+
+    /// [`Schema::load`] without the environment.
+    fn load_file<T: DeserializeOwned>(&self, path: &Path) -> anyhow::Result<T> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             anyhow::anyhow!(
                 "cannot read the {} configuration {}: {e}",

@@ -249,7 +249,6 @@ impl IssuerConfig {
     /// Reads `path` and applies the environment overrides.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let mut config: Self = SCHEMA.load(path)?;
-        config.apply_env(|n| std::env::var(n).ok())?;
         // Relative paths are the file's, not the working directory's.
         config.operator_key_file =
             scrip_common::config::relative_to(path, &config.operator_key_file);
@@ -257,12 +256,6 @@ impl IssuerConfig {
         config.database = scrip_common::config::sqlite_relative_to(path, &config.database);
         config.rate_limit.validate()?;
         Ok(config)
-    }
-
-    /// Applies `SCRIP_ISSUER_LISTEN`, `SCRIP_ISSUER_DATABASE` and `SCRIP_ISSUER_LEDGER_URL`
-    /// (the variables [`SCHEMA`] names).
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        SCHEMA.apply_env(self, lookup).map_err(anyhow::Error::msg)
     }
 }
 
@@ -287,11 +280,16 @@ mod tests {
         assert_eq!((c.issue_days, c.redeem_days, c.report_secs), (7, 13, 3600));
         assert_eq!(c.rate_limit, RateLimitConfig::default());
         assert_eq!(c.rate_limit.sources().header, "x-forwarded-for");
-        c.apply_env(|n| (n == "SCRIP_ISSUER_DATABASE").then(|| "sqlite://other.db".into()))
+        SCHEMA
+            .apply_env(&mut c, |n| {
+                (n == "SCRIP_ISSUER_DATABASE").then(|| "sqlite://other.db".into())
+            })
             .expect("valid");
         assert_eq!(c.database, "sqlite://other.db");
         assert!(
-            c.apply_env(|n| (n == "SCRIP_ISSUER_LISTEN").then(|| "nope".into()))
+            SCHEMA
+                .apply_env(&mut c, |n| (n == "SCRIP_ISSUER_LISTEN")
+                    .then(|| "nope".into()))
                 .is_err()
         );
         assert!(toml::from_str::<IssuerConfig>("name = \"x\"\nunknown = 1").is_err());

@@ -103,22 +103,13 @@ impl LedgerConfig {
             path: path.to_owned(),
             message,
         })?;
-        config.apply_env(|name| std::env::var(name).ok())?;
+        SCHEMA
+            .apply_env(&mut config, |name| std::env::var(name).ok())
+            .map_err(|message| ConfigError::Env { message })?;
         // Relative paths are the file's, not the working directory's.
         config.key_file = scrip_common::config::relative_to(path, &config.key_file);
         config.database = scrip_common::config::sqlite_relative_to(path, &config.database);
         Ok(config)
-    }
-
-    /// Applies overrides from `lookup` (the environment, or a map in tests).
-    pub fn apply_env(
-        &mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
-        SCHEMA
-            .apply_env(self, lookup)
-            .map_err(|message| ConfigError::Env { message })?;
-        Ok(())
     }
 }
 
@@ -136,11 +127,16 @@ mod tests {
             toml_from_str("database = \"sqlite://l.db\"\nkey_file = \"l.key\"\n").expect("valid");
         assert_eq!(c.listen, default_listen());
         assert_eq!(c.checkpoint_secs, 300);
-        c.apply_env(|n| (n == "SCRIP_LEDGER_LISTEN").then(|| "127.0.0.1:9".to_string()))
+        SCHEMA
+            .apply_env(&mut c, |n| {
+                (n == "SCRIP_LEDGER_LISTEN").then(|| "127.0.0.1:9".to_string())
+            })
             .expect("valid override");
         assert_eq!(c.listen.port(), 9);
         assert!(
-            c.apply_env(|n| (n == "SCRIP_LEDGER_CHECKPOINT_SECS").then(|| "x".into()))
+            SCHEMA
+                .apply_env(&mut c, |n| (n == "SCRIP_LEDGER_CHECKPOINT_SECS")
+                    .then(|| "x".into()))
                 .is_err()
         );
         assert!(toml_from_str::<LedgerConfig>("database = 1").is_err());

@@ -272,7 +272,6 @@ impl RedeemerConfig {
     /// Reads `path`, then applies the environment overrides.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let mut config: Self = SCHEMA.load(path)?;
-        config.apply_env(|n| std::env::var(n).ok())?;
         // Relative paths are the file's, not the working directory's.
         config.operator_key_file =
             scrip_common::config::relative_to(path, &config.operator_key_file);
@@ -283,12 +282,6 @@ impl RedeemerConfig {
             scrip_spec::ledger::MAX_SPEND_BATCH
         );
         Ok(config)
-    }
-
-    /// Applies `SCRIP_REDEEMER_LISTEN`, `_DATABASE` and `_LEDGER_URL` (the variables
-    /// [`SCHEMA`] names).
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        SCHEMA.apply_env(self, lookup).map_err(anyhow::Error::msg)
     }
 }
 

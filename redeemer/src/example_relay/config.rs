@@ -88,15 +88,8 @@ impl RelayConfig {
     /// file's directory if relative.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let mut config: Self = SCHEMA.load(path)?;
-        config.apply_env(|n| std::env::var(n).ok())?;
         config.data_dir = scrip_common::config::relative_to(path, &config.data_dir);
         Ok(config)
-    }
-
-    /// Applies `SCRIP_RELAY_LISTEN`, `SCRIP_RELAY_SIDECAR` and `SCRIP_RELAY_DATA_DIR` (the
-    /// variables [`SCHEMA`] names).
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        SCHEMA.apply_env(self, lookup).map_err(anyhow::Error::msg)
     }
 }
 
