@@ -3,8 +3,9 @@
 use anyhow::Context as _;
 use clap::Subcommand;
 use scrip_common::display::date_time;
-use scrip_issuer::{Application, Issuer, IssuerConfig};
+use scrip_issuer::{Application, Issuer, IssuerConfig, Requeued};
 use scrip_spec::CardCode;
+use scrip_spec::ledger::Action;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,8 +31,31 @@ pub enum IssuerCommand {
     /// Gift cards.
     #[command(subcommand)]
     Cards(CardsCommand),
+    /// The ledger outbox: requests queued for the ledger, and those it refused for good.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Send the issuance counted since the last report to the ledger now.
     Report {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List the requests waiting for the ledger and those set aside (refused for good),
+    /// with the ledger's refusal. Works with the ledger down.
+    List {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Put a set-aside request back in line and send it, once the cause of its refusal is
+    /// dealt with; says whether it landed or why it was refused again.
+    Requeue {
+        /// The item's id, from `outbox list`.
+        id: i64,
         /// The configuration file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
@@ -157,6 +181,7 @@ pub async fn run(cmd: IssuerCommand) -> anyhow::Result<()> {
             }
         }
         IssuerCommand::Cards(cmd) => cards(cmd).await?,
+        IssuerCommand::Outbox(cmd) => outbox(cmd).await?,
     }
     Ok(())
 }
@@ -247,6 +272,71 @@ async fn cards(cmd: CardsCommand) -> anyhow::Result<()> {
                         b.remaining_credits
                     );
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One line about a queued request: its id and what it records.
+fn outbox_line(item: &scrip_issuer::store::OutboxItem) -> String {
+    let what = serde_json::from_str::<scrip_spec::Signed<scrip_spec::ledger::LedgerRequest>>(
+        &item.request,
+    )
+    .map(|r| match r.payload.action {
+        Action::CardsSold {
+            batch,
+            count,
+            credits,
+        } => format!("cards sold: batch {batch}, {count} cards, {credits} credits"),
+        Action::TokensIssued {
+            token_key_id,
+            count,
+            from,
+            until,
+        } => format!(
+            "tokens issued: {count} of key {token_key_id}, {} to {}",
+            date_time(from),
+            date_time(until)
+        ),
+        other => other.kind_name().to_owned(),
+    })
+    .unwrap_or_else(|_| "an unreadable request".to_owned());
+    format!("{:>6}  {what}", item.id)
+}
+
+async fn outbox(cmd: OutboxCommand) -> anyhow::Result<()> {
+    match cmd {
+        OutboxCommand::List { config } => {
+            let issuer = open(&config).await?;
+            let queued = issuer.store().outbox().await?;
+            let aside = issuer.store().outbox_set_aside().await?;
+            println!("{} queued for the ledger", queued.len());
+            for item in &queued {
+                println!("{}", outbox_line(item));
+            }
+            println!(
+                "{} set aside (refused for good; `outbox requeue ID` sends one again)",
+                aside.len()
+            );
+            for a in &aside {
+                println!("{}", outbox_line(&a.item));
+                println!(
+                    "        set aside {}: {}",
+                    date_time(a.set_aside_at),
+                    a.refusal
+                );
+            }
+        }
+        OutboxCommand::Requeue { id, config } => {
+            match open(&config).await?.requeue_outbox(id).await? {
+                Requeued::Landed => println!("outbox item {id} landed on the ledger"),
+                Requeued::Queued => println!(
+                    "outbox item {id} is queued again; the ledger has not taken it yet (`scrip issuer serve` retries every minute)"
+                ),
+                Requeued::SetAsideAgain { refusal } => anyhow::bail!(
+                    "the ledger refused outbox item {id} again, and it is set aside: {refusal}"
+                ),
             }
         }
     }

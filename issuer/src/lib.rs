@@ -8,4 +8,4 @@ pub mod store;
 
 pub use config::IssuerConfig;
 pub use http::{Application, router};
-pub use service::{Issuer, OpenError};
+pub use service::{Issuer, OpenError, Requeued};

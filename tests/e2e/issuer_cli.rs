@@ -118,4 +118,15 @@ async fn operator_workflow_and_crash_safety() {
         .expect("totals");
     assert_eq!(totals.keys.iter().map(|k| k.issued).sum::<u64>(), 1);
     assert_eq!(totals.issuers[0].credits_sold, 120);
+
+    // The outbox is empty once everything landed; requeueing what is not set aside says so.
+    let outbox = scrip_ok(&["issuer", "outbox", "list", "--config", cfg]);
+    assert!(
+        outbox.contains("0 queued for the ledger") && outbox.contains("0 set aside"),
+        "{outbox}"
+    );
+    let none = scrip(&["issuer", "outbox", "requeue", "7", "--config", cfg]);
+    assert!(!none.status.success());
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert!(said.contains("no outbox item 7 is set aside"), "{said}");
 }

@@ -10,6 +10,7 @@ mod refresh;
 
 pub use keys::LoadedKey;
 pub use opening::OpenError;
+pub use outbox::Requeued;
 pub use refresh::RefreshError;
 use scrip_spec::now;
 

@@ -46,6 +46,20 @@ fn refused_for_good(e: &LedgerClientError) -> bool {
     )
 }
 
+/// What became of a set-aside item put back in line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeued {
+    /// The ledger has it now, and its follow-up is applied.
+    Landed,
+    /// Still queued (the ledger did not answer in time); the next flush sends it.
+    Queued,
+    /// The ledger refused it for good again.
+    SetAsideAgain {
+        /// The ledger's answer.
+        refusal: String,
+    },
+}
+
 impl Issuer {
     /// Sends every queued ledger request, oldest first. A request the ledger already has counts
     /// as sent; one refused as stale is signed again with a fresh timestamp (the ledger checks
@@ -70,10 +84,11 @@ impl Issuer {
     /// Sets the `outbox_set_aside` gauge from the store (another process may have set items
     /// aside too).
     pub async fn count_set_aside(&self) {
-        match self.store.outbox_set_aside().await {
-            Ok(items) => {
-                let n = i64::try_from(items.len()).unwrap_or(i64::MAX);
-                self.metrics.outbox_set_aside.set(n);
+        match self.store.count_outbox_set_aside().await {
+            Ok(n) => {
+                self.metrics
+                    .outbox_set_aside
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
             Err(e) => tracing::warn!(error = ?e, "cannot count the outbox items set aside"),
         }
@@ -130,6 +145,33 @@ impl Issuer {
             }
         }
         Ok(Sent::Queued)
+    }
+
+    /// Puts the set-aside item `id` back in line and flushes: the operator's way out once the
+    /// cause of a refusal is dealt with (`scrip issuer outbox requeue`).
+    pub async fn requeue_outbox(&self, id: i64) -> anyhow::Result<Requeued> {
+        if !self.store.requeue_outbox(id).await? {
+            anyhow::bail!(
+                "no outbox item {id} is set aside; `scrip issuer outbox list` shows them"
+            );
+        }
+        tracing::info!(outbox_id = id, "a set-aside outbox item is queued again");
+        self.flush_outbox().await?;
+        if let Some(aside) = self
+            .store
+            .outbox_set_aside()
+            .await?
+            .into_iter()
+            .find(|a| a.item.id == id)
+        {
+            return Ok(Requeued::SetAsideAgain {
+                refusal: aside.refusal,
+            });
+        }
+        Ok(match self.store.outbox_item(id).await? {
+            Some(_) => Requeued::Queued,
+            None => Requeued::Landed,
+        })
     }
 
     /// Sets `item` aside after the ledger's refusal `e`, with an alarm.

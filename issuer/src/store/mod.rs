@@ -306,6 +306,13 @@ pub trait IssuerStore: Send + Sync + 'static {
     /// The items set aside, oldest first.
     async fn outbox_set_aside(&self) -> Result<Vec<SetAsideItem>, StoreError>;
 
+    /// How many items are set aside (for the gauge, without loading them).
+    async fn count_outbox_set_aside(&self) -> Result<u64, StoreError>;
+
+    /// Puts a set-aside item back in line, to be sent by the next flush (after the operator
+    /// has dealt with why the ledger refused it); false if no item `id` is set aside.
+    async fn requeue_outbox(&self, id: i64) -> Result<bool, StoreError>;
+
     /// Whether the store takes writes now (for `/healthz`): it fails on a full disk.
     async fn write_probe(&self) -> Result<(), StoreError>;
 

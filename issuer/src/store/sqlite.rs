@@ -563,6 +563,25 @@ impl IssuerStore for SqliteIssuerStore {
         .collect()
     }
 
+    async fn count_outbox_set_aside(&self) -> Result<u64, StoreError> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE set_aside_at IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(to_u64(n))
+    }
+
+    async fn requeue_outbox(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET set_aside_at = NULL, refusal = NULL \
+             WHERE id = ? AND set_aside_at IS NOT NULL",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn write_probe(&self) -> Result<(), StoreError> {
         Ok(scrip_common::pool::write_probe(&self.pool).await?)
     }

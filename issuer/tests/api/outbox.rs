@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use scrip_common::clients::LedgerClient;
 use scrip_common::metrics::Scrape;
 use scrip_issuer::store::OnSuccess;
-use scrip_issuer::{Issuer, IssuerConfig};
+use scrip_issuer::{Issuer, IssuerConfig, Requeued};
 use scrip_spec::ledger::{Action, LedgerRequest, MAX_CLOCK_SKEW};
 use scrip_spec::{OperatorKey, now};
 use std::sync::Arc;
@@ -277,4 +277,100 @@ async fn a_refused_item_is_set_aside_and_does_not_block_the_next() {
         .await
         .expect_err("set aside");
     assert!(stuck.to_string().contains("set aside"), "{stuck}");
+}
+
+/// The operator's way out of a set-aside item: `requeue` puts it back in line and sends it.
+/// One whose cause was dealt with lands and applies its follow-up; one the ledger still
+/// refuses is set aside again with the new refusal; the gauge follows both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_set_aside_item_requeued_by_the_operator_lands_or_is_set_aside_again() {
+    let t = spawn(default_limits()).await;
+    let refused = queue_activation(&t, 1, async |batch| {
+        let sale = Action::CardsSold {
+            batch,
+            count: 0,
+            credits: 0,
+        };
+        signed_at(&t, sale, now()).await
+    })
+    .await;
+    let fixable = queue_activation(&t, 2, async |batch| {
+        let sale = Action::CardsSold {
+            batch,
+            count: 2,
+            credits: 20,
+        };
+        signed_at(&t, sale, now()).await
+    })
+    .await;
+    let id_of = async |batch: &str| {
+        let follow_up = OnSuccess::ActivateBatch {
+            batch_id: batch.to_owned(),
+        };
+        let queued = t.issuer.store().outbox().await.expect("outbox");
+        queued
+            .into_iter()
+            .find(|i| i.on_success == follow_up)
+            .expect("queued")
+    };
+    let refused_item = id_of(&refused).await;
+    // The good sale set aside as if by a refusal since dealt with (a fixed ledger).
+    let fixable_item = id_of(&fixable).await;
+    assert!(
+        t.issuer
+            .store()
+            .set_aside_outbox(
+                fixable_item.id,
+                &fixable_item.request,
+                "an old refusal",
+                now()
+            )
+            .await
+            .expect("set aside")
+    );
+    assert_eq!(t.issuer.flush_outbox().await.expect("flush"), 0);
+    assert_eq!(
+        t.issuer
+            .store()
+            .count_outbox_set_aside()
+            .await
+            .expect("count"),
+        2
+    );
+    let gauge =
+        async || Scrape::new("issuer", t.metrics().await).value("scrip_issuer_outbox_set_aside");
+    assert_eq!(gauge().await, Some(2.0));
+    assert_eq!(cards_sold(&t).await, 0);
+
+    assert_eq!(
+        t.issuer
+            .requeue_outbox(fixable_item.id)
+            .await
+            .expect("requeue"),
+        Requeued::Landed
+    );
+    assert_eq!(cards_sold(&t).await, 2, "the sale landed once");
+    let batches = t.issuer.store().batches().await.expect("batches");
+    assert!(
+        batches
+            .iter()
+            .any(|b| b.batch_id == fixable && b.state == "active")
+    );
+
+    let again = t
+        .issuer
+        .requeue_outbox(refused_item.id)
+        .await
+        .expect("requeue");
+    let Requeued::SetAsideAgain { refusal } = again else {
+        panic!("the ledger still refuses a sale of no cards: {again:?}");
+    };
+    assert!(refusal.contains("invalid_request"), "{refusal}");
+    assert_eq!(gauge().await, Some(1.0));
+    let none = t
+        .issuer
+        .requeue_outbox(fixable_item.id)
+        .await
+        .expect_err("no longer set aside");
+    assert!(none.to_string().contains("outbox list"), "{none}");
 }
