@@ -52,6 +52,17 @@ pub enum WalletCommand {
         #[arg(long)]
         redeemer: String,
     },
+    /// Fetch URL, paying with one token if the origin asks for one (Privacy Pass, RFC 9577:
+    /// a 401 with `WWW-Authenticate: PrivateToken`): the body goes to standard output, or to
+    /// --out. A fetch whose paid answer was lost presents the same token there again when it
+    /// is run again. Exits 1 if the origin answers an error.
+    Fetch {
+        /// The URL.
+        url: String,
+        /// Write the body to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Write the unspent tokens with their keys as JSON (anyone with the file can spend them).
     Export {
         /// Where to write (mode 0600).
@@ -184,7 +195,12 @@ impl Output {
 }
 
 pub async fn run(path: PathBuf, json: bool, cmd: WalletCommand) -> anyhow::Result<()> {
-    match execute(&path, cmd).await {
+    let result = match cmd {
+        // The body is bytes, written by `fetch` itself, so it must know the output mode.
+        WalletCommand::Fetch { url, out } => fetch(&path, &url, out, json).await,
+        cmd => execute(&path, cmd).await,
+    };
+    match result {
         Ok(out) => {
             if json {
                 println!("{}", out.json);
@@ -208,6 +224,46 @@ pub async fn run(path: PathBuf, json: bool, cmd: WalletCommand) -> anyhow::Resul
             Err(err)
         }
     }
+}
+
+/// `wallet fetch`: the body is bytes, not lines, so it is written here, to --out or to
+/// standard output (in JSON mode, base64url in the object).
+async fn fetch(path: &Path, url: &str, out: Option<PathBuf>, json: bool) -> anyhow::Result<Output> {
+    use std::io::Write as _;
+    let wallet = Wallet::open(path).await?;
+    let fetched = wallet.fetch(url).await?;
+    match &fetched.paid {
+        Some(kind) if fetched.presented_again => {
+            eprintln!("paid {url} with the {kind} token an earlier fetch left pending there")
+        }
+        Some(kind) => eprintln!("paid {url} with one {kind} token"),
+        None => eprintln!("{url} asked for no token"),
+    }
+    if fetched.status >= 400 {
+        let said: String = String::from_utf8_lossy(&fetched.body)
+            .chars()
+            .take(300)
+            .collect();
+        anyhow::bail!("{url} answered {}: {said}", fetched.status);
+    }
+    if let Some(file) = &out {
+        std::fs::write(file, &fetched.body)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    } else if !json {
+        std::io::stdout().write_all(&fetched.body)?;
+    }
+    let mut answer = serde_json::json!({
+        "status": fetched.status,
+        "paid": fetched.paid,
+        "presented_again": fetched.presented_again,
+        "content_type": fetched.content_type,
+        "bytes": fetched.body.len(),
+    });
+    match &out {
+        Some(file) => answer["out"] = file.display().to_string().into(),
+        None => answer["body"] = scrip_spec::encoding::b64_encode(&fetched.body).into(),
+    }
+    Ok(Output::new(answer))
 }
 
 async fn execute(path: &Path, cmd: WalletCommand) -> anyhow::Result<Output> {
@@ -422,6 +478,7 @@ async fn execute(path: &Path, cmd: WalletCommand) -> anyhow::Result<Output> {
                 .await?;
             refresh_output(&summary, "gave in")?
         }
+        WalletCommand::Fetch { url, out } => fetch(path, &url, out, false).await?,
         WalletCommand::Export { out } => {
             let wallet = Wallet::open(path).await?;
             let file = wallet.export().await?;

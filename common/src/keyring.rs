@@ -63,6 +63,21 @@ impl<K> KeyRing<K> {
         Ok(())
     }
 
+    /// Reloads unless the last reload is less than [`MIN_RELOAD_GAP`] old: for a request
+    /// that found nothing it can use among the keys known now (a key announced a moment ago).
+    pub async fn reload_if_stale<E, Fut>(&self, load: impl FnOnce() -> Fut) -> Result<(), E>
+    where
+        Fut: Future<Output = Result<HashMap<TokenKeyId, Arc<K>>, E>>,
+    {
+        let mut last = self.last_reload.lock().await;
+        if last.is_some_and(|t| t.elapsed() < MIN_RELOAD_GAP) {
+            return Ok(());
+        }
+        self.replace(load().await?);
+        *last = Some(Instant::now());
+        Ok(())
+    }
+
     /// A key by id. An unknown id reloads the ring, waiting if the last reload was less than
     /// [`MIN_RELOAD_GAP`] ago (so a key added a moment ago is still found), and sharing one
     /// reload between every request that waits for it.

@@ -1,15 +1,18 @@
 //! The sidecar's HTTP API (PROTOCOL.md section 10): `POST /v1/redeem`,
-//! `POST /v1/grants/consume`, `/healthz`, `/metrics`.
+//! `GET /v1/redeem/{kind}` (RFC 9577), `POST /v1/grants/consume`, `/healthz`, `/metrics`.
 
 use crate::service::{ConsumeError, RedeemError, Redeemer};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use scrip_common::ratelimit::{SourceConfig, SourceKey, WindowCounter};
 use scrip_common::server::{ApiError, ApiJson, finish, health_answer};
+use scrip_spec::api::private_token::{HeaderError, parse_authorization, www_authenticate};
 use scrip_spec::api::redeemer::{
-    ConsumeRequest, ConsumeResponse, RedeemRequest, RedeemResponse, RedeemerErrorCode as Code,
+    ConsumeRequest, ConsumeResponse, PaidResponse, RedeemRequest, RedeemResponse,
+    RedeemerErrorCode as Code,
 };
 use scrip_spec::api::{ErrorDetails, Health};
 use scrip_spec::{CapacityKind, Token};
@@ -108,23 +111,31 @@ fn parse_kind(kind: &str) -> Result<CapacityKind, ApiError> {
     })
 }
 
+/// Counts a call of `peer` against the per-source limit: every call counts, valid or not,
+/// since each costs a signature check or a lookup.
+fn count_call(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+    let source = state.limit.sources.source(peer.ip(), headers);
+    match state.limit.counter.hit(&source) {
+        None => Ok(()),
+        Some(wait) => {
+            state.redeemer.metrics.rate_limited();
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::RateLimited,
+                format!("too many redemptions from this source; retry in {wait} s"),
+            )
+            .retry_after(wait))
+        }
+    }
+}
+
 async fn redeem(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<RedeemRequest>,
 ) -> Result<Json<RedeemResponse>, ApiError> {
-    // Every call counts, valid or not: each costs a signature check or a lookup.
-    let source = state.limit.sources.source(peer.ip(), &headers);
-    if let Some(wait) = state.limit.counter.hit(&source) {
-        state.redeemer.metrics.rate_limited();
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            Code::RateLimited,
-            format!("too many redemptions from this source; retry in {wait} s"),
-        )
-        .retry_after(wait));
-    }
+    count_call(&state, peer, &headers)?;
     let redeemer = state.redeemer;
     let token = scrip_spec::encoding::b64_decode(&request.token)
         .map_err(|_| "the token is not unpadded base64url".to_owned())
@@ -178,12 +189,98 @@ async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     state.redeemer.metrics.registry().render()
 }
 
+/// `GET /v1/redeem/{kind}`: RFC 9577 at the sidecar, for an origin's auth check (a
+/// [`crate::private_token`] layer, or nginx `auth_request`). Without a token: 401 with one
+/// challenge per key of `kind` that can be spent now. With `Authorization: PrivateToken
+/// token=…`: the token is checked and spent exactly as by `POST /v1/redeem`, and its grant
+/// used at once, so 200 means "serve this one request". A token refused (spent before, an
+/// unknown key, a bad signature) gets 401 with fresh challenges; a malformed header 400.
+async fn redeem_by_header(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = count_call(&state, peer, &headers) {
+        return refused.into_response();
+    }
+    let kind = match parse_kind(&kind) {
+        Ok(kind) => kind,
+        Err(refused) => return refused.into_response(),
+    };
+    let challenges = state.redeemer.challenges(&kind).await;
+    if challenges.is_empty() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::NoKey,
+            format!("no {kind} key can be spent now; there is nothing to challenge for"),
+        )
+        .into_response();
+    }
+    let with_challenges = |refused: ApiError, status: StatusCode| {
+        let mut resp = refused.into_response();
+        *resp.status_mut() = status;
+        if let Ok(value) = HeaderValue::from_str(&www_authenticate(&challenges)) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        resp
+    };
+    let parsed = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => Err(HeaderError::NotPrivateToken { what: "token" }),
+        Some(Err(_)) => Err(HeaderError::Grammar),
+        Some(Ok(value)) => parse_authorization(value),
+    };
+    let token = match parsed {
+        Ok(token) => token,
+        Err(HeaderError::NotPrivateToken { .. }) => {
+            let asked = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                Code::TokenRequired,
+                format!("send a {kind} token: Authorization: PrivateToken token=..."),
+            );
+            return with_challenges(asked, StatusCode::UNAUTHORIZED);
+        }
+        Err(e) => {
+            let malformed =
+                ApiError::new(StatusCode::BAD_REQUEST, Code::MalformedToken, e.to_string());
+            return with_challenges(malformed, StatusCode::BAD_REQUEST);
+        }
+    };
+    let redeemer = state.redeemer.clone();
+    let paid_kind = kind.clone();
+    // Its own task, as for `POST /v1/redeem`: a client that goes away cannot cut a spend
+    // between the ledger and the grant's use.
+    let task = tokio::spawn(async move {
+        let grant = redeemer.redeem(&token, &paid_kind).await?;
+        redeemer
+            .consume(&grant.code.to_string(), &paid_kind)
+            .await
+            .map_err(|e| {
+                RedeemError::Internal(anyhow::anyhow!("the new grant was refused: {e}"))
+            })?;
+        Ok::<_, RedeemError>(())
+    });
+    match task.await {
+        Ok(Ok(())) => Json(PaidResponse {
+            kind: kind.to_string(),
+        })
+        .into_response(),
+        Ok(Err(e @ (RedeemError::LedgerUnavailable | RedeemError::Internal(_)))) => {
+            ApiError::from(e).into_response()
+        }
+        // RFC 9577: a token refused is answered with a fresh challenge.
+        Ok(Err(e)) => with_challenges(ApiError::from(e), StatusCode::UNAUTHORIZED),
+        Err(e) => ApiError::from(RedeemError::Internal(e.into())).into_response(),
+    }
+}
+
 /// The sidecar's routes.
 pub fn router(redeemer: Arc<Redeemer>) -> Router {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/redeem", post(redeem))
+        .route("/v1/redeem/{kind}", get(redeem_by_header))
         .route("/v1/grants/consume", post(consume));
     let registry = redeemer.metrics.registry().clone();
     let config = &redeemer.config().rate_limit;

@@ -64,6 +64,39 @@ impl KeyCache {
         self.ring.all().iter().map(|k| k.info.redeem_until).max()
     }
 
+    /// The keys whose tokens of `kind` can be spent at `now` (announced, not revoked, in
+    /// their window), newest first: the ones an origin challenges for. With none known, the
+    /// directory is reloaded first (at most once a second).
+    pub async fn redeemable(
+        &self,
+        kind: &scrip_spec::CapacityKind,
+        now: scrip_spec::UnixSeconds,
+    ) -> Vec<Arc<CachedKey>> {
+        let keys = self.redeemable_known(kind, now);
+        if !keys.is_empty() {
+            return keys;
+        }
+        if let Err(e) = self.ring.reload_if_stale(|| self.load()).await {
+            tracing::warn!(error = %e, "the key directory could not be reloaded");
+        }
+        self.redeemable_known(kind, now)
+    }
+
+    fn redeemable_known(
+        &self,
+        kind: &scrip_spec::CapacityKind,
+        now: scrip_spec::UnixSeconds,
+    ) -> Vec<Arc<CachedKey>> {
+        let mut keys: Vec<Arc<CachedKey>> = self
+            .ring
+            .all()
+            .into_iter()
+            .filter(|k| !k.revoked && &k.info.kind == kind && k.info.can_redeem_at(now))
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.info.valid_from));
+        keys
+    }
+
     /// A key by id; an unknown id reloads the directory (see [`KeyRing::get_or_reload`]).
     pub async fn get(&self, id: &TokenKeyId) -> Result<Option<Arc<CachedKey>>, ClientError> {
         self.ring.get_or_reload(id, || self.load()).await

@@ -5,6 +5,7 @@ pub mod example_relay;
 pub mod grant_writer;
 pub mod http;
 pub mod keys;
+pub mod private_token;
 pub mod service;
 pub mod spend;
 pub mod store;

@@ -422,6 +422,30 @@ impl Redeemer {
         Ok(decided.len())
     }
 
+    /// The RFC 9577 challenges an origin sends for a token of `kind`: one per key that can be
+    /// spent now, each for the key's issuer with empty redemption context and origin info
+    /// (the challenge scrip tokens are made for, so they can be fetched ahead of use), valid
+    /// while the key is, for a day at most.
+    pub async fn challenges(
+        &self,
+        kind: &CapacityKind,
+    ) -> Vec<scrip_spec::api::private_token::PrivateTokenChallenge> {
+        let t = now();
+        self.keys
+            .redeemable(kind, t)
+            .await
+            .into_iter()
+            .filter_map(|k| {
+                let challenge = scrip_spec::TokenChallenge::for_issuer(&k.info.issuer).ok()?;
+                Some(scrip_spec::api::private_token::PrivateTokenChallenge {
+                    challenge,
+                    token_key: k.info.public_key.clone(),
+                    max_age: Some(k.info.redeem_until.saturating_sub(t).min(86_400)),
+                })
+            })
+            .collect()
+    }
+
     /// Checks a token locally and spends it; returns a grant for `kind`. A token this
     /// redeemer spent before gets its grant again while unused, the next one after it expired
     /// unused, and [`RedeemError::AlreadySpent`] once one was used, without the ledger.

@@ -127,8 +127,9 @@ impl FaultProxy {
         };
     }
 
-    /// Applies `fault` from now on to answers to requests whose request line contains
-    /// `request` (`"POST /v1/cards/open"`), passing every other answer through.
+    /// Applies `fault` from now on to answers to requests whose head (request line and
+    /// headers) contains `request` (`"POST /v1/cards/open"`, `"PrivateToken token="`),
+    /// passing every other answer through.
     pub fn set_for(&self, request: &str, fault: Fault) {
         *self.shared.state.lock().expect("proxy state") = State {
             fault,
@@ -190,7 +191,7 @@ async fn pipe(shared: &Shared, index: usize, mut client: TcpStream, mut upstream
     let mut from_client = vec![0u8; 16 * 1024];
     let mut from_upstream = vec![0u8; 16 * 1024];
     let mut client_open = true;
-    // The request line of the latest request on this connection, for `set_for`.
+    // The head of the latest request on this connection, for `set_for`.
     let mut request_line = String::new();
     loop {
         tokio::select! {
@@ -249,10 +250,15 @@ fn request_head(chunk: &[u8]) -> Option<String> {
     let end = chunk.iter().position(|&b| b == b'\r')?;
     let line = std::str::from_utf8(&chunk[..end]).ok()?;
     let method = line.split(' ').next()?;
-    (!method.is_empty()
+    let is_request = !method.is_empty()
         && method.bytes().all(|b| b.is_ascii_uppercase())
-        && line.contains(" HTTP/"))
-    .then(|| line.to_owned())
+        && line.contains(" HTTP/");
+    // The request line and the headers this read holds, so `set_for` can match either.
+    let head_end = chunk
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(chunk.len());
+    is_request.then(|| String::from_utf8_lossy(&chunk[..head_end]).into_owned())
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod demo;
 mod issuer_cli;
 mod lost_answers;
 mod privacy;
+mod private_token;
 mod readme;
 mod refresh;
 mod relay_cli;

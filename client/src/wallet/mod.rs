@@ -4,6 +4,7 @@
 //! [`spend`] (spending and settling unknown outcomes), [`backup`] (export, import, restore).
 
 mod backup;
+mod fetch;
 mod keys;
 mod open;
 mod refresh;
@@ -11,6 +12,7 @@ mod spend;
 mod status;
 
 pub use backup::ImportSummary;
+pub use fetch::{Fetched, MAX_FETCH_BODY};
 pub use open::SetAside;
 pub use status::prefix_len_for;
 
@@ -156,6 +158,20 @@ pub enum WalletError {
         /// Redeemers holding a pending spend of a token of the kind.
         pending_at: Vec<String>,
     },
+    /// An origin asks for a token of keys this wallet holds no unspent token of.
+    #[error(
+        "{origin} asks for a token of {}; this wallet holds none it takes{}",
+        issuers.join(" or "),
+        if held_kinds.is_empty() { String::new() } else { format!(" (it holds {})", held_kinds.join(", ")) }
+    )]
+    NoTokenForOrigin {
+        /// The origin.
+        origin: String,
+        /// The issuers of the keys it challenged for.
+        issuers: Vec<String>,
+        /// The kinds the wallet does hold unspent tokens of.
+        held_kinds: Vec<String>,
+    },
     /// A card code that cannot be right (a wrong symbol, a missing one): caught before any
     /// request.
     #[error("{0} (nothing was sent to the issuer)")]
@@ -216,7 +232,7 @@ impl WalletError {
             WalletError::RedeemerUnsure { .. } => "outcome_unknown",
             WalletError::AlreadySpent { .. } => "already_spent",
             WalletError::NoAnswer { .. } => "no_answer",
-            WalletError::NoToken { .. } => "no_token",
+            WalletError::NoToken { .. } | WalletError::NoTokenForOrigin { .. } => "no_token",
             WalletError::BadCardCode(_) => "bad_card_code",
             WalletError::RefreshPending { .. } => "refresh_pending",
             WalletError::NotEnough { .. } => "not_enough",

@@ -116,16 +116,7 @@ impl Wallet {
                         .await?);
                 }
                 Presented::Unknown(e) => {
-                    // Still pending; the horizon runs from the latest presentation.
-                    self.store
-                        .set_state(
-                            &nullifier,
-                            TokenState::Pending,
-                            None,
-                            Some("outcome unknown"),
-                            t,
-                        )
-                        .await?;
+                    self.keep_pending(&nullifier, t).await?;
                     earlier_unknown = true;
                     if attempt >= PRESENT_ATTEMPTS {
                         return Err(e);
@@ -170,8 +161,26 @@ impl Wallet {
         }
     }
 
+    /// Keeps a token pending after a presentation whose outcome is unknown (presented at
+    /// `at`: the settling horizon runs from the latest presentation).
+    pub(super) async fn keep_pending(
+        &self,
+        nullifier: &scrip_spec::Nullifier,
+        at: scrip_spec::UnixSeconds,
+    ) -> anyhow::Result<()> {
+        self.store
+            .set_state(
+                nullifier,
+                TokenState::Pending,
+                None,
+                Some("outcome unknown"),
+                at,
+            )
+            .await
+    }
+
     /// The token's state after a definitive refusal.
-    async fn settle_refusal(
+    pub(super) async fn settle_refusal(
         &self,
         nullifier: &scrip_spec::Nullifier,
         status: u16,

@@ -1,6 +1,7 @@
 //! The example relay's configuration: a TOML file with `SCRIP_RELAY_*` environment overrides.
 
 use scrip_common::config::{Field, Schema};
+use scrip_spec::CapacityKind;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,13 @@ pub const SCHEMA: Schema = Schema {
             env: Some("SCRIP_RELAY_DATA_DIR"),
         },
         Field {
+            name: "download_kind",
+            doc: "What one download from data_dir/downloads/ costs: a token of this kind, paid with Authorization: PrivateToken (RFC 9577).",
+            default: Some("\"chunk-1m\""),
+            example: "",
+            env: None,
+        },
+        Field {
             name: "chunk_ttl_secs",
             doc: "Seconds a stored chunk is kept (48 hours, as XFTP keeps files).",
             default: Some("172800"),
@@ -53,9 +61,16 @@ pub struct RelayConfig {
     pub sidecar: String,
     /// Where queues and chunks are kept (`SCRIP_RELAY_DATA_DIR`).
     pub data_dir: PathBuf,
+    /// What one download from `data_dir/downloads/` costs.
+    #[serde(default = "default_download_kind")]
+    pub download_kind: CapacityKind,
     /// How long a chunk is kept, in seconds.
     #[serde(default = "default_chunk_ttl")]
     pub chunk_ttl_secs: u64,
+}
+
+fn default_download_kind() -> CapacityKind {
+    CapacityKind::new("chunk-1m").expect("chunk-1m is a valid kind")
 }
 
 fn default_listen() -> SocketAddr {
@@ -75,6 +90,7 @@ impl RelayConfig {
             listen: default_listen(),
             sidecar: default_sidecar(),
             data_dir,
+            download_kind: default_download_kind(),
             chunk_ttl_secs: default_chunk_ttl(),
         }
     }

@@ -7,11 +7,15 @@
 //!   `chunk-256k`, `chunk-1m`, `chunk-4m`) → `201`. Chunks are deleted after their retention
 //!   (48 hours by default).
 //! - `GET /chunks/{id}` → the bytes.
+//! - `GET /downloads/{name}` with `Authorization: PrivateToken token=…` (RFC 9577; a token of
+//!   `download_kind`, `chunk-1m` by default) → a file of `data_dir/downloads/`; without a
+//!   token, 401 with the challenges ([`crate::private_token`]).
 //! - `GET /healthz` → whether the sidecar answers and the data directory is there.
 //! - `GET /metrics` → request durations and grant checks by result, in the Prometheus format.
 //!
 //! The relay never sees a token and never logs a grant code.
 
+use crate::private_token::{TokenGate, require_token};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -210,6 +214,28 @@ async fn get_chunk(State(relay): State<Relay>, Path(id): Path<String>) -> Respon
     }
 }
 
+/// `GET /downloads/{name}`, once its token is spent: a file of `data_dir/downloads/`.
+async fn download(State(relay): State<Relay>, Path(name): Path<String>) -> Response {
+    // A plain file name only: no path, no hidden file.
+    let plain = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !plain {
+        return error(
+            StatusCode::BAD_REQUEST,
+            Code::BadId,
+            "not a download's name",
+        );
+    }
+    match tokio::fs::read(relay.config.data_dir.join("downloads").join(&name)).await {
+        Ok(bytes) => bytes.into_response(),
+        Err(_) => error(StatusCode::NOT_FOUND, Code::NotFound, "no such download"),
+    }
+}
+
 /// Deletes chunks older than the retention; returns how many.
 pub fn sweep(config: &RelayConfig) -> std::io::Result<usize> {
     let mut deleted = 0;
@@ -243,23 +269,30 @@ async fn metrics(State(relay): State<Relay>) -> Response {
 pub fn router(config: RelayConfig) -> std::io::Result<Router> {
     std::fs::create_dir_all(config.data_dir.join("queues"))?;
     std::fs::create_dir_all(config.data_dir.join("chunks"))?;
+    std::fs::create_dir_all(config.data_dir.join("downloads"))?;
     let mut m = MetricsBuilder::new("relay");
     let grant_checks = m.outcomes(
         "grant_checks",
         "Grants checked at the sidecar, by result",
         &["accepted", "missing", "refused", "unavailable"],
     );
+    // Paid downloads: one token per file, through the RFC 9577 gate (no grant involved).
+    let gate = TokenGate::new(&config.sidecar, config.download_kind.clone());
     let relay = Relay {
         sidecar: RedeemerClient::on(&config.sidecar, Http::new(Duration::from_secs(10))),
         config: Arc::new(config),
         metrics: m.build(),
         grant_checks,
     };
+    let downloads = Router::new()
+        .route("/downloads/{name}", get(download))
+        .layer(axum::middleware::from_fn_with_state(gate, require_token));
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/queues", post(create_queue))
-        .route("/chunks/{id}", get(get_chunk).put(put_chunk));
+        .route("/chunks/{id}", get(get_chunk).put(put_chunk))
+        .merge(downloads);
     // A 4 MiB chunk at a slow client's pace still arrives well within a minute.
     let registry = relay.metrics.clone();
     Ok(finish(routes, MAX_CHUNK, Duration::from_secs(60), &registry).with_state(relay))

@@ -7,6 +7,7 @@
 
 pub mod issuer;
 pub mod ledger;
+pub mod private_token;
 pub mod redeemer;
 pub mod relay;
 

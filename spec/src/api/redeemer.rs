@@ -24,6 +24,8 @@ super::error_codes! {
     /// | `grant_revoked` | 403: the grant was revoked (its token turned out spent elsewhere). |
     /// | `grant_used` | 409: the grant was used. |
     /// | `grant_expired` | 410: the grant expired. |
+    /// | `token_required` | 401: `GET /v1/redeem/{kind}` without `Authorization: PrivateToken` (the `WWW-Authenticate` header has the challenges). |
+    /// | `no_key` | 503: no key of the kind can be spent now, so there is nothing to challenge for. |
     pub enum RedeemerErrorCode {
         MalformedToken = "malformed_token", UnknownKey = "unknown_key",
         KeyNotRedeemable = "key_not_redeemable", WrongKind = "wrong_kind",
@@ -31,8 +33,17 @@ super::error_codes! {
         AlreadySpent = "already_spent", LedgerUnavailable = "ledger_unavailable",
         Unavailable = "unavailable", MalformedGrant = "malformed_grant",
         UnknownGrant = "unknown_grant", GrantRevoked = "grant_revoked", GrantUsed = "grant_used",
-        GrantExpired = "grant_expired",
+        GrantExpired = "grant_expired", TokenRequired = "token_required", NoKey = "no_key",
     }
+}
+
+/// `GET /v1/redeem/{kind}` answer once the token in `Authorization` is spent: the origin
+/// serves the request (the grant is used at once, so the token pays for this one request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaidResponse {
+    /// The kind paid for.
+    pub kind: String,
 }
 
 /// `POST /v1/redeem` body.

@@ -1,0 +1,225 @@
+//! Paying an origin that speaks Privacy Pass (RFC 9577, PROTOCOL.md 10.5): `GET`, and on a 401
+//! whose challenges name a key this wallet holds tokens of, the same `GET` with one token in
+//! `Authorization: PrivateToken`. The token is pending at the origin until it answers, as a
+//! spend is pending at its redeemer, and a fetch whose answer was lost presents that same
+//! token there again before any other.
+
+use super::{Wallet, WalletError};
+use crate::store::{StoredToken, TokenState};
+use scrip_spec::api::private_token::{
+    PrivateTokenChallenge, authorization, parse_www_authenticate,
+};
+use scrip_spec::api::redeemer::RedeemerErrorCode;
+use scrip_spec::api::{ErrorAnswer, ErrorCode as _, ErrorDetails, ErrorObject};
+use scrip_spec::now;
+use std::time::Duration;
+
+/// The largest body a fetch keeps.
+pub const MAX_FETCH_BODY: usize = 64 * 1024 * 1024;
+
+/// What an origin answered.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The HTTP status.
+    pub status: u16,
+    /// Its `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The kind of the token paid with, if one was.
+    pub paid: Option<String>,
+    /// Whether the token was one an earlier fetch left pending at this origin.
+    pub presented_again: bool,
+}
+
+/// One answer, read whole (up to [`MAX_FETCH_BODY`]).
+struct Answer {
+    status: u16,
+    content_type: Option<String>,
+    www_authenticate: Option<String>,
+    body: Vec<u8>,
+}
+
+async fn get(
+    http: &reqwest::Client,
+    url: &str,
+    authorization: Option<String>,
+) -> Result<Answer, reqwest::Error> {
+    let mut request = http.get(url);
+    if let Some(value) = authorization {
+        request = request.header(reqwest::header::AUTHORIZATION, value);
+    }
+    let mut resp = request.send().await?;
+    let header = |name: reqwest::header::HeaderName| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (content_type, www_authenticate) = (
+        header(reqwest::header::CONTENT_TYPE),
+        header(reqwest::header::WWW_AUTHENTICATE),
+    );
+    let status = resp.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_FETCH_BODY {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer {
+        status,
+        content_type,
+        www_authenticate,
+        body,
+    })
+}
+
+fn fits(challenges: &[PrivateTokenChallenge], stored: &StoredToken) -> bool {
+    challenges.iter().any(|c| {
+        c.token_key.id() == stored.token.token_key_id
+            && c.challenge.digest() == stored.token.challenge_digest
+    })
+}
+
+impl Wallet {
+    /// `GET url`, paying with one token if the origin asks for one this wallet holds (see the
+    /// module). An answer that asks for no token, or for none the wallet can give, is returned
+    /// as it is when it asks for nothing, and as [`WalletError::NoToken`] otherwise.
+    pub async fn fetch(&self, url: &str) -> Result<Fetched, WalletError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        let no_answer = |source| WalletError::NoAnswer {
+            what: "the origin",
+            source,
+        };
+        let first = get(&http, url, None).await.map_err(no_answer)?;
+        let challenges = match (first.status, &first.www_authenticate) {
+            (401, Some(header)) => parse_www_authenticate(header).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if challenges.is_empty() {
+            return Ok(Fetched {
+                status: first.status,
+                content_type: first.content_type,
+                body: first.body,
+                paid: None,
+                presented_again: false,
+            });
+        }
+        let pending = self.store.tokens(TokenState::Pending).await?;
+        let again = pending
+            .into_iter()
+            .find(|p| p.redeemer_url.as_deref() == Some(url) && fits(&challenges, p));
+        let (stored, presented_again) = match again {
+            Some(p) => (p, true),
+            None => (self.take_fitting(&challenges, url).await?, false),
+        };
+        let nullifier = stored.token.nullifier();
+        let paid = get(&http, url, Some(authorization(&stored.token))).await;
+        let answer = match paid {
+            Ok(answer) => answer,
+            Err(source) => {
+                self.keep_pending(&nullifier, now()).await?;
+                return Err(no_answer(source));
+            }
+        };
+        if (200..300).contains(&answer.status) {
+            self.store
+                .set_state(
+                    &nullifier,
+                    TokenState::Spent,
+                    None,
+                    Some("paid at the origin"),
+                    now(),
+                )
+                .await?;
+            return Ok(Fetched {
+                status: answer.status,
+                content_type: answer.content_type,
+                body: answer.body,
+                paid: Some(stored.kind),
+                presented_again,
+            });
+        }
+        let error = serde_json::from_slice::<ErrorAnswer<RedeemerErrorCode>>(&answer.body)
+            .map(|a| a.error)
+            .unwrap_or_else(|_| ErrorObject {
+                code: RedeemerErrorCode::unknown(),
+                message: String::from_utf8_lossy(&answer.body)
+                    .chars()
+                    .take(200)
+                    .collect(),
+                details: ErrorDetails::default(),
+            });
+        if answer.status == 408 || answer.status >= 500 {
+            // The origin may have spent it: kept for this origin, presented again first.
+            self.keep_pending(&nullifier, now()).await?;
+            return Err(WalletError::RedeemerUnsure {
+                redeemer: url.to_owned(),
+                status: answer.status,
+                code: error.code,
+                message: error.message,
+            });
+        }
+        Err(self
+            .settle_refusal(&nullifier, answer.status, error, presented_again)
+            .await?)
+    }
+
+    /// An unspent token the challenges accept, marked pending at `url`.
+    async fn take_fitting(
+        &self,
+        challenges: &[PrivateTokenChallenge],
+        url: &str,
+    ) -> Result<StoredToken, WalletError> {
+        let unspent = self.store.tokens(TokenState::Unspent).await?;
+        let Some(kind) = unspent
+            .iter()
+            .find(|t| fits(challenges, t))
+            .map(|t| t.kind.clone())
+        else {
+            let mut held: Vec<String> = unspent.iter().map(|t| t.kind.clone()).collect();
+            held.sort();
+            held.dedup();
+            let mut issuers: Vec<String> = challenges
+                .iter()
+                .map(|c| String::from_utf8_lossy(c.challenge.issuer_name()).into_owned())
+                .collect();
+            issuers.sort();
+            issuers.dedup();
+            return Err(WalletError::NoTokenForOrigin {
+                origin: url.to_owned(),
+                issuers,
+                held_kinds: held,
+            });
+        };
+        let token = self
+            .store
+            .take_for_spend(&kind, url, now())
+            .await?
+            .ok_or_else(|| {
+                anyhow::anyhow!("the {kind} token was taken meanwhile; run the fetch again")
+            })?;
+        if !fits(challenges, &token) {
+            // Another key of the kind than the origin takes: back to unspent.
+            self.store
+                .set_state(
+                    &token.token.nullifier(),
+                    TokenState::Unspent,
+                    None,
+                    None,
+                    now(),
+                )
+                .await?;
+            return Err(anyhow::anyhow!(
+                "the {kind} token closest to expiry is of a key {url} does not take; spend it first"
+            )
+            .into());
+        }
+        Ok(token)
+    }
+}

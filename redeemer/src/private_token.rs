@@ -1,0 +1,103 @@
+//! Privacy Pass at any origin (RFC 9577): an axum middleware that lets a request through only
+//! once the redeemer sidecar has spent the token in its `Authorization` header, and otherwise
+//! answers with the sidecar's challenges (401 with `WWW-Authenticate: PrivateToken …`).
+//!
+//! ```no_run
+//! # use scrip_redeemer::private_token::{TokenGate, require_token};
+//! # let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+//! let gate = TokenGate::new("http://127.0.0.1:7600", kind);
+//! let paid: axum::Router = axum::Router::new()
+//!     .route("/download/{name}", axum::routing::get(|| async { "the goods" }))
+//!     .layer(axum::middleware::from_fn_with_state(gate, require_token));
+//! ```
+//!
+//! The gate asks the sidecar's `GET /v1/redeem/{kind}` with the client's `Authorization`
+//! header, so the token is checked and spent exactly as `POST /v1/redeem` would (strict or
+//! optimistic, against the same ledger), and one token pays for one request. The origin sees
+//! no token and keeps no state; it needs no key of its own.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
+use scrip_common::server::ApiError;
+use scrip_spec::CapacityKind;
+use scrip_spec::api::redeemer::RedeemerErrorCode;
+use std::time::Duration;
+
+/// The longest answer of the sidecar passed on (an error object and its challenges).
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// What the gate needs: the sidecar and the kind one request costs.
+#[derive(Debug, Clone)]
+pub struct TokenGate {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl TokenGate {
+    /// A gate charging one token of `kind` per request, checked at the sidecar `sidecar_url`.
+    pub fn new(sidecar_url: &str, kind: CapacityKind) -> Self {
+        Self {
+            url: format!("{}/v1/redeem/{kind}", sidecar_url.trim_end_matches('/')),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The middleware (`axum::middleware::from_fn_with_state(gate, require_token)`): serves the
+/// request once its token is spent, else answers as the sidecar did.
+pub async fn require_token(
+    State(gate): State<TokenGate>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut ask = gate.http.get(&gate.url);
+    if let Some(auth) = request.headers().get(header::AUTHORIZATION) {
+        ask = ask.header(header::AUTHORIZATION, auth);
+    }
+    let answer = match ask.send().await {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::error!(error = %e, "the redeemer sidecar is unreachable");
+            return unavailable();
+        }
+    };
+    if answer.status().is_success() {
+        return next.run(request).await;
+    }
+    // The sidecar's refusal as it is: its status, challenges and error object.
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut passed = Response::builder().status(status);
+    for name in [
+        header::WWW_AUTHENTICATE,
+        header::RETRY_AFTER,
+        header::CONTENT_TYPE,
+    ] {
+        if let Some(value) = answer.headers().get(name.as_str())
+            && let Ok(value) = HeaderValue::from_bytes(value.as_bytes())
+        {
+            passed = passed.header(name, value);
+        }
+    }
+    let body = match answer.bytes().await {
+        Ok(body) if body.len() <= MAX_ANSWER => body,
+        _ => return unavailable(),
+    };
+    passed
+        .body(Body::from(body))
+        .unwrap_or_else(|_| unavailable())
+}
+
+fn unavailable() -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        RedeemerErrorCode::Unavailable,
+        "cannot check the token now; retry",
+    )
+    .into_response()
+}

@@ -1,0 +1,333 @@
+//! Standard Privacy Pass at an origin (RFC 9577), against a client that shares no code with
+//! scrip: the `privacypass` crate blinds, finalizes and builds the `Authorization` header
+//! (with blind-rsa-signatures, where scrip's default build signs and verifies with OpenSSL,
+//! and its own TLS codec), and reads the challenge with its own decoder. The origins are the
+//! example relays' paid downloads behind the RFC 9577 gate, one per operator.
+
+use crate::support::{cards_on_sale, consortium_with_keys};
+use privacypass::auth::authenticate::TokenChallenge as PpChallenge;
+use privacypass::auth::authorize::build_authorization_header;
+use privacypass::public_tokens::{
+    PublicKey as PpPublicKey, PublicToken, TokenRequest, TokenResponse,
+};
+use reqwest::StatusCode;
+use scrip_common::clients::IssuerClient;
+use scrip_spec::api::issuer::{KeyedTokenRequest, OpenRequest, RequestId};
+use scrip_spec::api::private_token::parse_www_authenticate;
+use serde_json::Value;
+use tls_codec::{Deserialize as _, Serialize as _};
+
+/// The quoted values of `param` in `header`, one per challenge, read by hand: the
+/// independent client's own header parser takes only unquoted values.
+fn param_values(header: &str, param: &str) -> Vec<String> {
+    let marker = format!("{param}=\"");
+    header
+        .match_indices(&marker)
+        .map(|(at, _)| {
+            let start = at + marker.len();
+            let end = header[start..].find('"').expect("closing quote");
+            header[start..start + end].to_owned()
+        })
+        .collect()
+}
+
+/// Opens one card at op-a's issuer into `n` tokens of `kind`, blinded and finalized by the
+/// independent client for the challenge it read from the origin.
+async fn tokens_from_the_independent_client(
+    issuer: &IssuerClient,
+    card: &str,
+    kind: &str,
+    challenge: &PpChallenge,
+    token_key_spki: &[u8],
+    n: usize,
+) -> Vec<PublicToken> {
+    let key = issuer
+        .keys()
+        .await
+        .expect("keys")
+        .keys
+        .into_iter()
+        .find(|k| k.kind.as_str() == kind && k.public_key.spki() == token_key_spki)
+        .expect("the challenged key is the issuer's");
+    let public_key = PpPublicKey::from_spki(token_key_spki).expect("an RFC 9578 key");
+    let mut rng = rand::rng();
+    let mut states = Vec::new();
+    let mut requests = Vec::new();
+    for _ in 0..n {
+        let (request, state) =
+            TokenRequest::new(&mut rng, public_key.clone(), challenge).expect("blind");
+        let bytes = request.tls_serialize_detached().expect("encode");
+        requests.push(KeyedTokenRequest {
+            token_key_id: key.public_key.id(),
+            token_request: scrip_spec::TokenRequest::from_bytes(&bytes).expect("259 bytes"),
+        });
+        states.push(state);
+    }
+    let mut id = [0u8; 32];
+    rand::fill(&mut id);
+    let opened = issuer
+        .open(&OpenRequest {
+            card_code: card.to_owned(),
+            request_id: RequestId(id),
+            requests,
+        })
+        .await
+        .expect("opened");
+    opened
+        .responses
+        .iter()
+        .zip(&states)
+        .map(|(response, state)| {
+            let response = TokenResponse::tls_deserialize(&mut response.to_bytes().as_slice())
+                .expect("256 bytes");
+            response.issue_token(state).expect("finalized")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standard_client_pays_an_origin_once_and_is_refused_everywhere_after() {
+    let (_dir, c) = consortium_with_keys(&["op-a", "op-b"]).await;
+    let (a, b) = (&c.operators[0], &c.operators[1]);
+    for op in [a, b] {
+        let downloads = c.dir.join(format!("{}-relay", op.name)).join("downloads");
+        std::fs::write(downloads.join("song.ogg"), format!("{}'s song", op.name)).expect("file");
+    }
+    let http = reqwest::Client::new();
+    let url = |op: &scrip::consortium::Operator| format!("{}/downloads/song.ogg", op.relay_url);
+    let spent = async || scrip_testkit::spent_total(&c.ledger_url).await;
+
+    // No token: 401 with a challenge per key of the kind.
+    let asked = http.get(url(a)).send().await.expect("answer");
+    assert_eq!(asked.status(), StatusCode::UNAUTHORIZED);
+    let header = asked
+        .headers()
+        .get("www-authenticate")
+        .expect("a challenge")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: Value = asked.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "token_required");
+    let ours = parse_www_authenticate(&header).expect("our parser reads it");
+    assert!(!ours.is_empty());
+    // Tokens of every member's keys are good here: a challenge per issuer. The independent
+    // client's decoder reads the same challenges; it takes op-a's, where the card is sold.
+    let challenges = param_values(&header, "challenge");
+    let keys = param_values(&header, "token-key");
+    assert_eq!((challenges.len(), keys.len()), (ours.len(), ours.len()));
+    let issuers: Vec<String> = challenges
+        .iter()
+        .map(|c| PpChallenge::from_base64(c).expect("decodes").issuer_name())
+        .collect();
+    assert!(issuers.contains(&"op-a".to_owned()) && issuers.contains(&"op-b".to_owned()));
+    let at = issuers
+        .iter()
+        .position(|i| i == "op-a")
+        .expect("op-a's challenge");
+    let challenge = PpChallenge::from_base64(&challenges[at]).expect("decodes");
+    assert_eq!(
+        challenge.digest().expect("digest"),
+        ours[at].challenge.digest()
+    );
+    let token_key = base64_decode(&keys[at]);
+    assert_eq!(token_key, ours[at].token_key.spki());
+
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    let issuer = IssuerClient::on(
+        &a.issuer_url,
+        scrip_common::clients::Http::new(std::time::Duration::from_secs(30)),
+    );
+    let tokens =
+        tokens_from_the_independent_client(&issuer, &card, "chunk-1m", &challenge, &token_key, 2)
+            .await;
+    let (name, pay) = build_authorization_header(&tokens[0]).expect("header");
+
+    // Paid: the download, once.
+    let before = spent().await;
+    let paid = http
+        .get(url(a))
+        .header(name.clone(), pay.clone())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(paid.status(), StatusCode::OK);
+    assert_eq!(paid.text().await.expect("body"), "op-a's song");
+    assert_eq!(spent().await, before + 1, "the ledger has the spend");
+
+    // The same token again, here and at the other operator's origin: refused with a fresh
+    // challenge, nothing more spent.
+    for op in [a, b] {
+        let again = http
+            .get(url(op))
+            .header(name.clone(), pay.clone())
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(
+            again.status(),
+            StatusCode::UNAUTHORIZED,
+            "a replay at {}",
+            op.name
+        );
+        assert!(
+            again.headers().get("www-authenticate").is_some(),
+            "a fresh challenge"
+        );
+        let body: Value = again.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "already_spent", "{body}");
+    }
+    assert_eq!(spent().await, before + 1);
+
+    // The second token pays at the other operator's origin (tokens are good at every member).
+    let (name2, pay2) = build_authorization_header(&tokens[1]).expect("header");
+    let elsewhere = http
+        .get(url(b))
+        .header(name2, pay2)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(elsewhere.status(), StatusCode::OK);
+    assert_eq!(elsewhere.text().await.expect("body"), "op-b's song");
+    assert_eq!(spent().await, before + 2);
+
+    // Malformed, oversized, forged: a clear 4xx each, nothing spent.
+    let mut forged = pay.to_str().expect("ascii").to_owned();
+    let flip = forged.len() - 5;
+    let flipped = if &forged[flip..flip + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    forged.replace_range(flip..flip + 1, flipped);
+    let cases: Vec<(String, StatusCode, &str)> = vec![
+        (
+            "PrivateToken token=\"!!!\"".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_token",
+        ),
+        (
+            "PrivateToken token=\"AAAA\"".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_token",
+        ),
+        (
+            "PrivateToken token=".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_token",
+        ),
+        (
+            format!("PrivateToken token=\"{}\"", "A".repeat(20_000)),
+            StatusCode::BAD_REQUEST,
+            "malformed_token",
+        ),
+        (
+            "Bearer sg1.queue.AAAAAAAAAAAAAAAAAAAAAA".into(),
+            StatusCode::UNAUTHORIZED,
+            "token_required",
+        ),
+        (forged, StatusCode::UNAUTHORIZED, "invalid_signature"),
+    ];
+    for (value, status, code) in cases {
+        let refused = http
+            .get(url(a))
+            .header("authorization", value.clone())
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(
+            refused.status(),
+            status,
+            "{}",
+            &value[..value.len().min(60)]
+        );
+        let body: Value = refused.json().await.expect("json");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    assert_eq!(spent().await, before + 2, "no refusal spent anything");
+}
+
+fn base64_decode(value: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE
+        .decode(value)
+        .expect("padded base64url")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wallet_pays_an_origin_from_the_command_line() {
+    use crate::{ok, wallet};
+    use scrip_testkit::{Fault, FaultProxy, path};
+    let (dir, c) = consortium_with_keys(&["op-a", "op-b"]).await;
+    let (a, b) = (&c.operators[0], &c.operators[1]);
+    let downloads = c.dir.join("op-b-relay").join("downloads");
+    std::fs::write(downloads.join("map.bin"), [7u8; 5000]).expect("file");
+    let url = format!("{}/downloads/map.bin", b.relay_url);
+    let wallet_file = dir.path().join("w.db");
+    let w = path(&wallet_file);
+    ok(wallet(w, &["init", "--ledger", &c.ledger_url]).await);
+
+    // Tokens of another kind only: it says what the origin asks for and what it holds.
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    ok(wallet(
+        w,
+        &[
+            "open",
+            &card,
+            "--issuer",
+            &a.issuer_url,
+            "--tokens",
+            "queue=1,chunk-1m=5",
+        ],
+    )
+    .await);
+    let out = dir.path().join("map.out");
+    let fetched = wallet(w, &["fetch", &url, "--out", path(&out)]).await;
+    let said = ok(fetched);
+    assert!(said.is_empty(), "the body went to the file: {said}");
+    assert_eq!(std::fs::read(&out).expect("written"), vec![7u8; 5000]);
+    let balance = ok(wallet(w, &["balance"]).await);
+    assert!(
+        balance.contains("4 x chunk-1m"),
+        "one token paid: {balance}"
+    );
+
+    // To standard output, as JSON for a program.
+    let json = ok(wallet(w, &["--json", "fetch", &url]).await);
+    let answer: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(answer["paid"], "chunk-1m");
+    assert_eq!(answer["bytes"], 5000);
+
+    // The paid answer lost on the way: the token stays pending there, and the next fetch
+    // presents that same token, not another; the origin spent it, so it says so.
+    let proxy = FaultProxy::start(&b.relay_url).await;
+    let via = format!("{}/downloads/map.bin", proxy.url());
+    ok(wallet(w, &["fetch", &via]).await);
+    proxy.set_for("PrivateToken token=", Fault::DropResponse);
+    let lost = wallet(w, &["fetch", &via]).await;
+    assert!(!lost.status.success());
+    let said = String::from_utf8_lossy(&lost.stderr);
+    assert!(said.contains("no answer"), "{said}");
+    proxy.set(Fault::Forward);
+    let again = wallet(w, &["fetch", &via]).await;
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("already spent"), "{said}");
+    let balance = ok(wallet(w, &["balance"]).await);
+    assert!(
+        balance.contains("1 x chunk-1m"),
+        "no second token was used for the lost answer: {balance}"
+    );
+    ok(wallet(w, &["fetch", &url]).await);
+
+    // With no token the origin takes: what it asks for, and what the wallet holds.
+    let none = wallet(w, &["fetch", &url]).await;
+    assert!(!none.status.success());
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert!(said.contains("asks for a token of op-a or op-b"), "{said}");
+    assert!(said.contains("it holds queue"), "{said}");
+
+    // A URL that asks for nothing is fetched as it is.
+    let health = ok(wallet(w, &["fetch", &format!("{}/healthz", b.relay_url)]).await);
+    assert!(health.contains("\"status\""), "{health}");
+}
