@@ -10,12 +10,19 @@ use scrip_common::metrics::{Counter, MetricsBuilder, MetricsRegistry, Outcomes};
 use scrip_common::ratelimit::SourceKey;
 use scrip_common::server::{ApiError, ApiJson, finish, health_answer};
 use scrip_spec::CardCode;
+use scrip_spec::TokenRequest;
 use scrip_spec::api::issuer::IssuerErrorCode as Code;
+use scrip_spec::api::issuer::standard::{
+    CARD_CODE_HEADER, DIRECTORY_PATH, DirectoryKey, IssuerDirectory, REQUEST_MEDIA_TYPE,
+    REQUEST_PATH, RESPONSE_MEDIA_TYPE,
+};
 use scrip_spec::api::issuer::{
     BalanceRequest, BalanceResponse, IssuerKeys, OpenRequest, OpenResponse, RefreshRequest,
     RefreshResponse, ReplayRequest, ReplayResponse,
 };
+use scrip_spec::api::issuer::{KeyedTokenRequest, RequestId};
 use scrip_spec::api::{ErrorDetails, Health};
+use sha2::{Digest as _, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,7 +202,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cards/open", post(open))
         .route("/v1/cards/balance", post(balance))
         .route("/v1/requests/replay", post(replay))
-        .route("/v1/refresh", post(refresh));
+        .route("/v1/refresh", post(refresh))
+        .route(DIRECTORY_PATH, get(directory))
+        .route(REQUEST_PATH, post(token_request));
     let registry = state.metrics.registry.clone();
     finish(routes, MAX_BODY_BYTES, Duration::from_secs(60), &registry).with_state(state)
 }
@@ -269,9 +278,123 @@ async fn open(
     headers: HeaderMap,
     ApiJson(request): ApiJson<OpenRequest>,
 ) -> Result<Json<OpenResponse>, ApiError> {
-    let outcomes = &state.metrics.openings;
     let asker = Asker::new(&state, peer, &headers, &request.card_code);
-    asker.admit(&state, outcomes)?;
+    Ok(Json(opening(&state, &asker, request).await?))
+}
+
+/// `GET /.well-known/private-token-issuer-directory` (RFC 9578 section 4): the keys that sign
+/// now, every one announced on the ledger (an unannounced key is never loaded).
+async fn directory(State(state): State<AppState>) -> Json<IssuerDirectory> {
+    let token_keys = state
+        .issuer
+        .public_keys()
+        .keys
+        .iter()
+        .map(|k| DirectoryKey {
+            token_type: scrip_spec::TOKEN_TYPE,
+            token_key: scrip_spec::encoding::b64_encode_padded(k.public_key.spki()),
+            not_before: Some(k.valid_from),
+        })
+        .collect();
+    Json(IssuerDirectory {
+        issuer_request_uri: REQUEST_PATH.to_owned(),
+        token_keys,
+    })
+}
+
+/// `POST /v1/token-request` (RFC 9578 section 5): one `TokenRequest` as
+/// `application/private-token-request`, paid by the card in `Scrip-Card-Code`, answered with
+/// its `TokenResponse` as `application/private-token-response`. It is an opening of one
+/// token: the same price check, charge and limits. Its request id is derived from the card and
+/// the body, so a repeat of the same request is answered again and charged once.
+async fn token_request(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let malformed =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, Code::MalformedRequest, message);
+    let media_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !media_type.is_some_and(|m| m.eq_ignore_ascii_case(REQUEST_MEDIA_TYPE)) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::MalformedRequest,
+            format!("send one TokenRequest as Content-Type: {REQUEST_MEDIA_TYPE}"),
+        ));
+    }
+    let code = headers
+        .get(CARD_CODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let asker = Asker::new(&state, peer, &headers, &code);
+    if code.is_empty() {
+        return Err(malformed(format!(
+            "send the card that pays in the {CARD_CODE_HEADER} header"
+        )));
+    }
+    let request = TokenRequest::from_bytes(&body).map_err(|e| malformed(e.to_string()))?;
+    let key = state
+        .issuer
+        .key_for_truncated_id(request.truncated_token_key_id)?;
+    let card = CardCode::parse(&code)
+        .map(|c| c.storage_hash())
+        .unwrap_or_default();
+    let request_id = RequestId(
+        Sha256::new()
+            .chain_update(b"scrip/v1/private-token-request")
+            .chain_update(card)
+            .chain_update(&body)
+            .finalize()
+            .into(),
+    );
+    let opened = opening(
+        &state,
+        &asker,
+        OpenRequest {
+            card_code: code,
+            request_id,
+            requests: vec![KeyedTokenRequest {
+                token_key_id: key,
+                token_request: request,
+            }],
+        },
+    )
+    .await?;
+    let response = opened
+        .responses
+        .first()
+        .map(|r| r.to_bytes())
+        .ok_or_else(|| {
+            ApiError::unavailable(
+                Code::Unavailable,
+                "an opening of one token answered none",
+                &"",
+                "retry",
+            )
+        })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, RESPONSE_MEDIA_TYPE)],
+        response,
+    )
+        .into_response())
+}
+
+/// An opening as both APIs make one: the rate limits, its own task, the metrics.
+async fn opening(
+    state: &AppState,
+    asker: &Asker,
+    request: OpenRequest,
+) -> Result<OpenResponse, ApiError> {
+    let outcomes = &state.metrics.openings;
+    asker.admit(state, outcomes)?;
     let count = request.requests.len() as u64;
     let issuer = state.issuer.clone();
     // The opening runs in its own task: a client that goes away cannot cut it between the
@@ -283,10 +406,10 @@ async fn open(
         Ok(resp) => {
             outcomes.inc("opened");
             state.metrics.tokens_signed.inc_by(count);
-            Ok(Json(resp))
+            Ok(resp)
         }
         Err(e) => {
-            asker.refused(&state, outcomes, &e);
+            asker.refused(state, outcomes, &e);
             Err(e.into())
         }
     }

@@ -10,6 +10,12 @@ pub fn b64_encode(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Encodes bytes as base64url with padding (RFC 4648 section 5), the form of the Privacy Pass
+/// HTTP headers and the issuer directory (RFC 9577, RFC 9578).
+pub fn b64_encode_padded(bytes: impl AsRef<[u8]>) -> String {
+    base64::engine::general_purpose::URL_SAFE.encode(bytes)
+}
+
 /// Decodes unpadded base64url; padding, whitespace and the standard alphabet are refused.
 pub fn b64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     URL_SAFE_NO_PAD.decode(text)

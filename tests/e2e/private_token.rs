@@ -2,7 +2,9 @@
 //! scrip: the `privacypass` crate blinds, finalizes and builds the `Authorization` header
 //! (with blind-rsa-signatures, where scrip's default build signs and verifies with OpenSSL,
 //! and its own TLS codec), and reads the challenge with its own decoder. The origins are the
-//! example relays' paid downloads behind the RFC 9577 gate, one per operator.
+//! example relays' paid downloads behind the RFC 9577 gate, one per operator; the issuer is
+//! reached only through the standard issuance protocol (RFC 9578: its directory and
+//! `application/private-token-request`).
 
 use crate::support::{cards_on_sale, consortium_with_keys};
 use privacypass::auth::authenticate::TokenChallenge as PpChallenge;
@@ -11,8 +13,9 @@ use privacypass::public_tokens::{
     PublicKey as PpPublicKey, PublicToken, TokenRequest, TokenResponse,
 };
 use reqwest::StatusCode;
-use scrip_common::clients::IssuerClient;
-use scrip_spec::api::issuer::{KeyedTokenRequest, OpenRequest, RequestId};
+use scrip_spec::api::issuer::standard::{
+    CARD_CODE_HEADER, DIRECTORY_PATH, REQUEST_MEDIA_TYPE, REQUEST_PATH, RESPONSE_MEDIA_TYPE,
+};
 use scrip_spec::api::private_token::parse_www_authenticate;
 use serde_json::Value;
 use tls_codec::{Deserialize as _, Serialize as _};
@@ -31,58 +34,86 @@ fn param_values(header: &str, param: &str) -> Vec<String> {
         .collect()
 }
 
-/// Opens one card at op-a's issuer into `n` tokens of `kind`, blinded and finalized by the
-/// independent client for the challenge it read from the origin.
+/// One token request in the standard form (RFC 9578 section 5), paid by `card`: the status,
+/// the content type and the body.
+async fn standard_request(
+    http: &reqwest::Client,
+    issuer_url: &str,
+    card: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, String, Vec<u8>) {
+    let mut request = http
+        .post(format!("{issuer_url}{REQUEST_PATH}"))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(card) = card {
+        request = request.header(CARD_CODE_HEADER, card);
+    }
+    let answer = request.send().await.expect("answer");
+    let status = answer.status();
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (
+        status,
+        content_type,
+        answer.bytes().await.expect("body").to_vec(),
+    )
+}
+
+/// `n` tokens for `challenge` from op-a's issuer through the standard issuance protocol: the
+/// independent client finds the key in the issuer directory, blinds, sends each request with
+/// the card, and finalizes.
 async fn tokens_from_the_independent_client(
-    issuer: &IssuerClient,
+    issuer_url: &str,
     card: &str,
-    kind: &str,
     challenge: &PpChallenge,
     token_key_spki: &[u8],
     n: usize,
 ) -> Vec<PublicToken> {
-    let key = issuer
-        .keys()
+    let http = reqwest::Client::new();
+    let directory: Value = http
+        .get(format!("{issuer_url}{DIRECTORY_PATH}"))
+        .send()
         .await
+        .expect("directory")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(directory["issuer-request-uri"], REQUEST_PATH);
+    let listed = directory["token-keys"]
+        .as_array()
         .expect("keys")
-        .keys
-        .into_iter()
-        .find(|k| k.kind.as_str() == kind && k.public_key.spki() == token_key_spki)
-        .expect("the challenged key is the issuer's");
+        .iter()
+        .any(|k| {
+            k["token-type"] == 2
+                && base64_decode(k["token-key"].as_str().expect("key")) == token_key_spki
+        });
+    assert!(listed, "the challenged key is in the issuer's directory");
     let public_key = PpPublicKey::from_spki(token_key_spki).expect("an RFC 9578 key");
     let mut rng = rand::rng();
-    let mut states = Vec::new();
-    let mut requests = Vec::new();
+    let mut tokens = Vec::new();
     for _ in 0..n {
         let (request, state) =
             TokenRequest::new(&mut rng, public_key.clone(), challenge).expect("blind");
-        let bytes = request.tls_serialize_detached().expect("encode");
-        requests.push(KeyedTokenRequest {
-            token_key_id: key.public_key.id(),
-            token_request: scrip_spec::TokenRequest::from_bytes(&bytes).expect("259 bytes"),
-        });
-        states.push(state);
+        let body = request.tls_serialize_detached().expect("encode");
+        let (status, content_type, answer) =
+            standard_request(&http, issuer_url, Some(card), REQUEST_MEDIA_TYPE, body).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert_eq!(content_type, RESPONSE_MEDIA_TYPE);
+        let response = TokenResponse::tls_deserialize(&mut answer.as_slice()).expect("256 bytes");
+        tokens.push(response.issue_token(&state).expect("finalized"));
     }
-    let mut id = [0u8; 32];
-    rand::fill(&mut id);
-    let opened = issuer
-        .open(&OpenRequest {
-            card_code: card.to_owned(),
-            request_id: RequestId(id),
-            requests,
-        })
-        .await
-        .expect("opened");
-    opened
-        .responses
-        .iter()
-        .zip(&states)
-        .map(|(response, state)| {
-            let response = TokenResponse::tls_deserialize(&mut response.to_bytes().as_slice())
-                .expect("256 bytes");
-            response.issue_token(state).expect("finalized")
-        })
-        .collect()
+    tokens
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -134,13 +165,8 @@ async fn a_standard_client_pays_an_origin_once_and_is_refused_everywhere_after()
     assert_eq!(token_key, ours[at].token_key.spki());
 
     let card = cards_on_sale(a, 100, 1).await.remove(0);
-    let issuer = IssuerClient::on(
-        &a.issuer_url,
-        scrip_common::clients::Http::new(std::time::Duration::from_secs(30)),
-    );
     let tokens =
-        tokens_from_the_independent_client(&issuer, &card, "chunk-1m", &challenge, &token_key, 2)
-            .await;
+        tokens_from_the_independent_client(&a.issuer_url, &card, &challenge, &token_key, 2).await;
     let (name, pay) = build_authorization_header(&tokens[0]).expect("header");
 
     // Paid: the download, once.

@@ -11,6 +11,10 @@ use std::sync::Arc;
 
 const DAY: u64 = 86_400;
 
+/// Keys generated at most for one kind in a rotation to find a free truncated id: with up to
+/// 12 live keys per kind and a few kinds, fewer than one in four ids are taken.
+const MAX_KEY_TRIES: usize = 64;
+
 /// A key ready to sign.
 #[derive(Debug)]
 pub struct LoadedKey {
@@ -76,8 +80,29 @@ impl Issuer {
             .map(|c| c.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
         let t = now();
+        // Truncated ids (the last byte of a key id) stay unique among the keys that can sign,
+        // so a standard token request names one key (RFC 9578 section 5).
+        let mut taken: std::collections::HashSet<u8> = self
+            .store
+            .keys()
+            .await?
+            .iter()
+            .filter(|k| k.info.issue_until >= t)
+            .map(|k| k.info.public_key.id().0[31])
+            .collect();
         for entry in &catalog.entries {
-            let secret = TokenSecretKey::generate()?;
+            let mut secret = TokenSecretKey::generate()?;
+            for _ in 0..MAX_KEY_TRIES {
+                if !taken.contains(&secret.public_key().id().0[31]) {
+                    break;
+                }
+                secret = TokenSecretKey::generate()?;
+            }
+            anyhow::ensure!(
+                taken.insert(secret.public_key().id().0[31]),
+                "no key with a free truncated id in {MAX_KEY_TRIES} tries; {} keys can sign now",
+                taken.len()
+            );
             let issue_until = t + self.config.issue_days * DAY;
             let redeem_until = issue_until + self.config.redeem_days * DAY;
             let info = TokenKeyInfo {
@@ -158,6 +183,26 @@ impl Issuer {
         IssuerKeys {
             issuer: self.name.clone(),
             keys,
+        }
+    }
+
+    /// The key that signs a standard token request, by the last byte of its id (RFC 9578
+    /// section 5): rotation keeps those bytes unique among the keys that can sign.
+    pub fn key_for_truncated_id(&self, truncated: u8) -> Result<TokenKeyId, super::OpenError> {
+        let ids: Vec<TokenKeyId> = self
+            .public_keys()
+            .keys
+            .iter()
+            .map(|k| k.public_key.id())
+            .filter(|id| id.0[31] == truncated)
+            .collect();
+        match ids.as_slice() {
+            [id] => Ok(*id),
+            [] => Err(super::OpenError::UnknownKey { index: 0 }),
+            _ => Err(super::OpenError::Malformed(format!(
+                "{} keys that can sign share the truncated id {truncated}; ask by full key id with POST /v1/cards/open",
+                ids.len()
+            ))),
         }
     }
 

@@ -8,4 +8,5 @@ mod opening;
 mod outbox;
 mod refresh;
 mod refusals;
+mod standard;
 mod start_up;

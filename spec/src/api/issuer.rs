@@ -233,3 +233,49 @@ mod tests {
         assert_eq!(CardState::parse("x"), None);
     }
 }
+
+/// RFC 9578 issuance at the issuer (PROTOCOL.md 9.9): the directory, the media types, and the
+/// header that carries the card paying for a token.
+pub mod standard {
+    use serde::{Deserialize, Serialize};
+
+    /// Where the issuer directory is served (RFC 9578 section 4).
+    pub const DIRECTORY_PATH: &str = "/.well-known/private-token-issuer-directory";
+    /// Where one token request is sent; the directory names it (relative to itself).
+    pub const REQUEST_PATH: &str = "/v1/token-request";
+    /// The media type of a request body: one 259-byte `TokenRequest`.
+    pub const REQUEST_MEDIA_TYPE: &str = "application/private-token-request";
+    /// The media type of an answer: one 256-byte `TokenResponse`.
+    pub const RESPONSE_MEDIA_TYPE: &str = "application/private-token-response";
+    /// The request header carrying the card code that pays, as printed.
+    pub const CARD_CODE_HEADER: &str = "scrip-card-code";
+
+    /// `GET /.well-known/private-token-issuer-directory`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct IssuerDirectory {
+        /// Where token requests go (here relative to the directory: [`REQUEST_PATH`]).
+        #[serde(rename = "issuer-request-uri")]
+        pub issuer_request_uri: String,
+        /// The keys that sign now: announced on the ledger and within their issuing window.
+        #[serde(rename = "token-keys")]
+        pub token_keys: Vec<DirectoryKey>,
+    }
+
+    /// One key of the directory.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DirectoryKey {
+        /// 2 (blind RSA, RFC 9578 section 6).
+        #[serde(rename = "token-type")]
+        pub token_type: u16,
+        /// The key's SPKI (RSASSA-PSS), base64url with padding.
+        #[serde(rename = "token-key")]
+        pub token_key: String,
+        /// When it starts signing (Unix seconds).
+        #[serde(
+            rename = "not-before",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        pub not_before: Option<u64>,
+    }
+}

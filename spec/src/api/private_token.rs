@@ -8,6 +8,7 @@
 //! padded or not, unknown parameters ignored. Every value is bounded and decoded into a
 //! checked type ([`TokenChallenge`], [`TokenPublicKey`], [`Token`]) before it is used.
 
+use crate::encoding::b64_encode_padded;
 use crate::key::TokenPublicKey;
 use crate::token::Token;
 use crate::token::challenge::TokenChallenge;
@@ -73,8 +74,8 @@ impl PrivateTokenChallenge {
     pub fn header_value(&self) -> String {
         let mut value = format!(
             "{SCHEME} challenge=\"{}\", token-key=\"{}\"",
-            URL_SAFE.encode(self.challenge.to_bytes()),
-            URL_SAFE.encode(self.token_key.spki())
+            b64_encode_padded(self.challenge.to_bytes()),
+            b64_encode_padded(self.token_key.spki())
         );
         if let Some(max_age) = self.max_age {
             value.push_str(&format!(", max-age={max_age}"));
@@ -94,7 +95,7 @@ pub fn www_authenticate(challenges: &[PrivateTokenChallenge]) -> String {
 
 /// `Authorization` carrying `token`.
 pub fn authorization(token: &Token) -> String {
-    format!("{SCHEME} token=\"{}\"", URL_SAFE.encode(token.to_bytes()))
+    format!("{SCHEME} token=\"{}\"", b64_encode_padded(token.to_bytes()))
 }
 
 /// Every valid `PrivateToken` challenge in a `WWW-Authenticate` value, in order; other
