@@ -21,6 +21,7 @@ mod cli;
 mod demo;
 mod issuer_cli;
 mod lost_answers;
+mod nginx;
 mod privacy;
 mod private_token;
 mod readme;

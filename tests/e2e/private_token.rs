@@ -22,7 +22,7 @@ use tls_codec::{Deserialize as _, Serialize as _};
 
 /// The quoted values of `param` in `header`, one per challenge, read by hand: the
 /// independent client's own header parser takes only unquoted values.
-fn param_values(header: &str, param: &str) -> Vec<String> {
+pub(crate) fn param_values(header: &str, param: &str) -> Vec<String> {
     let marker = format!("{param}=\"");
     header
         .match_indices(&marker)
@@ -68,7 +68,7 @@ async fn standard_request(
 /// `n` tokens for `challenge` from op-a's issuer through the standard issuance protocol: the
 /// independent client finds the key in the issuer directory, blinds, sends each request with
 /// the card, and finalizes.
-async fn tokens_from_the_independent_client(
+pub(crate) async fn tokens_from_the_independent_client(
     issuer_url: &str,
     card: &str,
     challenge: &PpChallenge,
@@ -273,7 +273,7 @@ async fn a_standard_client_pays_an_origin_once_and_is_refused_everywhere_after()
     assert_eq!(spent().await, before + 2, "no refusal spent anything");
 }
 
-fn base64_decode(value: &str) -> Vec<u8> {
+pub(crate) fn base64_decode(value: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE
         .decode(value)
