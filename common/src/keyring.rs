@@ -63,15 +63,21 @@ impl<K> KeyRing<K> {
         Ok(())
     }
 
-    /// Reloads unless the last reload is less than [`MIN_RELOAD_GAP`] old: for a request
-    /// that found nothing it can use among the keys known now (a key announced a moment ago).
-    pub async fn reload_if_stale<E, Fut>(&self, load: impl FnOnce() -> Fut) -> Result<(), E>
+    /// Reloads for a request that found nothing it can use among the keys known now (a key
+    /// announced a moment ago), as [`KeyRing::get_or_reload`] does for an unknown id: waiting
+    /// if the last reload was less than [`MIN_RELOAD_GAP`] ago, and not at all if a reload
+    /// made after the request arrived already answered it.
+    pub async fn reload_for_miss<E, Fut>(&self, load: impl FnOnce() -> Fut) -> Result<(), E>
     where
         Fut: Future<Output = Result<HashMap<TokenKeyId, Arc<K>>, E>>,
     {
+        let asked = Instant::now();
         let mut last = self.last_reload.lock().await;
-        if last.is_some_and(|t| t.elapsed() < MIN_RELOAD_GAP) {
+        if last.is_some_and(|t| t > asked) {
             return Ok(());
+        }
+        if let Some(t) = *last {
+            tokio::time::sleep(MIN_RELOAD_GAP.saturating_sub(t.elapsed())).await;
         }
         self.replace(load().await?);
         *last = Some(Instant::now());
@@ -148,6 +154,25 @@ mod tests {
         );
         assert_eq!(loads.load(Ordering::SeqCst), 2);
         assert_eq!(ring.all().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_miss_just_after_a_reload_still_finds_a_key_added_since() {
+        let ring: KeyRing<u8> = KeyRing::new();
+        ring.reload(|| async { Ok::<_, ()>(ring_of(&[])) })
+            .await
+            .expect("load");
+        // The key is added a moment after that reload; the miss waits out the gap and reloads
+        // once for the requests waiting together.
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(ring_of(&[3]))
+        };
+        let (a, b) = tokio::join!(ring.reload_for_miss(load), ring.reload_for_miss(load));
+        assert_eq!((a, b), (Ok(()), Ok(())));
+        assert_eq!(ring.get(&TokenKeyId([3; 32])), Some(Arc::new(3)));
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one reload served both");
     }
 
     #[tokio::test]

@@ -66,7 +66,7 @@ impl KeyCache {
 
     /// The keys whose tokens of `kind` can be spent at `now` (announced, not revoked, in
     /// their window), newest first: the ones an origin challenges for. With none known, the
-    /// directory is reloaded first (at most once a second).
+    /// directory is reloaded first ([`KeyRing::reload_for_miss`]: at most once a second).
     pub async fn redeemable(
         &self,
         kind: &scrip_spec::CapacityKind,
@@ -76,7 +76,7 @@ impl KeyCache {
         if !keys.is_empty() {
             return keys;
         }
-        if let Err(e) = self.ring.reload_if_stale(|| self.load()).await {
+        if let Err(e) = self.ring.reload_for_miss(|| self.load()).await {
             tracing::warn!(error = %e, "the key directory could not be reloaded");
         }
         self.redeemable_known(kind, now)

@@ -20,6 +20,16 @@ use scrip_spec::api::private_token::parse_www_authenticate;
 use serde_json::Value;
 use tls_codec::{Deserialize as _, Serialize as _};
 
+/// The `WWW-Authenticate` value of a 401.
+pub(crate) fn challenged(answer: &reqwest::Response) -> String {
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    let header = answer
+        .headers()
+        .get("www-authenticate")
+        .expect("a challenge");
+    header.to_str().expect("ascii").to_owned()
+}
+
 /// The quoted values of `param` in `header`, one per challenge, read by hand: the
 /// independent client's own header parser takes only unquoted values.
 pub(crate) fn param_values(header: &str, param: &str) -> Vec<String> {
@@ -130,14 +140,7 @@ async fn a_standard_client_pays_an_origin_once_and_is_refused_everywhere_after()
 
     // No token: 401 with a challenge per key of the kind.
     let asked = http.get(url(a)).send().await.expect("answer");
-    assert_eq!(asked.status(), StatusCode::UNAUTHORIZED);
-    let header = asked
-        .headers()
-        .get("www-authenticate")
-        .expect("a challenge")
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let header = challenged(&asked);
     let body: Value = asked.json().await.expect("json");
     assert_eq!(body["error"]["code"], "token_required");
     let ours = parse_www_authenticate(&header).expect("our parser reads it");
