@@ -59,6 +59,10 @@ pub enum WalletCommand {
     Fetch {
         /// The URL.
         url: String,
+        /// Pay only with a token of KIND (the origin chooses what it asks for; without this,
+        /// any kind it asks for that the wallet holds).
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
         /// Write the body to FILE instead of standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -197,7 +201,7 @@ impl Output {
 pub async fn run(path: PathBuf, json: bool, cmd: WalletCommand) -> anyhow::Result<()> {
     let result = match cmd {
         // The body is bytes, written by `fetch` itself, so it must know the output mode.
-        WalletCommand::Fetch { url, out } => fetch(&path, &url, out, json).await,
+        WalletCommand::Fetch { url, kind, out } => fetch(&path, &url, kind, out, json).await,
         cmd => execute(&path, cmd).await,
     };
     match result {
@@ -228,10 +232,17 @@ pub async fn run(path: PathBuf, json: bool, cmd: WalletCommand) -> anyhow::Resul
 
 /// `wallet fetch`: the body is bytes, not lines, so it is written here, to --out or to
 /// standard output (in JSON mode, base64url in the object).
-async fn fetch(path: &Path, url: &str, out: Option<PathBuf>, json: bool) -> anyhow::Result<Output> {
+async fn fetch(
+    path: &Path,
+    url: &str,
+    kind: Option<String>,
+    out: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<Output> {
     use std::io::Write as _;
+    let kind = kind.map(|k| CapacityKind::new(&k)).transpose()?;
     let wallet = Wallet::open(path).await?;
-    let fetched = wallet.fetch(url).await?;
+    let fetched = wallet.fetch(url, kind.as_ref()).await?;
     match &fetched.paid {
         Some(kind) if fetched.presented_again => {
             eprintln!("paid {url} with the {kind} token an earlier fetch left pending there")
@@ -478,7 +489,7 @@ async fn execute(path: &Path, cmd: WalletCommand) -> anyhow::Result<Output> {
                 .await?;
             refresh_output(&summary, "gave in")?
         }
-        WalletCommand::Fetch { url, out } => fetch(path, &url, out, false).await?,
+        WalletCommand::Fetch { url, kind, out } => fetch(path, &url, kind, out, false).await?,
         WalletCommand::Export { out } => {
             let wallet = Wallet::open(path).await?;
             let file = wallet.export().await?;

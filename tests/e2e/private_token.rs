@@ -310,8 +310,17 @@ async fn a_wallet_pays_an_origin_from_the_command_line() {
         ],
     )
     .await);
+    // Held to a kind the origin does not ask for: nothing is paid.
+    let held_back = wallet(w, &["fetch", &url, "--kind", "queue"]).await;
+    assert!(!held_back.status.success());
+    let said = String::from_utf8_lossy(&held_back.stderr);
+    assert!(said.contains("holds none it takes"), "{said}");
     let out = dir.path().join("map.out");
-    let fetched = wallet(w, &["fetch", &url, "--out", path(&out)]).await;
+    let fetched = wallet(
+        w,
+        &["fetch", &url, "--kind", "chunk-1m", "--out", path(&out)],
+    )
+    .await;
     let said = ok(fetched);
     assert!(said.is_empty(), "the body went to the file: {said}");
     assert_eq!(std::fs::read(&out).expect("written"), vec![7u8; 5000]);

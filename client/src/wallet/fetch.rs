@@ -11,7 +11,7 @@ use scrip_spec::api::private_token::{
 };
 use scrip_spec::api::redeemer::RedeemerErrorCode;
 use scrip_spec::api::{ErrorAnswer, ErrorCode as _, ErrorDetails, ErrorObject};
-use scrip_spec::now;
+use scrip_spec::{CapacityKind, now};
 use std::time::Duration;
 
 /// The largest body a fetch keeps.
@@ -76,18 +76,30 @@ async fn get(
     })
 }
 
-fn fits(challenges: &[PrivateTokenChallenge], stored: &StoredToken) -> bool {
-    challenges.iter().any(|c| {
-        c.token_key.id() == stored.token.token_key_id
-            && c.challenge.digest() == stored.token.challenge_digest
-    })
+/// Whether `stored` answers one of `challenges`, and is of `only_kind` if that is set.
+fn fits(
+    challenges: &[PrivateTokenChallenge],
+    only_kind: Option<&str>,
+    stored: &StoredToken,
+) -> bool {
+    only_kind.is_none_or(|k| stored.kind == k)
+        && challenges.iter().any(|c| {
+            c.token_key.id() == stored.token.token_key_id
+                && c.challenge.digest() == stored.token.challenge_digest
+        })
 }
 
 impl Wallet {
     /// `GET url`, paying with one token if the origin asks for one this wallet holds (see the
-    /// module). An answer that asks for no token, or for none the wallet can give, is returned
-    /// as it is when it asks for nothing, and as [`WalletError::NoToken`] otherwise.
-    pub async fn fetch(&self, url: &str) -> Result<Fetched, WalletError> {
+    /// module), of `only_kind` if given: the origin chooses the kind it asks for, so a user who
+    /// expects to pay for a chunk says so. An answer that asks for no token is returned as it
+    /// is; one that asks for none the wallet can give is [`WalletError::NoTokenForOrigin`].
+    pub async fn fetch(
+        &self,
+        url: &str,
+        only_kind: Option<&CapacityKind>,
+    ) -> Result<Fetched, WalletError> {
+        let only_kind = only_kind.map(CapacityKind::as_str);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -113,10 +125,10 @@ impl Wallet {
         let pending = self.store.tokens(TokenState::Pending).await?;
         let again = pending
             .into_iter()
-            .find(|p| p.redeemer_url.as_deref() == Some(url) && fits(&challenges, p));
+            .find(|p| p.redeemer_url.as_deref() == Some(url) && fits(&challenges, only_kind, p));
         let (stored, presented_again) = match again {
             Some(p) => (p, true),
-            None => (self.take_fitting(&challenges, url).await?, false),
+            None => (self.take_fitting(&challenges, only_kind, url).await?, false),
         };
         let nullifier = stored.token.nullifier();
         let paid = get(&http, url, Some(authorization(&stored.token))).await;
@@ -174,12 +186,13 @@ impl Wallet {
     async fn take_fitting(
         &self,
         challenges: &[PrivateTokenChallenge],
+        only_kind: Option<&str>,
         url: &str,
     ) -> Result<StoredToken, WalletError> {
         let unspent = self.store.tokens(TokenState::Unspent).await?;
         let Some(kind) = unspent
             .iter()
-            .find(|t| fits(challenges, t))
+            .find(|t| fits(challenges, only_kind, t))
             .map(|t| t.kind.clone())
         else {
             let mut held: Vec<String> = unspent.iter().map(|t| t.kind.clone()).collect();
@@ -204,7 +217,7 @@ impl Wallet {
             .ok_or_else(|| {
                 anyhow::anyhow!("the {kind} token was taken meanwhile; run the fetch again")
             })?;
-        if !fits(challenges, &token) {
+        if !fits(challenges, only_kind, &token) {
             // Another key of the kind than the origin takes: back to unspent.
             self.store
                 .set_state(
