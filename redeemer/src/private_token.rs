@@ -8,7 +8,7 @@
 //! let gate = TokenGate::new("http://127.0.0.1:7600", kind);
 //! let paid: axum::Router = axum::Router::new()
 //!     .route("/download/{name}", axum::routing::get(|| async { "the goods" }))
-//!     .layer(axum::middleware::from_fn_with_state(gate, require_token));
+//!     .route_layer(axum::middleware::from_fn_with_state(gate, require_token));
 //! ```
 //!
 //! The gate asks the sidecar's `GET /v1/redeem/{kind}` with the client's `Authorization`

@@ -169,7 +169,7 @@ async fn a_standard_client_pays_an_origin_once_and_is_refused_everywhere_after()
 
     let card = cards_on_sale(a, 100, 1).await.remove(0);
     let tokens =
-        tokens_from_the_independent_client(&a.issuer_url, &card, &challenge, &token_key, 2).await;
+        tokens_from_the_independent_client(&a.issuer_url, &card, &challenge, &token_key, 3).await;
     let (name, pay) = build_authorization_header(&tokens[0]).expect("header");
 
     // Paid: the download, once.
@@ -274,6 +274,40 @@ async fn a_standard_client_pays_an_origin_once_and_is_refused_everywhere_after()
         assert_eq!(body["error"]["code"], code, "{body}");
     }
     assert_eq!(spent().await, before + 2, "no refusal spent anything");
+
+    // A download that is not there, and a path that is not a download: 404, no charge; the
+    // token then pays for what is there.
+    let (name3, pay3) = build_authorization_header(&tokens[2]).expect("header");
+    for missing in [
+        "/downloads/nothing.ogg",
+        "/nowhere",
+        "/downloads/../song.ogg",
+    ] {
+        let answer = http
+            .get(format!("{}{missing}", a.relay_url))
+            .header(name3.clone(), pay3.clone())
+            .send()
+            .await
+            .expect("answer");
+        assert!(
+            [StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST].contains(&answer.status()),
+            "{missing}: {}",
+            answer.status()
+        );
+    }
+    assert_eq!(
+        spent().await,
+        before + 2,
+        "nothing charged for what was not served"
+    );
+    let served = http
+        .get(url(a))
+        .header(name3, pay3)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(spent().await, before + 3);
 }
 
 pub(crate) fn base64_decode(value: &str) -> Vec<u8> {

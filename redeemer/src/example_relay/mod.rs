@@ -28,6 +28,7 @@ use scrip_common::server::{ApiError, finish, health_answer};
 use scrip_spec::api::Health;
 use scrip_spec::api::redeemer::ConsumeRequest;
 use scrip_spec::api::relay::{ChunkStored, QueueCreated, RelayErrorCode as Code};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,25 +215,49 @@ async fn get_chunk(State(relay): State<Relay>, Path(id): Path<String>) -> Respon
     }
 }
 
-/// `GET /downloads/{name}`, once its token is spent: a file of `data_dir/downloads/`.
-async fn download(State(relay): State<Relay>, Path(name): Path<String>) -> Response {
-    // A plain file name only: no path, no hidden file.
+/// The file of `data_dir/downloads/` a download's name stands for, if the name is a plain
+/// file name (no path, no hidden file).
+fn download_path(relay: &Relay, name: &str) -> Option<PathBuf> {
     let plain = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !plain {
+    plain.then(|| relay.config.data_dir.join("downloads").join(name))
+}
+
+/// Before the token gate: a download that is not there is 404 (or 400) without a charge, so a
+/// token pays only for a file the relay has.
+async fn download_exists(
+    State(relay): State<Relay>,
+    Path(name): Path<String>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(path) = download_path(&relay, &name) else {
         return error(
             StatusCode::BAD_REQUEST,
             Code::BadId,
             "not a download's name",
         );
+    };
+    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return error(StatusCode::NOT_FOUND, Code::NotFound, "no such download");
     }
-    match tokio::fs::read(relay.config.data_dir.join("downloads").join(&name)).await {
-        Ok(bytes) => bytes.into_response(),
-        Err(_) => error(StatusCode::NOT_FOUND, Code::NotFound, "no such download"),
+    next.run(request).await
+}
+
+/// `GET /downloads/{name}`, once its token is spent: the file.
+async fn download(State(relay): State<Relay>, Path(name): Path<String>) -> Response {
+    let read = match download_path(&relay, &name) {
+        Some(path) => tokio::fs::read(path).await.ok(),
+        None => None,
+    };
+    match read {
+        Some(bytes) => bytes.into_response(),
+        // Removed between the check and the read.
+        None => error(StatusCode::NOT_FOUND, Code::NotFound, "no such download"),
     }
 }
 
@@ -284,9 +309,15 @@ pub fn router(config: RelayConfig) -> std::io::Result<Router> {
         metrics: m.build(),
         grant_checks,
     };
+    // `route_layer`: unmatched paths get their 404 without a charge; the outer layer (added
+    // last) checks the file is there before the gate takes the token.
     let downloads = Router::new()
         .route("/downloads/{name}", get(download))
-        .layer(axum::middleware::from_fn_with_state(gate, require_token));
+        .route_layer(axum::middleware::from_fn_with_state(gate, require_token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            relay.clone(),
+            download_exists,
+        ));
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
