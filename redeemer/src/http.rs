@@ -210,8 +210,9 @@ async fn redeem_by_header(
     };
     let challenges = state.redeemer.challenges(&kind).await;
     if challenges.is_empty() {
+        // Nothing to pay with here: not the redeemer failing, so not a 5xx.
         return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::NOT_FOUND,
             Code::NoKey,
             format!("no {kind} key can be spent now; there is nothing to challenge for"),
         )

@@ -75,9 +75,9 @@ const RELAY_GETS: &[&str] = &["/healthz", "/metrics"];
 fn all_endpoints(fx: &Arc<Fixture>) -> Vec<Endpoint> {
     use issuer::{balance, open, refresh, replay};
     use ledger::{cosign, keys, log, nullifier, spent_prefix, submit};
-    use redeemer::{consume, redeem};
+    use redeemer::{consume, redeem, redeem_by_header};
     use relay::{get_chunk, put_chunk, queues};
-    let makers: [fn(&Arc<Fixture>) -> Endpoint; 15] = [
+    let makers: [fn(&Arc<Fixture>) -> Endpoint; 16] = [
         submit,
         cosign,
         nullifier,
@@ -89,6 +89,7 @@ fn all_endpoints(fx: &Arc<Fixture>) -> Vec<Endpoint> {
         replay,
         refresh,
         redeem,
+        redeem_by_header,
         consume,
         queues,
         put_chunk,

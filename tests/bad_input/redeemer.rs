@@ -6,10 +6,11 @@ use crate::fixture::Fixture;
 use crate::harness::{Case, Endpoint, Expect, Service};
 use crate::json::{JsonTarget, json_endpoint};
 use crate::routes::raw_cases;
-use crate::shared::{ascii, pick, weighted};
+use crate::shared::{ascii, bytes, pick, weighted};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::strategy::SBoxedStrategy;
+use reqwest::Method;
 use scrip_spec::encoding::b64_encode;
 use serde_json::Value;
 use std::sync::Arc;
@@ -315,5 +316,102 @@ pub fn consume(fx: &Arc<Fixture>) -> Endpoint {
         Vec::new(),
         semantic,
         target,
+    )
+}
+
+/// `GET /v1/redeem/{kind}` (RFC 9577): `Authorization` values that are not a spendable token
+/// (garbage, cut, oversized, another scheme, forged), and kinds no key is for.
+pub fn redeem_by_header(fx: &Arc<Fixture>) -> Endpoint {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+    let path = "/v1/redeem/queue";
+    let with = |family: &'static str, value: String, expect: Expect| {
+        Case::new(family, format!("{value:.60}"), Method::GET, path)
+            .header("authorization", value.into_bytes())
+            .expect(expect)
+    };
+    let garbage = (bytes(600), any::<bool>(), any::<bool>())
+        .prop_map(move |(b, padded, quoted)| {
+            let v = if padded {
+                URL_SAFE.encode(&b)
+            } else {
+                URL_SAFE_NO_PAD.encode(&b)
+            };
+            let v = if quoted { format!("\"{v}\"") } else { v };
+            with(
+                "not a token",
+                format!("PrivateToken token={v}"),
+                Expect::Status(400),
+            )
+        })
+        .sboxed();
+    let text = ascii(200)
+        .prop_map(move |t| with("any text", t, Expect::OneOf(&[400, 401])))
+        .sboxed();
+    let schemes = pick(&["Bearer", "Basic", "privatetoken", "PrivateToken", "Token"])
+        .prop_flat_map(move |scheme| {
+            ascii(80).prop_map(move |rest| {
+                with(
+                    "schemes",
+                    format!("{scheme} {rest}"),
+                    Expect::OneOf(&[400, 401]),
+                )
+            })
+        })
+        .sboxed();
+    let token = fx.token_queue.to_bytes();
+    // A bit flipped past the key id: the key is known, the signature or nonce is not.
+    let forged = (98..token.len(), 0..8u8)
+        .prop_map(move |(at, bit)| {
+            let mut t = token.clone();
+            t[at] ^= 1 << bit;
+            let v = URL_SAFE.encode(&t);
+            with(
+                "forged",
+                format!("PrivateToken token=\"{v}\""),
+                Expect::Status(401),
+            )
+        })
+        .sboxed();
+    let kinds = pick(&[
+        "nope",
+        "chunk-99k",
+        "NOPE",
+        "q!",
+        "a-very-long-kind-name-past-24",
+    ])
+    .prop_map(|k| {
+        Case::new("kinds", k, Method::GET, &format!("/v1/redeem/{k}"))
+            .expect(Expect::OneOf(&[400, 404]))
+    })
+    .sboxed();
+    let oversized = vec![
+        Just(with(
+            "oversized",
+            format!("PrivateToken token=\"{}\"", "A".repeat(20_000)),
+            Expect::Status(400),
+        ))
+        .sboxed(),
+        Just(with(
+            "no value",
+            "PrivateToken token=".into(),
+            Expect::Status(400),
+        ))
+        .sboxed(),
+    ];
+    Endpoint::new(
+        Service::Redeemer,
+        "GET /v1/redeem/{kind}",
+        fx.redeemer(),
+        REDEEMER_LIMIT,
+        oversized,
+        crate::shared::cases(vec![
+            (3, garbage),
+            (2, text),
+            (2, schemes),
+            (2, forged),
+            (1, kinds),
+        ]),
+        crate::INPUT_GET_CASES,
     )
 }

@@ -25,7 +25,7 @@ super::error_codes! {
     /// | `grant_used` | 409: the grant was used. |
     /// | `grant_expired` | 410: the grant expired. |
     /// | `token_required` | 401: `GET /v1/redeem/{kind}` without `Authorization: PrivateToken` (the `WWW-Authenticate` header has the challenges). |
-    /// | `no_key` | 503: no key of the kind can be spent now, so there is nothing to challenge for. |
+    /// | `no_key` | 404: no key of the kind can be spent now (or the kind is not the catalog's), so there is nothing to challenge for. |
     pub enum RedeemerErrorCode {
         MalformedToken = "malformed_token", UnknownKey = "unknown_key",
         KeyNotRedeemable = "key_not_redeemable", WrongKind = "wrong_kind",
