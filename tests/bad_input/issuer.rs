@@ -449,3 +449,98 @@ pub fn refresh(fx: &Arc<Fixture>) -> Endpoint {
     ep.rotate_source = true;
     ep
 }
+
+/// `POST /v1/token-request` (RFC 9578): bodies that are not one `TokenRequest`, other media
+/// types, no card or a bad one. None may be signed or charged.
+pub fn standard_request(fx: &Arc<Fixture>) -> Endpoint {
+    use scrip_spec::api::issuer::standard::{CARD_CODE_HEADER, REQUEST_MEDIA_TYPE, REQUEST_PATH};
+    let request =
+        |family: &'static str, detail: String, card: Option<&str>, media: &str, body: Vec<u8>| {
+            let mut c = Case::new(family, detail, Method::POST, REQUEST_PATH)
+                .header("content-type", media.as_bytes().to_vec())
+                .body(body);
+            if let Some(card) = card {
+                c = c.header(CARD_CODE_HEADER, card.as_bytes().to_vec());
+            }
+            c
+        };
+    let fresh = fx.card_fresh.clone();
+    let f1 = fresh.clone();
+    let garbage = crate::shared::bytes(600)
+        .prop_map(move |b| {
+            request(
+                "not a request",
+                format!("{} bytes", b.len()),
+                Some(&f1),
+                REQUEST_MEDIA_TYPE,
+                b,
+            )
+            .expect(Expect::OneOf(&[400, 422]))
+        })
+        .sboxed();
+    let f2 = fresh.clone();
+    let media = pick(&[
+        "application/json",
+        "text/plain",
+        "application/private-token-response",
+        "",
+    ])
+    .prop_map(move |m| {
+        request("media type", m.to_owned(), Some(&f2), m, vec![0; 259])
+            .expect(Expect::OneOf(&[400, 415]))
+    })
+    .sboxed();
+    // A request the issuer could sign (a known key's truncated id, a message below the
+    // modulus), paid with cards that cannot pay.
+    let mut signable = vec![0u8, 2, fx.token_queue.token_key_id.0[31]];
+    signable.extend_from_slice(&[1u8; 256]);
+    let s1 = signable.clone();
+    let cards = bad_card_code(fx)
+        // A header carries only visible ASCII, spaces and tabs (the client refuses the rest).
+        .prop_filter("a header value", |(code, _)| {
+            code.bytes()
+                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        })
+        .prop_map(move |(code, what)| {
+            request(
+                "card",
+                format!("{what}: {code:.40?}"),
+                Some(&code),
+                REQUEST_MEDIA_TYPE,
+                s1.clone(),
+            )
+        })
+        .sboxed();
+    let no_card = vec![
+        Just(
+            request(
+                "no card",
+                "no header".into(),
+                None,
+                REQUEST_MEDIA_TYPE,
+                signable.clone(),
+            )
+            .expect(Expect::Status(400)),
+        )
+        .sboxed(),
+        Just(request(
+            "card",
+            "a minted card never activated".into(),
+            Some(&fx.card_minted),
+            REQUEST_MEDIA_TYPE,
+            signable,
+        ))
+        .sboxed(),
+    ];
+    let mut ep = Endpoint::new(
+        Service::Issuer,
+        "POST /v1/token-request",
+        fx.issuer(),
+        ISSUER_LIMIT,
+        no_card,
+        cases(vec![(3, garbage), (1, media), (3, cards)]),
+        crate::INPUT_GET_CASES,
+    );
+    ep.rotate_source = true;
+    ep
+}

@@ -73,11 +73,11 @@ const REDEEMER_GETS: &[&str] = &["/healthz", "/metrics"];
 const RELAY_GETS: &[&str] = &["/healthz", "/metrics"];
 
 fn all_endpoints(fx: &Arc<Fixture>) -> Vec<Endpoint> {
-    use issuer::{balance, open, refresh, replay};
+    use issuer::{balance, open, refresh, replay, standard_request};
     use ledger::{cosign, keys, log, nullifier, spent_prefix, submit};
     use redeemer::{consume, redeem, redeem_by_header};
     use relay::{get_chunk, put_chunk, queues};
-    let makers: [fn(&Arc<Fixture>) -> Endpoint; 16] = [
+    let makers: [fn(&Arc<Fixture>) -> Endpoint; 17] = [
         submit,
         cosign,
         nullifier,
@@ -88,6 +88,7 @@ fn all_endpoints(fx: &Arc<Fixture>) -> Vec<Endpoint> {
         balance,
         replay,
         refresh,
+        standard_request,
         redeem,
         redeem_by_header,
         consume,
