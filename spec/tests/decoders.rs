@@ -49,6 +49,8 @@ proptest! {
             prop_assert_eq!(code.to_string(), text.clone());
         }
         let _ = text.parse::<OperatorId>();
+        let _ = scrip_spec::api::private_token::parse_www_authenticate(&text);
+        let _ = scrip_spec::api::private_token::parse_authorization(&text);
         let json = serde_json::to_string(&text).expect("a string serializes");
         let _ = serde_json::from_str::<Token>(&json);
         let _ = serde_json::from_str::<TokenPublicKey>(&json);

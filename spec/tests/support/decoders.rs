@@ -23,6 +23,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("canonical_envelopes", canonical_envelopes),
     ("text_codes", text_codes),
     ("json_bodies", json_bodies),
+    ("auth_headers", auth_headers),
 ];
 
 /// The RFC 9578 binary structures and the SPKI key encoding.
@@ -115,4 +116,24 @@ pub fn json_bodies(data: &[u8]) {
     json::<Cosignature>(data);
     json::<LogEntry>(data);
     json::<ExportFile>(data);
+}
+
+/// The RFC 9577 headers: what parses is produced again in scrip's form and parses to the same.
+pub fn auth_headers(data: &[u8]) {
+    use scrip_spec::api::private_token::{
+        authorization, parse_authorization, parse_www_authenticate, www_authenticate,
+    };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(challenges) = parse_www_authenticate(text) {
+        let again = parse_www_authenticate(&www_authenticate(&challenges)).ok();
+        assert_eq!(again, Some(challenges), "challenges re-encode");
+    }
+    if let Ok(token) = parse_authorization(text) {
+        assert_eq!(
+            parse_authorization(&authorization(&token)).ok(),
+            Some(token)
+        );
+    }
 }
