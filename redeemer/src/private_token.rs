@@ -15,6 +15,10 @@
 //! header, so the token is checked and spent exactly as `POST /v1/redeem` would (strict or
 //! optimistic, against the same ledger), and one token pays for one request. The origin sees
 //! no token and keeps no state; it needs no key of its own.
+//!
+//! The token is spent before the inner service runs: a request the route would refuse (a file
+//! that is not there) is best refused by a layer outside the gate, as the example relay's
+//! downloads are, so that it costs nothing.
 
 use axum::body::Body;
 use axum::extract::{Request, State};

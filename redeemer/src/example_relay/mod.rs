@@ -214,25 +214,55 @@ async fn get_chunk(State(relay): State<Relay>, Path(id): Path<String>) -> Respon
     }
 }
 
-/// `GET /downloads/{name}`, once its token is spent: a file of `data_dir/downloads/`.
-async fn download(State(relay): State<Relay>, Path(name): Path<String>) -> Response {
-    // A plain file name only: no path, no hidden file.
+/// The file of download `name` in `data_dir/downloads/`, if `name` is a plain file name (no
+/// path, no hidden file).
+fn download_path(config: &RelayConfig, name: &str) -> Option<std::path::PathBuf> {
     let plain = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !plain {
-        return error(
-            StatusCode::BAD_REQUEST,
-            Code::BadId,
-            "not a download's name",
-        );
+    plain.then(|| config.data_dir.join("downloads").join(name))
+}
+
+fn not_a_download_name() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        Code::BadId,
+        "not a download's name",
+    )
+}
+
+fn no_such_download() -> Response {
+    error(StatusCode::NOT_FOUND, Code::NotFound, "no such download")
+}
+
+/// Before the token gate: a request for a download that is not there is refused without
+/// charging (the gate spends the token before the route runs).
+async fn download_exists(
+    State(relay): State<Relay>,
+    Path(name): Path<String>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(path) = download_path(&relay.config, &name) else {
+        return not_a_download_name();
+    };
+    match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() => next.run(request).await,
+        _ => no_such_download(),
     }
-    match tokio::fs::read(relay.config.data_dir.join("downloads").join(&name)).await {
+}
+
+/// `GET /downloads/{name}`, once its token is spent: a file of `data_dir/downloads/`.
+async fn download(State(relay): State<Relay>, Path(name): Path<String>) -> Response {
+    let Some(path) = download_path(&relay.config, &name) else {
+        return not_a_download_name();
+    };
+    match tokio::fs::read(path).await {
         Ok(bytes) => bytes.into_response(),
-        Err(_) => error(StatusCode::NOT_FOUND, Code::NotFound, "no such download"),
+        Err(_) => no_such_download(),
     }
 }
 
@@ -284,9 +314,15 @@ pub fn router(config: RelayConfig) -> std::io::Result<Router> {
         metrics: m.build(),
         grant_checks,
     };
+    // The checks that refuse a request come before the gate, which charges: a download that
+    // is not there costs nothing.
     let downloads = Router::new()
         .route("/downloads/{name}", get(download))
-        .layer(axum::middleware::from_fn_with_state(gate, require_token));
+        .layer(axum::middleware::from_fn_with_state(gate, require_token))
+        .layer(axum::middleware::from_fn_with_state(
+            relay.clone(),
+            download_exists,
+        ));
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

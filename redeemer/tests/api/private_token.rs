@@ -1,0 +1,54 @@
+//! RFC 9577 at the sidecar (`GET /v1/redeem/{kind}`), through the axum gate of
+//! `scrip_redeemer::private_token` and the example relay's paid downloads.
+
+use crate::helpers::world;
+use reqwest::StatusCode;
+use scrip_redeemer::Mode;
+use scrip_redeemer::example_relay::RelayConfig;
+use scrip_spec::api::private_token::authorization;
+use scrip_testkit::services::spawn_relay;
+use serde_json::Value;
+
+/// A download that is not there, or a name that is no download's, is refused before the gate
+/// charges: the token is still good for a download that is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_download_that_is_not_there_costs_no_token() {
+    let w = world().await;
+    let sidecar = w.sidecar_of(0, Mode::Strict).await;
+    let data = w.dir.path().join("relay");
+    let relay = spawn_relay(RelayConfig {
+        sidecar: sidecar.base.clone(),
+        download_kind: "chunk-256k".parse().expect("kind"),
+        ..RelayConfig::new(data.clone())
+    })
+    .await;
+    std::fs::create_dir_all(data.join("downloads")).expect("dir");
+    std::fs::write(data.join("downloads").join("song.ogg"), "the song").expect("file");
+    let http = reqwest::Client::new();
+    let token = w.chunk_token();
+    let get = |name: &str| {
+        http.get(format!("{relay}/downloads/{name}"))
+            .header("authorization", authorization(&token))
+            .send()
+    };
+    for (name, status) in [
+        ("missing.ogg", StatusCode::NOT_FOUND),
+        (".hidden", StatusCode::BAD_REQUEST),
+    ] {
+        let refused = get(name).await.expect("answer");
+        assert_eq!(refused.status(), status, "{name}");
+    }
+    assert_eq!(
+        sidecar
+            .metric(r#"scrip_redeemer_redemptions_total{result="granted"}"#)
+            .await,
+        0.0
+    );
+    let paid = get("song.ogg").await.expect("answer");
+    assert_eq!(paid.status(), StatusCode::OK, "the token was not spent");
+    assert_eq!(paid.text().await.expect("body"), "the song");
+    let again = get("song.ogg").await.expect("answer");
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = again.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "already_spent");
+}
