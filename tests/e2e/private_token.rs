@@ -360,3 +360,83 @@ async fn a_wallet_pays_an_origin_from_the_command_line() {
     let health = ok(wallet(w, &["fetch", &format!("{}/healthz", b.relay_url)]).await);
     assert!(health.contains("\"status\""), "{health}");
 }
+
+/// An origin whose route refuses a request after its gate has spent the token (a 403, a 404
+/// of its own): the wallet cannot tell that answer from a refusal made before, so it keeps the
+/// token pending at that origin instead of counting it unspent again, pays the next origin
+/// with another token, and learns the first one's fate when it presents it there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wallet_does_not_take_back_a_token_an_origin_may_have_spent() {
+    use axum::http::StatusCode as S;
+    use scrip_client::{TokenState, Wallet, WalletError};
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+    let gate = TokenGate::new(&a.redeemer_url, kind.clone());
+    let app = axum::Router::new()
+        .route(
+            "/refused",
+            axum::routing::get(|| async { (S::FORBIDDEN, "not for you") }),
+        )
+        .route("/gone", axum::routing::get(|| async { S::NOT_FOUND }))
+        .route("/paid", axum::routing::get(|| async { "the goods" }))
+        .layer(axum::middleware::from_fn_with_state(gate, require_token));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind.clone(), 3)], &|_, _| {})
+        .await
+        .expect("opened");
+    let unspent = async || {
+        wallet
+            .balance()
+            .await
+            .expect("balance")
+            .unspent
+            .values()
+            .sum::<u64>()
+    };
+    for path in ["/refused", "/gone"] {
+        let refused = wallet.fetch(&format!("{origin}{path}")).await;
+        assert!(
+            matches!(refused, Err(WalletError::RedeemerUnsure { .. })),
+            "{path}: {refused:?}"
+        );
+    }
+    assert_eq!(scrip_testkit::spent_total(&c.ledger_url).await, 2);
+    assert_eq!(
+        unspent().await,
+        1,
+        "the two tokens the origin spent are not unspent"
+    );
+    let pending = wallet.tokens(TokenState::Pending).await.expect("tokens");
+    assert_eq!(pending.len(), 2);
+
+    // The next origin is paid with the token left, not with one already spent.
+    let paid = wallet.fetch(&format!("{origin}/paid")).await.expect("paid");
+    assert_eq!((paid.status, paid.presented_again), (200, false));
+    assert_eq!(paid.body, b"the goods");
+    // Presented at its origin again, the token is found spent there.
+    let again = wallet.fetch(&format!("{origin}/refused")).await;
+    assert!(
+        matches!(again, Err(WalletError::AlreadySpent { .. })),
+        "{again:?}"
+    );
+    assert_eq!(
+        wallet
+            .tokens(TokenState::Spent)
+            .await
+            .expect("tokens")
+            .len(),
+        2
+    );
+}

@@ -83,6 +83,17 @@ fn fits(challenges: &[PrivateTokenChallenge], stored: &StoredToken) -> bool {
     })
 }
 
+/// Whether an origin's answer to a token is a refusal of the token itself, made before
+/// anything was spent (or because it was spent before): a 401 (RFC 9577: the token is not
+/// taken, here is a fresh challenge), or the sidecar's 400 for a malformed token and its 429.
+/// Any other answer may come from the route behind the gate, once the token is spent.
+fn refused_before_spending(status: u16, code: RedeemerErrorCode) -> bool {
+    matches!(
+        (status, code),
+        (401, _) | (400, RedeemerErrorCode::MalformedToken) | (429, RedeemerErrorCode::RateLimited)
+    )
+}
+
 impl Wallet {
     /// `GET url`, paying with one token if the origin asks for one this wallet holds (see the
     /// module). An answer that asks for no token, or for none the wallet can give, is returned
@@ -155,8 +166,10 @@ impl Wallet {
                     .collect(),
                 details: ErrorDetails::default(),
             });
-        if answer.status == 408 || answer.status >= 500 {
-            // The origin may have spent it: kept for this origin, presented again first.
+        if !refused_before_spending(answer.status, error.code) {
+            // The origin may have spent it (a 408 or a 5xx; or its route refused the request
+            // after its gate had spent the token, a 403 or a 404 of its own): kept for this
+            // origin, presented again first.
             self.keep_pending(&nullifier, now()).await?;
             return Err(WalletError::RedeemerUnsure {
                 redeemer: url.to_owned(),
