@@ -440,3 +440,52 @@ async fn a_wallet_does_not_take_back_a_token_an_origin_may_have_spent() {
         2
     );
 }
+
+/// A paid answer longer than the wallet keeps is an error that says so, with the token spent:
+/// never the first 64 MiB handed over as if they were the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paid_answer_longer_than_the_wallet_keeps_is_not_cut_silently() {
+    use scrip_client::wallet::MAX_FETCH_BODY;
+    use scrip_client::{TokenState, Wallet};
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+    let gate = TokenGate::new(&a.redeemer_url, kind.clone());
+    let app = axum::Router::new()
+        .route(
+            "/big",
+            axum::routing::get(|| async { vec![7u8; MAX_FETCH_BODY + 1] }),
+        )
+        .layer(axum::middleware::from_fn_with_state(gate, require_token));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind, 1)], &|_, _| {})
+        .await
+        .expect("opened");
+    let fetched = wallet.fetch(&format!("{origin}/big")).await;
+    let Err(e) = fetched else {
+        panic!(
+            "{} bytes handed over as the whole answer",
+            fetched.map(|f| f.body.len()).unwrap_or_default()
+        );
+    };
+    assert!(e.to_string().contains("longer than"), "{e}");
+    assert_eq!(
+        wallet
+            .tokens(TokenState::Spent)
+            .await
+            .expect("tokens")
+            .len(),
+        1,
+        "the origin answered 200: the token is spent"
+    );
+}

@@ -14,7 +14,8 @@ use scrip_spec::api::{ErrorAnswer, ErrorCode as _, ErrorDetails, ErrorObject};
 use scrip_spec::now;
 use std::time::Duration;
 
-/// The largest body a fetch keeps.
+/// The largest body a fetch keeps; a longer answer is an error (a paid one with its token
+/// spent), never its start handed over as the whole.
 pub const MAX_FETCH_BODY: usize = 64 * 1024 * 1024;
 
 /// What an origin answered.
@@ -32,12 +33,14 @@ pub struct Fetched {
     pub presented_again: bool,
 }
 
-/// One answer, read whole (up to [`MAX_FETCH_BODY`]).
+/// One answer, read whole up to [`MAX_FETCH_BODY`].
 struct Answer {
     status: u16,
     content_type: Option<String>,
     www_authenticate: Option<String>,
     body: Vec<u8>,
+    /// False if the body went on past [`MAX_FETCH_BODY`] (`body` is then only its start).
+    complete: bool,
 }
 
 async fn get(
@@ -62,8 +65,10 @@ async fn get(
     );
     let status = resp.status().as_u16();
     let mut body = Vec::new();
+    let mut complete = true;
     while let Some(chunk) = resp.chunk().await? {
         if body.len() + chunk.len() > MAX_FETCH_BODY {
+            complete = false;
             break;
         }
         body.extend_from_slice(&chunk);
@@ -73,6 +78,7 @@ async fn get(
         content_type,
         www_authenticate,
         body,
+        complete,
     })
 }
 
@@ -81,6 +87,15 @@ fn fits(challenges: &[PrivateTokenChallenge], stored: &StoredToken) -> bool {
         c.token_key.id() == stored.token.token_key_id
             && c.challenge.digest() == stored.token.challenge_digest
     })
+}
+
+/// The error for an answer whose body is longer than [`MAX_FETCH_BODY`]: the body is not
+/// handed over cut, as if it were whole.
+fn too_long(url: &str, paid: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the answer of {url} is longer than {} MiB, the most a fetch keeps; {paid}",
+        MAX_FETCH_BODY / (1024 * 1024)
+    )
 }
 
 /// Whether an origin's answer to a token is a refusal of the token itself, made before
@@ -113,6 +128,9 @@ impl Wallet {
             _ => Vec::new(),
         };
         if challenges.is_empty() {
+            if !first.complete {
+                return Err(too_long(url, "nothing was paid").into());
+            }
             return Ok(Fetched {
                 status: first.status,
                 content_type: first.content_type,
@@ -148,6 +166,9 @@ impl Wallet {
                     now(),
                 )
                 .await?;
+            if !answer.complete {
+                return Err(too_long(url, "the token paid for it and is spent").into());
+            }
             return Ok(Fetched {
                 status: answer.status,
                 content_type: answer.content_type,
