@@ -16,18 +16,24 @@
 //! optimistic, against the same ledger), and one token pays for one request. The origin sees
 //! no token and keeps no state; it needs no key of its own.
 //!
+//! The gate names the client to the sidecar in `X-Forwarded-For` (the chain the request came
+//! with, then its peer's address, from the server's `ConnectInfo`): list the origin in the
+//! sidecar's `rate_limit.trusted_proxies` and its per-source limit counts each client, not the
+//! origin as one.
+//!
 //! The token is spent before the inner service runs: a request the route would refuse (a file
 //! that is not there) is best refused by a layer outside the gate, as the example relay's
 //! downloads are, so that it costs nothing.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use scrip_common::server::ApiError;
 use scrip_spec::CapacityKind;
 use scrip_spec::api::redeemer::RedeemerErrorCode;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The longest answer of the sidecar passed on (an error object and its challenges).
@@ -64,6 +70,9 @@ pub async fn require_token(
     if let Some(auth) = request.headers().get(header::AUTHORIZATION) {
         ask = ask.header(header::AUTHORIZATION, auth);
     }
+    if let Some(chain) = forwarded_for(&request) {
+        ask = ask.header(FORWARDED_FOR, chain);
+    }
     let answer = match ask.send().await {
         Ok(answer) => answer,
         Err(e) => {
@@ -95,6 +104,27 @@ pub async fn require_token(
     passed
         .body(Body::from(body))
         .unwrap_or_else(|_| unavailable())
+}
+
+/// The header that names the client to the sidecar, the default of its `rate_limit.header`.
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// `X-Forwarded-For` for the sidecar: the chain the request came with, then the address of
+/// the peer that sent it to this origin, as a proxy adds it. The sidecar, with this origin
+/// among its `trusted_proxies`, takes the rightmost address it does not trust, so its limit
+/// counts this origin's clients one by one, and a client's own entries (to its left) name
+/// nobody. Without the peer's address (a server without `ConnectInfo`), none is sent.
+fn forwarded_for(request: &Request) -> Option<HeaderValue> {
+    let ConnectInfo(peer) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    let mut chain: Vec<&str> = request
+        .headers()
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let peer = peer.ip().to_string();
+    chain.push(&peer);
+    HeaderValue::from_str(&chain.join(", ")).ok()
 }
 
 fn unavailable() -> Response {

@@ -3,8 +3,8 @@
 
 use crate::helpers::world;
 use reqwest::StatusCode;
-use scrip_redeemer::Mode;
 use scrip_redeemer::example_relay::RelayConfig;
+use scrip_redeemer::{Mode, RedeemRateLimit};
 use scrip_spec::api::private_token::authorization;
 use scrip_testkit::services::spawn_relay;
 use serde_json::Value;
@@ -51,4 +51,67 @@ async fn a_download_that_is_not_there_costs_no_token() {
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
     let body: Value = again.json().await.expect("json");
     assert_eq!(body["error"]["code"], "already_spent");
+}
+
+/// The gate tells the sidecar who asks: with the origin listed as a trusted proxy, as the
+/// configuration says to, the sidecar's per-source limit counts each client of the origin, so
+/// one client over its limit locks out no other (and a forged `X-Forwarded-For` names nobody
+/// else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gate_names_each_client_to_the_sidecars_limit() {
+    let w = world().await;
+    let mut config = w.config(0, Mode::Strict, 300);
+    config.rate_limit = RedeemRateLimit {
+        per_source: Some(3),
+        trusted_proxies: vec!["127.0.0.1".parse().expect("ip")],
+        ..RedeemRateLimit::default()
+    };
+    let sidecar = w.sidecar(config).await;
+    let data = w.dir.path().join("relay");
+    std::fs::create_dir_all(data.join("downloads")).expect("dir");
+    std::fs::write(data.join("downloads").join("song.ogg"), "the song").expect("file");
+    let relay = spawn_relay(RelayConfig {
+        sidecar: sidecar.base.clone(),
+        download_kind: "chunk-256k".parse().expect("kind"),
+        ..RelayConfig::new(data)
+    })
+    .await;
+    // Two clients, each from its own loopback address.
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().expect("ip"))
+            .build()
+            .expect("client")
+    };
+    let (greedy, other) = (from("127.0.0.2"), from("127.0.0.3"));
+    let url = format!("{relay}/downloads/song.ogg");
+    for _ in 0..3 {
+        let asked = greedy
+            .get(&url)
+            .header("x-forwarded-for", "127.0.0.3")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(asked.status(), StatusCode::UNAUTHORIZED);
+    }
+    let over = greedy.get(&url).send().await.expect("answer");
+    assert_eq!(
+        over.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "its own limit"
+    );
+    assert!(over.headers().get("retry-after").is_some());
+    let asked = other.get(&url).send().await.expect("answer");
+    assert_eq!(
+        asked.status(),
+        StatusCode::UNAUTHORIZED,
+        "another client of the origin is not counted with the first"
+    );
+    let paid = other
+        .get(&url)
+        .header("authorization", authorization(&w.chunk_token()))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(paid.status(), StatusCode::OK);
 }
