@@ -32,7 +32,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use scrip_common::server::ApiError;
 use scrip_spec::CapacityKind;
-use scrip_spec::api::redeemer::RedeemerErrorCode;
+use scrip_spec::api::redeemer::{PaidResponse, RedeemerErrorCode};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -43,6 +43,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct TokenGate {
     url: String,
+    kind: CapacityKind,
     http: reqwest::Client,
 }
 
@@ -51,8 +52,11 @@ impl TokenGate {
     pub fn new(sidecar_url: &str, kind: CapacityKind) -> Self {
         Self {
             url: format!("{}/v1/redeem/{kind}", sidecar_url.trim_end_matches('/')),
+            kind,
+            // The sidecar never redirects: a redirect is not its answer, and is not followed.
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
         }
@@ -60,7 +64,8 @@ impl TokenGate {
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state(gate, require_token)`): serves the
-/// request once its token is spent, else answers as the sidecar did.
+/// request once its token is spent (the sidecar's 200 `{"kind"}` of the gate's kind; any other
+/// 2xx, or a redirect, is not a payment and gets 503), else answers as the sidecar did.
 pub async fn require_token(
     State(gate): State<TokenGate>,
     request: Request,
@@ -73,34 +78,48 @@ pub async fn require_token(
     if let Some(chain) = forwarded_for(&request) {
         ask = ask.header(FORWARDED_FOR, chain);
     }
-    let answer = match ask.send().await {
+    let mut answer = match ask.send().await {
         Ok(answer) => answer,
         Err(e) => {
             tracing::error!(error = %e, "the redeemer sidecar is unreachable");
             return unavailable();
         }
     };
-    if answer.status().is_success() {
-        return next.run(request).await;
+    let status = answer.status();
+    let (headers, body) = (answer.headers().clone(), read_bounded(&mut answer).await);
+    let Some(body) = body else {
+        return unavailable();
+    };
+    if status.is_success() || status.is_redirection() {
+        // Only the sidecar's payment of this kind serves: a 2xx of another shape is some
+        // other server's answer (a sidecar URL that reaches a web page, a 204), not a spend.
+        let paid = status == reqwest::StatusCode::OK
+            && serde_json::from_slice::<PaidResponse>(&body)
+                .is_ok_and(|p| p.kind == gate.kind.as_str());
+        if paid {
+            return next.run(request).await;
+        }
+        tracing::error!(
+            %status,
+            url = %gate.url,
+            "the redeemer sidecar's answer is not a payment; is the gate's sidecar URL right?"
+        );
+        return unavailable();
     }
     // The sidecar's refusal as it is: its status, challenges and error object.
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut passed = Response::builder().status(status);
     for name in [
         header::WWW_AUTHENTICATE,
         header::RETRY_AFTER,
         header::CONTENT_TYPE,
     ] {
-        if let Some(value) = answer.headers().get(name.as_str())
+        if let Some(value) = headers.get(name.as_str())
             && let Ok(value) = HeaderValue::from_bytes(value.as_bytes())
         {
             passed = passed.header(name, value);
         }
     }
-    let body = match answer.bytes().await {
-        Ok(body) if body.len() <= MAX_ANSWER => body,
-        _ => return unavailable(),
-    };
     passed
         .body(Body::from(body))
         .unwrap_or_else(|_| unavailable())
@@ -125,6 +144,18 @@ fn forwarded_for(request: &Request) -> Option<HeaderValue> {
     let peer = peer.ip().to_string();
     chain.push(&peer);
     HeaderValue::from_str(&chain.join(", ")).ok()
+}
+
+/// The body of the sidecar's answer, if it is at most [`MAX_ANSWER`] bytes and arrives whole.
+async fn read_bounded(answer: &mut reqwest::Response) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.ok()? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
 }
 
 fn unavailable() -> Response {

@@ -115,3 +115,73 @@ async fn the_gate_names_each_client_to_the_sidecars_limit() {
         .expect("answer");
     assert_eq!(paid.status(), StatusCode::OK);
 }
+
+/// Serves `app` on a free loopback port; its base URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Only the sidecar's payment lets a request through: 200 with `{"kind"}` of the gate's kind.
+/// A 2xx of another shape (a sidecar URL that reaches some other server, a 204, another
+/// kind's payment) or a redirect is not one, and the gate serves nothing for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gate_serves_only_for_the_sidecars_payment() {
+    use axum::http::StatusCode as S;
+    use axum::routing::get;
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    let not_sidecars = axum::Router::new()
+        .route(
+            "/page/v1/redeem/{kind}",
+            get(|| async { "<html>welcome</html>" }),
+        )
+        .route("/empty/v1/redeem/{kind}", get(|| async { S::NO_CONTENT }))
+        .route(
+            "/other/v1/redeem/{kind}",
+            get(|| async { axum::Json(serde_json::json!({"kind": "queue"})) }),
+        )
+        .route(
+            "/moved/v1/redeem/{kind}",
+            get(|| async { axum::response::Redirect::temporary("/paid") }),
+        )
+        .route(
+            "/paid",
+            get(|| async { axum::Json(serde_json::json!({"kind": "chunk-1m"})) }),
+        )
+        .route(
+            "/right/v1/redeem/{kind}",
+            get(|| async { axum::Json(serde_json::json!({"kind": "chunk-1m"})) }),
+        );
+    let base = serve(not_sidecars).await;
+    for (sidecar, serves) in [
+        ("page", false),
+        ("empty", false),
+        ("other", false),
+        ("moved", false),
+        ("right", true),
+    ] {
+        let gate = TokenGate::new(
+            &format!("{base}/{sidecar}"),
+            "chunk-1m".parse().expect("kind"),
+        );
+        let origin = serve(
+            axum::Router::new()
+                .route("/goods", get(|| async { "the goods" }))
+                .layer(axum::middleware::from_fn_with_state(gate, require_token)),
+        )
+        .await;
+        let answer = reqwest::get(format!("{origin}/goods"))
+            .await
+            .expect("answer");
+        let status = answer.status();
+        let body = answer.text().await.expect("body");
+        assert_eq!(body == "the goods", serves, "{sidecar}: {status} {body}");
+        if !serves {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{sidecar}");
+        }
+    }
+}
