@@ -185,3 +185,43 @@ async fn the_gate_serves_only_for_the_sidecars_payment() {
         }
     }
 }
+
+/// One token presented by several requests at once: one is served, and every other is told
+/// the token is spent (401 `already_spent`, with a fresh challenge), not that the sidecar
+/// failed (503), which would have the client wait and retry a token that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_presentations_of_one_token_pay_once_and_are_told_why() {
+    for mode in [Mode::Strict, Mode::Optimistic] {
+        let w = world().await;
+        let sidecar = w.sidecar_of(0, mode).await;
+        let http = reqwest::Client::new();
+        let pay = authorization(&w.chunk_token());
+        let url = format!("{}/v1/redeem/chunk-256k", sidecar.base);
+        let asks: Vec<_> = (0..8)
+            .map(|_| {
+                let ask = http.get(&url).header("authorization", pay.clone()).send();
+                tokio::spawn(ask)
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for ask in asks {
+            let answer = ask.await.expect("join").expect("answer");
+            let status = answer.status();
+            let body: Value = answer.json().await.expect("json");
+            statuses.push((
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+        let served = statuses
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::OK)
+            .count();
+        assert_eq!(served, 1, "{mode:?}: {statuses:?}");
+        assert!(
+            statuses.iter().all(|(s, code)| *s == StatusCode::OK
+                || (*s == StatusCode::UNAUTHORIZED && code == "already_spent")),
+            "{mode:?}: {statuses:?}"
+        );
+    }
+}
