@@ -489,3 +489,115 @@ async fn a_paid_answer_longer_than_the_wallet_keeps_is_not_cut_silently() {
         "the origin answered 200: the token is spent"
     );
 }
+
+/// The paid answer lost at an origin whose 401 carries no scrip error object (nginx's
+/// documented block answers a bare 401 with the challenges): the token presented there again
+/// is refused without saying why. The ledger says it is spent, so the wallet records it so and
+/// pays the next fetch with another token, instead of presenting the spent one at every fetch
+/// of that origin, for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_answer_at_an_origin_that_says_no_more_than_401_does_not_wedge_the_wallet() {
+    use axum::http::{HeaderValue, StatusCode as S, header};
+    use axum::response::IntoResponse as _;
+    use scrip_client::{TokenState, Wallet, WalletError};
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    use scrip_testkit::{Fault, FaultProxy};
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+    let gate = TokenGate::new(&a.redeemer_url, kind.clone());
+    // As nginx's `error_page 401 = @pay` does: the challenges kept, the body its own.
+    let bare_401 = |mut answer: axum::response::Response| async move {
+        if answer.status() == S::UNAUTHORIZED {
+            let challenges = answer.headers().get(header::WWW_AUTHENTICATE).cloned();
+            answer = (S::UNAUTHORIZED, "<html>401 Authorization Required</html>").into_response();
+            if let Some(v) = challenges {
+                answer.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            let html = HeaderValue::from_static("text/html");
+            answer.headers_mut().insert(header::CONTENT_TYPE, html);
+        }
+        answer
+    };
+    let app = axum::Router::new()
+        .route("/file", axum::routing::get(|| async { "the file" }))
+        .layer(axum::middleware::from_fn_with_state(gate, require_token))
+        .layer(axum::middleware::map_response(bare_401));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let proxy = FaultProxy::start(&origin).await;
+    let url = format!("{}/file", proxy.url());
+
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind, 4)], &|_, _| {})
+        .await
+        .expect("opened");
+    wallet.fetch(&url).await.expect("paid");
+    proxy.set_for("PrivateToken token=", Fault::DropResponse);
+    let lost = wallet.fetch(&url).await;
+    assert!(
+        matches!(lost, Err(WalletError::NoAnswer { .. })),
+        "{lost:?}"
+    );
+    proxy.set(Fault::Forward);
+    let again = wallet.fetch(&url).await;
+    assert!(
+        matches!(again, Err(WalletError::AlreadySpent { .. })),
+        "the token presented again is found spent: {again:?}"
+    );
+    let next = wallet.fetch(&url).await.expect("the next fetch pays");
+    assert_eq!((next.status, next.presented_again), (200, false));
+    assert_eq!(next.body, b"the file");
+
+    // A token spent behind the wallet's back (a copy of the wallet spent it, and used its
+    // grant): refused with a bare 401 too, and found spent, not put back among the unspent to be tried again.
+    let left = wallet.tokens(TokenState::Unspent).await.expect("tokens");
+    let [copy] = left.as_slice() else {
+        panic!("one token left: {left:?}")
+    };
+    let spent_elsewhere = reqwest::Client::new()
+        .post(format!("{}/v1/redeem", a.redeemer_url))
+        .json(&serde_json::json!({
+            "token": scrip_spec::encoding::b64_encode(copy.token.to_bytes()),
+            "kind": "chunk-1m",
+        }))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(spent_elsewhere.status(), StatusCode::OK);
+    let grant: Value = spent_elsewhere.json().await.expect("json");
+    let used = reqwest::Client::new()
+        .post(format!("{}/v1/grants/consume", a.redeemer_url))
+        .json(&serde_json::json!({"grant": grant["grant"], "kind": "chunk-1m"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(used.status(), StatusCode::OK);
+    let refused = wallet.fetch(&url).await;
+    assert!(
+        matches!(refused, Err(WalletError::AlreadySpent { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        wallet
+            .tokens(TokenState::Spent)
+            .await
+            .expect("tokens")
+            .len(),
+        4
+    );
+    assert!(
+        wallet
+            .tokens(TokenState::Pending)
+            .await
+            .expect("tokens")
+            .is_empty()
+    );
+}

@@ -199,9 +199,48 @@ impl Wallet {
                 message: error.message,
             });
         }
+        let error = self
+            .spent_says_the_ledger(&nullifier, answer.status, error, presented_again)
+            .await;
         Err(self
             .settle_refusal(&nullifier, answer.status, error, presented_again)
             .await?)
+    }
+
+    /// `error`, or `already_spent` if the ledger shows the token spent, for a 401 that does
+    /// not say the token was spent but may be because it was: one without scrip's error object
+    /// (nginx's `auth_request` block answers a bare 401), or one to a token presented again
+    /// after a lost answer, which spent it. Without this the token would go back among the
+    /// unspent, or stay pending at the origin, and be presented there at every fetch, refused
+    /// each time. If the ledger does not answer, `error` as it is.
+    async fn spent_says_the_ledger(
+        &self,
+        nullifier: &scrip_spec::Nullifier,
+        status: u16,
+        error: ErrorObject<RedeemerErrorCode>,
+        presented_again: bool,
+    ) -> ErrorObject<RedeemerErrorCode> {
+        let unsure = status == 401
+            && error.code != RedeemerErrorCode::AlreadySpent
+            && (presented_again || error.code == RedeemerErrorCode::unknown());
+        if !unsure {
+            return error;
+        }
+        let Ok(spent) = self.spent_among(std::slice::from_ref(nullifier)).await else {
+            return error;
+        };
+        let Some(first) = spent.get(nullifier) else {
+            return error;
+        };
+        ErrorObject {
+            code: RedeemerErrorCode::AlreadySpent,
+            message: "the origin refused the token, and the ledger shows it spent".into(),
+            details: ErrorDetails {
+                first_spent_at: Some(first.spent_at),
+                first_spent_by: Some(first.spent_by.clone()),
+                ..ErrorDetails::default()
+            },
+        }
     }
 
     /// An unspent token the challenges accept, marked pending at `url`.
