@@ -601,3 +601,64 @@ async fn a_lost_answer_at_an_origin_that_says_no_more_than_401_does_not_wedge_th
             .is_empty()
     );
 }
+
+/// A URL that redirects to the origin that asks for a token (a download link on one host, the
+/// files on another): the token goes to the origin that asked, and only there. It went to the
+/// URL first asked, whose server saw it (and could spend it) though it had asked for nothing,
+/// and whose redirect then dropped it, so the origin was never paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_goes_only_to_the_origin_that_asked_for_it() {
+    use scrip_client::Wallet;
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+    let gate = TokenGate::new(&a.redeemer_url, kind.clone());
+    let files = axum::Router::new()
+        .route("/file", axum::routing::get(|| async { "the file" }))
+        .layer(axum::middleware::from_fn_with_state(gate, require_token));
+    let serve = async |app: axum::Router| {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    };
+    // The files on 127.0.0.1, the link on localhost: another host to an HTTP client.
+    let files_url = serve(files).await;
+    let saw_a_token = Arc::new(AtomicBool::new(false));
+    let to = format!("{files_url}/file");
+    let saw = saw_a_token.clone();
+    let link = axum::Router::new().route(
+        "/download",
+        axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+            if headers.contains_key("authorization") {
+                saw.store(true, Ordering::SeqCst);
+            }
+            axum::response::Redirect::temporary(&to)
+        }),
+    );
+    let link_url = serve(link).await.replace("127.0.0.1", "localhost");
+
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind, 2)], &|_, _| {})
+        .await
+        .expect("opened");
+    let fetched = wallet.fetch(&format!("{link_url}/download")).await;
+    assert!(
+        !saw_a_token.load(Ordering::SeqCst),
+        "the link's server was sent the token"
+    );
+    let fetched = fetched.expect("paid");
+    assert_eq!(
+        (fetched.status, fetched.body.as_slice()),
+        (200, &b"the file"[..])
+    );
+}

@@ -1,6 +1,7 @@
 //! Paying an origin that speaks Privacy Pass (RFC 9577, PROTOCOL.md 10.5): `GET`, and on a 401
 //! whose challenges name a key this wallet holds tokens of, the same `GET` with one token in
-//! `Authorization: PrivateToken`. The token is pending at the origin until it answers, as a
+//! `Authorization: PrivateToken`, sent to the URL that answered the 401 (after any redirect),
+//! never to one that did not ask. The token is pending at the origin until it answers, as a
 //! spend is pending at its redeemer, and a fetch whose answer was lost presents that same
 //! token there again before any other.
 
@@ -35,6 +36,8 @@ pub struct Fetched {
 
 /// One answer, read whole up to [`MAX_FETCH_BODY`].
 struct Answer {
+    /// The URL that answered, after any redirect.
+    url: String,
     status: u16,
     content_type: Option<String>,
     www_authenticate: Option<String>,
@@ -64,6 +67,7 @@ async fn get(
         header(reqwest::header::WWW_AUTHENTICATE),
     );
     let status = resp.status().as_u16();
+    let answered = resp.url().to_string();
     let mut body = Vec::new();
     let mut complete = true;
     while let Some(chunk) = resp.chunk().await? {
@@ -74,6 +78,7 @@ async fn get(
         body.extend_from_slice(&chunk);
     }
     Ok(Answer {
+        url: answered,
         status,
         content_type,
         www_authenticate,
@@ -139,6 +144,9 @@ impl Wallet {
                 presented_again: false,
             });
         }
+        // The token goes to the URL that asked for it (after any redirect), never to one
+        // that did not; a token left pending there is looked up by that URL too.
+        let url = first.url.as_str();
         let pending = self.store.tokens(TokenState::Pending).await?;
         let again = pending
             .into_iter()
