@@ -662,3 +662,83 @@ async fn a_token_goes_only_to_the_origin_that_asked_for_it() {
         (200, &b"the file"[..])
     );
 }
+
+/// An origin that takes tokens of some keys of a kind and not others (one that trusts only
+/// the newest key, or a header of many issuers cut to the newest): the wallet pays with a
+/// token it takes, the one closest to expiry among those, though it holds tokens of the kind
+/// closer to expiry that the origin does not take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wallet_pays_with_a_token_the_origin_takes_when_it_holds_others_of_the_kind() {
+    use axum::http::{HeaderValue, StatusCode as S, header};
+    use scrip_client::{TokenState, Wallet};
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    use scrip_spec::api::private_token::www_authenticate;
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind.clone(), 2)], &|_, _| {})
+        .await
+        .expect("opened");
+    // A newer key, valid a second later: its tokens expire after the first key's.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    a.issuer.rotate_keys().await.expect("rotate");
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind.clone(), 2)], &|_, _| {})
+        .await
+        .expect("opened");
+    let newest = a
+        .issuer
+        .public_keys()
+        .keys
+        .into_iter()
+        .filter(|k| k.kind == kind)
+        .max_by_key(|k| k.valid_from)
+        .expect("the new key");
+    let held = wallet.tokens(TokenState::Unspent).await.expect("tokens");
+    let of_newest =
+        |t: &scrip_client::store::StoredToken| t.token.token_key_id == newest.public_key.id();
+    assert_eq!(held.iter().filter(|t| of_newest(t)).count(), 2);
+
+    // The origin's challenges: the newest key's only.
+    let challenge = scrip_spec::api::private_token::PrivateTokenChallenge {
+        challenge: scrip_spec::TokenChallenge::for_issuer("op-a").expect("challenge"),
+        token_key: newest.public_key.clone(),
+        max_age: None,
+    };
+    let only_newest = HeaderValue::from_str(&www_authenticate(&[challenge])).expect("header");
+    let newest_only = move |mut answer: axum::response::Response| {
+        let only_newest = only_newest.clone();
+        async move {
+            if answer.status() == S::UNAUTHORIZED {
+                answer
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, only_newest);
+            }
+            answer
+        }
+    };
+    let gate = TokenGate::new(&a.redeemer_url, kind);
+    let app = axum::Router::new()
+        .route("/file", axum::routing::get(|| async { "the file" }))
+        .layer(axum::middleware::from_fn_with_state(gate, require_token))
+        .layer(axum::middleware::map_response(newest_only));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let paid = wallet
+        .fetch(&format!("{origin}/file"))
+        .await
+        .expect("paid with a token of the newest key");
+    assert_eq!(paid.body, b"the file");
+    let left = wallet.tokens(TokenState::Unspent).await.expect("tokens");
+    assert_eq!(left.len(), 3);
+    assert_eq!(left.iter().filter(|t| of_newest(t)).count(), 1);
+}

@@ -251,17 +251,19 @@ impl Wallet {
         }
     }
 
-    /// An unspent token the challenges accept, marked pending at `url`.
+    /// The unspent token closest to expiry among those the challenges accept, marked
+    /// pending at `url`.
     async fn take_fitting(
         &self,
         challenges: &[PrivateTokenChallenge],
         url: &str,
     ) -> Result<StoredToken, WalletError> {
+        let t = now();
         let unspent = self.store.tokens(TokenState::Unspent).await?;
-        let Some(kind) = unspent
+        let Some(chosen) = unspent
             .iter()
-            .find(|t| fits(challenges, t))
-            .map(|t| t.kind.clone())
+            .filter(|tok| tok.redeem_until >= t && fits(challenges, tok))
+            .min_by_key(|tok| (tok.redeem_until, tok.token.nullifier().0))
         else {
             let mut held: Vec<String> = unspent.iter().map(|t| t.kind.clone()).collect();
             held.sort();
@@ -278,29 +280,15 @@ impl Wallet {
                 held_kinds: held,
             });
         };
-        let token = self
+        Ok(self
             .store
-            .take_for_spend(&kind, url, now())
+            .take_token(&chosen.token.nullifier(), url, t)
             .await?
             .ok_or_else(|| {
-                anyhow::anyhow!("the {kind} token was taken meanwhile; run the fetch again")
-            })?;
-        if !fits(challenges, &token) {
-            // Another key of the kind than the origin takes: back to unspent.
-            self.store
-                .set_state(
-                    &token.token.nullifier(),
-                    TokenState::Unspent,
-                    None,
-                    None,
-                    now(),
+                anyhow::anyhow!(
+                    "the {} token was taken meanwhile; run the fetch again",
+                    chosen.kind
                 )
-                .await?;
-            return Err(anyhow::anyhow!(
-                "the {kind} token closest to expiry is of a key {url} does not take; spend it first"
-            )
-            .into());
-        }
-        Ok(token)
+            })?)
     }
 }
