@@ -6,10 +6,16 @@
 //! # use scrip_redeemer::private_token::{TokenGate, require_token};
 //! # let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
 //! let gate = TokenGate::new("http://127.0.0.1:7600", kind);
-//! let paid: axum::Router = axum::Router::new()
-//!     .route("/download/{name}", axum::routing::get(|| async { "the goods" }))
-//!     .layer(axum::middleware::from_fn_with_state(gate, require_token));
+//! let paid: axum::Router = axum::Router::new().route(
+//!     "/download/{name}",
+//!     axum::routing::get(|| async { "the goods" })
+//!         .route_layer(axum::middleware::from_fn_with_state(gate, require_token)),
+//! );
 //! ```
+//!
+//! A `route_layer` of the method router: the gate runs only for the methods the route serves.
+//! A `Router`'s `layer` runs for every method, so a `POST` would spend its token and then get
+//! the route's 405.
 //!
 //! The gate asks the sidecar's `GET /v1/redeem/{kind}` with the client's `Authorization`
 //! header, so the token is checked and spent exactly as `POST /v1/redeem` would (strict or

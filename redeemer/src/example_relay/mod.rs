@@ -316,13 +316,16 @@ pub fn router(config: RelayConfig) -> std::io::Result<Router> {
     };
     // The checks that refuse a request come before the gate, which charges: a download that
     // is not there costs nothing.
-    let downloads = Router::new()
-        .route("/downloads/{name}", get(download))
-        .layer(axum::middleware::from_fn_with_state(gate, require_token))
-        .layer(axum::middleware::from_fn_with_state(
-            relay.clone(),
-            download_exists,
-        ));
+    // The gate is a route layer of the method router, so it runs only for the methods the
+    // route serves: a POST gets its 405 without paying for it.
+    let paid = get(download).route_layer(axum::middleware::from_fn_with_state(gate, require_token));
+    let downloads =
+        Router::new()
+            .route("/downloads/{name}", paid)
+            .layer(axum::middleware::from_fn_with_state(
+                relay.clone(),
+                download_exists,
+            ));
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

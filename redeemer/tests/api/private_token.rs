@@ -225,3 +225,39 @@ async fn concurrent_presentations_of_one_token_pay_once_and_are_told_why() {
         );
     }
 }
+
+/// A method the route does not take (its 405) costs no token either: the gate runs only for
+/// requests the route serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_method_the_download_does_not_take_costs_no_token() {
+    let w = world().await;
+    let sidecar = w.sidecar_of(0, Mode::Strict).await;
+    let data = w.dir.path().join("relay");
+    std::fs::create_dir_all(data.join("downloads")).expect("dir");
+    std::fs::write(data.join("downloads").join("song.ogg"), "the song").expect("file");
+    let relay = spawn_relay(RelayConfig {
+        sidecar: sidecar.base.clone(),
+        download_kind: "chunk-256k".parse().expect("kind"),
+        ..RelayConfig::new(data)
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{relay}/downloads/song.ogg");
+    let token = w.chunk_token();
+    for method in [reqwest::Method::POST, reqwest::Method::DELETE] {
+        let refused = http
+            .request(method.clone(), &url)
+            .header("authorization", authorization(&token))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    let paid = http
+        .get(&url)
+        .header("authorization", authorization(&token))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(paid.status(), StatusCode::OK, "the token was not spent");
+}
