@@ -316,16 +316,16 @@ pub fn router(config: RelayConfig) -> std::io::Result<Router> {
     };
     // The checks that refuse a request come before the gate, which charges: a download that
     // is not there costs nothing.
-    // The gate is a route layer of the method router, so it runs only for the methods the
-    // route serves: a POST gets its 405 without paying for it.
-    let paid = get(download).route_layer(axum::middleware::from_fn_with_state(gate, require_token));
-    let downloads =
-        Router::new()
-            .route("/downloads/{name}", paid)
-            .layer(axum::middleware::from_fn_with_state(
-                relay.clone(),
-                download_exists,
-            ));
+    // Route layers of the method router, so they run only for the requests the route serves
+    // (a POST gets its 405, any other path its 404, without paying), the existence check
+    // first: a download that is not there costs nothing either.
+    let paid = get(download)
+        .route_layer(axum::middleware::from_fn_with_state(gate, require_token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            relay.clone(),
+            download_exists,
+        ));
+    let downloads = Router::new().route("/downloads/{name}", paid);
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

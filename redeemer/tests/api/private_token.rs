@@ -9,8 +9,8 @@ use scrip_spec::api::private_token::authorization;
 use scrip_testkit::services::spawn_relay;
 use serde_json::Value;
 
-/// A download that is not there, or a name that is no download's, is refused before the gate
-/// charges: the token is still good for a download that is.
+/// A download that is not there, a name that is no download's, or a path that is no route's,
+/// is refused before the gate charges: the token is still good for a download that is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_download_that_is_not_there_costs_no_token() {
     let w = world().await;
@@ -37,6 +37,16 @@ async fn a_download_that_is_not_there_costs_no_token() {
     ] {
         let refused = get(name).await.expect("answer");
         assert_eq!(refused.status(), status, "{name}");
+    }
+    // Nor does a path that is no route's.
+    for path in ["/nope", "/downloads", "/downloads/", "/downloads/a/b"] {
+        let unknown = http
+            .get(format!("{relay}{path}"))
+            .header("authorization", authorization(&token))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND, "{path}");
     }
     assert_eq!(
         sidecar
