@@ -74,7 +74,7 @@ impl TokenGate {
 /// 2xx, or a redirect, is not a payment and gets 503), else answers as the sidecar did.
 pub async fn require_token(
     State(gate): State<TokenGate>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let mut ask = gate.http.get(&gate.url);
@@ -103,6 +103,9 @@ pub async fn require_token(
             && serde_json::from_slice::<PaidResponse>(&body)
                 .is_ok_and(|p| p.kind == gate.kind.as_str());
         if paid {
+            // The route gets the request without its Authorization (the token that paid): the
+            // origin never sees a token.
+            request.headers_mut().remove(header::AUTHORIZATION);
             return next.run(request).await;
         }
         tracing::error!(

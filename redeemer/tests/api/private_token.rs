@@ -271,3 +271,39 @@ async fn a_method_the_download_does_not_take_costs_no_token() {
         .expect("answer");
     assert_eq!(paid.status(), StatusCode::OK, "the token was not spent");
 }
+
+/// The route behind the gate never sees the token: the gate takes the `Authorization:
+/// PrivateToken` header off the request it lets through, as its documentation says (the
+/// origin sees no token, the example relay never sees one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_route_behind_the_gate_never_sees_the_token() {
+    use axum::routing::get;
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    let w = world().await;
+    let sidecar = w.sidecar_of(0, Mode::Strict).await;
+    let gate = TokenGate::new(&sidecar.base, "chunk-256k".parse().expect("kind"));
+    let origin = serve(
+        axum::Router::new().route(
+            "/goods",
+            get(|headers: axum::http::HeaderMap| async move {
+                format!(
+                    "authorization seen: {}",
+                    headers.contains_key("authorization")
+                )
+            })
+            .route_layer(axum::middleware::from_fn_with_state(gate, require_token)),
+        ),
+    )
+    .await;
+    let paid = reqwest::Client::new()
+        .get(format!("{origin}/goods"))
+        .header("authorization", authorization(&w.chunk_token()))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(paid.status(), StatusCode::OK);
+    assert_eq!(
+        paid.text().await.expect("body"),
+        "authorization seen: false"
+    );
+}
