@@ -1,4 +1,4 @@
-//! Paying an origin that speaks Privacy Pass (RFC 9577, PROTOCOL.md 10.5): `GET`, and on a 401
+//! Paying an origin that speaks Privacy Pass (RFC 9577, PROTOCOL.md 10.4): `GET`, and on a 401
 //! whose challenges name a key this wallet holds tokens of, the same `GET` with one token in
 //! `Authorization: PrivateToken`, sent to the URL that answered the 401 (after any redirect),
 //! never to one that did not ask. The token is pending at the origin until it answers, as a
