@@ -329,6 +329,30 @@ impl WalletStore {
         self.token(&Nullifier(n)).await
     }
 
+    /// The token `nullifier` if it is still unspent (and spendable at `now`), marked pending
+    /// for `redeemer_url` in the same transaction: for a spend that chose its token.
+    pub async fn take_token(
+        &self,
+        nullifier: &Nullifier,
+        redeemer_url: &str,
+        now: UnixSeconds,
+    ) -> anyhow::Result<Option<StoredToken>> {
+        let taken = sqlx::query(
+            "UPDATE tokens SET state = 'pending', redeemer_url = ?, updated_at = ? \
+             WHERE nullifier = ? AND state = 'unspent' AND redeem_until >= ?",
+        )
+        .bind(redeemer_url)
+        .bind(i64_of(now))
+        .bind(&nullifier.0[..])
+        .bind(i64_of(now))
+        .execute(&self.pool)
+        .await?;
+        if taken.rows_affected() != 1 {
+            return Ok(None);
+        }
+        self.token(nullifier).await
+    }
+
     /// Sets a token's state (and, when spent, its grant).
     pub async fn set_state(
         &self,

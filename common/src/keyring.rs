@@ -15,7 +15,32 @@ pub const MIN_RELOAD_GAP: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct KeyRing<K> {
     keys: RwLock<HashMap<TokenKeyId, Arc<K>>>,
-    last_reload: tokio::sync::Mutex<Option<Instant>>,
+    last_reload: tokio::sync::Mutex<Option<Attempt>>,
+}
+
+/// The last reload tried: when, and whether it loaded.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    at: Instant,
+    ok: bool,
+}
+
+impl Attempt {
+    /// Records an attempt that ended now with `result`, which is passed on.
+    fn record<T, E>(last: &mut Option<Attempt>, result: Result<T, E>) -> Result<T, E> {
+        *last = Some(Attempt {
+            at: Instant::now(),
+            ok: result.is_ok(),
+        });
+        result
+    }
+
+    /// Waits until [`MIN_RELOAD_GAP`] has passed since the attempt `last`, if any.
+    async fn wait_gap(last: Option<Attempt>) {
+        if let Some(a) = last {
+            tokio::time::sleep(MIN_RELOAD_GAP.saturating_sub(a.at.elapsed())).await;
+        }
+    }
 }
 
 impl<K> Default for KeyRing<K> {
@@ -58,29 +83,29 @@ impl<K> KeyRing<K> {
         Fut: Future<Output = Result<HashMap<TokenKeyId, Arc<K>>, E>>,
     {
         let mut last = self.last_reload.lock().await;
-        self.replace(load().await?);
-        *last = Some(Instant::now());
+        let keys = Attempt::record(&mut last, load().await)?;
+        self.replace(keys);
         Ok(())
     }
 
     /// Reloads for a request that found nothing it can use among the keys known now (a key
     /// announced a moment ago), as [`KeyRing::get_or_reload`] does for an unknown id: waiting
     /// if the last reload was less than [`MIN_RELOAD_GAP`] ago, and not at all if a reload
-    /// made after the request arrived already answered it.
+    /// made after the request arrived already answered it, or failed (the gap runs from a
+    /// failed attempt too, so a directory that cannot be read is not asked again at once by
+    /// every request waiting on it).
     pub async fn reload_for_miss<E, Fut>(&self, load: impl FnOnce() -> Fut) -> Result<(), E>
     where
         Fut: Future<Output = Result<HashMap<TokenKeyId, Arc<K>>, E>>,
     {
         let asked = Instant::now();
         let mut last = self.last_reload.lock().await;
-        if last.is_some_and(|t| t > asked) {
+        if last.is_some_and(|a| a.at > asked) {
             return Ok(());
         }
-        if let Some(t) = *last {
-            tokio::time::sleep(MIN_RELOAD_GAP.saturating_sub(t.elapsed())).await;
-        }
-        self.replace(load().await?);
-        *last = Some(Instant::now());
+        Attempt::wait_gap(*last).await;
+        let keys = Attempt::record(&mut last, load().await)?;
+        self.replace(keys);
         Ok(())
     }
 
@@ -103,15 +128,14 @@ impl<K> KeyRing<K> {
         if let Some(k) = self.get(id) {
             return Ok(Some(k));
         }
-        if last.is_some_and(|t| t > asked) {
+        if last.is_some_and(|a| a.ok && a.at > asked) {
             // A reload made after this request arrived did not find the key.
             return Ok(None);
         }
-        if let Some(t) = *last {
-            tokio::time::sleep(MIN_RELOAD_GAP.saturating_sub(t.elapsed())).await;
-        }
-        self.replace(load().await?);
-        *last = Some(Instant::now());
+        // After a failed attempt too: the gap bounds the attempts, not only the reloads.
+        Attempt::wait_gap(*last).await;
+        let keys = Attempt::record(&mut last, load().await)?;
+        self.replace(keys);
         Ok(self.get(id))
     }
 }
@@ -188,5 +212,36 @@ mod tests {
             .await;
         assert_eq!(failed, Err("down"));
         assert_eq!(ring.get(&TokenKeyId([1; 32])), Some(Arc::new(1)));
+    }
+
+    /// With the directory failing (the ledger down or refusing), misses still reload at most
+    /// once a second: every request waiting on the failed attempt shares it, instead of each
+    /// trying again in turn at once.
+    #[tokio::test]
+    async fn a_failed_reload_is_not_tried_again_at_once_by_every_waiting_request() {
+        let ring: KeyRing<u8> = KeyRing::new();
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err::<HashMap<_, _>, _>("down")
+        };
+        let id = TokenKeyId([2; 32]);
+        let started = Instant::now();
+        let (a, b, c) = tokio::join!(
+            ring.reload_for_miss(load),
+            ring.reload_for_miss(load),
+            ring.reload_for_miss(load),
+        );
+        assert_eq!(a, Err("down"));
+        assert!(
+            b.is_ok() && c.is_ok(),
+            "{b:?} {c:?}: they found nothing to use"
+        );
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one attempt for all three");
+        // The next miss, of either kind, waits out the gap from that failed attempt.
+        assert_eq!(ring.get_or_reload(&id, load).await, Err("down"));
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+        assert!(started.elapsed() >= MIN_RELOAD_GAP);
     }
 }

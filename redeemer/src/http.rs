@@ -256,8 +256,15 @@ async fn redeem_by_header(
         redeemer
             .consume(&grant.code.to_string(), &paid_kind)
             .await
-            .map_err(|e| {
-                RedeemError::Internal(anyhow::anyhow!("the new grant was refused: {e}"))
+            .map_err(|e| match e {
+                // A concurrent presentation of the same token got the same grant and used it
+                // first (or, optimistic, the ledger found the token spent elsewhere): the
+                // token is spent, as a later presentation would be told.
+                ConsumeError::Used | ConsumeError::Revoked => RedeemError::AlreadySpent {
+                    first_spent_at: scrip_spec::now(),
+                    first_spent_by: redeemer.config().name.clone(),
+                },
+                e => RedeemError::Internal(anyhow::anyhow!("the new grant was refused: {e}")),
             })?;
         Ok::<_, RedeemError>(())
     });

@@ -79,6 +79,32 @@ fn challenges_round_trip_several_to_a_header_among_other_schemes() {
     );
 }
 
+/// A consortium of many issuers, each with a few keys that can be spent: the header an origin
+/// sends stays one its clients read (at most [`MAX_HEADER_LEN`]), with the first challenges in
+/// their order, rather than one every client refuses as too long.
+#[test]
+fn a_header_of_many_challenges_stays_within_what_clients_read() {
+    let (c, _) = vectors().remove(0);
+    let all: Vec<PrivateTokenChallenge> = (0..40)
+        .map(|i| PrivateTokenChallenge {
+            challenge: TokenChallenge::for_issuer(&format!("issuer-{i:02}.example"))
+                .expect("challenge"),
+            ..c.clone()
+        })
+        .collect();
+    let header = www_authenticate(&all);
+    assert!(header.len() <= MAX_HEADER_LEN, "{} bytes", header.len());
+    let read = parse_www_authenticate(&header).expect("a client reads it");
+    assert!(read.len() >= 25, "{} challenges fit", read.len());
+    assert_eq!(read, all[..read.len()]);
+    // A header a little under the limit is kept whole.
+    let few = &all[..read.len()];
+    assert_eq!(
+        parse_www_authenticate(&www_authenticate(few)).expect("parses"),
+        few
+    );
+}
+
 #[test]
 fn challenge_errors_say_what_is_wrong() {
     let (c, _) = vectors().remove(0);

@@ -77,12 +77,9 @@ impl Drop for Nginx {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs nginx (apt-get install nginx-light); CI runs it with --ignored"]
-async fn the_documented_nginx_auth_request_charges_one_token_per_request() {
-    let (dir, c) = consortium_with_keys(&["op-a"]).await;
-    let a = &c.operators[0];
-    // The origin behind nginx knows nothing of tokens.
+/// The documented block in front of a plain origin that knows nothing of tokens, checked at
+/// the sidecar `sidecar_url`; the URL of a paid download. nginx's files are in `dir/nginx`.
+async fn nginx_before_an_origin(dir: &Path, sidecar_url: &str) -> (Nginx, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -94,12 +91,20 @@ async fn the_documented_nginx_auth_request_charges_one_token_per_request() {
     tokio::spawn(async move { axum::serve(listener, origin).await });
     let port = scrip_testkit::free_port();
     let block = documented_block()
-        .replace("http://127.0.0.1:7600", &a.redeemer_url)
+        .replace("http://127.0.0.1:7600", sidecar_url)
         .replace("http://127.0.0.1:8080", &backend);
-    let nginx_dir = dir.path().join("nginx");
+    let nginx_dir = dir.join("nginx");
     std::fs::create_dir_all(&nginx_dir).expect("dir");
-    let _nginx = Nginx::start(&nginx_dir, port, &block);
-    let url = format!("http://127.0.0.1:{port}/downloads/file.bin");
+    let nginx = Nginx::start(&nginx_dir, port, &block);
+    (nginx, format!("http://127.0.0.1:{port}/downloads/file.bin"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs nginx (apt-get install nginx-light); CI runs it with --ignored"]
+async fn the_documented_nginx_auth_request_charges_one_token_per_request() {
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let (_nginx, url) = nginx_before_an_origin(dir.path(), &a.redeemer_url).await;
     let http = reqwest::Client::new();
 
     // nginx passes the sidecar's challenges on.
@@ -143,4 +148,64 @@ async fn the_documented_nginx_auth_request_charges_one_token_per_request() {
         "a fresh challenge"
     );
     assert_eq!(scrip_testkit::spent_total(&c.ledger_url).await, 1);
+}
+
+/// A consortium of three members, each with the three live keys of a kind the ledger allows
+/// (a rotation a week and tokens redeemable for weeks keep several): the sidecar's 401 carries
+/// nine challenges, over 4 KiB of `WWW-Authenticate`, and the documented block still passes
+/// them on and takes a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs nginx (apt-get install nginx-light); CI runs it with --ignored"]
+async fn the_documented_nginx_block_passes_the_challenges_of_a_consortium_on() {
+    let (dir, c) = consortium_with_keys(&["op-a", "op-b", "op-c"]).await;
+    for op in &c.operators {
+        for _ in 0..2 {
+            op.issuer
+                .rotate_keys()
+                .await
+                .expect("another key of each kind");
+        }
+    }
+    let a = &c.operators[0];
+    let (_nginx, url) = nginx_before_an_origin(dir.path(), &a.redeemer_url).await;
+    let nginx_dir = dir.path().join("nginx");
+    let http = reqwest::Client::new();
+
+    let asked = http.get(&url).send().await.expect("answer");
+    assert_eq!(
+        asked.status(),
+        StatusCode::UNAUTHORIZED,
+        "nginx: {}",
+        std::fs::read_to_string(nginx_dir.join("error.log")).unwrap_or_default()
+    );
+    let header = challenged(&asked);
+    let challenges = param_values(&header, "challenge");
+    assert_eq!(challenges.len(), 9, "three keys of each of three issuers");
+    assert!(header.len() > 4096, "{} bytes", header.len());
+    let keys = param_values(&header, "token-key");
+    let challenge = PpChallenge::from_base64(&challenges[0]).expect("decodes");
+    let issuer = challenge.issuer_name();
+    let op = c
+        .operators
+        .iter()
+        .find(|o| o.name == issuer)
+        .expect("a member's challenge");
+    let card = cards_on_sale(op, 100, 1).await.remove(0);
+    let tokens = tokens_from_the_independent_client(
+        &op.issuer_url,
+        &card,
+        &challenge,
+        &base64_decode(&keys[0]),
+        1,
+    )
+    .await;
+    let (name, value) = build_authorization_header(&tokens[0]).expect("header");
+    let paid = http
+        .get(&url)
+        .header(name, value)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(paid.status(), StatusCode::OK);
+    assert_eq!(paid.text().await.expect("body"), "the paid bytes");
 }

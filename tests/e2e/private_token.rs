@@ -403,3 +403,388 @@ async fn a_wallet_pays_an_origin_from_the_command_line() {
     let health = ok(wallet(w, &["fetch", &format!("{}/healthz", b.relay_url)]).await);
     assert!(health.contains("\"status\""), "{health}");
 }
+
+/// An origin whose route refuses a request after its gate has spent the token (a 403, a 404
+/// of its own): the wallet cannot tell that answer from a refusal made before, so it keeps the
+/// token pending at that origin instead of counting it unspent again, pays the next origin
+/// with another token, and learns the first one's fate when it presents it there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wallet_does_not_take_back_a_token_an_origin_may_have_spent() {
+    use axum::http::StatusCode as S;
+    use scrip_client::{TokenState, Wallet, WalletError};
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+    let gate = TokenGate::new(&a.redeemer_url, kind.clone());
+    let app = axum::Router::new()
+        .route(
+            "/refused",
+            axum::routing::get(|| async { (S::FORBIDDEN, "not for you") }),
+        )
+        .route("/gone", axum::routing::get(|| async { S::NOT_FOUND }))
+        .route("/paid", axum::routing::get(|| async { "the goods" }))
+        .layer(axum::middleware::from_fn_with_state(gate, require_token));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind.clone(), 3)], &|_, _| {})
+        .await
+        .expect("opened");
+    let unspent = async || {
+        wallet
+            .balance()
+            .await
+            .expect("balance")
+            .unspent
+            .values()
+            .sum::<u64>()
+    };
+    for path in ["/refused", "/gone"] {
+        let refused = wallet.fetch(&format!("{origin}{path}"), None).await;
+        assert!(
+            matches!(refused, Err(WalletError::RedeemerUnsure { .. })),
+            "{path}: {refused:?}"
+        );
+    }
+    assert_eq!(scrip_testkit::spent_total(&c.ledger_url).await, 2);
+    assert_eq!(
+        unspent().await,
+        1,
+        "the two tokens the origin spent are not unspent"
+    );
+    let pending = wallet.tokens(TokenState::Pending).await.expect("tokens");
+    assert_eq!(pending.len(), 2);
+
+    // The next origin is paid with the token left, not with one already spent.
+    let paid = wallet
+        .fetch(&format!("{origin}/paid"), None)
+        .await
+        .expect("paid");
+    assert_eq!((paid.status, paid.presented_again), (200, false));
+    assert_eq!(paid.body, b"the goods");
+    // Presented at its origin again, the token is found spent there.
+    let again = wallet.fetch(&format!("{origin}/refused"), None).await;
+    assert!(
+        matches!(again, Err(WalletError::AlreadySpent { .. })),
+        "{again:?}"
+    );
+    assert_eq!(
+        wallet
+            .tokens(TokenState::Spent)
+            .await
+            .expect("tokens")
+            .len(),
+        2
+    );
+}
+
+/// A paid answer longer than the wallet keeps is an error that says so, with the token spent:
+/// never the first 64 MiB handed over as if they were the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paid_answer_longer_than_the_wallet_keeps_is_not_cut_silently() {
+    use scrip_client::wallet::MAX_FETCH_BODY;
+    use scrip_client::{TokenState, Wallet};
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+    let gate = TokenGate::new(&a.redeemer_url, kind.clone());
+    let app = axum::Router::new()
+        .route(
+            "/big",
+            axum::routing::get(|| async { vec![7u8; MAX_FETCH_BODY + 1] }),
+        )
+        .layer(axum::middleware::from_fn_with_state(gate, require_token));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind, 1)], &|_, _| {})
+        .await
+        .expect("opened");
+    let fetched = wallet.fetch(&format!("{origin}/big"), None).await;
+    let Err(e) = fetched else {
+        panic!(
+            "{} bytes handed over as the whole answer",
+            fetched.map(|f| f.body.len()).unwrap_or_default()
+        );
+    };
+    assert!(e.to_string().contains("longer than"), "{e}");
+    assert_eq!(
+        wallet
+            .tokens(TokenState::Spent)
+            .await
+            .expect("tokens")
+            .len(),
+        1,
+        "the origin answered 200: the token is spent"
+    );
+}
+
+/// The paid answer lost at an origin whose 401 carries no scrip error object (nginx's
+/// documented block answers a bare 401 with the challenges): the token presented there again
+/// is refused without saying why. The ledger says it is spent, so the wallet records it so and
+/// pays the next fetch with another token, instead of presenting the spent one at every fetch
+/// of that origin, for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_answer_at_an_origin_that_says_no_more_than_401_does_not_wedge_the_wallet() {
+    use axum::http::{HeaderValue, StatusCode as S, header};
+    use axum::response::IntoResponse as _;
+    use scrip_client::{TokenState, Wallet, WalletError};
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    use scrip_testkit::{Fault, FaultProxy};
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+    let gate = TokenGate::new(&a.redeemer_url, kind.clone());
+    // As nginx's `error_page 401 = @pay` does: the challenges kept, the body its own.
+    let bare_401 = |mut answer: axum::response::Response| async move {
+        if answer.status() == S::UNAUTHORIZED {
+            let challenges = answer.headers().get(header::WWW_AUTHENTICATE).cloned();
+            answer = (S::UNAUTHORIZED, "<html>401 Authorization Required</html>").into_response();
+            if let Some(v) = challenges {
+                answer.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            let html = HeaderValue::from_static("text/html");
+            answer.headers_mut().insert(header::CONTENT_TYPE, html);
+        }
+        answer
+    };
+    let app = axum::Router::new()
+        .route("/file", axum::routing::get(|| async { "the file" }))
+        .layer(axum::middleware::from_fn_with_state(gate, require_token))
+        .layer(axum::middleware::map_response(bare_401));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let proxy = FaultProxy::start(&origin).await;
+    let url = format!("{}/file", proxy.url());
+
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind, 4)], &|_, _| {})
+        .await
+        .expect("opened");
+    wallet.fetch(&url, None).await.expect("paid");
+    proxy.set_for("PrivateToken token=", Fault::DropResponse);
+    let lost = wallet.fetch(&url, None).await;
+    assert!(
+        matches!(lost, Err(WalletError::NoAnswer { .. })),
+        "{lost:?}"
+    );
+    proxy.set(Fault::Forward);
+    let again = wallet.fetch(&url, None).await;
+    assert!(
+        matches!(again, Err(WalletError::AlreadySpent { .. })),
+        "the token presented again is found spent: {again:?}"
+    );
+    let next = wallet.fetch(&url, None).await.expect("the next fetch pays");
+    assert_eq!((next.status, next.presented_again), (200, false));
+    assert_eq!(next.body, b"the file");
+
+    // A token spent behind the wallet's back (a copy of the wallet spent it, and used its
+    // grant): refused with a bare 401 too, and found spent, not put back among the unspent to be tried again.
+    let left = wallet.tokens(TokenState::Unspent).await.expect("tokens");
+    let [copy] = left.as_slice() else {
+        panic!("one token left: {left:?}")
+    };
+    let spent_elsewhere = reqwest::Client::new()
+        .post(format!("{}/v1/redeem", a.redeemer_url))
+        .json(&serde_json::json!({
+            "token": scrip_spec::encoding::b64_encode(copy.token.to_bytes()),
+            "kind": "chunk-1m",
+        }))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(spent_elsewhere.status(), StatusCode::OK);
+    let grant: Value = spent_elsewhere.json().await.expect("json");
+    let used = reqwest::Client::new()
+        .post(format!("{}/v1/grants/consume", a.redeemer_url))
+        .json(&serde_json::json!({"grant": grant["grant"], "kind": "chunk-1m"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(used.status(), StatusCode::OK);
+    let refused = wallet.fetch(&url, None).await;
+    assert!(
+        matches!(refused, Err(WalletError::AlreadySpent { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        wallet
+            .tokens(TokenState::Spent)
+            .await
+            .expect("tokens")
+            .len(),
+        4
+    );
+    assert!(
+        wallet
+            .tokens(TokenState::Pending)
+            .await
+            .expect("tokens")
+            .is_empty()
+    );
+}
+
+/// A URL that redirects to the origin that asks for a token (a download link on one host, the
+/// files on another): the token goes to the origin that asked, and only there. It went to the
+/// URL first asked, whose server saw it (and could spend it) though it had asked for nothing,
+/// and whose redirect then dropped it, so the origin was never paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_goes_only_to_the_origin_that_asked_for_it() {
+    use scrip_client::Wallet;
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+    let gate = TokenGate::new(&a.redeemer_url, kind.clone());
+    let files = axum::Router::new()
+        .route("/file", axum::routing::get(|| async { "the file" }))
+        .layer(axum::middleware::from_fn_with_state(gate, require_token));
+    let serve = async |app: axum::Router| {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    };
+    // The files on 127.0.0.1, the link on localhost: another host to an HTTP client.
+    let files_url = serve(files).await;
+    let saw_a_token = Arc::new(AtomicBool::new(false));
+    let to = format!("{files_url}/file");
+    let saw = saw_a_token.clone();
+    let link = axum::Router::new().route(
+        "/download",
+        axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+            if headers.contains_key("authorization") {
+                saw.store(true, Ordering::SeqCst);
+            }
+            axum::response::Redirect::temporary(&to)
+        }),
+    );
+    let link_url = serve(link).await.replace("127.0.0.1", "localhost");
+
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind, 2)], &|_, _| {})
+        .await
+        .expect("opened");
+    let fetched = wallet.fetch(&format!("{link_url}/download"), None).await;
+    assert!(
+        !saw_a_token.load(Ordering::SeqCst),
+        "the link's server was sent the token"
+    );
+    let fetched = fetched.expect("paid");
+    assert_eq!(
+        (fetched.status, fetched.body.as_slice()),
+        (200, &b"the file"[..])
+    );
+}
+
+/// An origin that takes tokens of some keys of a kind and not others (one that trusts only
+/// the newest key, or a header of many issuers cut to the newest): the wallet pays with a
+/// token it takes, the one closest to expiry among those, though it holds tokens of the kind
+/// closer to expiry that the origin does not take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wallet_pays_with_a_token_the_origin_takes_when_it_holds_others_of_the_kind() {
+    use axum::http::{HeaderValue, StatusCode as S, header};
+    use scrip_client::{TokenState, Wallet};
+    use scrip_redeemer::private_token::{TokenGate, require_token};
+    use scrip_spec::api::private_token::www_authenticate;
+    let (dir, c) = consortium_with_keys(&["op-a"]).await;
+    let a = &c.operators[0];
+    let kind = scrip_spec::CapacityKind::new("chunk-1m").expect("kind");
+    let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
+        .await
+        .expect("wallet");
+    let card = cards_on_sale(a, 100, 1).await.remove(0);
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind.clone(), 2)], &|_, _| {})
+        .await
+        .expect("opened");
+    // A newer key, valid a second later: its tokens expire after the first key's.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    a.issuer.rotate_keys().await.expect("rotate");
+    wallet
+        .open_card(&a.issuer_url, &card, &[(kind.clone(), 2)], &|_, _| {})
+        .await
+        .expect("opened");
+    let newest = a
+        .issuer
+        .public_keys()
+        .keys
+        .into_iter()
+        .filter(|k| k.kind == kind)
+        .max_by_key(|k| k.valid_from)
+        .expect("the new key");
+    let held = wallet.tokens(TokenState::Unspent).await.expect("tokens");
+    let of_newest =
+        |t: &scrip_client::store::StoredToken| t.token.token_key_id == newest.public_key.id();
+    assert_eq!(held.iter().filter(|t| of_newest(t)).count(), 2);
+
+    // The origin's challenges: the newest key's only.
+    let challenge = scrip_spec::api::private_token::PrivateTokenChallenge {
+        challenge: scrip_spec::TokenChallenge::for_issuer("op-a").expect("challenge"),
+        token_key: newest.public_key.clone(),
+        max_age: None,
+    };
+    let only_newest = HeaderValue::from_str(&www_authenticate(&[challenge])).expect("header");
+    let newest_only = move |mut answer: axum::response::Response| {
+        let only_newest = only_newest.clone();
+        async move {
+            if answer.status() == S::UNAUTHORIZED {
+                answer
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, only_newest);
+            }
+            answer
+        }
+    };
+    let gate = TokenGate::new(&a.redeemer_url, kind);
+    let app = axum::Router::new()
+        .route("/file", axum::routing::get(|| async { "the file" }))
+        .layer(axum::middleware::from_fn_with_state(gate, require_token))
+        .layer(axum::middleware::map_response(newest_only));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let paid = wallet
+        .fetch(&format!("{origin}/file"), None)
+        .await
+        .expect("paid with a token of the newest key");
+    assert_eq!(paid.body, b"the file");
+    let left = wallet.tokens(TokenState::Unspent).await.expect("tokens");
+    assert_eq!(left.len(), 3);
+    assert_eq!(left.iter().filter(|t| of_newest(t)).count(), 1);
+}

@@ -114,8 +114,9 @@ pub enum WalletError {
         /// Message.
         message: String,
     },
-    /// The redeemer answered a 408 or a 5xx: the spend may have committed, so the token is
-    /// kept for that redeemer, which grants again when it is presented there again.
+    /// The redeemer answered a 408 or a 5xx (or an origin, to a token, anything but a refusal
+    /// of the token): the spend may have committed, so the token is kept for that redeemer,
+    /// which grants again (an origin: answers) when it is presented there again.
     #[error(
         "the redeemer at {redeemer} could not finish ({status}: {code}: {message}); the token is kept for it: run the same spend again to collect its grant"
     )]

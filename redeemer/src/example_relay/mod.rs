@@ -28,7 +28,6 @@ use scrip_common::server::{ApiError, finish, health_answer};
 use scrip_spec::api::Health;
 use scrip_spec::api::redeemer::ConsumeRequest;
 use scrip_spec::api::relay::{ChunkStored, QueueCreated, RelayErrorCode as Code};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,49 +214,55 @@ async fn get_chunk(State(relay): State<Relay>, Path(id): Path<String>) -> Respon
     }
 }
 
-/// The file of `data_dir/downloads/` a download's name stands for, if the name is a plain
-/// file name (no path, no hidden file).
-fn download_path(relay: &Relay, name: &str) -> Option<PathBuf> {
+/// The file of download `name` in `data_dir/downloads/`, if `name` is a plain file name (no
+/// path, no hidden file).
+fn download_path(config: &RelayConfig, name: &str) -> Option<std::path::PathBuf> {
     let plain = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    plain.then(|| relay.config.data_dir.join("downloads").join(name))
+    plain.then(|| config.data_dir.join("downloads").join(name))
 }
 
-/// Before the token gate: a download that is not there is 404 (or 400) without a charge, so a
-/// token pays only for a file the relay has.
+fn not_a_download_name() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        Code::BadId,
+        "not a download's name",
+    )
+}
+
+fn no_such_download() -> Response {
+    error(StatusCode::NOT_FOUND, Code::NotFound, "no such download")
+}
+
+/// Before the token gate: a request for a download that is not there is refused without
+/// charging (the gate spends the token before the route runs).
 async fn download_exists(
     State(relay): State<Relay>,
     Path(name): Path<String>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(path) = download_path(&relay, &name) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            Code::BadId,
-            "not a download's name",
-        );
+    let Some(path) = download_path(&relay.config, &name) else {
+        return not_a_download_name();
     };
-    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-        return error(StatusCode::NOT_FOUND, Code::NotFound, "no such download");
+    match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() => next.run(request).await,
+        _ => no_such_download(),
     }
-    next.run(request).await
 }
 
-/// `GET /downloads/{name}`, once its token is spent: the file.
+/// `GET /downloads/{name}`, once its token is spent: a file of `data_dir/downloads/`.
 async fn download(State(relay): State<Relay>, Path(name): Path<String>) -> Response {
-    let read = match download_path(&relay, &name) {
-        Some(path) => tokio::fs::read(path).await.ok(),
-        None => None,
+    let Some(path) = download_path(&relay.config, &name) else {
+        return not_a_download_name();
     };
-    match read {
-        Some(bytes) => bytes.into_response(),
-        // Removed between the check and the read.
-        None => error(StatusCode::NOT_FOUND, Code::NotFound, "no such download"),
+    match tokio::fs::read(path).await {
+        Ok(bytes) => bytes.into_response(),
+        Err(_) => no_such_download(),
     }
 }
 
@@ -309,15 +314,18 @@ pub fn router(config: RelayConfig) -> std::io::Result<Router> {
         metrics: m.build(),
         grant_checks,
     };
-    // `route_layer`: unmatched paths get their 404 without a charge; the outer layer (added
-    // last) checks the file is there before the gate takes the token.
-    let downloads = Router::new()
-        .route("/downloads/{name}", get(download))
+    // The checks that refuse a request come before the gate, which charges: a download that
+    // is not there costs nothing.
+    // Route layers of the method router, so they run only for the requests the route serves
+    // (a POST gets its 405, any other path its 404, without paying), the existence check
+    // first: a download that is not there costs nothing either.
+    let paid = get(download)
         .route_layer(axum::middleware::from_fn_with_state(gate, require_token))
         .route_layer(axum::middleware::from_fn_with_state(
             relay.clone(),
             download_exists,
         ));
+    let downloads = Router::new().route("/downloads/{name}", paid);
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -4,5 +4,6 @@
 mod abuse;
 mod helpers;
 mod optimistic;
+mod private_token;
 mod relay;
 mod strict;

@@ -84,13 +84,22 @@ impl PrivateTokenChallenge {
     }
 }
 
-/// `WWW-Authenticate` with one challenge per entry of `challenges`.
+/// `WWW-Authenticate` with one challenge per entry of `challenges`, in order, as many as fit
+/// in [`MAX_HEADER_LEN`] (the longest header a client reads, about 30 challenges of RSA-2048
+/// keys): those after the first that does not fit are left out, so the header is never one
+/// that clients refuse whole.
 pub fn www_authenticate(challenges: &[PrivateTokenChallenge]) -> String {
-    challenges
-        .iter()
-        .map(PrivateTokenChallenge::header_value)
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut header = String::new();
+    for challenge in challenges {
+        let value = challenge.header_value();
+        let separator = if header.is_empty() { "" } else { ", " };
+        if header.len() + separator.len() + value.len() > MAX_HEADER_LEN {
+            break;
+        }
+        header.push_str(separator);
+        header.push_str(&value);
+    }
+    header
 }
 
 /// `Authorization` carrying `token`.
