@@ -21,7 +21,7 @@ pub enum ChangeArg {
         #[arg(long)]
         name: String,
         /// Its public key, as `scrip operator keygen` printed it.
-        #[arg(long, value_parser = parse_operator)]
+        #[arg(long, value_parser = parse_operator, allow_hyphen_values = true)]
         id: OperatorId,
         /// A role: issuer, redeemer or admin (repeat for several).
         #[arg(long = "role", required = true, value_parser = parse_role)]
@@ -30,13 +30,13 @@ pub enum ChangeArg {
     /// Remove a member: its requests are refused from then on, its past entries stay.
     Remove {
         /// Its public key.
-        #[arg(long, value_parser = parse_operator)]
+        #[arg(long, value_parser = parse_operator, allow_hyphen_values = true)]
         id: OperatorId,
     },
     /// Replace a member's roles.
     SetRoles {
         /// Its public key.
-        #[arg(long, value_parser = parse_operator)]
+        #[arg(long, value_parser = parse_operator, allow_hyphen_values = true)]
         id: OperatorId,
         /// A role: issuer, redeemer or admin (repeat for several).
         #[arg(long = "role", required = true, value_parser = parse_role)]
@@ -52,7 +52,7 @@ pub enum ChangeArg {
     /// Revoke any issuer's token key.
     RevokeKey {
         /// The key id (base64url).
-        #[arg(long, value_parser = parse_key_id)]
+        #[arg(long, value_parser = parse_key_id, allow_hyphen_values = true)]
         key_id: TokenKeyId,
         /// Why, for the auditors.
         #[arg(long)]
@@ -68,6 +68,8 @@ struct ProposalFile {
     approvals: Vec<Approval>,
 }
 
+/// An operator's id. Its arguments take values that start with `-` (`allow_hyphen_values`):
+/// one base64url id in 64 does, and would otherwise be read as a flag.
 fn parse_operator(text: &str) -> Result<OperatorId, String> {
     text.parse()
         .map_err(|_| format!("{text:?} is not an operator key (43 base64url characters)"))

@@ -43,7 +43,7 @@ pub enum LedgerCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// The key id (base64url), as the key directory shows it.
-        #[arg(long, value_name = "KEY_ID")]
+        #[arg(long, value_name = "KEY_ID", allow_hyphen_values = true)]
         key_id: String,
     },
 }
