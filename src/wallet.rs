@@ -199,12 +199,7 @@ impl Output {
 }
 
 pub async fn run(path: PathBuf, json: bool, cmd: WalletCommand) -> anyhow::Result<()> {
-    let result = match cmd {
-        // The body is bytes, written by `fetch` itself, so it must know the output mode.
-        WalletCommand::Fetch { url, kind, out } => fetch(&path, &url, kind, out, json).await,
-        cmd => execute(&path, cmd).await,
-    };
-    match result {
+    match execute(&path, json, cmd).await {
         Ok(out) => {
             if json {
                 println!("{}", out.json);
@@ -277,7 +272,8 @@ async fn fetch(
     Ok(Output::new(answer))
 }
 
-async fn execute(path: &Path, cmd: WalletCommand) -> anyhow::Result<Output> {
+/// Runs one command; `json` only for `fetch`, whose body is bytes it writes itself.
+async fn execute(path: &Path, json: bool, cmd: WalletCommand) -> anyhow::Result<Output> {
     let now = scrip_spec::now();
     Ok(match cmd {
         WalletCommand::Init { ledger } => {
@@ -489,7 +485,7 @@ async fn execute(path: &Path, cmd: WalletCommand) -> anyhow::Result<Output> {
                 .await?;
             refresh_output(&summary, "gave in")?
         }
-        WalletCommand::Fetch { url, kind, out } => fetch(path, &url, kind, out, false).await?,
+        WalletCommand::Fetch { url, kind, out } => fetch(path, &url, kind, out, json).await?,
         WalletCommand::Export { out } => {
             let wallet = Wallet::open(path).await?;
             let file = wallet.export().await?;

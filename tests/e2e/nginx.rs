@@ -4,7 +4,7 @@
 //! it).
 
 use crate::private_token::{
-    base64_decode, challenged, param_values, tokens_from_the_independent_client,
+    base64_decode, challenged, param_values, serve_origin, tokens_from_the_independent_client,
 };
 use crate::support::{cards_on_sale, consortium_with_keys};
 use privacypass::auth::authenticate::TokenChallenge as PpChallenge;
@@ -80,15 +80,11 @@ impl Drop for Nginx {
 /// The documented block in front of a plain origin that knows nothing of tokens, checked at
 /// the sidecar `sidecar_url`; the URL of a paid download. nginx's files are in `dir/nginx`.
 async fn nginx_before_an_origin(dir: &Path, sidecar_url: &str) -> (Nginx, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let backend = format!("http://{}", listener.local_addr().expect("addr"));
     let origin = axum::Router::new().route(
         "/downloads/{name}",
         axum::routing::get(|| async { "the paid bytes" }),
     );
-    tokio::spawn(async move { axum::serve(listener, origin).await });
+    let backend = serve_origin(origin).await;
     let port = scrip_testkit::free_port();
     let block = documented_block()
         .replace("http://127.0.0.1:7600", sidecar_url)

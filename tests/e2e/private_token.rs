@@ -20,6 +20,16 @@ use scrip_spec::api::private_token::parse_www_authenticate;
 use serde_json::Value;
 use tls_codec::{Deserialize as _, Serialize as _};
 
+/// Serves `app` on a free loopback port; its base URL.
+pub(crate) async fn serve_origin(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    origin
+}
+
 /// The `WWW-Authenticate` value of a 401.
 pub(crate) fn challenged(answer: &reqwest::Response) -> String {
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
@@ -425,11 +435,7 @@ async fn a_wallet_does_not_take_back_a_token_an_origin_may_have_spent() {
         .route("/gone", axum::routing::get(|| async { S::NOT_FOUND }))
         .route("/paid", axum::routing::get(|| async { "the goods" }))
         .layer(axum::middleware::from_fn_with_state(gate, require_token));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let origin = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let origin = serve_origin(app).await;
 
     let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
         .await
@@ -504,11 +510,7 @@ async fn a_paid_answer_longer_than_the_wallet_keeps_is_not_cut_silently() {
             axum::routing::get(|| async { vec![7u8; MAX_FETCH_BODY + 1] }),
         )
         .layer(axum::middleware::from_fn_with_state(gate, require_token));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let origin = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let origin = serve_origin(app).await;
     let wallet = Wallet::create(&dir.path().join("w.db"), &c.ledger_url, None)
         .await
         .expect("wallet");
@@ -569,11 +571,7 @@ async fn a_lost_answer_at_an_origin_that_says_no_more_than_401_does_not_wedge_th
         .route("/file", axum::routing::get(|| async { "the file" }))
         .layer(axum::middleware::from_fn_with_state(gate, require_token))
         .layer(axum::middleware::map_response(bare_401));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let origin = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let origin = serve_origin(app).await;
     let proxy = FaultProxy::start(&origin).await;
     let url = format!("{}/file", proxy.url());
 
@@ -665,14 +663,7 @@ async fn a_token_goes_only_to_the_origin_that_asked_for_it() {
     let files = axum::Router::new()
         .route("/file", axum::routing::get(|| async { "the file" }))
         .layer(axum::middleware::from_fn_with_state(gate, require_token));
-    let serve = async |app: axum::Router| {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url
-    };
+    let serve = serve_origin;
     // The files on 127.0.0.1, the link on localhost: another host to an HTTP client.
     let files_url = serve(files).await;
     let saw_a_token = Arc::new(AtomicBool::new(false));
@@ -773,11 +764,7 @@ async fn a_wallet_pays_with_a_token_the_origin_takes_when_it_holds_others_of_the
         .route("/file", axum::routing::get(|| async { "the file" }))
         .layer(axum::middleware::from_fn_with_state(gate, require_token))
         .layer(axum::middleware::map_response(newest_only));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let origin = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let origin = serve_origin(app).await;
 
     let paid = wallet
         .fetch(&format!("{origin}/file"), None)
