@@ -128,12 +128,11 @@ impl Consortium {
         // paths relative to the directory (read from each file's own directory).
         write_config(
             &dir.join("ledger.toml"),
-            &scrip_ledger::LedgerConfig {
-                listen: "127.0.0.1:7400".parse()?,
-                database: "sqlite://ledger.db".into(),
-                key_file: "ledger.key".into(),
-                checkpoint_secs: 300,
-            },
+            &scrip_ledger::LedgerConfig::new(
+                "127.0.0.1:7400".parse()?,
+                "sqlite://ledger.db".into(),
+                "ledger.key".into(),
+            ),
         )?;
         let mut operators = Vec::new();
         for (i, name) in names.iter().enumerate() {

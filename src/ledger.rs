@@ -60,13 +60,25 @@ pub async fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
             database,
         } => {
             let key = read_key(&key)?;
-            let genesis = GenesisFile::load(&genesis)?.into_genesis(key.id(), scrip_spec::now());
+            let genesis = GenesisFile::load(&genesis)?.into_genesis(key.id(), scrip_spec::now())?;
             let store = scrip_ledger::connect(&database)
                 .await
                 .with_context(|| "cannot open the database")?;
             let ledger = Ledger::init(store, key, genesis).await?;
             let info = ledger.info().await;
             println!("ledger {} created", info.ledger_id);
+            if !info.genesis.committee.is_empty() {
+                let n = info.genesis.committee.len();
+                println!(
+                    "committee: {n} nodes, tolerating {} faulty; this database is node {}'s",
+                    scrip_spec::committee::max_faulty(n),
+                    info.genesis
+                        .committee
+                        .iter()
+                        .find(|m| m.node_key == ledger.key().id())
+                        .map_or("?", |m| m.operator.as_str())
+                );
+            }
             println!(
                 "members: {}",
                 info.operators

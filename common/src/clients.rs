@@ -241,14 +241,174 @@ pub type RedeemerClientError = ClientError<RedeemerErrorCode>;
 /// A relay client's error.
 pub type RelayClientError = ClientError<RelayErrorCode>;
 
-service_client!(
-    /// A client of the ledger, for issuers, redeemers, wallets and auditors.
-    LedgerClient,
-    "ledger",
-    LedgerErrorCode
-);
+/// A client of the ledger, for issuers, redeemers, wallets and auditors. On a committee
+/// ledger it sends each request to every node and takes an outcome only when `f + 1` nodes
+/// answered the same one, each receipt signed by its node (PROTOCOL.md section 11.3).
+#[derive(Debug, Clone)]
+pub struct LedgerClient {
+    endpoint: Endpoint,
+    committee: std::sync::Arc<tokio::sync::OnceCell<Option<std::sync::Arc<Committee>>>>,
+}
+
+/// The nodes of a committee ledger, as read from its genesis.
+#[derive(Debug)]
+struct Committee {
+    ledger_id: scrip_spec::ledger::Hash32,
+    nodes: Vec<(scrip_spec::OperatorId, Endpoint)>,
+    quorum: usize,
+}
+
+impl Committee {
+    async fn submit(&self, request: &Signed<LedgerRequest>) -> Result<Receipt, LedgerClientError> {
+        use scrip_spec::committee::ReceiptStatement;
+        let digest = scrip_spec::ledger::Hash32(scrip_spec::ledger::request_digest(request));
+        let request = std::sync::Arc::new(request.clone());
+        let mut answers = tokio::task::JoinSet::new();
+        for (node, endpoint) in &self.nodes {
+            let (node, endpoint, request) = (*node, endpoint.clone(), request.clone());
+            answers.spawn(async move {
+                let answer: Result<Receipt, LedgerClientError> =
+                    endpoint.post("/v1/entries", request.as_ref()).await;
+                (node, answer)
+            });
+        }
+        let mut receipts: Vec<(ReceiptStatement, Receipt, usize)> = Vec::new();
+        let mut refusals: Vec<(u16, LedgerErrorCode, usize)> = Vec::new();
+        let mut last_error = None;
+        while let Some(joined) = answers.join_next().await {
+            let Ok((node, answer)) = joined else { continue };
+            match answer {
+                Ok(receipt) => {
+                    let statement = ReceiptStatement {
+                        ledger_id: self.ledger_id,
+                        request: digest,
+                        seq: receipt.seq,
+                        entry_hash: receipt.entry_hash,
+                        spends: receipt.spends.clone(),
+                    };
+                    // A node speaks for itself only, about this request only.
+                    let signed_by_node = receipt.attestation.as_ref().is_some_and(|a| {
+                        a.node == node
+                            && a.request == digest
+                            && scrip_spec::operator::verify_detached(
+                                &node,
+                                &statement,
+                                &a.signature,
+                            )
+                            .is_ok()
+                    });
+                    if !signed_by_node {
+                        tracing::warn!(node = %node, "a ledger node answered a receipt it did not sign properly; ignored");
+                        continue;
+                    }
+                    let count = match receipts.iter_mut().find(|(s, _, _)| *s == statement) {
+                        Some((_, _, n)) => {
+                            *n += 1;
+                            *n
+                        }
+                        None => {
+                            receipts.push((statement, receipt.clone(), 1));
+                            1
+                        }
+                    };
+                    if count >= self.quorum {
+                        answers.abort_all();
+                        return Ok(receipt);
+                    }
+                }
+                Err(e) if !e.outcome_unknown() => {
+                    let (Some(status), Some(code)) = (e.status(), e.code()) else {
+                        continue;
+                    };
+                    let count = match refusals
+                        .iter_mut()
+                        .find(|(s, c, _)| *s == status && *c == code)
+                    {
+                        Some((_, _, n)) => {
+                            *n += 1;
+                            *n
+                        }
+                        None => {
+                            refusals.push((status, code, 1));
+                            1
+                        }
+                    };
+                    if count >= self.quorum {
+                        answers.abort_all();
+                        return Err(e);
+                    }
+                    last_error = Some(e);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(ClientError::Refused {
+            service: "ledger",
+            status: 503,
+            error: ErrorObject {
+                code: LedgerErrorCode::LedgerUnavailable,
+                message: format!(
+                    "fewer than {} of the {} ledger nodes gave the same answer, so the outcome is unknown; send the same request again (last answer: {})",
+                    self.quorum,
+                    self.nodes.len(),
+                    last_error.map_or_else(|| "none".to_owned(), |e| e.to_string())
+                ),
+                details: ErrorDetails::default(),
+            },
+        })
+    }
+}
 
 impl LedgerClient {
+    /// A client of the ledger at `base_url` on a shared pool.
+    pub fn on(base_url: &str, http: Http) -> Self {
+        Self {
+            endpoint: Endpoint::new("ledger", base_url, http),
+            committee: std::sync::Arc::default(),
+        }
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.endpoint.base
+    }
+
+    /// `GET /healthz`: its checks, on 200 and 503 alike.
+    pub async fn health(&self) -> Result<Health, LedgerClientError> {
+        self.endpoint.health().await
+    }
+
+    /// The committee, read once from the genesis of the ledger at [`LedgerClient::url`];
+    /// `None` for a one-node ledger, or while the ledger cannot be read.
+    async fn committee(&self) -> Option<std::sync::Arc<Committee>> {
+        let read = self
+            .committee
+            .get_or_try_init(|| async {
+                let info = self.info().await?;
+                if info.genesis.committee.is_empty() || info.genesis.ledger_id() != info.ledger_id {
+                    return Ok::<_, LedgerClientError>(None);
+                }
+                let n = info.genesis.committee.len();
+                Ok(Some(std::sync::Arc::new(Committee {
+                    ledger_id: info.ledger_id,
+                    nodes: info
+                        .genesis
+                        .committee
+                        .iter()
+                        .map(|m| {
+                            (
+                                m.node_key,
+                                Endpoint::new("ledger", &m.api_url, self.endpoint.http.clone()),
+                            )
+                        })
+                        .collect(),
+                    quorum: scrip_spec::committee::answer_quorum(n),
+                })))
+            })
+            .await;
+        read.ok().cloned().flatten()
+    }
+
     /// A client of the ledger at `base_url` (for example `http://127.0.0.1:7400`), 30 s per call.
     pub fn new(base_url: &str) -> Self {
         Self::with_timeout(base_url, Duration::from_secs(30))
@@ -264,12 +424,16 @@ impl LedgerClient {
         self.endpoint.get("/v1/info").await
     }
 
-    /// Submits a signed request.
+    /// Submits a signed request: to the ledger, or to every node of a committee ledger,
+    /// answering the outcome `f + 1` nodes agree on (a 503 if they do not).
     pub async fn submit(
         &self,
         request: &Signed<LedgerRequest>,
     ) -> Result<Receipt, LedgerClientError> {
-        self.endpoint.post("/v1/entries", request).await
+        match self.committee().await {
+            Some(committee) => committee.submit(request).await,
+            None => self.endpoint.post("/v1/entries", request).await,
+        }
     }
 
     /// The key directory, optionally filtered.

@@ -1,6 +1,6 @@
 //! The ledger service's configuration: a TOML file, each field overridable by environment.
 
-use scrip_common::config::{Field, Schema};
+use scrip_common::config::{Field, Schema, UNSET};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +37,41 @@ pub const SCHEMA: Schema = Schema {
             example: "",
             env: Some("SCRIP_LEDGER_CHECKPOINT_SECS"),
         },
+        Field {
+            name: "peer_listen",
+            doc: "Committee ledgers: where this node listens for the other nodes; the peer_address the genesis gives this node if unset.",
+            default: Some(UNSET),
+            example: "\"0.0.0.0:7410\"",
+            env: Some("SCRIP_LEDGER_PEER_LISTEN"),
+        },
+        Field {
+            name: "consensus_dir",
+            doc: "Committee ledgers: the directory of this node's consensus backup (keep it with the database: a node that loses it must not rejoin before its session ends).",
+            default: Some("\"consensus\""),
+            example: "",
+            env: Some("SCRIP_LEDGER_CONSENSUS_DIR"),
+        },
+        Field {
+            name: "unit_delay_ms",
+            doc: "Committee ledgers: milliseconds between this node's consensus units; a request is ordered in about three of these.",
+            default: Some("50"),
+            example: "",
+            env: Some("SCRIP_LEDGER_UNIT_DELAY_MS"),
+        },
+        Field {
+            name: "session_rounds",
+            doc: "Committee ledgers: consensus rounds per session (every node of the committee must use the same value).",
+            default: Some("20000"),
+            example: "",
+            env: Some("SCRIP_LEDGER_SESSION_ROUNDS"),
+        },
+        Field {
+            name: "order_wait_secs",
+            doc: "Committee ledgers: how long a submitted request waits to be ordered before the node answers 503.",
+            default: Some("10"),
+            example: "",
+            env: Some("SCRIP_LEDGER_ORDER_WAIT_SECS"),
+        },
     ],
 };
 
@@ -54,6 +89,37 @@ pub struct LedgerConfig {
     /// Seconds between checkpoints when the log has grown (`SCRIP_LEDGER_CHECKPOINT_SECS`).
     #[serde(default = "default_checkpoint_secs")]
     pub checkpoint_secs: u64,
+    /// Where this node listens for the other nodes (`SCRIP_LEDGER_PEER_LISTEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<SocketAddr>,
+    /// This node's consensus backup (`SCRIP_LEDGER_CONSENSUS_DIR`).
+    #[serde(default = "default_consensus_dir")]
+    pub consensus_dir: PathBuf,
+    /// Milliseconds between units (`SCRIP_LEDGER_UNIT_DELAY_MS`).
+    #[serde(default = "default_unit_delay_ms")]
+    pub unit_delay_ms: u64,
+    /// Rounds per session (`SCRIP_LEDGER_SESSION_ROUNDS`).
+    #[serde(default = "default_session_rounds")]
+    pub session_rounds: u16,
+    /// Seconds a submitted request waits to be ordered (`SCRIP_LEDGER_ORDER_WAIT_SECS`).
+    #[serde(default = "default_order_wait_secs")]
+    pub order_wait_secs: u64,
+}
+
+fn default_consensus_dir() -> PathBuf {
+    PathBuf::from("consensus")
+}
+
+fn default_unit_delay_ms() -> u64 {
+    50
+}
+
+fn default_session_rounds() -> u16 {
+    20_000
+}
+
+fn default_order_wait_secs() -> u64 {
+    10
 }
 
 fn default_listen() -> SocketAddr {
@@ -84,6 +150,12 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// The genesis file is not complete.
+    #[error("the genesis file is incomplete: {message}")]
+    Genesis {
+        /// What is missing.
+        message: String,
+    },
     /// An environment override is not valid.
     #[error("environment variable {message}")]
     Env {
@@ -108,8 +180,59 @@ impl LedgerConfig {
             .map_err(|message| ConfigError::Env { message })?;
         // Relative paths are the file's, not the working directory's.
         config.key_file = scrip_common::config::relative_to(path, &config.key_file);
+        config.consensus_dir = scrip_common::config::relative_to(path, &config.consensus_dir);
         config.database = scrip_common::config::sqlite_relative_to(path, &config.database);
         Ok(config)
+    }
+}
+
+impl LedgerConfig {
+    /// A configuration with every optional field at its default.
+    pub fn new(listen: SocketAddr, database: String, key_file: PathBuf) -> Self {
+        Self {
+            listen,
+            database,
+            key_file,
+            checkpoint_secs: default_checkpoint_secs(),
+            peer_listen: None,
+            consensus_dir: default_consensus_dir(),
+            unit_delay_ms: default_unit_delay_ms(),
+            session_rounds: default_session_rounds(),
+            order_wait_secs: default_order_wait_secs(),
+        }
+    }
+
+    /// How this node takes part in its committee's consensus; `None` for a one-node ledger.
+    pub fn node_settings(
+        &self,
+        ledger: &crate::Ledger,
+    ) -> Result<Option<crate::node::NodeSettings>, ConfigError> {
+        let view = ledger.view();
+        if view.genesis.committee.is_empty() {
+            return Ok(None);
+        }
+        let me = ledger.key().id();
+        let Some(member) = view.genesis.committee.iter().find(|m| m.node_key == me) else {
+            return Err(ConfigError::Genesis {
+                message: "this node's key is not in the committee".into(),
+            });
+        };
+        let peer_listen = match self.peer_listen {
+            Some(address) => address,
+            None => member.peer_address.parse().map_err(|_| ConfigError::Genesis {
+                message: format!(
+                    "the genesis gives this node the peer address {:?}, which is not IP:PORT; set peer_listen",
+                    member.peer_address
+                ),
+            })?,
+        };
+        Ok(Some(crate::node::NodeSettings {
+            peer_listen,
+            consensus_dir: self.consensus_dir.clone(),
+            unit_delay: std::time::Duration::from_millis(self.unit_delay_ms.max(1)),
+            session_rounds: self.session_rounds.max(10),
+            order_wait: std::time::Duration::from_secs(self.order_wait_secs.max(1)),
+        }))
     }
 }
 
@@ -186,6 +309,13 @@ pub struct GenesisFile {
     pub admin_quorum: Option<u32>,
     /// Seconds a key must still be spendable when announced; one hour if absent.
     pub min_redeem_window: Option<u64>,
+    /// The nodes of a replicated ledger; a one-node ledger if absent. Every node runs
+    /// `scrip ledger init` on the same file, so the file also fixes `created_at`.
+    #[serde(default)]
+    pub committee: Vec<scrip_spec::committee::CommitteeMember>,
+    /// When the ledger was created (Unix seconds): required with a committee, so that every
+    /// node writes the same genesis; the time of `init` otherwise.
+    pub created_at: Option<u64>,
 }
 
 impl GenesisFile {
@@ -201,13 +331,24 @@ impl GenesisFile {
         })
     }
 
-    /// The genesis entry, with the ledger key and creation time.
+    /// The genesis entry. A one-node ledger gets `key` as its ledger key and `now` as its
+    /// creation time. A committee ledger has no ledger key (all zeros: no single key speaks
+    /// for it) and takes its creation time from the file, so every node's genesis, and so
+    /// its ledger id, is the same.
     pub fn into_genesis(
         self,
-        ledger_key: scrip_spec::OperatorId,
-        created_at: scrip_spec::UnixSeconds,
-    ) -> scrip_spec::ledger::Genesis {
-        scrip_spec::ledger::Genesis {
+        key: scrip_spec::OperatorId,
+        now: scrip_spec::UnixSeconds,
+    ) -> Result<scrip_spec::ledger::Genesis, ConfigError> {
+        let (ledger_key, created_at) = if self.committee.is_empty() {
+            (key, self.created_at.unwrap_or(now))
+        } else {
+            let created_at = self.created_at.ok_or_else(|| ConfigError::Genesis {
+                message: "a genesis with a committee must set created_at, so that every node writes the same genesis".into(),
+            })?;
+            (scrip_spec::OperatorId([0; 32]), created_at)
+        };
+        Ok(scrip_spec::ledger::Genesis {
             ledger_name: self.ledger_name,
             ledger_key,
             created_at,
@@ -217,6 +358,7 @@ impl GenesisFile {
             min_redeem_window: self
                 .min_redeem_window
                 .unwrap_or(scrip_spec::ledger::DEFAULT_MIN_REDEEM_WINDOW),
-        }
+            committee: self.committee,
+        })
     }
 }

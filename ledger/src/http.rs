@@ -2,6 +2,7 @@
 //! `{"error": {"code": "...", "message": "..."}}`.
 
 use crate::config::LedgerConfig;
+use crate::node::{Node, NodeSettings};
 use crate::rules::Refusal;
 use crate::service::{Ledger, LedgerError};
 use crate::store::connect;
@@ -77,6 +78,8 @@ impl Metrics {
 pub struct AppState {
     /// The ledger.
     pub ledger: Arc<Ledger>,
+    /// On a committee ledger, this node: requests go through its consensus.
+    pub node: Option<Arc<Node>>,
     /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
 }
@@ -119,6 +122,11 @@ impl From<LedgerError> for ApiError {
                     _ => error,
                 }
             }
+            LedgerError::NotOrdered { .. } | LedgerError::Busy => ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                Code::LedgerUnavailable,
+                err.to_string(),
+            ),
             other => ApiError::unavailable(
                 Code::LedgerUnavailable,
                 "ledger operation failed",
@@ -182,13 +190,19 @@ async fn submit(
     // The append runs in its own task: if the client goes away or the request times out, the
     // append still finishes (or fails) as a whole, and the ledger's head stays in step.
     let ledger = state.ledger.clone();
-    let outcome = tokio::spawn(async move { ledger.submit(request).await })
-        .await
-        .unwrap_or_else(|join| {
-            Err(LedgerError::Store(crate::store::StoreError::Corrupt {
-                what: format!("append task failed: {join}"),
-            }))
-        });
+    let node = state.node.clone();
+    let outcome = tokio::spawn(async move {
+        match node {
+            Some(node) => node.submit(request).await,
+            None => ledger.submit(request).await,
+        }
+    })
+    .await
+    .unwrap_or_else(|join| {
+        Err(LedgerError::Store(crate::store::StoreError::Corrupt {
+            what: format!("append task failed: {join}"),
+        }))
+    });
     match outcome {
         Ok(receipt) => {
             let accepted = receipt
@@ -334,12 +348,20 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store and the ledger and binds the listener (port 0 picks a free port).
+    /// Opens the store and the ledger and binds the listener (port 0 picks a free port). On
+    /// a committee ledger it also starts this node's consensus.
     pub async fn build(config: &LedgerConfig) -> anyhow::Result<Self> {
         let key = OperatorKey::read_file(&config.key_file)?;
         let store = connect(&config.database).await?;
-        let ledger = Ledger::open(store, key).await?;
-        Self::from_ledger(Arc::new(ledger), config.listen, config.checkpoint_secs).await
+        let node_key = Arc::new(OperatorKey::from_seed(&key.seed()));
+        let ledger = Arc::new(Ledger::open(store, key).await?);
+        let node = match config.node_settings(&ledger)? {
+            Some(settings) => Some(Node::start(ledger.clone(), node_key, settings).await?),
+            None => None,
+        };
+        let mut app = Self::from_ledger(ledger, config.listen, config.checkpoint_secs).await?;
+        app.state.node = node;
+        Ok(app)
     }
 
     /// Serves an already opened ledger.
@@ -354,9 +376,23 @@ impl Application {
             state: AppState {
                 metrics: Arc::new(Metrics::new(&ledger)),
                 ledger,
+                node: None,
             },
             checkpoint_secs,
         })
+    }
+
+    /// Serves an already opened committee ledger as the node of `key`.
+    pub async fn from_node(
+        ledger: Arc<Ledger>,
+        key: Arc<OperatorKey>,
+        listen: std::net::SocketAddr,
+        settings: NodeSettings,
+    ) -> anyhow::Result<Self> {
+        let node = Node::start(ledger.clone(), key, settings).await?;
+        let mut app = Self::from_ledger(ledger, listen, u64::MAX / 2).await?;
+        app.state.node = Some(node);
+        Ok(app)
     }
 
     /// The bound address.
@@ -385,8 +421,12 @@ impl Application {
                 }
             }
         });
+        let node = self.state.node.clone();
         let result = scrip_common::server::serve(self.listener, router(self.state), shutdown).await;
         checkpoints.abort();
+        if let Some(node) = node {
+            node.shutdown().await;
+        }
         if let Err(e) = ledger.checkpoint().await {
             tracing::error!(error = ?e, "final checkpoint failed");
         }

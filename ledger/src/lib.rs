@@ -4,6 +4,7 @@ pub mod audit;
 pub mod config;
 pub mod http;
 pub mod local;
+pub mod node;
 pub mod rules;
 pub mod service;
 pub mod store;

@@ -37,6 +37,7 @@ pub async fn init(
         catalog: Catalog::standard(),
         admin_quorum: None,
         min_redeem_window: scrip_spec::ledger::DEFAULT_MIN_REDEEM_WINDOW,
+        committee: Vec::new(),
     };
     let store = connect(url).await?;
     Ledger::init(store, key, genesis).await

@@ -244,6 +244,7 @@ impl LedgerState {
                 )));
             }
         }
+        check_committee(genesis, &ids)?;
         let admins = admins_in(genesis.operators.iter());
         if let Some(quorum) = genesis.admin_quorum
             && (quorum == 0 || quorum > admins)
@@ -253,6 +254,13 @@ impl LedgerState {
             )));
         }
         Ok(())
+    }
+
+    /// The committee's size and the most faulty nodes it tolerates (1 and 0 for the
+    /// one-node ledger).
+    pub fn committee_size(&self) -> (usize, usize) {
+        let n = self.genesis.committee.len().max(1);
+        (n, scrip_spec::committee::max_faulty(n))
     }
 
     /// Distinct admin approvals a governance change needs now: the genesis's `admin_quorum`,
@@ -999,6 +1007,44 @@ fn check_operator(op: &OperatorInfo) -> Result<(), Refusal> {
     }
     if op.roles.is_empty() {
         return Err(invalid(format!("operator {} has no role", op.name)));
+    }
+    Ok(())
+}
+
+/// The genesis's committee: at most [`MAX_COMMITTEE`](scrip_spec::committee::MAX_COMMITTEE)
+/// nodes, each run by a founding member, with keys of their own (no operator key, no other
+/// node's) and addresses.
+fn check_committee(
+    genesis: &Genesis,
+    operator_ids: &HashSet<scrip_spec::OperatorId>,
+) -> Result<(), Refusal> {
+    use scrip_spec::committee::MAX_COMMITTEE;
+    if genesis.committee.len() > MAX_COMMITTEE {
+        return Err(invalid(format!(
+            "a committee has at most {MAX_COMMITTEE} nodes, this one {}",
+            genesis.committee.len()
+        )));
+    }
+    let mut keys = HashSet::new();
+    for node in &genesis.committee {
+        if !genesis.operators.iter().any(|o| o.name == node.operator) {
+            return Err(invalid(format!(
+                "committee node of {:?}: no founding member has that name",
+                node.operator
+            )));
+        }
+        if operator_ids.contains(&node.node_key) || !keys.insert(node.node_key) {
+            return Err(invalid(format!(
+                "committee node of {}: its node key is another node's or an operator's key; each node has a key of its own",
+                node.operator
+            )));
+        }
+        if node.peer_address.trim().is_empty() || node.api_url.trim().is_empty() {
+            return Err(invalid(format!(
+                "committee node of {}: peer_address and api_url are required",
+                node.operator
+            )));
+        }
     }
     Ok(())
 }

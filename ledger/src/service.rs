@@ -9,6 +9,7 @@ use scrip_common::metrics::Latency;
 use scrip_spec::api::ledger::{
     CheckpointView, KeyRecord, LedgerInfo, Receipt, SpendRefusal, SpendResult, SpendStatus,
 };
+use scrip_spec::committee::{NodeAttestation, OrderedAt, ReceiptStatement};
 use scrip_spec::ledger::{
     Action, Checkpoint, Cosignature, EntryBody, Genesis, Hash32, LedgerRequest, LogEntry, Pruned,
     Totals, prune_commitment,
@@ -34,6 +35,18 @@ pub enum LedgerError {
     /// The database already holds a ledger.
     #[error("the database already holds a ledger")]
     AlreadyInitialized,
+    /// A committee node did not see the request ordered in time: fewer than 2f+1 nodes may be
+    /// reachable. The request may still be applied later.
+    #[error(
+        "the committee did not order the request within {waited_secs} s (are at least 2f+1 nodes up and connected?); it may still be applied: send the same request again to learn its outcome"
+    )]
+    NotOrdered {
+        /// How long the node waited.
+        waited_secs: u64,
+    },
+    /// A committee node holds as many waiting requests as it may.
+    #[error("this node holds as many requests waiting to be ordered as it may; retry shortly")]
+    Busy,
     /// The spent set or the totals disagree with the log: the database was changed by
     /// something other than the ledger.
     #[error(
@@ -84,17 +97,13 @@ impl Ledger {
             return Err(LedgerError::AlreadyInitialized);
         }
         LedgerState::check_genesis(&genesis)?;
-        if key.id() != genesis.ledger_key {
-            return Err(Refusal::Invalid {
-                reason: "the ledger key does not match the genesis's ledger_key".into(),
-            }
-            .into());
-        }
+        check_own_key(&genesis, &key)?;
         let entry = LogEntry {
             seq: 0,
             prev_hash: Hash32([0; 32]),
             recorded_at: genesis.created_at,
             body: EntryBody::Genesis(genesis.clone()),
+            ordered: None,
         };
         let hash = entry.hash();
         store
@@ -122,12 +131,7 @@ impl Ledger {
     /// with its log (see [`crate::audit::check_store`]).
     pub async fn open(store: Arc<dyn Store>, key: OperatorKey) -> Result<Self, LedgerError> {
         let snapshot = store.snapshot().await?.ok_or(LedgerError::NotInitialized)?;
-        if snapshot.genesis.ledger_key != key.id() {
-            return Err(Refusal::Invalid {
-                reason: "this ledger key is not the one named in the genesis".into(),
-            }
-            .into());
-        }
+        check_own_key(&snapshot.genesis, &key)?;
         let checking = Instant::now();
         crate::audit::check_store(store.as_ref(), None).await?;
         tracing::info!(
@@ -171,8 +175,58 @@ impl Ledger {
         &self.timings
     }
 
-    /// Judges and, if accepted, appends an operator's request.
+    /// The key this ledger signs with: the ledger key, or on a committee ledger this node's.
+    pub fn key(&self) -> &OperatorKey {
+        &self.key
+    }
+
+    /// Whether the genesis names a committee: requests are then ordered by the nodes'
+    /// consensus and applied with [`Ledger::apply_ordered`], never submitted directly.
+    pub fn is_committee(&self) -> bool {
+        !self.view().genesis.committee.is_empty()
+    }
+
+    /// Judges and, if accepted, appends an operator's request, at the ledger's own time: the
+    /// one-node ledger.
     pub async fn submit(&self, signed: Signed<LedgerRequest>) -> Result<Receipt, LedgerError> {
+        self.judge_and_append(signed, None).await
+    }
+
+    /// Judges and, if accepted, appends a request the committee ordered at `at`, at the time
+    /// `now` the nodes agreed: every node calls this with the same requests, in the same
+    /// order, at the same times, and so holds the same log.
+    pub async fn apply_ordered(
+        &self,
+        signed: Signed<LedgerRequest>,
+        now: UnixSeconds,
+        at: OrderedAt,
+    ) -> Result<Receipt, LedgerError> {
+        self.judge_and_append(signed, Some((now, at))).await
+    }
+
+    /// `receipt`, signed by this node for the request of `digest` (committee ledgers).
+    pub fn attest(&self, digest: [u8; 32], mut receipt: Receipt) -> Receipt {
+        let statement = ReceiptStatement {
+            ledger_id: self.view().ledger_id,
+            request: Hash32(digest),
+            seq: receipt.seq,
+            entry_hash: receipt.entry_hash,
+            spends: receipt.spends.clone(),
+        };
+        receipt.attestation = Some(NodeAttestation {
+            node: self.key.id(),
+            request: Hash32(digest),
+            signature: self.key.sign_detached(&statement),
+        });
+        receipt
+    }
+
+    async fn judge_and_append(
+        &self,
+        signed: Signed<LedgerRequest>,
+        ordered: Option<(UnixSeconds, OrderedAt)>,
+    ) -> Result<Receipt, LedgerError> {
+        let clock = || ordered.map_or_else(|| (self.clock)(), |(now, _)| now);
         let digest = signed_request_digest(&signed);
         // Before the writer lock: who signed, for which ledger, when, whether the log has it
         // already, and the tokens' signatures. A request already in the log is reported as
@@ -182,7 +236,7 @@ impl Ledger {
         if self.store.request_seq(&digest).await?.is_some() {
             return Err(Refusal::Replayed.into());
         }
-        let operator = view.authenticate(&signed, self.now())?;
+        let operator = view.authenticate(&signed, clock())?;
         match &signed.payload.action {
             Action::Spend { groups } => LedgerState::check_spend_shape(operator, groups)?,
             Action::Refresh { inputs, outputs } => {
@@ -190,13 +244,13 @@ impl Ledger {
             }
             _ => {}
         }
-        let mut verified = spend_keys_to_verify(&view, &signed, self.now());
+        let mut verified = spend_keys_to_verify(&view, &signed, clock());
         let signed = verify_tokens(view, signed, verified.clone()).await?;
 
         let waiting = Instant::now();
         let mut state = self.state.lock().await;
         self.timings.writer_wait.since(waiting);
-        let now = (self.clock)();
+        let now = clock();
         // A key announced since the view was taken: its tokens are verified now.
         let more: HashSet<TokenKeyId> = spend_keys_to_verify(&state, &signed, now)
             .difference(&verified)
@@ -220,6 +274,7 @@ impl Ledger {
             prev_hash: state.head.1,
             recorded_at: now,
             body: EntryBody::Request(signed),
+            ordered: ordered.map(|(_, at)| at),
         };
         let hash = entry.hash();
         let committing = Instant::now();
@@ -254,6 +309,7 @@ impl Ledger {
                 seq: None,
                 entry_hash: None,
                 spends,
+                attestation: None,
             });
         }
         let accepted = accepted_per_key(&judgement.spends, &spends);
@@ -263,12 +319,18 @@ impl Ledger {
             seq: Some(entry.seq),
             entry_hash: Some(hash),
             spends,
+            attestation: None,
         })
     }
 
     /// Signs and appends a checkpoint of the current head and totals, unless the head is
     /// already a checkpoint.
     pub async fn checkpoint(&self) -> Result<Option<LogEntry>, LedgerError> {
+        if self.is_committee() {
+            // No node holds a ledger key: a committee's log is vouched for by its nodes'
+            // signed receipts (PROTOCOL.md section 11).
+            return Ok(None);
+        }
         let mut state = self.state.lock().await;
         if let Some(latest) = self.store.latest_checkpoint().await?
             && latest.seq == state.head.0
@@ -288,6 +350,7 @@ impl Ledger {
             prev_hash: state.head.1,
             recorded_at: checkpoint.created_at,
             body: EntryBody::Checkpoint(self.key.sign(checkpoint)),
+            ordered: None,
         };
         let hash = entry.hash();
         self.store.append(&entry, &hash, &Effect::None).await?;
@@ -332,6 +395,12 @@ impl Ledger {
     /// Drops the spent set of a key past its `forget_after`, and appends the signed record of
     /// what was dropped (count and commitment) so the audit still balances.
     pub async fn prune(&self, token_key_id: &TokenKeyId) -> Result<Option<LogEntry>, LedgerError> {
+        if self.is_committee() {
+            return Err(Refusal::Invalid {
+                reason: "a committee ledger cannot be pruned yet: a pruning record would be one node's word, and the nodes do not order it".into(),
+            }
+            .into());
+        }
         let mut state = self.state.lock().await;
         let key = state
             .keys
@@ -362,6 +431,7 @@ impl Ledger {
                 prev_hash: head.1,
                 recorded_at: now,
                 body: EntryBody::Pruned(self.key.sign(record)),
+                ordered: None,
             };
             let hash = entry.hash();
             (entry, hash)
@@ -475,6 +545,27 @@ impl Ledger {
             cosignatures,
         }))
     }
+}
+
+/// `key` must be the genesis's ledger key, or on a committee ledger one node's key.
+fn check_own_key(genesis: &Genesis, key: &OperatorKey) -> Result<(), LedgerError> {
+    let ok = if genesis.committee.is_empty() {
+        genesis.ledger_key == key.id()
+    } else {
+        genesis.committee.iter().any(|m| m.node_key == key.id())
+    };
+    if ok {
+        return Ok(());
+    }
+    let reason = if genesis.committee.is_empty() {
+        "this key is not the ledger key named in the genesis (ledger_key)"
+    } else {
+        "this key is not the node key of any committee member in the genesis"
+    };
+    Err(Refusal::Invalid {
+        reason: reason.into(),
+    }
+    .into())
 }
 
 /// The keys of a spend request whose tokens pass the key checks in `state` (none for any

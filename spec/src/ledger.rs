@@ -95,6 +95,12 @@ pub struct Genesis {
     /// issuer cannot rotate through short-lived keys to give users keys of their own.
     #[serde(default = "default_min_redeem_window")]
     pub min_redeem_window: UnixSeconds,
+    /// The nodes of a replicated ledger, in index order; empty for the one-node ledger, whose
+    /// `ledger_key` signs checkpoints instead (PROTOCOL.md section 11).
+    // Always written: the canonical encoding (postcard) has no field names, so a field is
+    // never left out.
+    #[serde(default)]
+    pub committee: Vec<crate::committee::CommitteeMember>,
 }
 
 fn default_min_redeem_window() -> UnixSeconds {
@@ -350,6 +356,15 @@ impl Signable for LedgerRequest {
     const DOMAIN: &'static str = "ledger/request";
 }
 
+/// The digest that names a signed request: `SHA-256(signer || signing message)`. The log
+/// holds a request at most once by it, and a committee node's receipt names it.
+pub fn request_digest(r: &Signed<LedgerRequest>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(r.signer.0);
+    h.update(crate::operator::signing_message(&r.payload));
+    h.finalize().into()
+}
+
 impl LedgerRequest {
     /// A request for `action` now, with a fresh nonce.
     pub fn new(ledger_id: Hash32, timestamp: UnixSeconds, action: Action) -> Self {
@@ -459,10 +474,14 @@ pub struct LogEntry {
     pub seq: u64,
     /// Hash of entry `seq - 1` (all zero for genesis).
     pub prev_hash: Hash32,
-    /// When the ledger appended it.
+    /// When the ledger appended it: on a committee ledger, the time the nodes agreed from
+    /// the ordered data, not one node's clock.
     pub recorded_at: UnixSeconds,
     /// What it records.
     pub body: EntryBody,
+    /// On a committee ledger, where in the consensus order the entry's request came from.
+    #[serde(default)]
+    pub ordered: Option<crate::committee::OrderedAt>,
 }
 
 impl LogEntry {
@@ -539,6 +558,7 @@ mod tests {
             catalog: Catalog::standard(),
             admin_quorum: None,
             min_redeem_window: DEFAULT_MIN_REDEEM_WINDOW,
+            committee: Vec::new(),
         }
     }
 
@@ -555,6 +575,7 @@ mod tests {
             prev_hash: Hash32([0; 32]),
             recorded_at: 1,
             body: EntryBody::Genesis(g.clone()),
+            ordered: None,
         };
         let mut later = entry.clone();
         later.recorded_at = 2;

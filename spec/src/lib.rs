@@ -3,6 +3,7 @@
 pub mod api;
 pub mod catalog;
 pub mod codes;
+pub mod committee;
 pub mod decode;
 pub mod encoding;
 pub mod key;

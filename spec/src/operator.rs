@@ -126,6 +126,12 @@ impl OperatorKey {
         OperatorId(self.0.verifying_key().to_bytes())
     }
 
+    /// Signs `payload` for its purpose and returns the bare signature, for a payload the
+    /// caller keeps apart (a node's consensus messages and receipts).
+    pub fn sign_detached<T: Signable>(&self, payload: &T) -> [u8; 64] {
+        self.0.sign(&signing_message(payload)).to_bytes()
+    }
+
     /// Signs `payload` for its purpose.
     pub fn sign<T: Signable>(&self, payload: T) -> Signed<T> {
         let signature = self.0.sign(&signing_message(&payload));

@@ -66,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         catalog: Catalog::standard(),
         admin_quorum: None,
         min_redeem_window: DEFAULT_MIN_REDEEM_WINDOW,
+        committee: Vec::new(),
     };
     let ledger_id = genesis.ledger_id();
     let spend = operator.sign(LedgerRequest::new(
@@ -109,6 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prev_hash: Hash32([4; 32]),
         recorded_at: 1_800_000_100,
         body: EntryBody::Request(spend.clone()),
+        ordered: None,
     };
     let cosignature = operator.sign(Cosignature {
         checkpoint: checkpoint.clone(),

@@ -346,9 +346,5 @@ pub(crate) fn request_digest(entry: &LogEntry) -> Option<[u8; 32]> {
 
 /// [`request_digest`] of a signed request.
 pub fn signed_request_digest(r: &Signed<scrip_spec::ledger::LedgerRequest>) -> [u8; 32] {
-    use sha2::{Digest as _, Sha256};
-    let mut h = Sha256::new();
-    h.update(r.signer.0);
-    h.update(scrip_spec::operator::signing_message(&r.payload));
-    h.finalize().into()
+    scrip_spec::ledger::request_digest(r)
 }

@@ -422,6 +422,7 @@ pub async fn log_chain_signatures_and_checkpoint_verify_after_mixed_workload(f: 
         prev_hash: last.hash(),
         recorded_at: copy_of.recorded_at,
         body: copy_of.body.clone(),
+        ordered: None,
     });
     let err = scrip_ledger::audit::audit(&doubled).expect_err("a copied request");
     assert_eq!(err.seq, last.seq + 1);
@@ -760,6 +761,7 @@ pub async fn store_tells_a_replay_from_a_taken_position(f: Fixture) {
             prev_hash,
             recorded_at: f.now(),
             body: EntryBody::Request(req.clone()),
+            ordered: None,
         };
         let hash = entry.hash();
         (entry, hash)

@@ -124,6 +124,9 @@ pub struct Receipt {
     /// Per nullifier, for spends, in request order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spends: Vec<SpendResult>,
+    /// On a committee ledger, the answering node's signature over this receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::committee::NodeAttestation>,
 }
 
 /// `GET /v1/nullifiers/{nullifier}`: a nullifier's status.

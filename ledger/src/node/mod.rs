@@ -1,0 +1,507 @@
+//! A node of a committee ledger: AlephBFT orders the signed requests the nodes are given, and
+//! every node applies the ordered requests with [`Ledger::apply_ordered`], at the time they
+//! agree on, so every honest node holds the same log (PROTOCOL.md section 11).
+//!
+//! A request reaches a node through [`Node::submit`]; the node checks what needs no order
+//! (signature, membership, ledger), puts the request in its [`Pool`] and waits until some
+//! node's copy is ordered and applied, then answers its own signed receipt. A request sent to
+//! several nodes is ordered several times and applied once (the log holds a request at most
+//! once). Consensus runs in sessions of a fixed number of rounds; the session's units are
+//! backed up to disk before they are sent, so a node killed at any moment rejoins its session
+//! without signing two units for one round, and skips what its log already holds.
+
+mod backup;
+mod keychain;
+mod network;
+mod order;
+
+pub use order::{AgreedTime, Pool, UnitData};
+
+use crate::rules::Refusal;
+use crate::service::{Ledger, LedgerError};
+use aleph_bft::{NodeIndex, OrderedUnit, Recipient, SignatureSet, Terminator};
+use futures::channel::oneshot as exit_channel;
+use keychain::{NodeKeychain, NodeSignature};
+use network::{Identity, PeerNetwork};
+use order::Sha256Hasher;
+use scrip_spec::api::ledger::Receipt;
+use scrip_spec::committee::OrderedAt;
+use scrip_spec::encoding::{canonical_bytes, from_canonical_bytes};
+use scrip_spec::ledger::{LedgerRequest, request_digest};
+use scrip_spec::{OperatorKey, Signed};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+type NetMessage =
+    aleph_bft::NetworkData<Sha256Hasher, UnitData, NodeSignature, SignatureSet<NodeSignature>>;
+type Outcome = Result<Receipt, Refusal>;
+/// Who waits for which request's outcome, by digest.
+type Waiters = Arc<Mutex<HashMap<[u8; 32], Vec<oneshot::Sender<Outcome>>>>>;
+
+/// How a node runs its part of the consensus.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// Where the other nodes connect.
+    pub peer_listen: SocketAddr,
+    /// Where the consensus backup lives (one file per session).
+    pub consensus_dir: PathBuf,
+    /// Time between this node's units: a request waits about three of these to be ordered.
+    pub unit_delay: Duration,
+    /// Rounds per session.
+    pub session_rounds: u16,
+    /// How long [`Node::submit`] waits for its request to be ordered.
+    pub order_wait: Duration,
+}
+
+/// One node of a committee ledger.
+pub struct Node {
+    ledger: Arc<Ledger>,
+    pool: Arc<Pool>,
+    waiters: Waiters,
+    order_wait: Duration,
+    stop: watch::Sender<bool>,
+    driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("pool", &self.pool.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The key is not a node of the genesis's committee.
+    #[error("this ledger key is not the node key of any committee member in the genesis")]
+    NotInCommittee,
+    /// The peer address is taken or invalid.
+    #[error("cannot listen for the other nodes on {address}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The consensus backup could not be read.
+    #[error("cannot read the consensus backup in {dir}")]
+    Backup {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ledger's log could not be read.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl Node {
+    /// Starts the node of `key` for `ledger`: listens for the other nodes, dials them, and
+    /// runs consensus sessions until [`Node::shutdown`].
+    pub async fn start(
+        ledger: Arc<Ledger>,
+        key: Arc<OperatorKey>,
+        settings: NodeSettings,
+    ) -> Result<Arc<Self>, NodeError> {
+        let view = ledger.view();
+        let committee = view.genesis.committee.clone();
+        let ids: Vec<_> = committee.iter().map(|m| m.node_key).collect();
+        let keychain = NodeKeychain::new(key.clone(), ids).ok_or(NodeError::NotInCommittee)?;
+        let listener = tokio::net::TcpListener::bind(settings.peer_listen)
+            .await
+            .map_err(|source| NodeError::Listen {
+                address: settings.peer_listen,
+                source,
+            })?;
+        std::fs::create_dir_all(&settings.consensus_dir).map_err(|source| NodeError::Backup {
+            dir: settings.consensus_dir.clone(),
+            source,
+        })?;
+        let network = PeerNetwork::<NetMessage>::start(
+            Identity {
+                ledger_id: view.ledger_id,
+                key,
+                nodes: committee
+                    .iter()
+                    .map(|m| (m.node_key, m.peer_address.clone()))
+                    .collect(),
+            },
+            listener,
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let node = Arc::new(Self {
+            ledger: ledger.clone(),
+            pool: Arc::new(Pool::default()),
+            waiters: Arc::default(),
+            order_wait: settings.order_wait,
+            stop,
+            driver: Mutex::new(None),
+        });
+        let driver = Driver {
+            ledger,
+            pool: node.pool.clone(),
+            waiters: node.waiters.clone(),
+            network,
+            keychain,
+            settings,
+        };
+        let task = tokio::spawn(driver.run(stop_rx));
+        *node.driver.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        Ok(node)
+    }
+
+    /// Puts `signed` up for ordering and waits for its outcome: this node's signed receipt,
+    /// or the refusal every node reaches.
+    pub async fn submit(&self, signed: Signed<LedgerRequest>) -> Result<Receipt, LedgerError> {
+        let digest = request_digest(&signed);
+        if self.ledger.store().request_seq(&digest).await?.is_some() {
+            return Err(Refusal::Replayed.into());
+        }
+        // What needs no order, so a bad request is refused at once and never proposed.
+        self.ledger
+            .view()
+            .authenticate(&signed, self.ledger.now())?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(digest)
+            .or_default()
+            .push(tx);
+        if !self.pool.insert(digest, canonical_bytes(&signed)) {
+            self.forget_waiter(&digest);
+            return Err(LedgerError::Busy);
+        }
+        match tokio::time::timeout(self.order_wait, rx).await {
+            Ok(Ok(Ok(receipt))) => Ok(self.ledger.attest(digest, receipt)),
+            Ok(Ok(Err(refusal))) => Err(refusal.into()),
+            _ => {
+                self.forget_waiter(&digest);
+                Err(LedgerError::NotOrdered {
+                    waited_secs: self.order_wait.as_secs(),
+                })
+            }
+        }
+    }
+
+    fn forget_waiter(&self, digest: &[u8; 32]) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = waiters.get_mut(digest) {
+            list.retain(|tx| !tx.is_closed());
+            if list.is_empty() {
+                waiters.remove(digest);
+            }
+        }
+    }
+
+    /// Requests waiting to be ordered.
+    pub fn pending(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// Ends the current session and stops.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let task = self
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+struct Driver {
+    ledger: Arc<Ledger>,
+    pool: Arc<Pool>,
+    waiters: Waiters,
+    network: Arc<PeerNetwork<NetMessage>>,
+    keychain: NodeKeychain,
+    settings: NodeSettings,
+}
+
+enum SessionEnd {
+    Finished,
+    Stopped,
+}
+
+impl Driver {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        // Where the log stands: the place in the order of its last ordered entry. A kill can
+        // fall between two requests of one unit, so the place is per request.
+        let (mut session, mut skip) = match self.last_position().await {
+            Some(at) => (at.session, Some(at)),
+            None => (0, None),
+        };
+        loop {
+            match self.run_session(session, skip, &mut stop).await {
+                Ok(SessionEnd::Finished) => {
+                    backup::remove_before(&self.settings.consensus_dir, session);
+                    session += 1;
+                    skip = None;
+                }
+                Ok(SessionEnd::Stopped) => return,
+                Err(e) => {
+                    tracing::error!(session, error = %e, "the consensus session could not start; retrying in 5 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn last_position(&self) -> Option<OrderedAt> {
+        let head = self.ledger.view().head.0;
+        let entries = self.ledger.entries(head, 1).await.ok()?;
+        entries.first().and_then(|e| e.ordered)
+    }
+
+    async fn run_session(
+        &self,
+        session: u64,
+        skip: Option<OrderedAt>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<SessionEnd, NodeError> {
+        let view = self.ledger.view();
+        let (n, faulty) = view.committee_size();
+        let floor = match self.ledger.entries(view.head.0, 1).await?.first() {
+            Some(entry) => entry.recorded_at,
+            None => view.genesis.created_at,
+        };
+        let (loader, saver) =
+            backup::open(&self.settings.consensus_dir, session).map_err(|source| {
+                NodeError::Backup {
+                    dir: self.settings.consensus_dir.clone(),
+                    source,
+                }
+            })?;
+        let mut delays = aleph_bft::default_delay_config();
+        let unit_delay = self.settings.unit_delay;
+        delays.unit_creation_delay = Arc::new(move |round| {
+            // The first unit waits a little for the others to connect.
+            if round == 0 {
+                unit_delay * 4
+            } else {
+                unit_delay
+            }
+        });
+        let config = aleph_bft::create_config(
+            aleph_bft::NodeCount(n),
+            aleph_bft::Index::index(&self.keychain),
+            session,
+            self.settings.session_rounds.saturating_add(500),
+            delays,
+            Duration::ZERO,
+        )
+        .map_err(|_| NodeError::Backup {
+            dir: self.settings.consensus_dir.clone(),
+            source: std::io::Error::other("invalid consensus settings"),
+        })?;
+        let (batches_tx, mut batches) = mpsc::unbounded_channel();
+        let local_io = aleph_bft::LocalIO::new_with_unit_finalization_handler(
+            Provider {
+                pool: self.pool.clone(),
+                ledger: self.ledger.clone(),
+                session,
+            },
+            Finalized { tx: batches_tx },
+            saver,
+            loader,
+        );
+        let (exit, exit_rx) = exit_channel::channel();
+        let terminator = Terminator::create_root(exit_rx, "scrip-ledger-session");
+        let consensus = tokio::spawn(aleph_bft::run_session(
+            config,
+            local_io,
+            SessionNetwork {
+                network: self.network.clone(),
+                session,
+            },
+            self.keychain.clone(),
+            Spawner,
+            terminator,
+        ));
+        tracing::info!(session, nodes = n, faulty, resume_after = ?skip, "consensus session started");
+        let mut time = AgreedTime::new(n, faulty, floor);
+        let mut index: u64 = 0;
+        let end = loop {
+            let batch = tokio::select! {
+                batch = batches.recv() => batch,
+                _ = stop.changed() => break SessionEnd::Stopped,
+            };
+            let Some(batch) = batch else {
+                tracing::error!(session, "the consensus session ended by itself");
+                break SessionEnd::Stopped;
+            };
+            if self
+                .apply_batch(session, skip, &mut index, &mut time, batch)
+                .await
+            {
+                break SessionEnd::Finished;
+            }
+        };
+        let _ = exit.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), consensus).await;
+        tracing::info!(session, units = index, "consensus session ended");
+        Ok(end)
+    }
+
+    /// Applies one ordered batch; `true` once the session's last round is reached (every
+    /// node stops at the same unit, and ignores what was ordered after it).
+    async fn apply_batch(
+        &self,
+        session: u64,
+        skip: Option<OrderedAt>,
+        index: &mut u64,
+        time: &mut AgreedTime,
+        batch: Vec<OrderedUnit<UnitData, Sha256Hasher>>,
+    ) -> bool {
+        for unit in batch {
+            let at = *index;
+            *index += 1;
+            if let Some(data) = unit.data {
+                // The time moves with every unit, applied before or not, so a restarted node
+                // reaches the same times as the others.
+                let now = time.observe(unit.creator.0, data.time);
+                for (request, bytes) in data.requests.iter().enumerate() {
+                    let place = OrderedAt {
+                        session,
+                        unit: at,
+                        request: u32::try_from(request).unwrap_or(u32::MAX),
+                    };
+                    // In the log already; the requests around it that left no entry are
+                    // judged again, against the same state, to the same refusal.
+                    if skip.is_some_and(|last| place <= last) {
+                        continue;
+                    }
+                    self.apply_one(bytes, now, place).await;
+                }
+            }
+            if unit.round >= self.settings.session_rounds {
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn apply_one(&self, bytes: &[u8], now: u64, at: OrderedAt) {
+        let Ok(signed) = from_canonical_bytes::<Signed<LedgerRequest>>(bytes) else {
+            // Only a faulty node proposes bytes that are no signed request; every node
+            // skips them alike.
+            tracing::warn!(
+                session = at.session,
+                unit = at.unit,
+                "an ordered request does not decode; skipped"
+            );
+            return;
+        };
+        let digest = request_digest(&signed);
+        let outcome = loop {
+            match self.ledger.apply_ordered(signed.clone(), now, at).await {
+                Ok(receipt) => break Ok(receipt),
+                Err(LedgerError::Refused(refusal)) => break Err(refusal),
+                Err(e) => {
+                    // Skipping it would make this node's log differ from the others': wait
+                    // for the store instead.
+                    tracing::error!(error = ?e, "applying an ordered request failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        self.pool.remove(&digest);
+        let waiting = self
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&digest);
+        for tx in waiting.into_iter().flatten() {
+            let _ = tx.send(outcome.clone());
+        }
+    }
+}
+
+struct Provider {
+    pool: Arc<Pool>,
+    ledger: Arc<Ledger>,
+    session: u64,
+}
+
+#[async_trait::async_trait]
+impl aleph_bft::DataProvider for Provider {
+    type Output = UnitData;
+
+    async fn get_data(&mut self) -> Option<UnitData> {
+        Some(UnitData {
+            time: self.ledger.now(),
+            requests: self.pool.take_for_unit(self.session),
+        })
+    }
+}
+
+struct Finalized {
+    tx: mpsc::UnboundedSender<Vec<OrderedUnit<UnitData, Sha256Hasher>>>,
+}
+
+impl aleph_bft::UnitFinalizationHandler for Finalized {
+    type Data = UnitData;
+    type Hasher = Sha256Hasher;
+
+    fn batch_finalized(&mut self, batch: Vec<OrderedUnit<UnitData, Sha256Hasher>>) {
+        let _ = self.tx.send(batch);
+    }
+}
+
+struct SessionNetwork {
+    network: Arc<PeerNetwork<NetMessage>>,
+    session: u64,
+}
+
+#[async_trait::async_trait]
+impl aleph_bft::Network<NetMessage> for SessionNetwork {
+    fn send(&self, data: NetMessage, recipient: Recipient) {
+        let to = match recipient {
+            Recipient::Everyone => None,
+            Recipient::Node(NodeIndex(i)) => Some(i),
+        };
+        self.network.send(self.session, &data, to);
+    }
+
+    async fn next_event(&mut self) -> Option<NetMessage> {
+        self.network.next(self.session).await
+    }
+}
+
+#[derive(Clone)]
+struct Spawner;
+
+impl aleph_bft::SpawnHandle for Spawner {
+    fn spawn(
+        &self,
+        _name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        tokio::spawn(task);
+    }
+
+    fn spawn_essential(
+        &self,
+        _name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> aleph_bft::TaskHandle {
+        let handle = tokio::spawn(task);
+        Box::pin(async move { handle.await.map_err(|_| ()) })
+    }
+}

@@ -1,0 +1,385 @@
+//! A committee of four ledger nodes in process, on loopback: the nodes order the requests
+//! with AlephBFT over real TCP, each applies them to its own SQLite database, and clients
+//! take an answer only from f + 1 = 2 matching signed receipts.
+
+use scrip_common::clients::LedgerClient;
+use scrip_ledger::node::NodeSettings;
+use scrip_ledger::{Application, Ledger};
+use scrip_spec::api::ledger::SpendStatus;
+use scrip_spec::committee::CommitteeMember;
+use scrip_spec::ledger::{Action, Genesis, Hash32, LedgerRequest, OperatorInfo, Role, SpendGroup};
+use scrip_spec::{Catalog, OperatorKey, Signed, Token, TokenKeyInfo, TokenSecretKey, now};
+use scrip_testkit::{TestDb, free_port, key_info, mint_tokens};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+struct TestNode {
+    key_seed: [u8; 32],
+    db: TestDb,
+    consensus: tempfile::TempDir,
+    api_port: u16,
+    peer_port: u16,
+    ledger: Option<Arc<Ledger>>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+struct Committee {
+    nodes: Vec<TestNode>,
+    genesis: Genesis,
+    issuer: OperatorKey,
+    relay_a: OperatorKey,
+    relay_b: OperatorKey,
+    secret: TokenSecretKey,
+    key: TokenKeyInfo,
+}
+
+impl Committee {
+    async fn start(n: usize) -> Self {
+        let (issuer, relay_a, relay_b) = (
+            OperatorKey::generate(),
+            OperatorKey::generate(),
+            OperatorKey::generate(),
+        );
+        let member = |name: &str, key: &OperatorKey, roles: &[Role]| OperatorInfo {
+            name: name.into(),
+            id: key.id(),
+            roles: roles.to_vec(),
+        };
+        let operators = vec![
+            member("issuer", &issuer, &[Role::Issuer]),
+            member("relay-a", &relay_a, &[Role::Redeemer]),
+            member("relay-b", &relay_b, &[Role::Redeemer]),
+        ];
+        let mut nodes = Vec::new();
+        let mut committee = Vec::new();
+        for i in 0..n {
+            let key = OperatorKey::generate();
+            let node = TestNode {
+                key_seed: *key.seed(),
+                db: TestDb::sqlite(),
+                consensus: tempfile::tempdir().expect("tempdir"),
+                api_port: free_port(),
+                peer_port: free_port(),
+                ledger: None,
+                stop: None,
+                done: None,
+            };
+            committee.push(CommitteeMember {
+                operator: ["issuer", "relay-a", "relay-b"][i % 3].into(),
+                node_key: key.id(),
+                peer_address: format!("127.0.0.1:{}", node.peer_port),
+                api_url: format!("http://127.0.0.1:{}", node.api_port),
+            });
+            nodes.push(node);
+        }
+        let genesis = Genesis {
+            ledger_name: "committee test".into(),
+            ledger_key: scrip_spec::OperatorId([0; 32]),
+            created_at: now(),
+            operators,
+            catalog: Catalog::standard(),
+            admin_quorum: None,
+            min_redeem_window: scrip_spec::ledger::DEFAULT_MIN_REDEEM_WINDOW,
+            committee,
+        };
+        for node in &nodes {
+            let store = scrip_ledger::connect(&node.db.url).await.expect("store");
+            Ledger::init(
+                store,
+                OperatorKey::from_seed(&node.key_seed),
+                genesis.clone(),
+            )
+            .await
+            .expect("genesis");
+        }
+        let secret = TokenSecretKey::generate().expect("keygen");
+        let key = key_info(secret.public_key(), "issuer", "queue", 1);
+        let mut c = Self {
+            nodes,
+            genesis,
+            issuer,
+            relay_a,
+            relay_b,
+            secret,
+            key,
+        };
+        for i in 0..n {
+            c.start_node(i).await;
+        }
+        c
+    }
+
+    async fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let store = scrip_ledger::connect(&node.db.url).await.expect("store");
+        let ledger = Arc::new(
+            Ledger::open(store, OperatorKey::from_seed(&node.key_seed))
+                .await
+                .expect("open"),
+        );
+        let settings = NodeSettings {
+            peer_listen: format!("127.0.0.1:{}", node.peer_port)
+                .parse()
+                .expect("addr"),
+            consensus_dir: node.consensus.path().to_owned(),
+            unit_delay: Duration::from_millis(50),
+            session_rounds: 20_000,
+            order_wait: Duration::from_secs(5),
+        };
+        let listen = format!("127.0.0.1:{}", node.api_port)
+            .parse()
+            .expect("addr");
+        let mut app = None;
+        // A restarted node's ports may take a moment to be free again.
+        for _ in 0..50 {
+            match Application::from_node(
+                ledger.clone(),
+                Arc::new(OperatorKey::from_seed(&node.key_seed)),
+                listen,
+                settings.clone(),
+            )
+            .await
+            {
+                Ok(a) => {
+                    app = Some(a);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let app = app.expect("the node starts");
+        let (stop, stopped) = oneshot::channel::<()>();
+        node.done = Some(tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        })));
+        node.stop = Some(stop);
+        node.ledger = Some(ledger);
+    }
+
+    async fn stop_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(stop) = node.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = node.done.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), done).await;
+        }
+        node.ledger = None;
+    }
+
+    fn client(&self, i: usize) -> LedgerClient {
+        LedgerClient::with_timeout(
+            &format!("http://127.0.0.1:{}", self.nodes[i].api_port),
+            Duration::from_secs(10),
+        )
+    }
+
+    fn ledger_id(&self) -> Hash32 {
+        self.genesis.ledger_id()
+    }
+
+    fn request(&self, by: &OperatorKey, action: Action) -> Signed<LedgerRequest> {
+        by.sign(LedgerRequest::new(self.ledger_id(), now(), action))
+    }
+
+    fn spend(&self, by: &OperatorKey, tokens: Vec<Token>) -> Signed<LedgerRequest> {
+        self.request(
+            by,
+            Action::Spend {
+                groups: vec![SpendGroup {
+                    token_key_id: self.key.public_key.id(),
+                    tokens,
+                }],
+            },
+        )
+    }
+
+    /// The heads of the running nodes once they agree (or panics after a while).
+    async fn agreed_head(&self) -> (u64, Hash32) {
+        let mut last = Vec::new();
+        for _ in 0..200 {
+            last = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.ledger.as_ref())
+                .map(|l| l.view().head)
+                .collect::<Vec<_>>();
+            if last.windows(2).all(|w| w[0] == w[1]) {
+                return last[0];
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the nodes' heads never agreed: {last:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_nodes_apply_spends_from_two_redeemers_into_one_log() {
+    let mut c = Committee::start(4).await;
+    let announce = c.request(&c.issuer, Action::AnnounceKey { key: c.key.clone() });
+    let receipt = c.client(0).submit(&announce).await.expect("announced");
+    let attestation = receipt.attestation.expect("a node signed the receipt");
+    assert_eq!(receipt.seq, Some(1));
+    assert!(
+        c.genesis
+            .committee
+            .iter()
+            .any(|m| m.node_key == attestation.node)
+    );
+
+    // Two redeemers spend at once through different nodes; one token is spent by both.
+    let tokens = mint_tokens(&c.secret, "issuer", 41);
+    let shared = tokens[40].clone();
+    let (a_client, b_client) = (c.client(1), c.client(2));
+    let mut a_batches = Vec::new();
+    let mut b_batches = Vec::new();
+    for i in 0..4 {
+        let mut a = tokens[i * 10..i * 10 + 5].to_vec();
+        let mut b = tokens[i * 10 + 5..i * 10 + 10].to_vec();
+        if i == 3 {
+            a.push(shared.clone());
+            b.push(shared.clone());
+        }
+        a_batches.push(c.spend(&c.relay_a, a));
+        b_batches.push(c.spend(&c.relay_b, b));
+    }
+    let a_run = async {
+        let mut out = Vec::new();
+        for r in &a_batches {
+            out.push(a_client.submit(r).await.expect("relay-a's spend"));
+        }
+        out
+    };
+    let b_run = async {
+        let mut out = Vec::new();
+        for r in &b_batches {
+            out.push(b_client.submit(r).await.expect("relay-b's spend"));
+        }
+        out
+    };
+    let (a_receipts, b_receipts) = tokio::join!(a_run, b_run);
+    let statuses: Vec<&SpendStatus> = a_receipts
+        .iter()
+        .chain(&b_receipts)
+        .flat_map(|r| r.spends.iter().map(|s| &s.status))
+        .collect();
+    let accepted = statuses
+        .iter()
+        .filter(|s| ***s == SpendStatus::Accepted)
+        .count();
+    let already = statuses
+        .iter()
+        .filter(|s| matches!(s, SpendStatus::AlreadySpent { .. }))
+        .count();
+    assert_eq!(
+        (accepted, already),
+        (41, 1),
+        "the shared token is spent once"
+    );
+
+    let head = c.agreed_head().await;
+    assert_eq!(head.0, 9, "genesis, the key and eight spend batches");
+    // Every node holds every token, recorded at the same agreed time, entry for entry.
+    let logs: Vec<Vec<scrip_spec::ledger::LogEntry>> =
+        futures_all(c.nodes.iter().map(|n| n.ledger.clone().expect("running"))).await;
+    for log in &logs[1..] {
+        assert_eq!(log, &logs[0]);
+    }
+    assert!(
+        logs[0][1..].iter().all(|e| e.ordered.is_some()),
+        "every entry names its place in the order"
+    );
+    for node in &c.nodes {
+        let totals = node
+            .ledger
+            .as_ref()
+            .expect("running")
+            .totals()
+            .await
+            .expect("totals");
+        assert_eq!(totals.keys[0].spent, 41);
+    }
+
+    // A replayed request is not applied twice, whichever node it reaches.
+    let again = c.client(3).submit(&a_batches[0]).await;
+    assert!(again.is_err(), "{again:?}");
+    assert_eq!(c.agreed_head().await, head);
+
+    for i in 0..4 {
+        c.stop_node(i).await;
+    }
+}
+
+async fn futures_all(
+    ledgers: impl Iterator<Item = Arc<Ledger>>,
+) -> Vec<Vec<scrip_spec::ledger::LogEntry>> {
+    let mut out = Vec::new();
+    for l in ledgers {
+        out.push(l.entries(0, 1000).await.expect("log"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_two_of_four_down_nothing_commits_and_one_back_resumes() {
+    let mut c = Committee::start(4).await;
+    let announce = c.request(&c.issuer, Action::AnnounceKey { key: c.key.clone() });
+    c.client(0).submit(&announce).await.expect("announced");
+    let head = c.agreed_head().await;
+
+    c.stop_node(2).await;
+    c.stop_node(3).await;
+    let tokens = mint_tokens(&c.secret, "issuer", 3);
+    let spend = c.spend(&c.relay_a, tokens.clone());
+    let refused = c
+        .client(0)
+        .submit(&spend)
+        .await
+        .expect_err("no quorum of nodes");
+    assert_eq!(refused.status(), Some(503), "{refused}");
+    assert_eq!(
+        c.nodes[0].ledger.as_ref().expect("up").view().head,
+        head,
+        "nothing committed"
+    );
+    assert_eq!(c.nodes[1].ledger.as_ref().expect("up").view().head, head);
+
+    // One node back: three of four can order again; the pending spend lands once.
+    c.start_node(2).await;
+    let mut landed = None;
+    for _ in 0..20 {
+        match c.client(0).submit(&spend).await {
+            Ok(receipt) => {
+                landed = Some(receipt);
+                break;
+            }
+            Err(e) if e.status() == Some(409) => break,
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let up: Vec<usize> = vec![0, 1, 2];
+    let heads: Vec<_> = {
+        let mut h = Vec::new();
+        for _ in 0..200 {
+            h = up
+                .iter()
+                .map(|i| c.nodes[*i].ledger.as_ref().expect("up").view().head)
+                .collect::<Vec<_>>();
+            if h.windows(2).all(|w| w[0] == w[1]) && h[0].0 == head.0 + 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        h
+    };
+    assert!(
+        heads.iter().all(|h| h.0 == head.0 + 1),
+        "the spend landed once on every running node: {heads:?} ({landed:?})"
+    );
+    assert!(heads.windows(2).all(|w| w[0] == w[1]));
+    for i in [0, 1, 2] {
+        c.stop_node(i).await;
+    }
+}

@@ -1,0 +1,151 @@
+//! The committee of a replicated ledger: the nodes the genesis names, the fault model they
+//! give, what each node signs for clients, and the framing of the traffic between nodes.
+//!
+//! A ledger whose genesis names no committee is the one-node ledger. One that names `n` nodes
+//! tolerates `f = (n - 1) / 3` faulty ones (PROTOCOL.md section 11): the order of requests is
+//! decided by AlephBFT among the nodes, every node applies the ordered requests with the same
+//! rules, and a client trusts an answer only when `f + 1` nodes signed the same one.
+
+use crate::api::ledger::SpendResult;
+use crate::encoding::serde_bytes_b64;
+use crate::ledger::Hash32;
+use crate::operator::{OperatorId, Signable};
+use serde::{Deserialize, Serialize};
+
+/// At most this many nodes in a committee.
+pub const MAX_COMMITTEE: usize = 64;
+
+/// Largest frame one node sends another: a unit carries at most
+/// [`MAX_UNIT_REQUEST_BYTES`] of requests, and the rest of a message is small.
+pub const MAX_PEER_FRAME: usize = 8 * 1024 * 1024;
+
+/// At most this many bytes of signed requests in one node's unit.
+pub const MAX_UNIT_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The first bytes each side of a node-to-node connection sends.
+pub const PEER_MAGIC: &[u8; 8] = b"scripN01";
+
+/// One node of the committee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitteeMember {
+    /// The operator that runs it: a member's name in the genesis.
+    pub operator: String,
+    /// The node's own Ed25519 key: it signs the node's consensus messages and receipts.
+    pub node_key: OperatorId,
+    /// Where the other nodes reach it, `host:port`.
+    pub peer_address: String,
+    /// Where clients reach its HTTP API, for example `http://10.0.0.1:7400`.
+    pub api_url: String,
+}
+
+/// The most faulty nodes a committee of `n` tolerates: `(n - 1) / 3`.
+pub fn max_faulty(n: usize) -> usize {
+    n.saturating_sub(1) / 3
+}
+
+/// Matching signed answers a client needs from a committee of `n`: `f + 1`, so at least one
+/// comes from an honest node.
+pub fn answer_quorum(n: usize) -> usize {
+    max_faulty(n) + 1
+}
+
+/// Where an entry came from in the consensus order: the AlephBFT session, the position of its
+/// unit among the units ordered in that session, and the request's position in the unit. A
+/// node that restarts skips what its log already holds by this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderedAt {
+    /// The session.
+    pub session: u64,
+    /// The unit's position among the session's ordered units, from 0.
+    pub unit: u64,
+    /// The request's position among the unit's requests, from 0.
+    pub request: u32,
+}
+
+/// What a node signs about a request it applied: the receipt, bound to the ledger and to the
+/// request's digest, so it cannot be passed off for another request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptStatement {
+    /// The ledger.
+    pub ledger_id: Hash32,
+    /// The request's digest ([`crate::ledger::request_digest`]).
+    pub request: Hash32,
+    /// The entry appended, if any.
+    pub seq: Option<u64>,
+    /// Its hash.
+    pub entry_hash: Option<Hash32>,
+    /// Per nullifier, for spends.
+    pub spends: Vec<SpendResult>,
+}
+
+impl Signable for ReceiptStatement {
+    const DOMAIN: &'static str = "ledger/receipt";
+}
+
+/// A node's signature over a [`ReceiptStatement`], carried in the receipt it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAttestation {
+    /// The node's key (a `node_key` of the committee).
+    pub node: OperatorId,
+    /// The request's digest.
+    pub request: Hash32,
+    /// Signature over the statement.
+    #[serde(with = "serde_bytes_b64")]
+    pub signature: [u8; 64],
+}
+
+/// What the dialing side of a node-to-node connection proves, signed with its node key: the
+/// ledger, both nodes' keys and the nonce the other side just sent, so the proof works for
+/// that one connection only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerProof {
+    /// The ledger.
+    pub ledger_id: Hash32,
+    /// Who proves.
+    pub from: OperatorId,
+    /// To whom.
+    pub to: OperatorId,
+    /// The nonce the other side sent.
+    pub nonce: [u8; 32],
+}
+
+impl Signable for PeerProof {
+    const DOMAIN: &'static str = "ledger/peer";
+}
+
+/// The bytes AlephBFT asks a node to sign (its units and its messages about them), signed
+/// under their own purpose so they never verify as anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ConsensusMessage<'a>(pub &'a [u8]);
+
+impl Signable for ConsensusMessage<'_> {
+    const DOMAIN: &'static str = "ledger/consensus";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_tolerance_follows_n_at_least_3f_plus_1() {
+        let table = [
+            (1, 0, 1),
+            (2, 0, 1),
+            (3, 0, 1),
+            (4, 1, 2),
+            (6, 1, 2),
+            (7, 2, 3),
+        ];
+        for (n, f, quorum) in table {
+            assert_eq!(max_faulty(n), f, "n = {n}");
+            assert_eq!(answer_quorum(n), quorum, "n = {n}");
+            assert!(n > 3 * max_faulty(n));
+        }
+        assert_eq!(max_faulty(0), 0);
+    }
+}
