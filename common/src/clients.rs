@@ -378,18 +378,25 @@ impl LedgerClient {
         self.endpoint.health().await
     }
 
-    /// The committee, read once from the genesis of the ledger at [`LedgerClient::url`];
-    /// `None` for a one-node ledger, or while the ledger cannot be read.
+    /// The committee, read from the genesis of the ledger at [`LedgerClient::url`] the first
+    /// time this client reads the ledger's info (a service reads it when it starts, so a
+    /// request is not preceded by a second call); `None` for a one-node ledger, or while the
+    /// ledger cannot be read.
     async fn committee(&self) -> Option<std::sync::Arc<Committee>> {
-        let read = self
-            .committee
-            .get_or_try_init(|| async {
-                let info = self.info().await?;
-                if info.genesis.committee.is_empty() || info.genesis.ledger_id() != info.ledger_id {
-                    return Ok::<_, LedgerClientError>(None);
-                }
-                let n = info.genesis.committee.len();
-                Ok(Some(std::sync::Arc::new(Committee {
+        if self.committee.get().is_none() {
+            let _ = self.info().await;
+        }
+        self.committee.get().cloned().flatten()
+    }
+
+    fn remember_committee(&self, info: &LedgerInfo) {
+        if self.committee.get().is_some() {
+            return;
+        }
+        let committee = (!info.genesis.committee.is_empty()
+            && info.genesis.ledger_id() == info.ledger_id)
+            .then(|| {
+                std::sync::Arc::new(Committee {
                     ledger_id: info.ledger_id,
                     nodes: info
                         .genesis
@@ -402,11 +409,10 @@ impl LedgerClient {
                             )
                         })
                         .collect(),
-                    quorum: scrip_spec::committee::answer_quorum(n),
-                })))
-            })
-            .await;
-        read.ok().cloned().flatten()
+                    quorum: scrip_spec::committee::answer_quorum(info.genesis.committee.len()),
+                })
+            });
+        let _ = self.committee.set(committee);
     }
 
     /// A client of the ledger at `base_url` (for example `http://127.0.0.1:7400`), 30 s per call.
@@ -421,7 +427,9 @@ impl LedgerClient {
 
     /// Ledger id, genesis, members, catalog and head.
     pub async fn info(&self) -> Result<LedgerInfo, LedgerClientError> {
-        self.endpoint.get("/v1/info").await
+        let info = self.endpoint.get("/v1/info").await?;
+        self.remember_committee(&info);
+        Ok(info)
     }
 
     /// Submits a signed request: to the ledger, or to every node of a committee ledger,

@@ -350,6 +350,7 @@ mod tests {
     async fn messages_reach_their_peers_by_session_and_garbage_is_cut_off() {
         let (ids, listeners) = committee(3).await;
         let address = ids[0].nodes[0].1.clone();
+        let node_two = ids[2].clone();
         let nets: Vec<Arc<PeerNetwork<Vec<u8>>>> = ids
             .into_iter()
             .zip(listeners)
@@ -395,6 +396,23 @@ mod tests {
             read.is_err() || rest.is_empty(),
             "nothing after the refusal"
         );
+        // A member that sends an oversized frame, or a frame that does not decode, is
+        // disconnected.
+        for frame in [
+            ((MAX_PEER_FRAME + 1) as u32).to_be_bytes().to_vec(),
+            [&4u32.to_be_bytes()[..], &[0xff; 4]].concat(),
+        ] {
+            let mut member = TcpStream::connect(&address).await.expect("connect");
+            let peer = handshake(&node_two, &mut member, Some(node_two.nodes[0].0))
+                .await
+                .expect("a member's handshake");
+            assert_eq!(peer, node_two.nodes[0].0);
+            member.write_all(&frame).await.expect("frame");
+            let mut rest = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(10), member.read_to_end(&mut rest)).await;
+            assert!(closed.is_ok(), "the node closes the connection");
+        }
         // The nodes still talk.
         nets[1].send(6, &b"still here".to_vec(), Some(0));
         assert_eq!(wait(nets[0].clone(), 6).await, b"still here".to_vec());
