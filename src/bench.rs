@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Keep the consortium's files here.
     #[arg(long, value_name = "DIR")]
     keep: Option<std::path::PathBuf>,
+    /// Run the ledger as a committee of N nodes in this process (each on its own SQLite
+    /// file; `--ledger-database` is then not used); 1 is the one-node ledger.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: u16,
 }
 
 /// Passes over the samples when measuring the in-process signing rate.
@@ -138,12 +142,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .ledger_database
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.join("ledger.db").display()));
-    let backend = if ledger_db.starts_with("postgres") {
-        "PostgreSQL"
+    let nodes = usize::from(args.nodes);
+    let backend = if nodes > 1 {
+        format!("a committee of {nodes} nodes on SQLite")
+    } else if ledger_db.starts_with("postgres") {
+        "PostgreSQL".to_owned()
     } else {
-        "SQLite"
+        "SQLite".to_owned()
     };
-    let c = Consortium::start_with_ledger(&dir, &["op-a"], Mode::Strict, &ledger_db).await?;
+    let c = if nodes > 1 {
+        Consortium::start_committee(&dir, &["op-a"], Mode::Strict, nodes).await?
+    } else {
+        Consortium::start_with_ledger(&dir, &["op-a"], Mode::Strict, &ledger_db).await?
+    };
     let op = &c.operators[0];
     let keys = op.issuer.rotate_keys().await?;
     let kind = CapacityKind::new("chunk-64k")?;

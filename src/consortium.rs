@@ -37,10 +37,23 @@ pub struct Consortium {
     pub dir: PathBuf,
     /// The ledger's base URL.
     pub ledger_url: String,
-    /// The ledger.
+    /// Every ledger node's base URL (one for a one-node ledger); `ledger_url` is the first.
+    pub ledger_nodes: Vec<String>,
+    /// The ledger (a committee's first node).
     pub ledger: Arc<Ledger>,
     /// The members.
     pub operators: Vec<Operator>,
+}
+
+/// The demo consortium's ledger name.
+const NAME: &str = "scrip demo consortium";
+
+/// What ledger a consortium runs on.
+enum LedgerKind<'a> {
+    /// One node on this database.
+    One(&'a str),
+    /// A committee of this many nodes.
+    Committee(usize),
 }
 
 /// Writes a service's configuration as TOML, with a line saying where it came from.
@@ -93,6 +106,34 @@ impl Consortium {
         ledger_db: &str,
         rate_limit: RateLimitConfig,
     ) -> anyhow::Result<Self> {
+        Self::start_inner(dir, names, mode, LedgerKind::One(ledger_db), rate_limit).await
+    }
+
+    /// [`Consortium::start`] on a committee ledger of `nodes` nodes in this process, each
+    /// on its own SQLite file (`node-I.db`), run by the operators in turn.
+    pub async fn start_committee(
+        dir: &Path,
+        names: &[&str],
+        mode: Mode,
+        nodes: usize,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(
+            dir,
+            names,
+            mode,
+            LedgerKind::Committee(nodes),
+            RateLimitConfig::default(),
+        )
+        .await
+    }
+
+    async fn start_inner(
+        dir: &Path,
+        names: &[&str],
+        mode: Mode,
+        ledger_kind: LedgerKind<'_>,
+        rate_limit: RateLimitConfig,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let ledger_key = OperatorKey::generate();
         scrip_spec::secret_file::write_private(
@@ -115,14 +156,29 @@ impl Consortium {
             .zip(&keys)
             .map(|(n, k)| local::member(n, k, &[Role::Issuer, Role::Redeemer, Role::Admin]))
             .collect();
-        let ledger = local::init(ledger_db, ledger_key, "scrip demo consortium", operators).await?;
-        let ledger = Arc::new(ledger);
-        let ledger_url = local::serve(
-            ledger.clone(),
-            "127.0.0.1:0".parse()?,
-            std::future::pending(),
-        )
-        .await?;
+        let (ledger, ledger_nodes) = match ledger_kind {
+            LedgerKind::One(ledger_db) => {
+                let ledger = local::init(ledger_db, ledger_key, NAME, operators).await?;
+                let ledger = Arc::new(ledger);
+                let url = local::serve(
+                    ledger.clone(),
+                    "127.0.0.1:0".parse()?,
+                    std::future::pending(),
+                )
+                .await?;
+                (ledger, vec![url])
+            }
+            LedgerKind::Committee(nodes) => {
+                let committee = local::serve_committee(dir, nodes, NAME, operators).await?;
+                let ledger = committee
+                    .ledgers
+                    .first()
+                    .cloned()
+                    .context("a committee has at least one node")?;
+                (ledger, committee.urls)
+            }
+        };
+        let ledger_url = ledger_nodes[0].clone();
 
         // The files to run this consortium by hand once the demo is over: standard ports,
         // paths relative to the directory (read from each file's own directory).
@@ -243,6 +299,7 @@ impl Consortium {
         Ok(Self {
             dir: dir.to_owned(),
             ledger_url,
+            ledger_nodes,
             ledger,
             operators,
         })

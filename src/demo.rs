@@ -41,10 +41,28 @@ async fn store_chunk(
 }
 
 /// Runs the demo in `dir`; `kept` says whether the caller keeps it afterwards.
-pub async fn run(dir: &Path, kept: bool) -> anyhow::Result<()> {
-    step(1, "Start a consortium: one shared ledger, two operators");
-    let c = Consortium::start(dir, &["op-a", "op-b"], Mode::Strict).await?;
-    println!("   ledger            {}", c.ledger_url);
+pub async fn run(dir: &Path, kept: bool, nodes: usize) -> anyhow::Result<()> {
+    let names = ["op-a", "op-b"];
+    let c = if nodes > 1 {
+        step(
+            1,
+            &format!(
+                "Start a consortium: a ledger replicated on {nodes} nodes (AlephBFT, tolerating {} faulty), two operators",
+                scrip_spec::committee::max_faulty(nodes)
+            ),
+        );
+        Consortium::start_committee(dir, &names, Mode::Strict, nodes).await?
+    } else {
+        step(1, "Start a consortium: one shared ledger, two operators");
+        Consortium::start(dir, &names, Mode::Strict).await?
+    };
+    for (i, url) in c.ledger_nodes.iter().enumerate() {
+        if c.ledger_nodes.len() > 1 {
+            println!("   ledger node {i}     {url}");
+        } else {
+            println!("   ledger            {url}");
+        }
+    }
     for op in &c.operators {
         println!(
             "   {:<6} issuer {}   redeemer {}   relay {}",
@@ -205,19 +223,36 @@ pub async fn run(dir: &Path, kept: bool) -> anyhow::Result<()> {
         refusal["error"]["first_spent_at"]
     );
 
-    step(
-        7,
-        "Issuers report issuance (aggregates per key), the ledger makes a checkpoint",
-    );
-    for op in &c.operators {
-        op.issuer.report_issuance().await?;
+    if c.ledger_nodes.len() > 1 {
+        step(
+            7,
+            "Issuers report issuance (aggregates per key); every node holds the same log",
+        );
+        for op in &c.operators {
+            op.issuer.report_issuance().await?;
+        }
+        let heads = committee_heads(&c.ledger_nodes).await?;
+        println!(
+            "   all {} nodes at entry {}, head {}",
+            heads.len(),
+            heads[0].0,
+            heads[0].1
+        );
+    } else {
+        step(
+            7,
+            "Issuers report issuance (aggregates per key), the ledger makes a checkpoint",
+        );
+        for op in &c.operators {
+            op.issuer.report_issuance().await?;
+        }
+        let checkpoint = c
+            .ledger
+            .checkpoint()
+            .await?
+            .context("a checkpoint should be made")?;
+        println!("   checkpoint at entry {}", checkpoint.seq);
     }
-    let checkpoint = c
-        .ledger
-        .checkpoint()
-        .await?
-        .context("a checkpoint should be made")?;
-    println!("   checkpoint at entry {}", checkpoint.seq);
 
     step(
         8,
@@ -301,4 +336,24 @@ pub async fn run(dir: &Path, kept: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The committee's heads once every node reports the same one (each applies the ordered
+/// requests in its own time); an error if they do not agree within 10 s.
+async fn committee_heads(
+    nodes: &[String],
+) -> anyhow::Result<Vec<(u64, scrip_spec::ledger::Hash32)>> {
+    let mut heads = Vec::new();
+    for _ in 0..100 {
+        heads.clear();
+        for url in nodes {
+            let info = LedgerClient::new(url).info().await?;
+            heads.push((info.head_seq, info.head_hash));
+        }
+        if heads.windows(2).all(|w| w[0] == w[1]) {
+            return Ok(heads);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the ledger nodes hold different logs: {heads:?}")
 }

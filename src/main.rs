@@ -47,6 +47,10 @@ enum Command {
         /// temporary directory.
         #[arg(long, value_name = "DIR")]
         keep: Option<std::path::PathBuf>,
+        /// Run the ledger as a committee of N nodes in this process, ordered by AlephBFT
+        /// (PROTOCOL.md 11.12); 1 is the one-node ledger. With 4 nodes, one may fail or lie.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        nodes: u16,
     },
     /// Verify the ledger's log (hashes, signatures, the rules, checkpoints, cosignatures),
     /// recompute the totals, raise alarms and print who owes whom. Exit status: 0 clean (notes,
@@ -115,7 +119,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn demo(keep: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+async fn demo(keep: Option<std::path::PathBuf>, nodes: usize) -> anyhow::Result<()> {
     match keep {
         Some(dir) => {
             anyhow::ensure!(
@@ -123,11 +127,11 @@ async fn demo(keep: Option<std::path::PathBuf>) -> anyhow::Result<()> {
                 "{} is not empty; give a new or empty directory to --keep",
                 dir.display()
             );
-            scrip::demo::run(&dir, true).await
+            scrip::demo::run(&dir, true, nodes).await
         }
         None => {
             let dir = tempfile::tempdir()?;
-            scrip::demo::run(dir.path(), false).await
+            scrip::demo::run(dir.path(), false, nodes).await
         }
     }
 }
@@ -147,7 +151,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Audit(_) => Ok(()),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
-        Command::Demo { keep } => runtime().and_then(|rt| rt.block_on(demo(keep))),
+        Command::Demo { keep, nodes } => {
+            runtime().and_then(|rt| rt.block_on(demo(keep, usize::from(nodes))))
+        }
         Command::Operator(cmd) => operator::run(cmd),
         Command::Ledger(cmd) => runtime().and_then(|rt| rt.block_on(ledger::run(cmd))),
         Command::Issuer(cmd) => runtime().and_then(|rt| rt.block_on(issuer::run(cmd))),

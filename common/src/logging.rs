@@ -1,6 +1,6 @@
 //! Logging set-up: `tracing` to standard error, as text for people or as JSON lines for log
 //! collectors, with no ANSI colour when standard error is not a terminal or `NO_COLOR` is set.
-//! The level comes from `RUST_LOG` (default `info`).
+//! The level comes from `RUST_LOG` (default `info`, and `warn` for AlephBFT's own logs).
 
 use std::io::IsTerminal as _;
 
@@ -35,7 +35,8 @@ pub fn colour_allowed(is_terminal: bool) -> bool {
 /// Installs the global subscriber. Call once, at start-up.
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // AlephBFT reports its state at info several times a second; its warnings stay.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,AlephBFT=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

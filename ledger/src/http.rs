@@ -24,6 +24,9 @@ use scrip_spec::{Nullifier, OperatorKey, Signed};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The checkpoint interval given to committee nodes, which make no checkpoints.
+const CHECKPOINT_NEVER: u64 = 86_400;
+
 /// Largest request body: a spend of 10,000 tokens in JSON is about 4.8 MB.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
@@ -371,7 +374,30 @@ impl Application {
         checkpoint_secs: u64,
     ) -> anyhow::Result<Self> {
         let listener = scrip_common::server::bind(listen).await?;
-        Ok(Self {
+        Ok(Self::on_listener(ledger, listener, checkpoint_secs))
+    }
+
+    /// Serves an opened committee ledger as the node of `key`, on listeners already bound
+    /// (the API's and the one for the other nodes).
+    pub async fn node_on_listeners(
+        ledger: Arc<Ledger>,
+        key: Arc<OperatorKey>,
+        api: tokio::net::TcpListener,
+        peers: tokio::net::TcpListener,
+        settings: NodeSettings,
+    ) -> anyhow::Result<Self> {
+        let node = Node::start_on(ledger.clone(), key, settings, peers).await?;
+        let mut app = Self::on_listener(ledger, api, CHECKPOINT_NEVER);
+        app.state.node = Some(node);
+        Ok(app)
+    }
+
+    fn on_listener(
+        ledger: Arc<Ledger>,
+        listener: tokio::net::TcpListener,
+        checkpoint_secs: u64,
+    ) -> Self {
+        Self {
             listener,
             state: AppState {
                 metrics: Arc::new(Metrics::new(&ledger)),
@@ -379,7 +405,7 @@ impl Application {
                 node: None,
             },
             checkpoint_secs,
-        })
+        }
     }
 
     /// Serves an already opened committee ledger as the node of `key`.
@@ -390,7 +416,7 @@ impl Application {
         settings: NodeSettings,
     ) -> anyhow::Result<Self> {
         let node = Node::start(ledger.clone(), key, settings).await?;
-        let mut app = Self::from_ledger(ledger, listen, u64::MAX / 2).await?;
+        let mut app = Self::from_ledger(ledger, listen, CHECKPOINT_NEVER).await?;
         app.state.node = Some(node);
         Ok(app)
     }
@@ -407,10 +433,15 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let ledger = self.state.ledger.clone();
-        let period = Duration::from_secs(self.checkpoint_secs.max(1));
+        // A committee makes no checkpoints of one node's (PROTOCOL.md 11.12).
+        let period = Duration::from_secs(self.checkpoint_secs.clamp(1, 10 * 365 * 86_400));
+        let committee = ledger.is_committee();
         let checkpoints = tokio::spawn({
             let ledger = ledger.clone();
             async move {
+                if committee {
+                    return;
+                }
                 let mut tick = tokio::time::interval(period);
                 tick.tick().await;
                 loop {

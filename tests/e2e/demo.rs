@@ -34,6 +34,30 @@ fn the_demo_runs_every_step_and_exits_zero() {
 }
 
 #[test]
+fn the_demo_runs_on_a_committee_of_four_nodes() {
+    let stdout = stdout_of(scrip(&["demo", "--nodes", "4"]));
+    for expected in [
+        "a ledger replicated on 4 nodes (AlephBFT, tolerating 1 faulty)",
+        "ledger node 3",
+        "created a queue",
+        "is refused: 409",
+        "all 4 nodes at entry",
+        "op-a owes op-b 5 credits",
+        "Everything behaved as shown.",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    let refused = scrip(&["demo", "--nodes", "0"]);
+    assert!(
+        !refused.status.success(),
+        "a committee has at least one node"
+    );
+}
+
+#[test]
 fn json_logs_are_one_object_per_line() {
     let out = scrip(&["--log-format", "json", "demo"]);
     assert!(out.status.success());

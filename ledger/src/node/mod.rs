@@ -112,16 +112,27 @@ impl Node {
         key: Arc<OperatorKey>,
         settings: NodeSettings,
     ) -> Result<Arc<Self>, NodeError> {
-        let view = ledger.view();
-        let committee = view.genesis.committee.clone();
-        let ids: Vec<_> = committee.iter().map(|m| m.node_key).collect();
-        let keychain = NodeKeychain::new(key.clone(), ids).ok_or(NodeError::NotInCommittee)?;
         let listener = tokio::net::TcpListener::bind(settings.peer_listen)
             .await
             .map_err(|source| NodeError::Listen {
                 address: settings.peer_listen,
                 source,
             })?;
+        Self::start_on(ledger, key, settings, listener).await
+    }
+
+    /// [`Node::start`] with the peer listener already bound (`settings.peer_listen` is then
+    /// not used).
+    pub async fn start_on(
+        ledger: Arc<Ledger>,
+        key: Arc<OperatorKey>,
+        settings: NodeSettings,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Arc<Self>, NodeError> {
+        let view = ledger.view();
+        let committee = view.genesis.committee.clone();
+        let ids: Vec<_> = committee.iter().map(|m| m.node_key).collect();
+        let keychain = NodeKeychain::new(key.clone(), ids).ok_or(NodeError::NotInCommittee)?;
         std::fs::create_dir_all(&settings.consensus_dir).map_err(|source| NodeError::Backup {
             dir: settings.consensus_dir.clone(),
             source,
