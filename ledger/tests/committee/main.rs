@@ -14,11 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+mod partition;
+
 struct TestNode {
     key_seed: [u8; 32],
     db: TestDb,
     consensus: tempfile::TempDir,
     api_port: u16,
+    /// Where the node listens for its peers; the genesis names its proxy's port.
     peer_port: u16,
     ledger: Option<Arc<Ledger>>,
     stop: Option<oneshot::Sender<()>>,
@@ -27,6 +30,8 @@ struct TestNode {
 
 struct Committee {
     nodes: Vec<TestNode>,
+    /// Between every node and its peers: cuts links to make partitions.
+    partition: Arc<partition::Partition>,
     genesis: Genesis,
     issuer: OperatorKey,
     relay_a: OperatorKey,
@@ -54,6 +59,7 @@ impl Committee {
         ];
         let mut nodes = Vec::new();
         let mut committee = Vec::new();
+        let partition = partition::Partition::new();
         for i in 0..n {
             let key = OperatorKey::generate();
             let node = TestNode {
@@ -66,10 +72,11 @@ impl Committee {
                 stop: None,
                 done: None,
             };
+            let proxy = partition.proxy(i, node.peer_port).await;
             committee.push(CommitteeMember {
                 operator: ["issuer", "relay-a", "relay-b"][i % 3].into(),
                 node_key: key.id(),
-                peer_address: format!("127.0.0.1:{}", node.peer_port),
+                peer_address: proxy,
                 api_url: format!("http://127.0.0.1:{}", node.api_port),
             });
             nodes.push(node);
@@ -96,8 +103,10 @@ impl Committee {
         }
         let secret = TokenSecretKey::generate().expect("keygen");
         let key = key_info(secret.public_key(), "issuer", "queue", 1);
+        partition.name_nodes(genesis.committee.iter().map(|m| m.node_key).collect());
         let mut c = Self {
             nodes,
+            partition,
             genesis,
             issuer,
             relay_a,
@@ -382,4 +391,152 @@ async fn with_two_of_four_down_nothing_commits_and_one_back_resumes() {
     for i in [0, 1, 2] {
         c.stop_node(i).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_two_two_partition_commits_nothing_and_heals() {
+    let mut c = Committee::start(4).await;
+    let announce = c.request(&c.issuer, Action::AnnounceKey { key: c.key.clone() });
+    c.client(0).submit(&announce).await.expect("announced");
+    let head = c.agreed_head().await;
+
+    c.partition.split(&[0, 1], &[2, 3]);
+    let tokens = mint_tokens(&c.secret, "issuer", 4);
+    let spend = c.spend(&c.relay_a, tokens);
+    let refused = c
+        .client(0)
+        .submit(&spend)
+        .await
+        .expect_err("neither half has 2f+1 nodes");
+    assert_eq!(refused.status(), Some(503), "{refused}");
+    for node in &c.nodes {
+        assert_eq!(
+            node.ledger.as_ref().expect("up").view().head,
+            head,
+            "no half commits"
+        );
+    }
+
+    c.partition.heal();
+    let mut landed = false;
+    for _ in 0..30 {
+        match c.client(0).submit(&spend).await {
+            Ok(_) => {
+                landed = true;
+                break;
+            }
+            Err(e) if e.status() == Some(409) => {
+                landed = true;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    assert!(landed, "the committee goes on once the partition heals");
+    assert_eq!(
+        c.agreed_head().await.0,
+        head.0 + 1,
+        "the spend is applied once"
+    );
+    for i in 0..4 {
+        c.stop_node(i).await;
+    }
+}
+
+/// Node 3 lies: whatever it is sent, it answers a receipt saying every token was accepted,
+/// properly signed with its node key.
+async fn serve_a_lying_node(c: &mut Committee) {
+    use axum::routing::post;
+    c.stop_node(3).await;
+    let key = Arc::new(OperatorKey::from_seed(&c.nodes[3].key_seed));
+    let ledger_id = c.ledger_id();
+    let lie = axum::Router::new().route(
+        "/v1/entries",
+        post(
+            move |axum::Json(signed): axum::Json<Signed<LedgerRequest>>| {
+                let key = key.clone();
+                async move {
+                    use scrip_spec::api::ledger::{Receipt, SpendResult};
+                    use scrip_spec::committee::{NodeAttestation, ReceiptStatement};
+                    let Action::Spend { groups } = &signed.payload.action else {
+                        return axum::Json(Receipt {
+                            seq: Some(99),
+                            entry_hash: Some(Hash32([9; 32])),
+                            spends: vec![],
+                            attestation: None,
+                        });
+                    };
+                    let spends: Vec<SpendResult> = groups
+                        .iter()
+                        .flat_map(|g| g.nullifiers())
+                        .map(|nullifier| SpendResult {
+                            nullifier,
+                            status: SpendStatus::Accepted,
+                        })
+                        .collect();
+                    let request = Hash32(scrip_spec::ledger::request_digest(&signed));
+                    let statement = ReceiptStatement {
+                        ledger_id,
+                        request,
+                        seq: Some(99),
+                        entry_hash: Some(Hash32([9; 32])),
+                        spends: spends.clone(),
+                    };
+                    axum::Json(Receipt {
+                        seq: Some(99),
+                        entry_hash: Some(Hash32([9; 32])),
+                        spends,
+                        attestation: Some(NodeAttestation {
+                            node: key.id(),
+                            request,
+                            signature: key.sign_detached(&statement),
+                        }),
+                    })
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", c.nodes[3].api_port))
+        .await
+        .expect("node 3's port");
+    tokio::spawn(async move { axum::serve(listener, lie).await });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lying_node_alone_never_makes_a_client_accept_a_spend() {
+    let mut c = Committee::start(4).await;
+    let announce = c.request(&c.issuer, Action::AnnounceKey { key: c.key.clone() });
+    c.client(0).submit(&announce).await.expect("announced");
+    let token = mint_tokens(&c.secret, "issuer", 1).remove(0);
+    let first = c
+        .client(0)
+        .submit(&c.spend(&c.relay_a, vec![token.clone()]))
+        .await
+        .expect("spent");
+    assert_eq!(first.spends[0].status, SpendStatus::Accepted);
+    serve_a_lying_node(&mut c).await;
+
+    // The same token again: the liar signs "accepted", the three honest nodes say spent.
+    let again = c
+        .client(0)
+        .submit(&c.spend(&c.relay_b, vec![token.clone()]))
+        .await
+        .expect("an answer");
+    assert!(
+        matches!(again.spends[0].status, SpendStatus::AlreadySpent { .. }),
+        "the client took the liar's word: {again:?}"
+    );
+    assert_ne!(
+        again.attestation.as_ref().map(|a| a.node),
+        Some(c.genesis.committee[3].node_key)
+    );
+
+    // With two honest nodes down the liar and one honest node disagree: no answer at all.
+    c.stop_node(1).await;
+    c.stop_node(2).await;
+    let fresh = mint_tokens(&c.secret, "issuer", 1);
+    let outcome = c.client(0).submit(&c.spend(&c.relay_b, fresh)).await;
+    let err = outcome.expect_err("one signed receipt is not enough");
+    assert_eq!(err.status(), Some(503), "{err}");
+    c.stop_node(0).await;
 }
