@@ -342,20 +342,68 @@ impl Committee {
                 Err(e) => last_error = Some(e),
             }
         }
-        Err(ClientError::Refused {
+        Err(self.no_quorum(
+            "outcome of the request (send the same request again to learn it)",
+            last_error,
+        ))
+    }
+}
+
+impl Committee {
+    /// `GET path` from every node; the answer `f + 1` nodes gave alike, so one node cannot
+    /// hand a client a directory or a status of its own making (a 503 if none did).
+    async fn get_agreed<T>(&self, path: &str) -> Result<T, LedgerClientError>
+    where
+        T: DeserializeOwned + PartialEq + Send + 'static,
+    {
+        let mut answers = tokio::task::JoinSet::new();
+        for (_, endpoint) in &self.nodes {
+            let (endpoint, path) = (endpoint.clone(), path.to_owned());
+            answers.spawn(async move { endpoint.get::<T, LedgerErrorCode>(&path).await });
+        }
+        let mut seen: Vec<(T, usize)> = Vec::new();
+        let mut last_error = None;
+        while let Some(joined) = answers.join_next().await {
+            let Ok(answer) = joined else { continue };
+            match answer {
+                Ok(value) => {
+                    let count = match seen.iter_mut().find(|(v, _)| *v == value) {
+                        Some((_, n)) => {
+                            *n += 1;
+                            *n
+                        }
+                        None => {
+                            seen.push((value, 1));
+                            1
+                        }
+                    };
+                    if count >= self.quorum {
+                        answers.abort_all();
+                        let at = seen.iter().position(|(_, n)| *n == count).unwrap_or(0);
+                        return Ok(seen.swap_remove(at).0);
+                    }
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(self.no_quorum("answer", last_error))
+    }
+
+    fn no_quorum(&self, what: &str, last_error: Option<LedgerClientError>) -> LedgerClientError {
+        ClientError::Refused {
             service: "ledger",
             status: 503,
             error: ErrorObject {
                 code: LedgerErrorCode::LedgerUnavailable,
                 message: format!(
-                    "fewer than {} of the {} ledger nodes gave the same answer, so the outcome is unknown; send the same request again (last answer: {})",
+                    "fewer than {} of the {} ledger nodes gave the same {what}, so it cannot be trusted yet; retry (last error: {})",
                     self.quorum,
                     self.nodes.len(),
                     last_error.map_or_else(|| "none".to_owned(), |e| e.to_string())
                 ),
                 details: ErrorDetails::default(),
             },
-        })
+        }
     }
 }
 
@@ -457,10 +505,11 @@ impl LedgerClient {
         if let Some(k) = kind {
             query.push(format!("kind={k}"));
         }
-        let dir: KeyDirectory = self
-            .endpoint
-            .get(&format!("/v1/keys?{}", query.join("&")))
-            .await?;
+        let path = format!("/v1/keys?{}", query.join("&"));
+        let dir: KeyDirectory = match self.committee().await {
+            Some(committee) => committee.get_agreed(&path).await?,
+            None => self.endpoint.get(&path).await?,
+        };
         Ok(dir.keys)
     }
 
@@ -469,9 +518,11 @@ impl LedgerClient {
         &self,
         nullifier: &Nullifier,
     ) -> Result<NullifierStatus, LedgerClientError> {
-        self.endpoint
-            .get(&format!("/v1/nullifiers/{}", b64_encode(nullifier.0)))
-            .await
+        let path = format!("/v1/nullifiers/{}", b64_encode(nullifier.0));
+        match self.committee().await {
+            Some(committee) => committee.get_agreed(&path).await,
+            None => self.endpoint.get(&path).await,
+        }
     }
 
     /// The spent nullifiers that start with `prefix` (a wallet's private status query).

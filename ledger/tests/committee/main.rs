@@ -450,52 +450,62 @@ async fn serve_a_lying_node(c: &mut Committee) {
     c.stop_node(3).await;
     let key = Arc::new(OperatorKey::from_seed(&c.nodes[3].key_seed));
     let ledger_id = c.ledger_id();
-    let lie = axum::Router::new().route(
-        "/v1/entries",
-        post(
-            move |axum::Json(signed): axum::Json<Signed<LedgerRequest>>| {
-                let key = key.clone();
-                async move {
-                    use scrip_spec::api::ledger::{Receipt, SpendResult};
-                    use scrip_spec::committee::{NodeAttestation, ReceiptStatement};
-                    let Action::Spend { groups } = &signed.payload.action else {
-                        return axum::Json(Receipt {
+    use scrip_spec::api::ledger::{KeyDirectory, NullifierStatus};
+    let lie = axum::Router::new()
+        .route(
+            "/v1/keys",
+            axum::routing::get(|| async { axum::Json(KeyDirectory { keys: vec![] }) }),
+        )
+        .route(
+            "/v1/nullifiers/{n}",
+            axum::routing::get(|| async { axum::Json(NullifierStatus::Unspent) }),
+        )
+        .route(
+            "/v1/entries",
+            post(
+                move |axum::Json(signed): axum::Json<Signed<LedgerRequest>>| {
+                    let key = key.clone();
+                    async move {
+                        use scrip_spec::api::ledger::{Receipt, SpendResult};
+                        use scrip_spec::committee::{NodeAttestation, ReceiptStatement};
+                        let Action::Spend { groups } = &signed.payload.action else {
+                            return axum::Json(Receipt {
+                                seq: Some(99),
+                                entry_hash: Some(Hash32([9; 32])),
+                                spends: vec![],
+                                attestation: None,
+                            });
+                        };
+                        let spends: Vec<SpendResult> = groups
+                            .iter()
+                            .flat_map(|g| g.nullifiers())
+                            .map(|nullifier| SpendResult {
+                                nullifier,
+                                status: SpendStatus::Accepted,
+                            })
+                            .collect();
+                        let request = Hash32(scrip_spec::ledger::request_digest(&signed));
+                        let statement = ReceiptStatement {
+                            ledger_id,
+                            request,
                             seq: Some(99),
                             entry_hash: Some(Hash32([9; 32])),
-                            spends: vec![],
-                            attestation: None,
-                        });
-                    };
-                    let spends: Vec<SpendResult> = groups
-                        .iter()
-                        .flat_map(|g| g.nullifiers())
-                        .map(|nullifier| SpendResult {
-                            nullifier,
-                            status: SpendStatus::Accepted,
+                            spends: spends.clone(),
+                        };
+                        axum::Json(Receipt {
+                            seq: Some(99),
+                            entry_hash: Some(Hash32([9; 32])),
+                            spends,
+                            attestation: Some(NodeAttestation {
+                                node: key.id(),
+                                request,
+                                signature: key.sign_detached(&statement),
+                            }),
                         })
-                        .collect();
-                    let request = Hash32(scrip_spec::ledger::request_digest(&signed));
-                    let statement = ReceiptStatement {
-                        ledger_id,
-                        request,
-                        seq: Some(99),
-                        entry_hash: Some(Hash32([9; 32])),
-                        spends: spends.clone(),
-                    };
-                    axum::Json(Receipt {
-                        seq: Some(99),
-                        entry_hash: Some(Hash32([9; 32])),
-                        spends,
-                        attestation: Some(NodeAttestation {
-                            node: key.id(),
-                            request,
-                            signature: key.sign_detached(&statement),
-                        }),
-                    })
-                }
-            },
-        ),
-    );
+                    }
+                },
+            ),
+        );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", c.nodes[3].api_port))
         .await
         .expect("node 3's port");
@@ -529,6 +539,25 @@ async fn a_lying_node_alone_never_makes_a_client_accept_a_spend() {
     assert_ne!(
         again.attestation.as_ref().map(|a| a.node),
         Some(c.genesis.committee[3].node_key)
+    );
+    // Its reads are outvoted too: it hides the key directory and calls the token unspent.
+    let keys = c
+        .client(0)
+        .keys(Some("issuer"), None)
+        .await
+        .expect("the directory");
+    assert_eq!(keys.len(), 1, "the honest nodes' directory");
+    let status = c
+        .client(0)
+        .nullifier(&token.nullifier())
+        .await
+        .expect("a status");
+    assert!(
+        matches!(
+            status,
+            scrip_spec::api::ledger::NullifierStatus::Spent { .. }
+        ),
+        "{status:?}"
     );
 
     // With two honest nodes down the liar and one honest node disagree: no answer at all.

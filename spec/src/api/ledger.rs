@@ -293,7 +293,7 @@ pub struct KeyFilter {
 }
 
 /// `GET /v1/keys` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyDirectory {
     /// Keys, oldest first.
     pub keys: Vec<KeyRecord>,
