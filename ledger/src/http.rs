@@ -182,7 +182,9 @@ async fn metrics(State(state): State<AppState>) -> axum::response::Response {
 }
 
 async fn info(State(state): State<AppState>) -> Json<LedgerInfo> {
-    Json(state.ledger.info().await)
+    let mut info = state.ledger.info().await;
+    info.session = state.node.as_ref().map(|node| node.session());
+    Json(info)
 }
 
 async fn submit(

@@ -465,6 +465,7 @@ impl Ledger {
             head_hash: state.head.1,
             governance_seq: state.governance_seq,
             admin_quorum: state.admin_quorum(),
+            session: None,
         }
     }
 

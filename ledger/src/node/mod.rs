@@ -11,6 +11,7 @@
 //! without signing two units for one round, and skips what its log already holds.
 
 mod backup;
+mod catch_up;
 mod keychain;
 mod network;
 mod order;
@@ -65,6 +66,7 @@ pub struct Node {
     order_wait: Duration,
     stop: watch::Sender<bool>,
     driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    session: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Node {
@@ -133,6 +135,7 @@ impl Node {
         let committee = view.genesis.committee.clone();
         let ids: Vec<_> = committee.iter().map(|m| m.node_key).collect();
         let keychain = NodeKeychain::new(key.clone(), ids).ok_or(NodeError::NotInCommittee)?;
+        let key_id = key.id();
         std::fs::create_dir_all(&settings.consensus_dir).map_err(|source| NodeError::Backup {
             dir: settings.consensus_dir.clone(),
             source,
@@ -156,8 +159,11 @@ impl Node {
             order_wait: settings.order_wait,
             stop,
             driver: Mutex::new(None),
+            session: Arc::default(),
         });
         let driver = Driver {
+            peers: catch_up::Peers::new(&ledger, key_id),
+            session: node.session.clone(),
             ledger,
             pool: node.pool.clone(),
             waiters: node.waiters.clone(),
@@ -214,6 +220,11 @@ impl Node {
         }
     }
 
+    /// The consensus session this node is in.
+    pub fn session(&self) -> u64 {
+        self.session.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Requests waiting to be ordered.
     pub fn pending(&self) -> usize {
         self.pool.len()
@@ -234,6 +245,8 @@ impl Node {
 }
 
 struct Driver {
+    peers: catch_up::Peers,
+    session: Arc<std::sync::atomic::AtomicU64>,
     ledger: Arc<Ledger>,
     pool: Arc<Pool>,
     waiters: Waiters,
@@ -244,8 +257,13 @@ struct Driver {
 
 enum SessionEnd {
     Finished,
+    /// The other nodes are past this session: catch up from them.
+    Behind,
     Stopped,
 }
+
+/// How often a node asks the others whether they are past its session.
+const BEHIND_CHECK: Duration = Duration::from_secs(5);
 
 impl Driver {
     async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -262,6 +280,16 @@ impl Driver {
                     session += 1;
                     skip = None;
                 }
+                Ok(SessionEnd::Behind) => match self.peers.catch_up(&self.ledger, session).await {
+                    Ok((next, last)) => {
+                        backup::remove_before(&self.settings.consensus_dir, next);
+                        session = next;
+                        skip = last;
+                    }
+                    Err(e) => {
+                        tracing::warn!(session, error = %e, "catching up with the committee failed; trying again");
+                    }
+                },
                 Ok(SessionEnd::Stopped) => return,
                 Err(e) => {
                     tracing::error!(session, error = %e, "the consensus session could not start; retrying in 5 s");
@@ -346,11 +374,22 @@ impl Driver {
             terminator,
         ));
         tracing::info!(session, nodes = n, faulty, resume_after = ?skip, "consensus session started");
+        self.session
+            .store(session, std::sync::atomic::Ordering::SeqCst);
         let mut time = AgreedTime::new(n, faulty, floor);
         let mut index: u64 = 0;
+        let mut check =
+            tokio::time::interval_at(tokio::time::Instant::now() + BEHIND_CHECK, BEHIND_CHECK);
         let end = loop {
             let batch = tokio::select! {
                 batch = batches.recv() => batch,
+                _ = check.tick() => {
+                    if self.peers.behind(session).await {
+                        tracing::info!(session, "the other nodes are past this session; catching up");
+                        break SessionEnd::Behind;
+                    }
+                    continue;
+                }
                 _ = stop.changed() => break SessionEnd::Stopped,
             };
             let Some(batch) = batch else {

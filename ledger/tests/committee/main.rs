@@ -29,6 +29,7 @@ struct TestNode {
 }
 
 struct Committee {
+    session_rounds: u16,
     nodes: Vec<TestNode>,
     /// Between every node and its peers: cuts links to make partitions.
     partition: Arc<partition::Partition>,
@@ -42,6 +43,16 @@ struct Committee {
 
 impl Committee {
     async fn start(n: usize) -> Self {
+        Self::start_with(n, 20_000).await
+    }
+
+    /// With sessions of `session_rounds` rounds (50 ms each).
+    async fn start_with(n: usize, session_rounds: u16) -> Self {
+        // RUST_LOG=info shows what the nodes do.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let (issuer, relay_a, relay_b) = (
             OperatorKey::generate(),
             OperatorKey::generate(),
@@ -105,6 +116,7 @@ impl Committee {
         let key = key_info(secret.public_key(), "issuer", "queue", 1);
         partition.name_nodes(genesis.committee.iter().map(|m| m.node_key).collect());
         let mut c = Self {
+            session_rounds,
             nodes,
             partition,
             genesis,
@@ -134,7 +146,7 @@ impl Committee {
                 .expect("addr"),
             consensus_dir: node.consensus.path().to_owned(),
             unit_delay: Duration::from_millis(50),
-            session_rounds: 20_000,
+            session_rounds: self.session_rounds,
             order_wait: Duration::from_secs(5),
         };
         let listen = format!("127.0.0.1:{}", node.api_port)
@@ -207,8 +219,12 @@ impl Committee {
 
     /// The heads of the running nodes once they agree (or panics after a while).
     async fn agreed_head(&self) -> (u64, Hash32) {
+        self.agreed_head_within(Duration::from_secs(10)).await
+    }
+
+    async fn agreed_head_within(&self, wait: Duration) -> (u64, Hash32) {
         let mut last = Vec::new();
-        for _ in 0..200 {
+        for _ in 0..wait.as_millis() / 50 {
             last = self
                 .nodes
                 .iter()
@@ -568,4 +584,59 @@ async fn a_lying_node_alone_never_makes_a_client_accept_a_spend() {
     let err = outcome.expect_err("one signed receipt is not enough");
     assert_eq!(err.status(), Some(503), "{err}");
     c.stop_node(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_down_while_sessions_end_catches_up_from_its_peers() {
+    // Sessions of 40 rounds: about two seconds each.
+    let mut c = Committee::start_with(4, 40).await;
+    let announce = c.request(&c.issuer, Action::AnnounceKey { key: c.key.clone() });
+    c.client(0).submit(&announce).await.expect("announced");
+    c.agreed_head().await;
+
+    c.stop_node(3).await;
+    let tokens = mint_tokens(&c.secret, "issuer", 30);
+    for chunk in tokens.chunks(5) {
+        // A request waiting at a session's end is ordered in the next one: retried, as a
+        // redeemer retries a 503.
+        submit_until_applied(&c.client(0), &c.spend(&c.relay_a, chunk.to_vec())).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    let sessions: Vec<u64> = {
+        let info = c.client(0).info().await.expect("info");
+        vec![info.session.expect("a committee node says its session")]
+    };
+    assert!(
+        sessions[0] >= 2,
+        "sessions ended while node 3 was down: {sessions:?}"
+    );
+
+    // Node 3 comes back in its old session, finds the others past it, and catches up.
+    c.start_node(3).await;
+    let head = c.agreed_head_within(Duration::from_secs(60)).await;
+    assert_eq!(head.0, 1 + 6, "after the genesis: the key and six spends");
+    // It takes part again: with node 0 down, nodes 1, 2 and 3 still order.
+    c.stop_node(0).await;
+    let more = mint_tokens(&c.secret, "issuer", 2);
+    submit_until_applied(&c.client(1), &c.spend(&c.relay_b, more)).await;
+    let after = c.agreed_head_within(Duration::from_secs(30)).await;
+    assert_eq!(after.0, head.0 + 1, "nodes 1, 2 and 3 ordered it once");
+    for i in 1..4 {
+        c.stop_node(i).await;
+    }
+}
+
+/// Submits `request` until the committee answers its outcome (409: an earlier try landed).
+async fn submit_until_applied(client: &LedgerClient, request: &Signed<LedgerRequest>) {
+    for _ in 0..12 {
+        match client.submit(request).await {
+            Ok(_) => return,
+            Err(e) if e.status() == Some(409) => return,
+            Err(e) if e.status() == Some(503) => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(e) => panic!("refused: {e}"),
+        }
+    }
+    panic!("the committee never ordered the request");
 }

@@ -66,6 +66,9 @@ pub struct LedgerInfo {
     pub governance_seq: u64,
     /// Distinct admin approvals a governance change needs now.
     pub admin_quorum: u32,
+    /// On a committee ledger, the consensus session the answering node is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
 }
 
 /// Why one nullifier of a spend was refused before reaching the spent set.
