@@ -101,7 +101,7 @@ impl Peers {
         if ahead.len() <= self.faulty {
             return Err(CatchUpError::NoQuorum);
         }
-        ahead.sort_by(|a, b| b.seq.cmp(&a.seq));
+        ahead.sort_by_key(|a| std::cmp::Reverse(a.seq));
         let target = ahead[self.faulty].seq;
         let mut hashes: Vec<(Hash32, usize, usize)> = Vec::new();
         for (i, peer) in ahead.iter().enumerate() {
