@@ -204,6 +204,48 @@ impl Ledger {
         self.judge_and_append(signed, Some((now, at))).await
     }
 
+    /// Appends a certificate the committee's ordered votes completed, at the agreed time
+    /// `now` and place `at`; refused unless it holds `n - f` valid node signatures over an
+    /// entry of this log.
+    pub async fn append_certificate(
+        &self,
+        certificate: scrip_spec::committee::Certificate,
+        now: UnixSeconds,
+        at: OrderedAt,
+    ) -> Result<(u64, Hash32), LedgerError> {
+        let mut state = self.state.lock().await;
+        let invalid = |reason: &str| -> LedgerError {
+            Refusal::Invalid {
+                reason: reason.to_owned(),
+            }
+            .into()
+        };
+        certificate
+            .verify(&state.genesis.committee)
+            .map_err(invalid)?;
+        let head = &certificate.head;
+        let certified = self.store.entries(head.seq, 1, u64::MAX).await?;
+        if head.ledger_id != state.ledger_id
+            || certified.first().map(|e| (e.seq, e.hash())) != Some((head.seq, head.head_hash))
+        {
+            return Err(invalid(
+                "the certificate does not name an entry of this log",
+            ));
+        }
+        let entry = LogEntry {
+            seq: state.head.0 + 1,
+            prev_hash: state.head.1,
+            recorded_at: now,
+            body: EntryBody::Certificate(certificate),
+            ordered: Some(at),
+        };
+        let hash = entry.hash();
+        self.store.append(&entry, &hash, &Effect::None).await?;
+        state.apply(&Effect::None, (entry.seq, hash), &[]);
+        self.publish(&state);
+        Ok((entry.seq, hash))
+    }
+
     /// `receipt`, signed by this node for the request of `digest` (committee ledgers).
     pub fn attest(&self, digest: [u8; 32], mut receipt: Receipt) -> Receipt {
         let statement = ReceiptStatement {

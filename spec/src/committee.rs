@@ -118,6 +118,68 @@ impl Signable for PeerProof {
     const DOMAIN: &'static str = "ledger/peer";
 }
 
+/// What the nodes of a committee sign at the end of each session: the ledger's head then.
+/// `2f + 1` such signatures make a certificate, which the nodes append to the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertifiedHead {
+    /// The ledger.
+    pub ledger_id: Hash32,
+    /// The last entry of the session.
+    pub seq: u64,
+    /// Its hash.
+    pub head_hash: Hash32,
+}
+
+impl Signable for CertifiedHead {
+    const DOMAIN: &'static str = "ledger/certified-head";
+}
+
+/// One node's signature in a [`Certificate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSignature {
+    /// The node's key.
+    pub node: OperatorId,
+    /// Its signature over the [`CertifiedHead`].
+    #[serde(with = "serde_bytes_b64")]
+    pub signature: [u8; 64],
+}
+
+/// A head signed by `2f + 1` distinct nodes of the committee: the committee's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// What was signed.
+    pub head: CertifiedHead,
+    /// The signatures, in committee order.
+    pub signatures: Vec<CertificateSignature>,
+}
+
+impl Certificate {
+    /// Checks the certificate against `committee`: at least `2f + 1` valid signatures by
+    /// distinct nodes of it, and nothing else.
+    pub fn verify(&self, committee: &[CommitteeMember]) -> Result<(), &'static str> {
+        let n = committee.len();
+        let needed = n - max_faulty(n);
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.signatures {
+            if !committee.iter().any(|m| m.node_key == s.node) {
+                return Err("a certificate signature by a key that is no node of the committee");
+            }
+            if !seen.insert(s.node) {
+                return Err("a certificate signed twice by one node");
+            }
+            crate::operator::verify_detached(&s.node, &self.head, &s.signature)
+                .map_err(|_| "a certificate signature does not verify")?;
+        }
+        if seen.len() < needed || n == 0 {
+            return Err("a certificate with fewer than 2f+1 node signatures");
+        }
+        Ok(())
+    }
+}
+
 /// The bytes AlephBFT asks a node to sign (its units and its messages about them), signed
 /// under their own purpose so they never verify as anything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -452,6 +452,8 @@ pub enum EntryBody {
     Checkpoint(Signed<Checkpoint>),
     /// A pruning record signed by the ledger key.
     Pruned(Signed<Pruned>),
+    /// A committee's certificate of a session's last head, signed by `2f + 1` nodes.
+    Certificate(crate::committee::Certificate),
 }
 
 impl EntryBody {
@@ -462,6 +464,7 @@ impl EntryBody {
             EntryBody::Request(r) => r.payload.action.kind_name(),
             EntryBody::Checkpoint(_) => "checkpoint",
             EntryBody::Pruned(_) => "pruned",
+            EntryBody::Certificate(_) => "certificate",
         }
     }
 }

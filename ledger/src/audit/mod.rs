@@ -120,6 +120,12 @@ pub struct Auditor {
     /// Per issuer: value of its tokens reported issued and spent, each at the price in force
     /// when it was recorded.
     values: BTreeMap<String, (u64, u64)>,
+    /// On a committee ledger: the last entry before each change of consensus session (the
+    /// heads the nodes certify), the most recent few, and the session of the last entry.
+    #[serde(default)]
+    session_ends: BTreeMap<u64, Hash32>,
+    #[serde(default)]
+    last_session: Option<u64>,
     /// Whether spent tokens' signatures are verified: always, except when a ledger re-reads
     /// its own log at start-up (it verified them when it wrote them).
     #[serde(skip, default = "verify_by_default")]
@@ -137,6 +143,8 @@ impl Default for Auditor {
             prev: Hash32([0; 32]),
             entries: 0,
             checkpoints: 0,
+            session_ends: BTreeMap::new(),
+            last_session: None,
             spent: HashMap::new(),
             issuers: BTreeMap::new(),
             days: BTreeMap::new(),

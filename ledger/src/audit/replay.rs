@@ -56,8 +56,35 @@ impl Auditor {
                 "previous-hash does not match the entry before: the chain is broken".into(),
             ));
         }
+        if let Some(at) = e.ordered {
+            if self.last_session.is_some_and(|s| s < at.session) || self.last_session.is_none() {
+                self.session_ends.insert(state.head.0, state.head.1);
+                // Certificates name the end of the session before theirs; older ends are
+                // never certified later.
+                while self.session_ends.len() > 64 {
+                    self.session_ends.pop_first();
+                }
+            }
+            self.last_session = Some(at.session);
+        }
         match &e.body {
             EntryBody::Genesis(_) => return Err(bad("a second genesis".into())),
+            EntryBody::Certificate(certificate) => {
+                if let Err(why) = certificate.verify(&state.genesis.committee) {
+                    return Err(bad(why.into()));
+                }
+                let head = &certificate.head;
+                let certified = self.session_ends.get(&head.seq) == Some(&head.head_hash)
+                    || (head.seq, head.head_hash) == state.head;
+                if head.ledger_id != state.ledger_id || !certified {
+                    return Err(bad(
+                        "a certificate of a head that is not the end of a session of this log"
+                            .into(),
+                    ));
+                }
+                self.checkpoints += 1;
+                state.apply(&Effect::None, (e.seq, hash), &[]);
+            }
             EntryBody::Request(signed) => {
                 // The ledger refuses a request it has recorded before; a log with a copy of
                 // one (say a "cards sold" counted twice) was forged.

@@ -140,15 +140,23 @@ impl Peers {
             for entry in page.entries.into_iter().take_while(|e| e.seq <= target) {
                 let expected = entry.hash();
                 let seq = entry.seq;
-                let (EntryBody::Request(signed), Some(at)) = (entry.body, entry.ordered) else {
-                    return Err(mismatch(format!("entry {seq} is not an ordered request")));
+                let Some(at) = entry.ordered else {
+                    return Err(mismatch(format!("entry {seq} has no place in the order")));
                 };
-                let receipt = ledger.apply_ordered(signed, entry.recorded_at, at).await?;
-                if receipt.seq != Some(seq) || receipt.entry_hash != Some(expected) {
-                    return Err(mismatch(format!(
-                        "entry {seq} replays to {:?} at {:?}",
-                        receipt.entry_hash, receipt.seq
-                    )));
+                let replayed = match entry.body {
+                    EntryBody::Request(signed) => {
+                        let receipt = ledger.apply_ordered(signed, entry.recorded_at, at).await?;
+                        receipt.seq.zip(receipt.entry_hash)
+                    }
+                    EntryBody::Certificate(certificate) => Some(
+                        ledger
+                            .append_certificate(certificate, entry.recorded_at, at)
+                            .await?,
+                    ),
+                    _ => None,
+                };
+                if replayed != Some((seq, expected)) {
+                    return Err(mismatch(format!("entry {seq} replays to {replayed:?}")));
                 }
                 next = seq + 1;
             }

@@ -16,7 +16,7 @@ mod keychain;
 mod network;
 mod order;
 
-pub use order::{AgreedTime, Pool, UnitData};
+pub use order::{AgreedTime, Pool, UnitData, Vote};
 
 use crate::rules::Refusal;
 use crate::service::{Ledger, LedgerError};
@@ -26,9 +26,9 @@ use keychain::{NodeKeychain, NodeSignature};
 use network::{Identity, PeerNetwork};
 use order::Sha256Hasher;
 use scrip_spec::api::ledger::Receipt;
-use scrip_spec::committee::OrderedAt;
+use scrip_spec::committee::{Certificate, CertificateSignature, CertifiedHead, OrderedAt};
 use scrip_spec::encoding::{canonical_bytes, from_canonical_bytes};
-use scrip_spec::ledger::{LedgerRequest, request_digest};
+use scrip_spec::ledger::{EntryBody, LedgerRequest, request_digest};
 use scrip_spec::{OperatorKey, Signed};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -349,12 +349,36 @@ impl Driver {
             dir: self.settings.consensus_dir.clone(),
             source: std::io::Error::other("invalid consensus settings"),
         })?;
+        // A session that starts afresh votes for the head the last one ended at, unless
+        // nothing happened since the last certificate. (A node that restarts within a
+        // session does not vote again.)
+        let vote = match self.ledger.entries(view.head.0, 1).await?.first() {
+            Some(last)
+                if skip.is_none()
+                    && session > 0
+                    && view.head.0 > 0
+                    && !matches!(last.body, EntryBody::Certificate(_)) =>
+            {
+                let head = CertifiedHead {
+                    ledger_id: view.ledger_id,
+                    seq: view.head.0,
+                    head_hash: view.head.1,
+                };
+                Some(Vote {
+                    seq: head.seq,
+                    head_hash: head.head_hash.0,
+                    signature: self.ledger.key().sign_detached(&head),
+                })
+            }
+            _ => None,
+        };
         let (batches_tx, mut batches) = mpsc::unbounded_channel();
         let local_io = aleph_bft::LocalIO::new_with_unit_finalization_handler(
             Provider {
                 pool: self.pool.clone(),
                 ledger: self.ledger.clone(),
                 session,
+                vote,
             },
             Finalized { tx: batches_tx },
             saver,
@@ -377,6 +401,7 @@ impl Driver {
         self.session
             .store(session, std::sync::atomic::Ordering::SeqCst);
         let mut time = AgreedTime::new(n, faulty, floor);
+        let mut votes = Votes::default();
         let mut index: u64 = 0;
         let mut check =
             tokio::time::interval_at(tokio::time::Instant::now() + BEHIND_CHECK, BEHIND_CHECK);
@@ -397,7 +422,7 @@ impl Driver {
                 break SessionEnd::Stopped;
             };
             if self
-                .apply_batch(session, skip, &mut index, &mut time, batch)
+                .apply_batch(session, skip, &mut index, &mut time, &mut votes, batch)
                 .await
             {
                 break SessionEnd::Finished;
@@ -417,6 +442,7 @@ impl Driver {
         skip: Option<OrderedAt>,
         index: &mut u64,
         time: &mut AgreedTime,
+        votes: &mut Votes,
         batch: Vec<OrderedUnit<UnitData, Sha256Hasher>>,
     ) -> bool {
         for unit in batch {
@@ -439,12 +465,53 @@ impl Driver {
                     }
                     self.apply_one(bytes, now, place).await;
                 }
+                if let Some(vote) = data.vote
+                    && let Some(certificate) = votes.count(&self.ledger, unit.creator.0, vote)
+                {
+                    // After the unit's requests, as `request: u32::MAX` says.
+                    let place = OrderedAt {
+                        session,
+                        unit: at,
+                        request: u32::MAX,
+                    };
+                    if skip.is_none_or(|last| place > last) {
+                        self.append_certificate(certificate, now, place).await;
+                    }
+                }
             }
             if unit.round >= self.settings.session_rounds {
                 return true;
             }
         }
         false
+    }
+
+    async fn append_certificate(&self, certificate: Certificate, now: u64, at: OrderedAt) {
+        loop {
+            match self
+                .ledger
+                .append_certificate(certificate.clone(), now, at)
+                .await
+            {
+                Ok((seq, _)) => {
+                    tracing::info!(
+                        seq,
+                        certified = certificate.head.seq,
+                        "the committee certified the head"
+                    );
+                    return;
+                }
+                // Every node refuses it alike (a head that is not in the log).
+                Err(LedgerError::Refused(refusal)) => {
+                    tracing::error!(%refusal, "a certificate the votes completed was refused");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = ?e, "appending a certificate failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     async fn apply_one(&self, bytes: &[u8], now: u64, at: OrderedAt) {
@@ -487,6 +554,7 @@ struct Provider {
     pool: Arc<Pool>,
     ledger: Arc<Ledger>,
     session: u64,
+    vote: Option<Vote>,
 }
 
 #[async_trait::async_trait]
@@ -497,6 +565,7 @@ impl aleph_bft::DataProvider for Provider {
         Some(UnitData {
             time: self.ledger.now(),
             requests: self.pool.take_for_unit(self.session),
+            vote: self.vote.take(),
         })
     }
 }
@@ -553,5 +622,52 @@ impl aleph_bft::SpawnHandle for Spawner {
     ) -> aleph_bft::TaskHandle {
         let handle = tokio::spawn(task);
         Box::pin(async move { handle.await.map_err(|_| ()) })
+    }
+}
+
+/// A node's index and its signature of a head.
+type Signer = (usize, CertificateSignature);
+
+/// The votes ordered in one session, by the head they sign: a certificate once `n - f`
+/// distinct nodes signed the same one (each node's first vote counts).
+#[derive(Default)]
+struct Votes {
+    voted: std::collections::HashSet<usize>,
+    by_head: HashMap<(u64, [u8; 32]), Vec<Signer>>,
+}
+
+impl Votes {
+    fn count(&mut self, ledger: &Ledger, creator: usize, vote: Vote) -> Option<Certificate> {
+        let view = ledger.view();
+        let committee = &view.genesis.committee;
+        let node = committee.get(creator)?.node_key;
+        let head = CertifiedHead {
+            ledger_id: view.ledger_id,
+            seq: vote.seq,
+            head_hash: scrip_spec::ledger::Hash32(vote.head_hash),
+        };
+        if scrip_spec::operator::verify_detached(&node, &head, &vote.signature).is_err()
+            || !self.voted.insert(creator)
+        {
+            return None;
+        }
+        let signatures = self.by_head.entry((vote.seq, vote.head_hash)).or_default();
+        signatures.push((
+            creator,
+            CertificateSignature {
+                node,
+                signature: vote.signature,
+            },
+        ));
+        let needed = committee.len() - scrip_spec::committee::max_faulty(committee.len());
+        if signatures.len() != needed {
+            return None;
+        }
+        let mut signatures = signatures.clone();
+        signatures.sort_by_key(|(i, _)| *i);
+        Some(Certificate {
+            head,
+            signatures: signatures.into_iter().map(|(_, s)| s).collect(),
+        })
     }
 }

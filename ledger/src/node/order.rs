@@ -14,6 +14,21 @@ pub struct UnitData {
     pub time: u64,
     /// Signed requests (`canonical_bytes(Signed<LedgerRequest>)`).
     pub requests: Vec<Vec<u8>>,
+    /// In the first unit of a session: the proposer's signature of the head the previous
+    /// session ended at.
+    pub vote: Option<Vote>,
+}
+
+/// A node's signature over a [`CertifiedHead`](scrip_spec::committee::CertifiedHead) of its
+/// ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct Vote {
+    /// The entry.
+    pub seq: u64,
+    /// Its hash.
+    pub head_hash: [u8; 32],
+    /// The signature.
+    pub signature: [u8; 64],
 }
 
 /// SHA-256, for AlephBFT's unit hashes.
