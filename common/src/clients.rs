@@ -272,8 +272,8 @@ impl Committee {
                 (node, answer)
             });
         }
-        let mut receipts: Vec<(ReceiptStatement, Receipt, usize)> = Vec::new();
-        let mut refusals: Vec<(u16, LedgerErrorCode, usize)> = Vec::new();
+        let mut receipts: Vec<(ReceiptStatement, usize)> = Vec::new();
+        let mut refusals: Vec<((u16, LedgerErrorCode), usize)> = Vec::new();
         let mut last_error = None;
         while let Some(joined) = answers.join_next().await {
             let Ok((node, answer)) = joined else { continue };
@@ -301,17 +301,7 @@ impl Committee {
                         tracing::warn!(node = %node, "a ledger node answered a receipt it did not sign properly; ignored");
                         continue;
                     }
-                    let count = match receipts.iter_mut().find(|(s, _, _)| *s == statement) {
-                        Some((_, _, n)) => {
-                            *n += 1;
-                            *n
-                        }
-                        None => {
-                            receipts.push((statement, receipt.clone(), 1));
-                            1
-                        }
-                    };
-                    if count >= self.quorum {
+                    if tally(&mut receipts, statement) >= self.quorum {
                         answers.abort_all();
                         return Ok(receipt);
                     }
@@ -320,20 +310,7 @@ impl Committee {
                     let (Some(status), Some(code)) = (e.status(), e.code()) else {
                         continue;
                     };
-                    let count = match refusals
-                        .iter_mut()
-                        .find(|(s, c, _)| *s == status && *c == code)
-                    {
-                        Some((_, _, n)) => {
-                            *n += 1;
-                            *n
-                        }
-                        None => {
-                            refusals.push((status, code, 1));
-                            1
-                        }
-                    };
-                    if count >= self.quorum {
+                    if tally(&mut refusals, (status, code)) >= self.quorum {
                         answers.abort_all();
                         return Err(e);
                     }
@@ -349,12 +326,26 @@ impl Committee {
     }
 }
 
+/// Counts one more node's answer `key` among `counts`; returns how many gave it so far.
+fn tally<K: PartialEq>(counts: &mut Vec<(K, usize)>, key: K) -> usize {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => {
+            *n += 1;
+            *n
+        }
+        None => {
+            counts.push((key, 1));
+            1
+        }
+    }
+}
+
 impl Committee {
     /// `GET path` from every node; the answer `f + 1` nodes gave alike, so one node cannot
     /// hand a client a directory or a status of its own making (a 503 if none did).
     async fn get_agreed<T>(&self, path: &str) -> Result<T, LedgerClientError>
     where
-        T: DeserializeOwned + PartialEq + Send + 'static,
+        T: DeserializeOwned + PartialEq + Clone + Send + 'static,
     {
         let mut answers = tokio::task::JoinSet::new();
         for (_, endpoint) in &self.nodes {
@@ -367,20 +358,9 @@ impl Committee {
             let Ok(answer) = joined else { continue };
             match answer {
                 Ok(value) => {
-                    let count = match seen.iter_mut().find(|(v, _)| *v == value) {
-                        Some((_, n)) => {
-                            *n += 1;
-                            *n
-                        }
-                        None => {
-                            seen.push((value, 1));
-                            1
-                        }
-                    };
-                    if count >= self.quorum {
+                    if tally(&mut seen, value.clone()) >= self.quorum {
                         answers.abort_all();
-                        let at = seen.iter().position(|(_, n)| *n == count).unwrap_or(0);
-                        return Ok(seen.swap_remove(at).0);
+                        return Ok(value);
                     }
                 }
                 Err(e) => last_error = Some(e),

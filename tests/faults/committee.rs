@@ -290,13 +290,7 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
         node.process.start().await;
     }
     let request_tokens = pool.take(5);
-    let request = issuer_free_spend(
-        &nodes,
-        ledger_id,
-        key_id,
-        request_tokens.clone(),
-        dir.path(),
-    );
+    let request = spend_by_relay_a(ledger_id, key_id, request_tokens.clone(), dir.path());
     // The nodes reload their backups and dial each other again: a client retries a 503,
     // as a redeemer does.
     let mut receipt = None;
@@ -354,8 +348,7 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
 }
 
 /// A spend by relay-a, signed with its key file.
-fn issuer_free_spend(
-    _nodes: &[Node],
+fn spend_by_relay_a(
     ledger_id: Hash32,
     key: scrip_spec::TokenKeyId,
     tokens: Vec<Token>,

@@ -316,10 +316,15 @@ impl Driver {
     ) -> Result<SessionEnd, NodeError> {
         let view = self.ledger.view();
         let (n, faulty) = view.committee_size();
-        let floor = match self.ledger.entries(view.head.0, 1).await?.first() {
-            Some(entry) => entry.recorded_at,
-            None => view.genesis.created_at,
-        };
+        let last = self
+            .ledger
+            .entries(view.head.0, 1)
+            .await?
+            .into_iter()
+            .next();
+        let floor = last
+            .as_ref()
+            .map_or(view.genesis.created_at, |entry| entry.recorded_at);
         let (loader, saver) =
             backup::open(&self.settings.consensus_dir, session).map_err(|source| {
                 NodeError::Backup {
@@ -352,7 +357,7 @@ impl Driver {
         // A session that starts afresh votes for the head the last one ended at, unless
         // nothing happened since the last certificate. (A node that restarts within a
         // session does not vote again.)
-        let vote = match self.ledger.entries(view.head.0, 1).await?.first() {
+        let vote = match &last {
             Some(last)
                 if skip.is_none()
                     && session > 0
