@@ -49,6 +49,30 @@ pub enum ChangeArg {
         #[arg(long, value_name = "FILE")]
         catalog: PathBuf,
     },
+    /// Add a node to a committee ledger's committee, from the session after the one that
+    /// orders the change. Start the node first (`scrip ledger init` with the genesis, its own
+    /// key and `peer_listen`): it follows the log until the change governs.
+    AdmitNode {
+        /// The member that runs it (its name).
+        #[arg(long)]
+        operator: String,
+        /// The node's key, as `scrip operator keygen` printed it (not an operator's key).
+        #[arg(long, value_parser = parse_operator, allow_hyphen_values = true)]
+        node_key: OperatorId,
+        /// Where the other nodes reach it, `host:port`.
+        #[arg(long)]
+        peer_address: String,
+        /// Where clients reach its HTTP API, for example `http://10.0.0.5:7400`.
+        #[arg(long)]
+        api_url: String,
+    },
+    /// Take a node out of the committee, from the session after the one that orders the
+    /// change; it then follows the log and orders nothing.
+    RetireNode {
+        /// The node's key.
+        #[arg(long, value_parser = parse_operator, allow_hyphen_values = true)]
+        node_key: OperatorId,
+    },
     /// Revoke any issuer's token key.
     RevokeKey {
         /// The key id (base64url).
@@ -123,6 +147,20 @@ pub async fn propose(ledger: &str, out: &Path, change: ChangeArg) -> anyhow::Res
             catalog.validate()?;
             Change::SetCatalog { catalog }
         }
+        ChangeArg::AdmitNode {
+            operator,
+            node_key,
+            peer_address,
+            api_url,
+        } => Change::AdmitNode {
+            node: scrip_spec::committee::CommitteeMember {
+                operator,
+                node_key,
+                peer_address,
+                api_url,
+            },
+        },
+        ChangeArg::RetireNode { node_key } => Change::RetireNode { node_key },
         ChangeArg::RevokeKey { key_id, reason } => Change::RevokeKey {
             token_key_id: key_id,
             reason,

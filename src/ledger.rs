@@ -69,14 +69,22 @@ pub async fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
             println!("ledger {} created", info.ledger_id);
             if !info.genesis.committee.is_empty() {
                 let n = info.genesis.committee.len();
+                let owner = info
+                    .genesis
+                    .committee
+                    .iter()
+                    .find(|m| m.node_key == ledger.key().id())
+                    .map_or_else(
+                        || {
+                            "a node that joins later: it follows the log until the committee \
+                             admits it (set peer_listen)"
+                                .to_owned()
+                        },
+                        |m| format!("node {}'s", m.operator),
+                    );
                 println!(
-                    "committee: {n} nodes, tolerating {} faulty; this database is node {}'s",
+                    "committee: {n} nodes, tolerating {} faulty; this database is {owner}",
                     scrip_spec::committee::max_faulty(n),
-                    info.genesis
-                        .committee
-                        .iter()
-                        .find(|m| m.node_key == ledger.key().id())
-                        .map_or("?", |m| m.operator.as_str())
                 );
             }
             println!(

@@ -9,8 +9,8 @@ use scrip_spec::api::issuer::{
     RefreshRequest, RefreshResponse, ReplayRequest, ReplayResponse, RequestId,
 };
 use scrip_spec::api::ledger::{
-    CheckpointView, KeyDirectory, KeyRecord, LedgerErrorCode, LedgerInfo, LogPage, NullifierPrefix,
-    NullifierStatus, Receipt, SpentByPrefix,
+    CheckpointView, CommitteeView, KeyDirectory, KeyRecord, LedgerErrorCode, LedgerInfo, LogPage,
+    NullifierPrefix, NullifierStatus, Receipt, SpentByPrefix,
 };
 use scrip_spec::api::redeemer::{
     ConsumeRequest, ConsumeResponse, RedeemRequest, RedeemResponse, RedeemerErrorCode,
@@ -247,10 +247,25 @@ pub type RelayClientError = ClientError<RelayErrorCode>;
 #[derive(Debug, Clone)]
 pub struct LedgerClient {
     endpoint: Endpoint,
-    committee: std::sync::Arc<tokio::sync::OnceCell<Option<std::sync::Arc<Committee>>>>,
+    known: std::sync::Arc<std::sync::Mutex<Known>>,
+    refresh: Duration,
 }
 
-/// The nodes of a committee ledger, as read from its genesis.
+/// How often a client asks a committee whether its membership changed.
+pub const COMMITTEE_REFRESH: Duration = Duration::from_secs(60);
+
+/// What a client knows of the ledger's nodes.
+#[derive(Debug, Clone)]
+enum Known {
+    /// Nothing yet: the ledger's info was never read.
+    Unknown,
+    /// A one-node ledger.
+    OneNode,
+    /// A committee, and when it was last checked.
+    Committee(std::sync::Arc<Committee>, std::time::Instant),
+}
+
+/// The nodes of a committee ledger.
 #[derive(Debug)]
 struct Committee {
     ledger_id: scrip_spec::ledger::Hash32,
@@ -341,6 +356,14 @@ fn tally<K: PartialEq>(counts: &mut Vec<(K, usize)>, key: K) -> usize {
 }
 
 impl Committee {
+    /// Whether these are the nodes of `members`, in order.
+    fn is(&self, members: &[scrip_spec::committee::CommitteeMember]) -> bool {
+        self.nodes.len() == members.len()
+            && self.nodes.iter().zip(members).all(|((key, endpoint), m)| {
+                *key == m.node_key && endpoint.base == m.api_url.trim_end_matches('/')
+            })
+    }
+
     /// `GET path` from every node; the answer `f + 1` nodes gave alike, so one node cannot
     /// hand a client a directory or a status of its own making (a 503 if none did).
     async fn get_agreed<T>(&self, path: &str) -> Result<T, LedgerClientError>
@@ -392,8 +415,16 @@ impl LedgerClient {
     pub fn on(base_url: &str, http: Http) -> Self {
         Self {
             endpoint: Endpoint::new("ledger", base_url, http),
-            committee: std::sync::Arc::default(),
+            known: std::sync::Arc::new(std::sync::Mutex::new(Known::Unknown)),
+            refresh: COMMITTEE_REFRESH,
         }
+    }
+
+    /// Asks a committee for membership changes every `every` instead of every
+    /// [`COMMITTEE_REFRESH`].
+    pub fn refreshing_committee_every(mut self, every: Duration) -> Self {
+        self.refresh = every;
+        self
     }
 
     /// The base URL.
@@ -406,41 +437,88 @@ impl LedgerClient {
         self.endpoint.health().await
     }
 
-    /// The committee, read from the genesis of the ledger at [`LedgerClient::url`] the first
-    /// time this client reads the ledger's info (a service reads it when it starts, so a
-    /// request is not preceded by a second call); `None` for a one-node ledger, or while the
-    /// ledger cannot be read.
+    /// The committee: read from the ledger at [`LedgerClient::url`] the first time this
+    /// client reads the ledger's info (a service reads it when it starts, so a request is not
+    /// preceded by a second call), then every [`COMMITTEE_REFRESH`] taken from the nodes it
+    /// knows, only when `f + 1` of them name the same new one (`GET /v1/committee`). `None`
+    /// for a one-node ledger, or while the ledger cannot be read.
     async fn committee(&self) -> Option<std::sync::Arc<Committee>> {
-        if self.committee.get().is_none() {
-            let _ = self.info().await;
+        let known = self.known().clone();
+        match known {
+            Known::Unknown => {
+                let _ = self.info().await;
+                match self.known().clone() {
+                    Known::Committee(committee, _) => Some(committee),
+                    _ => None,
+                }
+            }
+            Known::OneNode => None,
+            Known::Committee(committee, checked) if checked.elapsed() < self.refresh => {
+                Some(committee)
+            }
+            Known::Committee(committee, _) => {
+                let now = match committee.get_agreed::<CommitteeView>("/v1/committee").await {
+                    Ok(view) if !view.members.is_empty() && !committee.is(&view.members) => {
+                        tracing::info!(
+                            nodes = view.members.len(),
+                            "the ledger's committee changed; following it"
+                        );
+                        std::sync::Arc::new(self.committee_of(committee.ledger_id, &view.members))
+                    }
+                    // Unchanged, or no f + 1 agree yet: keep the one known.
+                    _ => committee,
+                };
+                *self.known() = Known::Committee(now.clone(), std::time::Instant::now());
+                Some(now)
+            }
         }
-        self.committee.get().cloned().flatten()
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn committee_of(
+        &self,
+        ledger_id: scrip_spec::ledger::Hash32,
+        members: &[scrip_spec::committee::CommitteeMember],
+    ) -> Committee {
+        Committee {
+            ledger_id,
+            nodes: members
+                .iter()
+                .map(|m| {
+                    (
+                        m.node_key,
+                        Endpoint::new("ledger", &m.api_url, self.endpoint.http.clone()),
+                    )
+                })
+                .collect(),
+            quorum: scrip_spec::committee::answer_quorum(members.len()),
+        }
     }
 
     fn remember_committee(&self, info: &LedgerInfo) {
-        if self.committee.get().is_some() {
+        let mut known = self.known();
+        if !matches!(*known, Known::Unknown) || info.genesis.ledger_id() != info.ledger_id {
             return;
         }
-        let committee = (!info.genesis.committee.is_empty()
-            && info.genesis.ledger_id() == info.ledger_id)
-            .then(|| {
-                std::sync::Arc::new(Committee {
-                    ledger_id: info.ledger_id,
-                    nodes: info
-                        .genesis
-                        .committee
-                        .iter()
-                        .map(|m| {
-                            (
-                                m.node_key,
-                                Endpoint::new("ledger", &m.api_url, self.endpoint.http.clone()),
-                            )
-                        })
-                        .collect(),
-                    quorum: scrip_spec::committee::answer_quorum(info.genesis.committee.len()),
-                })
-            });
-        let _ = self.committee.set(committee);
+        // The info's committee is the latest the node applied; the genesis's is the first.
+        let members = if info.committee.is_empty() {
+            &info.genesis.committee
+        } else {
+            &info.committee
+        };
+        *known = if info.genesis.committee.is_empty() {
+            Known::OneNode
+        } else {
+            Known::Committee(
+                std::sync::Arc::new(self.committee_of(info.ledger_id, members)),
+                std::time::Instant::now(),
+            )
+        };
     }
 
     /// A client of the ledger at `base_url` (for example `http://127.0.0.1:7400`), 30 s per call.

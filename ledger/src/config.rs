@@ -212,14 +212,18 @@ impl LedgerConfig {
             return Ok(None);
         }
         let me = ledger.key().id();
-        let Some(member) = view.genesis.committee.iter().find(|m| m.node_key == me) else {
-            return Err(ConfigError::Genesis {
-                message: "this node's key is not in the committee".into(),
-            });
-        };
-        let peer_listen = match self.peer_listen {
-            Some(address) => address,
-            None => member.peer_address.parse().map_err(|_| ConfigError::Genesis {
+        let member = view.latest_committee().iter().find(|m| m.node_key == me);
+        let peer_listen = match (self.peer_listen, member) {
+            (Some(address), _) => address,
+            (None, None) => {
+                return Err(ConfigError::Genesis {
+                    message: "this node's key is not in the committee its log holds; a node \
+                              that joins sets peer_listen to the peer address it is admitted \
+                              with, and follows the log until it is admitted"
+                        .into(),
+                });
+            }
+            (None, Some(member)) => member.peer_address.parse().map_err(|_| ConfigError::Genesis {
                 message: format!(
                     "the genesis gives this node the peer address {:?}, which is not IP:PORT; set peer_listen",
                     member.peer_address

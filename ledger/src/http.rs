@@ -14,9 +14,9 @@ use scrip_common::metrics::{Gauge, MetricsBuilder, MetricsRegistry, Outcomes};
 use scrip_common::server::{ApiError, ApiJson, finish, health_answer, malformed_query};
 use scrip_spec::api::Health;
 use scrip_spec::api::ledger::{
-    CheckpointView, KeyDirectory, KeyFilter, LedgerErrorCode as Code, LedgerInfo, LogPage,
-    LogRange, MAX_LOG_PAGE, MAX_SPENT_PREFIX_BYTES, MIN_SPENT_PREFIX_BYTES, NullifierPrefix,
-    NullifierStatus, Receipt, SpendStatus, SpentByPrefix, SpentNullifier,
+    CheckpointView, CommitteeView, KeyDirectory, KeyFilter, LedgerErrorCode as Code, LedgerInfo,
+    LogPage, LogRange, MAX_LOG_PAGE, MAX_SPENT_PREFIX_BYTES, MIN_SPENT_PREFIX_BYTES,
+    NullifierPrefix, NullifierStatus, Receipt, SpendStatus, SpentByPrefix, SpentNullifier,
 };
 use scrip_spec::encoding::b64_decode;
 use scrip_spec::ledger::{Cosignature, LedgerRequest};
@@ -125,11 +125,13 @@ impl From<LedgerError> for ApiError {
                     _ => error,
                 }
             }
-            LedgerError::NotOrdered { .. } | LedgerError::Busy => ApiError::new(
-                S::SERVICE_UNAVAILABLE,
-                Code::LedgerUnavailable,
-                err.to_string(),
-            ),
+            LedgerError::NotOrdered { .. } | LedgerError::Busy | LedgerError::NotInCommittee => {
+                ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    Code::LedgerUnavailable,
+                    err.to_string(),
+                )
+            }
             other => ApiError::unavailable(
                 Code::LedgerUnavailable,
                 "ledger operation failed",
@@ -146,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/info", get(info))
+        .route("/v1/committee", get(committee))
         .route("/v1/entries", post(submit))
         .route("/v1/nullifiers/{nullifier}", get(nullifier))
         .route("/v1/spent/{prefix}", get(spent_by_prefix))
@@ -185,6 +188,12 @@ async fn info(State(state): State<AppState>) -> Json<LedgerInfo> {
     let mut info = state.ledger.info().await;
     info.session = state.node.as_ref().map(|node| node.session());
     Json(info)
+}
+
+async fn committee(State(state): State<AppState>) -> Json<CommitteeView> {
+    Json(CommitteeView {
+        members: state.ledger.view().latest_committee().to_vec(),
+    })
 }
 
 async fn submit(

@@ -3,6 +3,7 @@
 
 use crate::store::{Effect, GovernanceEffect, NullifierGroup, Snapshot};
 use scrip_spec::api::ledger::{KeyRecord, SpendRefusal};
+use scrip_spec::committee::{CommitteeMember, CommitteeSchedule};
 use scrip_spec::ledger::{
     Action, Approval, Change, Genesis, Hash32, LedgerRequest, MAX_CLOCK_SKEW, MAX_LIVE_KEYS,
     MAX_REFRESH_BATCH, MAX_RETAINED_KEYS, MAX_SPEND_BATCH, OperatorInfo, Proposal, RefreshOutput,
@@ -160,6 +161,9 @@ pub struct LedgerState {
     pub keys: HashMap<TokenKeyId, KeyRecord>,
     /// Last entry.
     pub head: (u64, Hash32),
+    /// The committee's changes since the genesis (committee ledgers).
+    #[serde(default)]
+    pub committee: CommitteeSchedule,
 }
 
 /// A judged request: the effect to apply, and the nullifiers refused before the spent set.
@@ -205,6 +209,7 @@ impl LedgerState {
             keys: HashMap::new(),
             genesis,
             head,
+            committee: CommitteeSchedule::default(),
         }
     }
 
@@ -216,6 +221,7 @@ impl LedgerState {
         state.catalog = s.catalog;
         state.catalog_version = s.catalog_version;
         state.governance_seq = s.governance_seq;
+        state.committee = s.committee;
         state.keys = s
             .keys
             .into_iter()
@@ -256,11 +262,14 @@ impl LedgerState {
         Ok(())
     }
 
-    /// The committee's size and the most faulty nodes it tolerates (1 and 0 for the
-    /// one-node ledger).
-    pub fn committee_size(&self) -> (usize, usize) {
-        let n = self.genesis.committee.len().max(1);
-        (n, scrip_spec::committee::max_faulty(n))
+    /// The committee that orders `session` (empty for a one-node ledger).
+    pub fn committee_for(&self, session: u64) -> &[CommitteeMember] {
+        self.committee.for_session(&self.genesis.committee, session)
+    }
+
+    /// The committee after every change so far: the nodes clients send requests to.
+    pub fn latest_committee(&self) -> &[CommitteeMember] {
+        self.committee.latest(&self.genesis.committee)
     }
 
     /// Distinct admin approvals a governance change needs now: the genesis's `admin_quorum`,
@@ -447,9 +456,10 @@ impl LedgerState {
         &self,
         signed: &Signed<LedgerRequest>,
         now: UnixSeconds,
+        session: Option<u64>,
         verified: Verified<'_>,
     ) -> Result<Judgement, Refusal> {
-        self.judge_as(signed, now, verified, Signature::Verify)
+        self.judge_as(signed, now, session, verified, Signature::Verify)
     }
 
     /// [`Self::judge`] of a request whose operator signature [`Self::authenticate`] already
@@ -459,15 +469,19 @@ impl LedgerState {
         &self,
         signed: &Signed<LedgerRequest>,
         now: UnixSeconds,
+        session: Option<u64>,
         verified: Verified<'_>,
     ) -> Result<Judgement, Refusal> {
-        self.judge_as(signed, now, verified, Signature::Verified)
+        self.judge_as(signed, now, session, verified, Signature::Verified)
     }
 
+    /// `session`: the consensus session that ordered the request (committee ledgers), which
+    /// a membership change needs.
     fn judge_as(
         &self,
         signed: &Signed<LedgerRequest>,
         now: UnixSeconds,
+        session: Option<u64>,
         verified: Verified<'_>,
         signature: Signature,
     ) -> Result<Judgement, Refusal> {
@@ -490,7 +504,7 @@ impl LedgerState {
             Action::Govern {
                 proposal,
                 approvals,
-            } => plain(self.judge_governance(proposal, approvals)?),
+            } => plain(self.judge_governance(proposal, approvals, session)?),
             Action::AnnounceKey { key } => {
                 need(Role::Issuer)?;
                 if key.issuer != operator.name {
@@ -706,6 +720,7 @@ impl LedgerState {
         &self,
         proposal: &Proposal,
         approvals: &[Approval],
+        session: Option<u64>,
     ) -> Result<Effect, Refusal> {
         if proposal.ledger_id != self.ledger_id {
             return Err(Refusal::WrongLedger);
@@ -788,11 +803,62 @@ impl LedgerState {
                 self.check_revocable(token_key_id)?;
                 GovernanceEffect::RevokeKey(*token_key_id)
             }
+            Change::AdmitNode { node } => {
+                let session = self.ordering_session(session)?;
+                let mut members = self.latest_committee().to_vec();
+                members.push(node.clone());
+                self.check_members(&members)?;
+                GovernanceEffect::SetCommittee(self.committee.changed(
+                    &self.genesis.committee,
+                    session,
+                    members,
+                ))
+            }
+            Change::RetireNode { node_key } => {
+                let session = self.ordering_session(session)?;
+                let mut members = self.latest_committee().to_vec();
+                let before = members.len();
+                members.retain(|m| m.node_key != *node_key);
+                if members.len() == before {
+                    return Err(invalid(format!("node {node_key} is not in the committee")));
+                }
+                if members.is_empty() {
+                    return Err(invalid("the committee's last node cannot be retired"));
+                }
+                GovernanceEffect::SetCommittee(self.committee.changed(
+                    &self.genesis.committee,
+                    session,
+                    members,
+                ))
+            }
         };
         Ok(Effect::Governance {
             change,
             governance_seq: self.governance_seq + 1,
         })
+    }
+
+    /// The session a membership change is ordered in: only a committee ledger has one.
+    fn ordering_session(&self, session: Option<u64>) -> Result<u64, Refusal> {
+        match session {
+            Some(session) if !self.genesis.committee.is_empty() => Ok(session),
+            _ => Err(invalid(
+                "this ledger has no committee: a one-node ledger cannot admit or retire nodes",
+            )),
+        }
+    }
+
+    /// A committee after a change: each node run by a current member, with a key of its
+    /// own, at most [`MAX_COMMITTEE`](scrip_spec::committee::MAX_COMMITTEE) nodes.
+    fn check_members(&self, members: &[CommitteeMember]) -> Result<(), Refusal> {
+        let operator_keys: HashSet<OperatorId> = self
+            .operators
+            .keys()
+            .chain(self.former.keys())
+            .copied()
+            .collect();
+        let names: HashSet<&str> = self.operators.values().map(|o| o.name.as_str()).collect();
+        check_nodes(members, &names, &operator_keys)
     }
 
     /// Refuses a change that would leave fewer admins than a governance change needs, so the
@@ -915,6 +981,7 @@ impl LedgerState {
                         self.catalog_version = head.0;
                     }
                     GovernanceEffect::RevokeKey(id) => self.revoke(id),
+                    GovernanceEffect::SetCommittee(schedule) => self.committee = schedule.clone(),
                 }
             }
             Effect::AnnounceKey(info) => {
@@ -1011,25 +1078,32 @@ fn check_operator(op: &OperatorInfo) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The genesis's committee: at most [`MAX_COMMITTEE`](scrip_spec::committee::MAX_COMMITTEE)
-/// nodes, each run by a founding member, with keys of their own (no operator key, no other
-/// node's) and addresses.
-fn check_committee(
-    genesis: &Genesis,
-    operator_ids: &HashSet<scrip_spec::OperatorId>,
+/// The genesis's committee: nodes of founding members (see [`check_nodes`]).
+fn check_committee(genesis: &Genesis, operator_ids: &HashSet<OperatorId>) -> Result<(), Refusal> {
+    let names: HashSet<&str> = genesis.operators.iter().map(|o| o.name.as_str()).collect();
+    check_nodes(&genesis.committee, &names, operator_ids)
+}
+
+/// A committee: at most [`MAX_COMMITTEE`](scrip_spec::committee::MAX_COMMITTEE) nodes, each
+/// run by a member of `operators` (by name), with a key of its own (no operator key of
+/// `operator_ids`, no other node's) and addresses.
+fn check_nodes(
+    nodes: &[CommitteeMember],
+    operators: &HashSet<&str>,
+    operator_ids: &HashSet<OperatorId>,
 ) -> Result<(), Refusal> {
     use scrip_spec::committee::MAX_COMMITTEE;
-    if genesis.committee.len() > MAX_COMMITTEE {
+    if nodes.len() > MAX_COMMITTEE {
         return Err(invalid(format!(
             "a committee has at most {MAX_COMMITTEE} nodes, this one {}",
-            genesis.committee.len()
+            nodes.len()
         )));
     }
     let mut keys = HashSet::new();
-    for node in &genesis.committee {
-        if !genesis.operators.iter().any(|o| o.name == node.operator) {
+    for node in nodes {
+        if !operators.contains(node.operator.as_str()) {
             return Err(invalid(format!(
-                "committee node of {:?}: no founding member has that name",
+                "committee node of {:?}: no member has that name",
                 node.operator
             )));
         }

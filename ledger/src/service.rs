@@ -44,6 +44,12 @@ pub enum LedgerError {
         /// How long the node waited.
         waited_secs: u64,
     },
+    /// This node is not in the committee of its session: it was retired, or waits to be
+    /// admitted, and follows the others' log without ordering.
+    #[error(
+        "this node is not in the committee of its consensus session (retired, or not yet admitted); send the request to the committee's nodes, listed in GET /v1/info"
+    )]
+    NotInCommittee,
     /// A committee node holds as many waiting requests as it may.
     #[error("this node holds as many requests waiting to be ordered as it may; retry shortly")]
     Busy,
@@ -221,7 +227,7 @@ impl Ledger {
             .into()
         };
         certificate
-            .verify(&state.genesis.committee)
+            .verify(state.committee_for(at.session))
             .map_err(invalid)?;
         let head = &certificate.head;
         let certified = self.store.entries(head.seq, 1, u64::MAX).await?;
@@ -304,7 +310,12 @@ impl Ledger {
             verified.extend(more.iter().copied());
             verify_tokens(Arc::new(state.clone()), signed, more).await?
         };
-        let judgement = match state.judge_authenticated(&signed, now, Verified::Keys(&verified)) {
+        let judgement = match state.judge_authenticated(
+            &signed,
+            now,
+            ordered.map(|(_, at)| at.session),
+            Verified::Keys(&verified),
+        ) {
             // Appended by a concurrent copy of the same request since the check above.
             Err(_) if self.store.request_seq(&digest).await?.is_some() => {
                 return Err(Refusal::Replayed.into());
@@ -508,6 +519,7 @@ impl Ledger {
             governance_seq: state.governance_seq,
             admin_quorum: state.admin_quorum(),
             session: None,
+            committee: state.latest_committee().to_vec(),
         }
     }
 
@@ -590,25 +602,27 @@ impl Ledger {
     }
 }
 
-/// `key` must be the genesis's ledger key, or on a committee ledger one node's key.
+/// `key` must be the genesis's ledger key, or on a committee ledger a node key: not an
+/// operator's. (A node that joins later is in no committee until the log admits it, so its
+/// key is checked against the committee when it starts, [`crate::node::Node::start`].)
 fn check_own_key(genesis: &Genesis, key: &OperatorKey) -> Result<(), LedgerError> {
-    let ok = if genesis.committee.is_empty() {
-        genesis.ledger_key == key.id()
-    } else {
-        genesis.committee.iter().any(|m| m.node_key == key.id())
-    };
-    if ok {
-        return Ok(());
-    }
     let reason = if genesis.committee.is_empty() {
-        "this key is not the ledger key named in the genesis (ledger_key)"
+        (genesis.ledger_key != key.id())
+            .then_some("this key is not the ledger key named in the genesis (ledger_key)")
     } else {
-        "this key is not the node key of any committee member in the genesis"
+        genesis
+            .operators
+            .iter()
+            .any(|o| o.id == key.id())
+            .then_some("this key is an operator's key; a node signs with a node key of its own")
     };
-    Err(Refusal::Invalid {
-        reason: reason.into(),
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Refusal::Invalid {
+            reason: reason.into(),
+        }
+        .into()),
     }
-    .into())
 }
 
 /// The keys of a spend request whose tokens pass the key checks in `state` (none for any

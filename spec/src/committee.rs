@@ -39,6 +39,61 @@ pub struct CommitteeMember {
     pub api_url: String,
 }
 
+/// The committee over time: the genesis's, changed by governance (admit or retire a node). A
+/// change ordered in session `s` governs from session `s + 1`, so every node of a session
+/// knows the session's committee before it starts, and a node that restarts within a session
+/// finds the same one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitteeSchedule {
+    /// The committee after the last change; empty while the genesis's governs.
+    pub members: Vec<CommitteeMember>,
+    /// The first session `members` governs.
+    pub from_session: u64,
+    /// The committee of the sessions before `from_session`, back to the change before.
+    pub previous: Vec<CommitteeMember>,
+}
+
+impl CommitteeSchedule {
+    /// The committee of `session`, given the genesis's.
+    pub fn for_session<'a>(
+        &'a self,
+        genesis: &'a [CommitteeMember],
+        session: u64,
+    ) -> &'a [CommitteeMember] {
+        if self.members.is_empty() {
+            genesis
+        } else if session >= self.from_session {
+            &self.members
+        } else {
+            &self.previous
+        }
+    }
+
+    /// The committee after every change so far (the one clients send requests to).
+    pub fn latest<'a>(&'a self, genesis: &'a [CommitteeMember]) -> &'a [CommitteeMember] {
+        if self.members.is_empty() {
+            genesis
+        } else {
+            &self.members
+        }
+    }
+
+    /// The schedule after `members` was set by a change ordered in `session`.
+    pub fn changed(
+        &self,
+        genesis: &[CommitteeMember],
+        session: u64,
+        members: Vec<CommitteeMember>,
+    ) -> Self {
+        Self {
+            previous: self.for_session(genesis, session).to_vec(),
+            members,
+            from_session: session + 1,
+        }
+    }
+}
+
 /// The most faulty nodes a committee of `n` tolerates: `(n - 1) / 3`.
 pub fn max_faulty(n: usize) -> usize {
     n.saturating_sub(1) / 3

@@ -180,6 +180,18 @@ pub enum Change {
         /// Why, for the auditors.
         reason: String,
     },
+    /// Add a node to a committee ledger's committee, from the session after the one that
+    /// orders this change.
+    AdmitNode {
+        /// The node: its operator (a member), key and addresses.
+        node: crate::committee::CommitteeMember,
+    },
+    /// Take a node out of the committee, from the session after the one that orders this
+    /// change.
+    RetireNode {
+        /// The node's key.
+        node_key: OperatorId,
+    },
 }
 
 /// What admins approve: one change, bound to one ledger and to the number of governance
@@ -333,6 +345,8 @@ impl Change {
             Change::SetRoles { .. } => "roles_set",
             Change::SetCatalog { .. } => "catalog_set",
             Change::RevokeKey { .. } => "key_revoked",
+            Change::AdmitNode { .. } => "node_admitted",
+            Change::RetireNode { .. } => "node_retired",
         }
     }
 }

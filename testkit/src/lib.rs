@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod committee;
 pub mod db;
 pub mod http;
 pub mod keys;
@@ -9,6 +10,7 @@ pub mod proxy;
 pub mod services;
 pub mod tmpfs;
 
+pub use committee::{CommitteeNode, CommitteeSetup, agreed_head};
 pub use db::{Backend, PgSchema, TestDb};
 pub use http::{Http, error_code, spent_total};
 pub use keys::{TokenPool, announce_key, key_info, mint_tokens};

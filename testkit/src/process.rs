@@ -48,20 +48,46 @@ impl Scrip {
     /// (redeemer), and writes its config for a free port. Keys and files go in `dir`.
     pub fn ledger_setup(self, dir: &Path, db: &str) -> LedgerSetup {
         let _ledger_key = self.keygen(dir, "ledger");
+        let (issuer, relay, genesis) = self.operators(dir, "");
+        std::fs::write(dir.join("genesis.toml"), genesis).expect("genesis");
+        let port = free_port();
+        let (config, _) = self.init_ledger(dir, "ledger", db, port, "");
+        LedgerSetup {
+            issuer,
+            relay,
+            config,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The keys of the operators `issuer` (issuer, redeemer) and `relay` (redeemer), made in
+    /// `dir`, and the genesis that admits them, with the top-level lines `top` (before the
+    /// tables, as TOML needs).
+    pub(crate) fn operators(self, dir: &Path, top: &str) -> (OperatorKey, OperatorKey, String) {
         let issuer = self.keygen(dir, "issuer");
         let relay = self.keygen(dir, "relay");
-        std::fs::write(
-            dir.join("genesis.toml"),
-            format!(
-                "ledger_name = \"test\"\n\
-                 [[operators]]\nname = \"issuer\"\nid = \"{}\"\nroles = [\"issuer\", \"redeemer\"]\n\
-                 [[operators]]\nname = \"relay\"\nid = \"{}\"\nroles = [\"redeemer\"]\n",
-                issuer.id(),
-                relay.id()
-            ),
-        )
-        .expect("genesis");
-        let (genesis, key) = (dir.join("genesis.toml"), dir.join("ledger.key"));
+        let genesis = format!(
+            "ledger_name = \"test\"\n{top}\
+             [[operators]]\nname = \"issuer\"\nid = \"{}\"\nroles = [\"issuer\", \"redeemer\"]\n\
+             [[operators]]\nname = \"relay\"\nid = \"{}\"\nroles = [\"redeemer\"]\n",
+            issuer.id(),
+            relay.id()
+        );
+        (issuer, relay, genesis)
+    }
+
+    /// `scrip ledger init` of `dir/genesis.toml` on `db` with the key `dir/NAME.key` (checking
+    /// that a second init is refused), and `dir/NAME.toml` to serve it on `port`, with `extra`
+    /// config lines; returns the config file and what the init printed.
+    pub(crate) fn init_ledger(
+        self,
+        dir: &Path,
+        name: &str,
+        db: &str,
+        port: u16,
+        extra: &str,
+    ) -> (PathBuf, String) {
+        let (genesis, key) = (dir.join("genesis.toml"), dir.join(format!("{name}.key")));
         let init = [
             "ledger",
             "init",
@@ -72,27 +98,21 @@ impl Scrip {
             "--database",
             db,
         ];
-        self.ok(&init);
+        let printed = self.ok(&init);
         assert!(
             !self.run(&init).status.success(),
             "a second init must not overwrite the ledger"
         );
-        let port = free_port();
-        let config = dir.join("ledger.toml");
+        let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nkey_file = \"{}\"\n",
+                "listen = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nkey_file = \"{}\"\n{extra}",
                 key.display()
             ),
         )
         .expect("config");
-        LedgerSetup {
-            issuer,
-            relay,
-            config,
-            base: format!("http://127.0.0.1:{port}"),
-        }
+        (config, printed)
     }
 }
 

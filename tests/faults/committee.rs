@@ -9,103 +9,10 @@ use scrip_common::clients::LedgerClient;
 use scrip_spec::api::ledger::SpendStatus;
 use scrip_spec::ledger::{Action, Hash32, LedgerRequest, SpendGroup};
 use scrip_spec::{OperatorKey, Token, now};
-use scrip_testkit::{Process, TokenPool, free_port, key_info, path};
+use scrip_testkit::{TokenPool, agreed_head, key_info, path};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-struct Node {
-    base: String,
-    db: String,
-    process: Process,
-}
-
-/// Keys, a genesis with a committee of `n`, `scrip ledger init` for each node, and the
-/// nodes' configs; returns the nodes (not started) and the operators' keys.
-fn committee(dir: &Path, n: usize) -> (Vec<Node>, OperatorKey, OperatorKey, OperatorKey) {
-    let issuer = SCRIP.keygen(dir, "issuer");
-    let relay_a = SCRIP.keygen(dir, "relay-a");
-    let relay_b = SCRIP.keygen(dir, "relay-b");
-    let mut genesis = format!(
-        "ledger_name = \"committee\"\ncreated_at = {}\n\
-         [[operators]]\nname = \"issuer\"\nid = \"{}\"\nroles = [\"issuer\"]\n\
-         [[operators]]\nname = \"relay-a\"\nid = \"{}\"\nroles = [\"redeemer\"]\n\
-         [[operators]]\nname = \"relay-b\"\nid = \"{}\"\nroles = [\"redeemer\"]\n",
-        now(),
-        issuer.id(),
-        relay_a.id(),
-        relay_b.id()
-    );
-    let mut ports = Vec::new();
-    for i in 0..n {
-        let node_key = SCRIP.keygen(dir, &format!("node-{i}"));
-        let (api, peer) = (free_port(), free_port());
-        genesis.push_str(&format!(
-            "[[committee]]\noperator = \"{}\"\nnode_key = \"{}\"\npeer_address = \"127.0.0.1:{peer}\"\napi_url = \"http://127.0.0.1:{api}\"\n",
-            ["issuer", "relay-a", "relay-b"][i % 3],
-            node_key.id()
-        ));
-        ports.push(api);
-    }
-    std::fs::write(dir.join("genesis.toml"), genesis).expect("genesis");
-    let mut nodes = Vec::new();
-    for (i, api) in ports.into_iter().enumerate() {
-        let db = format!("sqlite://{}", dir.join(format!("node-{i}.db")).display());
-        let key = dir.join(format!("node-{i}.key"));
-        let out = SCRIP.ok(&[
-            "ledger",
-            "init",
-            "--genesis",
-            path(&dir.join("genesis.toml")),
-            "--key",
-            path(&key),
-            "--database",
-            &db,
-        ]);
-        assert!(
-            out.contains("committee: 4 nodes, tolerating 1 faulty"),
-            "{out}"
-        );
-        let config = dir.join(format!("node-{i}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{api}\"\ndatabase = \"{db}\"\nkey_file = \"{}\"\nconsensus_dir = \"consensus-{i}\"\norder_wait_secs = 5\n",
-                key.display()
-            ),
-        )
-        .expect("config");
-        let base = format!("http://127.0.0.1:{api}");
-        let process = Process::serve(SCRIP, "ledger", &config, &base)
-            .log_to(&dir.join(format!("node-{i}.log")));
-        nodes.push(Node { base, db, process });
-    }
-    (nodes, issuer, relay_a, relay_b)
-}
-
-async fn head(base: &str) -> Option<(u64, Hash32)> {
-    let info = LedgerClient::with_timeout(base, Duration::from_secs(2))
-        .info()
-        .await
-        .ok()?;
-    Some((info.head_seq, info.head_hash))
-}
-
-/// Waits until the nodes `which` report one head; returns it.
-async fn agreed(nodes: &[Node], which: &[usize]) -> (u64, Hash32) {
-    let mut heads = Vec::new();
-    for _ in 0..300 {
-        heads.clear();
-        for i in which {
-            heads.push(head(&nodes[*i].base).await);
-        }
-        if heads.iter().all(Option::is_some) && heads.windows(2).all(|w| w[0] == w[1]) {
-            return heads[0].expect("a head");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the nodes never agreed on a head: {heads:?}");
-}
 
 /// Spends batches of 10 from `pool` through `client` until `stop`; returns the tokens whose
 /// spend f + 1 nodes acknowledged.
@@ -155,11 +62,21 @@ fn spender(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut nodes, issuer, relay_a, relay_b) = committee(dir.path(), 4);
+    let setup = SCRIP.committee_setup(dir.path(), 4);
+    let mut nodes = setup.processes(SCRIP, dir.path());
     for node in &mut nodes {
-        node.process.start().await;
+        node.start().await;
     }
-    let client = LedgerClient::with_timeout(&nodes[0].base, Duration::from_secs(10));
+    let bases = setup.bases();
+    let agreed = |which: &[usize]| {
+        let which: Vec<&str> = which.iter().map(|i| bases[*i]).collect();
+        async move { agreed_head(&which, Duration::from_secs(30)).await }
+    };
+    // Two redeemers: `relay`, and `issuer` in its redeemer role.
+    let issuer = &setup.ledger.issuer;
+    let relay_b = OperatorKey::read_file(&dir.path().join("issuer.key")).expect("key");
+    let relay_a = OperatorKey::read_file(&dir.path().join("relay.key")).expect("key");
+    let client = LedgerClient::with_timeout(bases[0], Duration::from_secs(10));
     let ledger_id = client.info().await.expect("info").ledger_id;
     let secret = scrip_spec::TokenSecretKey::generate().expect("keygen");
     let key = key_info(secret.public_key(), "issuer", "queue", 1);
@@ -181,7 +98,7 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let spenders = [
         spender(
-            LedgerClient::with_timeout(&nodes[1].base, Duration::from_secs(10)),
+            LedgerClient::with_timeout(bases[1], Duration::from_secs(10)),
             Arc::new(relay_a),
             ledger_id,
             key_id,
@@ -190,7 +107,7 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
             acknowledged.clone(),
         ),
         spender(
-            LedgerClient::with_timeout(&nodes[2].base, Duration::from_secs(10)),
+            LedgerClient::with_timeout(bases[2], Duration::from_secs(10)),
             Arc::new(relay_b),
             ledger_id,
             key_id,
@@ -200,7 +117,7 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
         ),
     ];
     tokio::time::sleep(Duration::from_secs(2)).await;
-    nodes[3].process.kill();
+    nodes[3].kill();
     let before = acknowledged.lock().expect("acks").len();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = acknowledged.lock().expect("acks").len();
@@ -208,13 +125,13 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
         during > before,
         "spends go on with one node down ({before} then {during})"
     );
-    nodes[3].process.start().await;
+    nodes[3].start().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for s in spenders {
         s.await.expect("spender");
     }
-    let (seq, _) = agreed(&nodes, &[0, 1, 2, 3]).await;
+    let (seq, _) = agreed(&[0, 1, 2, 3]).await;
     let acked = acknowledged.lock().expect("acks").clone();
     assert!(
         acked.len() >= 100,
@@ -225,8 +142,8 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
         seq > acked.len() as u64 / 10,
         "every acknowledged batch is in the log"
     );
-    for node in &nodes {
-        let ledger = LedgerClient::with_timeout(&node.base, Duration::from_secs(5));
+    for base in &bases {
+        let ledger = LedgerClient::with_timeout(base, Duration::from_secs(5));
         for token in acked.iter().step_by(37) {
             let status = ledger.nullifier(&token.nullifier()).await.expect("status");
             assert!(
@@ -234,16 +151,15 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
                     status,
                     scrip_spec::api::ledger::NullifierStatus::Spent { .. }
                 ),
-                "an acknowledged spend missing at {}",
-                node.base
+                "an acknowledged spend missing at {base}"
             );
         }
     }
 
     // Two of four down: nothing commits anywhere, and the two left agree.
-    let (mid, _) = agreed(&nodes, &[0, 1, 2, 3]).await;
-    nodes[2].process.kill();
-    nodes[3].process.kill();
+    let (mid, _) = agreed(&[0, 1, 2, 3]).await;
+    nodes[2].kill();
+    nodes[3].kill();
     let second_key = key_info(
         scrip_spec::TokenSecretKey::generate()
             .expect("keygen")
@@ -259,10 +175,10 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
     ));
     let refused = client.submit(&announce).await.expect_err("no quorum");
     assert_eq!(refused.status(), Some(503), "{refused}");
-    assert_eq!(agreed(&nodes, &[0, 1]).await.0, mid, "nothing committed");
+    assert_eq!(agreed(&[0, 1]).await.0, mid, "nothing committed");
 
     // One back: the committee goes on, and the waiting request lands once.
-    nodes[2].process.start().await;
+    nodes[2].start().await;
     let mut landed = false;
     for _ in 0..30 {
         match client.submit(&announce).await {
@@ -278,19 +194,19 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
         }
     }
     assert!(landed, "the committee never went on");
-    assert_eq!(agreed(&nodes, &[0, 1, 2]).await.0, mid + 1);
+    assert_eq!(agreed(&[0, 1, 2]).await.0, mid + 1);
 
     // All four killed at once and restarted: they recover and go on.
-    nodes[3].process.start().await;
-    agreed(&nodes, &[0, 1, 2, 3]).await;
+    nodes[3].start().await;
+    agreed(&[0, 1, 2, 3]).await;
     for node in &mut nodes {
-        node.process.kill();
+        node.kill();
     }
     for node in &mut nodes {
-        node.process.start().await;
+        node.start().await;
     }
     let request_tokens = pool.take(5);
-    let request = spend_by_relay_a(ledger_id, key_id, request_tokens.clone(), dir.path());
+    let request = spend_by_relay(ledger_id, key_id, request_tokens.clone(), dir.path());
     // The nodes reload their backups and dial each other again: a client retries a 503,
     // as a redeemer does.
     let mut receipt = None;
@@ -324,18 +240,18 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
             "the spend after the full restart is on the ledger"
         );
     }
-    let (last, _) = agreed(&nodes, &[0, 1, 2, 3]).await;
+    let (last, _) = agreed(&[0, 1, 2, 3]).await;
     assert_eq!(last, mid + 2);
 
     // The audit of any node's database passes.
     for node in &mut nodes {
-        node.process.kill();
+        node.kill();
     }
     let state = dir.path().join("audit.state");
     let out = SCRIP.run(&[
         "audit",
         "--database",
-        &nodes[1].db,
+        &setup.nodes[1].db,
         "--state",
         path(&state),
         "--json",
@@ -347,14 +263,14 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
     );
 }
 
-/// A spend by relay-a, signed with its key file.
-fn spend_by_relay_a(
+/// A spend by `relay`, signed with its key file.
+fn spend_by_relay(
     ledger_id: Hash32,
     key: scrip_spec::TokenKeyId,
     tokens: Vec<Token>,
     dir: &Path,
 ) -> scrip_spec::Signed<LedgerRequest> {
-    let relay = OperatorKey::read_file(&dir.join("relay-a.key")).expect("relay key");
+    let relay = OperatorKey::read_file(&dir.join("relay.key")).expect("relay key");
     relay.sign(LedgerRequest::new(
         ledger_id,
         now(),

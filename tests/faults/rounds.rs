@@ -11,13 +11,18 @@
 //!   wallet (no token spent without its value received);
 //! - the audit of the whole log finds no tampering.
 //!
+//! The rounds run twice: with a one-node ledger, and with a committee of four ledger nodes
+//! (any of which may be the round's victim; after its restart every node holds one head).
+//!
 //! Rounds: `SCRIP_FAULT_ROUNDS` (default 4, as CI runs it). Thousands on demand:
 //! `SCRIP_FAULT_ROUNDS=2000 cargo test --release --test faults rounds -- --nocapture`.
 
 use crate::SCRIP;
 use scrip_client::Wallet;
 use scrip_spec::api::issuer::BalanceResponse;
-use scrip_testkit::{Http, mint_args, path, read_cards, spent_total};
+use scrip_testkit::{
+    Http, LedgerSetup, Process, agreed_head, mint_args, path, read_cards, spent_total,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -153,17 +158,51 @@ async fn check_invariants(
     sum
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_any_process_under_load_loses_nothing() {
-    let rounds: u64 = std::env::var("SCRIP_FAULT_ROUNDS")
+/// How many rounds: `SCRIP_FAULT_ROUNDS`, 4 by default.
+fn rounds() -> u64 {
+    std::env::var("SCRIP_FAULT_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(4)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_any_process_under_load_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let db = format!("sqlite://{}", d.join("ledger.db").display());
     let setup = SCRIP.ledger_setup(d, &db);
-    let mut ledger = setup.process(SCRIP).started().await;
+    let ledger = setup.process(SCRIP);
+    let base = setup.base.clone();
+    kill_rounds(d, &setup, vec![ledger], vec![base], rounds()).await;
+}
+
+/// The same rounds with the ledger a committee of four `scrip ledger serve` processes: a
+/// round's victim may be any node, and after its restart every node holds the same head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_any_process_under_load_on_a_committee_of_four_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let committee = SCRIP.committee_setup(d, 4);
+    let nodes = committee.processes(SCRIP, d);
+    let bases = committee.bases().into_iter().map(str::to_owned).collect();
+    kill_rounds(d, &committee.ledger, nodes, bases, rounds()).await;
+}
+
+/// Starts the ledger's nodes (one, or a committee), an issuer and a redeemer, and runs
+/// `rounds` rounds of load in which one process is SIGKILLed, checking every invariant after
+/// each.
+async fn kill_rounds(
+    d: &std::path::Path,
+    setup: &LedgerSetup,
+    mut nodes: Vec<Process>,
+    bases: Vec<String>,
+    rounds: u64,
+) {
+    for node in &mut nodes {
+        node.start().await;
+    }
+    let all_nodes: Vec<&str> = bases.iter().map(String::as_str).collect();
 
     // The operator `issuer` runs the issuer; `relay` runs the redeemer sidecar.
     let issuer_config = setup.issuer_config(d);
@@ -220,7 +259,11 @@ async fn sigkill_any_process_under_load_loses_nothing() {
         random ^= random << 17;
         random % bound
     };
-    println!("fault schedule seed {:#018x}", u64::from_le_bytes(seed));
+    println!(
+        "fault schedule seed {:#018x}, {} ledger node(s)",
+        u64::from_le_bytes(seed),
+        nodes.len()
+    );
 
     for round in 0..rounds {
         let mut unspent = Vec::new();
@@ -239,7 +282,10 @@ async fn sigkill_any_process_under_load_loses_nothing() {
         *tally.kills.entry(victim).or_default() += 1;
         let mut steps = steps.into_iter();
         match victim {
-            "ledger" => ledger.kill(),
+            "ledger" => {
+                let node = next_random(nodes.len() as u64) as usize;
+                nodes[node].kill();
+            }
             "issuer" => issuer.kill(),
             "redeemer" => redeemer.kill(),
             _ => {
@@ -252,11 +298,13 @@ async fn sigkill_any_process_under_load_loses_nothing() {
         for step in steps {
             finish(step, Duration::from_secs(60)).await;
         }
-        for service in [&mut ledger, &mut issuer, &mut redeemer] {
+        for service in nodes.iter_mut().chain([&mut issuer, &mut redeemer]) {
             if !service.is_started() {
                 service.start().await;
             }
         }
+        // A restarted node catches up to the others' head.
+        agreed_head(&all_nodes, Duration::from_secs(60)).await;
 
         // Recovery, as the next command of each wallet does it, then the invariants.
         let held = check_invariants(&wallets, &ledger_http, &issuer_http, round).await;
@@ -278,6 +326,7 @@ async fn sigkill_any_process_under_load_loses_nothing() {
                 .expect("finish a pending spend");
         }
     }
+    agreed_head(&all_nodes, Duration::from_secs(60)).await;
     let held = check_invariants(&wallets, &ledger_http, &issuer_http, rounds).await;
     assert_eq!(held.pending, 0);
     assert_eq!(

@@ -70,7 +70,9 @@ impl Auditor {
         match &e.body {
             EntryBody::Genesis(_) => return Err(bad("a second genesis".into())),
             EntryBody::Certificate(certificate) => {
-                if let Err(why) = certificate.verify(&state.genesis.committee) {
+                // Signed by the committee of the session that ordered it.
+                let session = e.ordered.map_or(0, |at| at.session);
+                if let Err(why) = certificate.verify(state.committee_for(session)) {
                     return Err(bad(why.into()));
                 }
                 let head = &certificate.head;
@@ -111,7 +113,12 @@ impl Auditor {
                 };
                 let verified = verified_keys.as_ref().map_or(Verified::All, Verified::Keys);
                 let judgement = state
-                    .judge(signed, e.recorded_at, verified)
+                    .judge(
+                        signed,
+                        e.recorded_at,
+                        e.ordered.map(|at| at.session),
+                        verified,
+                    )
                     .map_err(refused)?;
                 let signer = state.operator_name(&signed.signer);
                 let mut accepted = Vec::new();

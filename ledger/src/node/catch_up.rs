@@ -11,7 +11,7 @@
 
 use crate::service::{Ledger, LedgerError};
 use scrip_common::clients::LedgerClient;
-use scrip_spec::committee::OrderedAt;
+use scrip_spec::committee::{CommitteeMember, OrderedAt};
 use scrip_spec::ledger::{EntryBody, Hash32};
 use std::time::Duration;
 
@@ -48,19 +48,15 @@ struct PeerHead {
 }
 
 impl Peers {
-    /// The other nodes of `ledger`'s committee (all but the one with `me`).
-    pub fn new(ledger: &Ledger, me: scrip_spec::OperatorId) -> Self {
-        let view = ledger.view();
-        let (_, faulty) = view.committee_size();
+    /// The nodes of `committee` but the one with `me` (a node outside it asks them all).
+    pub fn new(committee: &[CommitteeMember], me: scrip_spec::OperatorId) -> Self {
         Self {
-            clients: view
-                .genesis
-                .committee
+            clients: committee
                 .iter()
                 .filter(|m| m.node_key != me)
                 .map(|m| LedgerClient::with_timeout(&m.api_url, Duration::from_secs(3)))
                 .collect(),
-            faulty,
+            faulty: scrip_spec::committee::max_faulty(committee.len()),
         }
     }
 

@@ -26,13 +26,16 @@ use keychain::{NodeKeychain, NodeSignature};
 use network::{Identity, PeerNetwork};
 use order::Sha256Hasher;
 use scrip_spec::api::ledger::Receipt;
-use scrip_spec::committee::{Certificate, CertificateSignature, CertifiedHead, OrderedAt};
+use scrip_spec::committee::{
+    Certificate, CertificateSignature, CertifiedHead, CommitteeMember, OrderedAt,
+};
 use scrip_spec::encoding::{canonical_bytes, from_canonical_bytes};
 use scrip_spec::ledger::{EntryBody, LedgerRequest, request_digest};
 use scrip_spec::{OperatorKey, Signed};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -40,6 +43,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 type NetMessage =
     aleph_bft::NetworkData<Sha256Hasher, UnitData, NodeSignature, SignatureSet<NodeSignature>>;
 type Outcome = Result<Receipt, Refusal>;
+/// A committee and the transport among its nodes.
+type CommitteeNetwork = (Vec<CommitteeMember>, Arc<PeerNetwork<NetMessage>>);
 /// Who waits for which request's outcome, by digest.
 type Waiters = Arc<Mutex<HashMap<[u8; 32], Vec<oneshot::Sender<Outcome>>>>>;
 
@@ -66,7 +71,9 @@ pub struct Node {
     order_wait: Duration,
     stop: watch::Sender<bool>,
     driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    session: Arc<std::sync::atomic::AtomicU64>,
+    session: Arc<AtomicU64>,
+    /// Whether this node is in the committee of its session (else it follows the log).
+    member: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -80,9 +87,6 @@ impl std::fmt::Debug for Node {
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    /// The key is not a node of the genesis's committee.
-    #[error("this ledger key is not the node key of any committee member in the genesis")]
-    NotInCommittee,
     /// The peer address is taken or invalid.
     #[error("cannot listen for the other nodes on {address}")]
     Listen {
@@ -100,6 +104,12 @@ pub enum NodeError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A session was to run without this node in its committee (a bug: such a node follows).
+    #[error("this node is not in the committee of session {session}")]
+    NotAMember {
+        /// The session.
+        session: u64,
     },
     /// The ledger's log could not be read.
     #[error(transparent)]
@@ -131,26 +141,10 @@ impl Node {
         settings: NodeSettings,
         listener: tokio::net::TcpListener,
     ) -> Result<Arc<Self>, NodeError> {
-        let view = ledger.view();
-        let committee = view.genesis.committee.clone();
-        let ids: Vec<_> = committee.iter().map(|m| m.node_key).collect();
-        let keychain = NodeKeychain::new(key.clone(), ids).ok_or(NodeError::NotInCommittee)?;
-        let key_id = key.id();
         std::fs::create_dir_all(&settings.consensus_dir).map_err(|source| NodeError::Backup {
             dir: settings.consensus_dir.clone(),
             source,
         })?;
-        let network = PeerNetwork::<NetMessage>::start(
-            Identity {
-                ledger_id: view.ledger_id,
-                key,
-                nodes: committee
-                    .iter()
-                    .map(|m| (m.node_key, m.peer_address.clone()))
-                    .collect(),
-            },
-            listener,
-        );
         let (stop, stop_rx) = watch::channel(false);
         let node = Arc::new(Self {
             ledger: ledger.clone(),
@@ -160,15 +154,17 @@ impl Node {
             stop,
             driver: Mutex::new(None),
             session: Arc::default(),
+            member: Arc::new(AtomicBool::new(true)),
         });
         let driver = Driver {
-            peers: catch_up::Peers::new(&ledger, key_id),
+            key,
+            listener: Arc::new(listener),
+            network: Mutex::default(),
             session: node.session.clone(),
+            member: node.member.clone(),
             ledger,
             pool: node.pool.clone(),
             waiters: node.waiters.clone(),
-            network,
-            keychain,
             settings,
         };
         let task = tokio::spawn(driver.run(stop_rx));
@@ -179,6 +175,9 @@ impl Node {
     /// Puts `signed` up for ordering and waits for its outcome: this node's signed receipt,
     /// or the refusal every node reaches.
     pub async fn submit(&self, signed: Signed<LedgerRequest>) -> Result<Receipt, LedgerError> {
+        if !self.member.load(Ordering::SeqCst) {
+            return Err(LedgerError::NotInCommittee);
+        }
         let digest = request_digest(&signed);
         if self.ledger.store().request_seq(&digest).await?.is_some() {
             return Err(Refusal::Replayed.into());
@@ -222,7 +221,12 @@ impl Node {
 
     /// The consensus session this node is in.
     pub fn session(&self) -> u64 {
-        self.session.load(std::sync::atomic::Ordering::SeqCst)
+        self.session.load(Ordering::SeqCst)
+    }
+
+    /// Whether this node is in the committee of its session.
+    pub fn is_member(&self) -> bool {
+        self.member.load(Ordering::SeqCst)
     }
 
     /// Requests waiting to be ordered.
@@ -245,13 +249,15 @@ impl Node {
 }
 
 struct Driver {
-    peers: catch_up::Peers,
-    session: Arc<std::sync::atomic::AtomicU64>,
+    key: Arc<OperatorKey>,
+    listener: Arc<tokio::net::TcpListener>,
+    /// The transport of the committee it was started for.
+    network: Mutex<Option<CommitteeNetwork>>,
+    session: Arc<AtomicU64>,
+    member: Arc<AtomicBool>,
     ledger: Arc<Ledger>,
     pool: Arc<Pool>,
     waiters: Waiters,
-    network: Arc<PeerNetwork<NetMessage>>,
-    keychain: NodeKeychain,
     settings: NodeSettings,
 }
 
@@ -273,14 +279,27 @@ impl Driver {
             Some(at) => (at.session, Some(at)),
             None => (0, None),
         };
+        let me = self.key.id();
         loop {
-            match self.run_session(session, skip, &mut stop).await {
+            // A membership change ordered in an earlier session governs this one.
+            let committee = self.ledger.view().committee_for(session).to_vec();
+            let peers = catch_up::Peers::new(&committee, me);
+            let member = committee.iter().any(|m| m.node_key == me);
+            self.member.store(member, Ordering::SeqCst);
+            self.session.store(session, Ordering::SeqCst);
+            let end = if member {
+                self.run_session(session, skip, &committee, &peers, &mut stop)
+                    .await
+            } else {
+                Ok(self.follow(session, &peers, &mut stop).await)
+            };
+            match end {
                 Ok(SessionEnd::Finished) => {
                     backup::remove_before(&self.settings.consensus_dir, session);
                     session += 1;
                     skip = None;
                 }
-                Ok(SessionEnd::Behind) => match self.peers.catch_up(&self.ledger, session).await {
+                Ok(SessionEnd::Behind) => match peers.catch_up(&self.ledger, session).await {
                     Ok((next, last)) => {
                         backup::remove_before(&self.settings.consensus_dir, next);
                         session = next;
@@ -302,6 +321,56 @@ impl Driver {
         }
     }
 
+    /// A node outside the session's committee (retired, or not yet admitted) orders
+    /// nothing: it fetches the log from the committee once it is past this session.
+    async fn follow(
+        &self,
+        session: u64,
+        peers: &catch_up::Peers,
+        stop: &mut watch::Receiver<bool>,
+    ) -> SessionEnd {
+        tracing::info!(
+            session,
+            "this node is not in the committee of this session; following the committee's log"
+        );
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(BEHIND_CHECK) => {
+                    if peers.behind(session).await {
+                        return SessionEnd::Behind;
+                    }
+                }
+                _ = stop.changed() => return SessionEnd::Stopped,
+            }
+        }
+    }
+
+    /// The transport among `committee`: the one already running if the committee is the
+    /// same, else a new one on the same listener.
+    fn network_for(&self, committee: &[CommitteeMember]) -> Arc<PeerNetwork<NetMessage>> {
+        let mut cached = self.network.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((members, network)) = cached.as_ref()
+            && members == committee
+        {
+            return network.clone();
+        }
+        // The old transport stops accepting before the new one starts.
+        *cached = None;
+        let network = PeerNetwork::start(
+            Identity {
+                ledger_id: self.ledger.view().ledger_id,
+                key: self.key.clone(),
+                nodes: committee
+                    .iter()
+                    .map(|m| (m.node_key, m.peer_address.clone()))
+                    .collect(),
+            },
+            self.listener.clone(),
+        );
+        *cached = Some((committee.to_vec(), network.clone()));
+        network
+    }
+
     async fn last_position(&self) -> Option<OrderedAt> {
         let head = self.ledger.view().head.0;
         let entries = self.ledger.entries(head, 1).await.ok()?;
@@ -312,10 +381,20 @@ impl Driver {
         &self,
         session: u64,
         skip: Option<OrderedAt>,
+        committee: &[CommitteeMember],
+        peers: &catch_up::Peers,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<SessionEnd, NodeError> {
         let view = self.ledger.view();
-        let (n, faulty) = view.committee_size();
+        let (n, faulty) = (
+            committee.len(),
+            scrip_spec::committee::max_faulty(committee.len()),
+        );
+        let keychain = NodeKeychain::new(
+            self.key.clone(),
+            committee.iter().map(|m| m.node_key).collect(),
+        )
+        .ok_or(NodeError::NotAMember { session })?;
         let last = self
             .ledger
             .entries(view.head.0, 1)
@@ -344,7 +423,7 @@ impl Driver {
         });
         let config = aleph_bft::create_config(
             aleph_bft::NodeCount(n),
-            aleph_bft::Index::index(&self.keychain),
+            aleph_bft::Index::index(&keychain),
             session,
             self.settings.session_rounds.saturating_add(500),
             delays,
@@ -395,18 +474,16 @@ impl Driver {
             config,
             local_io,
             SessionNetwork {
-                network: self.network.clone(),
+                network: self.network_for(committee),
                 session,
             },
-            self.keychain.clone(),
+            keychain,
             Spawner,
             terminator,
         ));
         tracing::info!(session, nodes = n, faulty, resume_after = ?skip, "consensus session started");
-        self.session
-            .store(session, std::sync::atomic::Ordering::SeqCst);
         let mut time = AgreedTime::new(n, faulty, floor);
-        let mut votes = Votes::default();
+        let mut votes = Votes::new(view.ledger_id, committee);
         let mut index: u64 = 0;
         let mut check =
             tokio::time::interval_at(tokio::time::Instant::now() + BEHIND_CHECK, BEHIND_CHECK);
@@ -414,7 +491,7 @@ impl Driver {
             let batch = tokio::select! {
                 batch = batches.recv() => batch,
                 _ = check.tick() => {
-                    if self.peers.behind(session).await {
+                    if peers.behind(session).await {
                         tracing::info!(session, "the other nodes are past this session; catching up");
                         break SessionEnd::Behind;
                     }
@@ -471,7 +548,7 @@ impl Driver {
                     self.apply_one(bytes, now, place).await;
                 }
                 if let Some(vote) = data.vote
-                    && let Some(certificate) = votes.count(&self.ledger, unit.creator.0, vote)
+                    && let Some(certificate) = votes.count(unit.creator.0, vote)
                 {
                     // After the unit's requests, as `request: u32::MAX` says.
                     let place = OrderedAt {
@@ -634,20 +711,30 @@ impl aleph_bft::SpawnHandle for Spawner {
 type Signer = (usize, CertificateSignature);
 
 /// The votes ordered in one session, by the head they sign: a certificate once `n - f`
-/// distinct nodes signed the same one (each node's first vote counts).
-#[derive(Default)]
+/// distinct nodes of the session's committee signed the same one (each node's first vote
+/// counts).
 struct Votes {
+    ledger_id: scrip_spec::ledger::Hash32,
+    committee: Vec<CommitteeMember>,
     voted: std::collections::HashSet<usize>,
     by_head: HashMap<(u64, [u8; 32]), Vec<Signer>>,
 }
 
 impl Votes {
-    fn count(&mut self, ledger: &Ledger, creator: usize, vote: Vote) -> Option<Certificate> {
-        let view = ledger.view();
-        let committee = &view.genesis.committee;
+    fn new(ledger_id: scrip_spec::ledger::Hash32, committee: &[CommitteeMember]) -> Self {
+        Self {
+            ledger_id,
+            committee: committee.to_vec(),
+            voted: Default::default(),
+            by_head: HashMap::new(),
+        }
+    }
+
+    fn count(&mut self, creator: usize, vote: Vote) -> Option<Certificate> {
+        let committee = &self.committee;
         let node = committee.get(creator)?.node_key;
         let head = CertifiedHead {
-            ledger_id: view.ledger_id,
+            ledger_id: self.ledger_id,
             seq: vote.seq,
             head_hash: scrip_spec::ledger::Hash32(vote.head_hash),
         };

@@ -65,8 +65,10 @@ pub struct Identity {
 }
 
 impl<D: Encode + Decode + Send + 'static> PeerNetwork<D> {
-    /// Starts accepting on `listener` and dialing every other node.
-    pub fn start(identity: Identity, listener: TcpListener) -> Arc<Self> {
+    /// Starts accepting on `listener` and dialing every other node. A node whose committee
+    /// changes starts a network for the new one on the same listener (the old one's tasks
+    /// end when it is dropped).
+    pub fn start(identity: Identity, listener: Arc<TcpListener>) -> Arc<Self> {
         let me = identity
             .nodes
             .iter()
@@ -142,7 +144,7 @@ impl<D: Encode + Decode + Send + 'static> PeerNetwork<D> {
 
 async fn accept_loop<D: Decode + Send + 'static>(
     identity: Identity,
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     inbox: mpsc::Sender<(u64, D)>,
 ) {
     loop {
@@ -354,7 +356,7 @@ mod tests {
         let nets: Vec<Arc<PeerNetwork<Vec<u8>>>> = ids
             .into_iter()
             .zip(listeners)
-            .map(|(id, l)| PeerNetwork::start(id, l))
+            .map(|(id, l)| PeerNetwork::start(id, Arc::new(l)))
             .collect();
         nets[1].send(5, &b"later".to_vec(), Some(0));
         nets[1].send(4, &b"to zero".to_vec(), Some(0));

@@ -81,6 +81,8 @@ pub enum GovernanceEffect {
     SetCatalog(Catalog),
     /// A key revoked by the admins.
     RevokeKey(TokenKeyId),
+    /// The committee changed: the whole schedule after the change.
+    SetCommittee(scrip_spec::committee::CommitteeSchedule),
 }
 
 /// What an entry changes besides the log itself.
@@ -189,6 +191,8 @@ pub struct Snapshot {
     pub governance_seq: u64,
     /// Every key ever announced.
     pub keys: Vec<KeyRecord>,
+    /// The committee's changes (empty while the genesis's governs).
+    pub committee: scrip_spec::committee::CommitteeSchedule,
     /// Last entry's sequence number and hash.
     pub head: (u64, Hash32),
 }

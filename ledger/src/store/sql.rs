@@ -224,6 +224,9 @@ where
                 Self::set_meta(conn, "catalog_version", seq.to_string()).await?;
             }
             GovernanceEffect::RevokeKey(key) => Self::revoke(conn, key, seq).await?,
+            GovernanceEffect::SetCommittee(schedule) => {
+                Self::set_meta(conn, "committee", to_json(schedule)).await?;
+            }
         }
         Ok(())
     }
@@ -453,6 +456,14 @@ where
             },
         )
         .collect::<Result<Vec<_>, StoreError>>()?;
+        let committee: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'committee'")
+                .fetch_optional(&self.pool)
+                .await?;
+        let committee = match committee {
+            Some(json) => decode_json(&json, "committee")?,
+            None => Default::default(),
+        };
         let (seq, hash): (i64, Vec<u8>) =
             sqlx::query_as("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")
                 .fetch_one(&self.pool)
@@ -465,6 +476,7 @@ where
             catalog_version: Self::meta_u64(&self.pool, "catalog_version").await?,
             governance_seq: Self::meta_u64(&self.pool, "governance_seq").await?,
             keys,
+            committee,
             head: (to_u64(seq), Hash32(array32(&hash, "head hash")?)),
         }))
     }

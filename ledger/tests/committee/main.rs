@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+mod membership;
 mod partition;
 
 struct TestNode {
@@ -65,7 +66,8 @@ impl Committee {
         };
         let operators = vec![
             member("issuer", &issuer, &[Role::Issuer]),
-            member("relay-a", &relay_a, &[Role::Redeemer]),
+            // relay-a is also the consortium's one admin (governance needs a quorum of one).
+            member("relay-a", &relay_a, &[Role::Redeemer, Role::Admin]),
             member("relay-b", &relay_b, &[Role::Redeemer]),
         ];
         let mut nodes = Vec::new();
@@ -661,7 +663,7 @@ async fn a_node_down_while_sessions_end_catches_up_from_its_peers() {
 }
 
 /// Submits `request` until the committee answers its outcome (409: an earlier try landed).
-async fn submit_until_applied(client: &LedgerClient, request: &Signed<LedgerRequest>) {
+pub(crate) async fn submit_until_applied(client: &LedgerClient, request: &Signed<LedgerRequest>) {
     for _ in 0..12 {
         match client.submit(request).await {
             Ok(_) => return,

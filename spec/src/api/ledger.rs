@@ -69,6 +69,20 @@ pub struct LedgerInfo {
     /// On a committee ledger, the consensus session the answering node is in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<u64>,
+    /// On a committee ledger, the committee after every membership change the answering node
+    /// has applied (the genesis's if none): the nodes a client sends its requests to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub committee: Vec<crate::committee::CommitteeMember>,
+}
+
+/// `GET /v1/committee`: the committee after every membership change the answering node has
+/// applied (empty on a one-node ledger). A client that knows the committee takes a new one
+/// only when `f + 1` of the nodes it knows answer the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitteeView {
+    /// The nodes, in committee order.
+    pub members: Vec<crate::committee::CommitteeMember>,
 }
 
 /// Why one nullifier of a spend was refused before reaching the spent set.
