@@ -113,6 +113,11 @@ pub async fn compare_with_store(auditor: &Auditor, store: &dyn Store) -> Result<
     if snapshot.catalog != state.catalog || snapshot.catalog_version != state.catalog_version {
         return Err(differs("the catalog differs from the one the log set last"));
     }
+    if snapshot.committee != state.committee {
+        return Err(differs(
+            "the committee differs from the one the log's membership changes set",
+        ));
+    }
     if snapshot.governance_seq != state.governance_seq {
         return Err(differs(format!(
             "governance_seq is {} in the database but {} in the log",

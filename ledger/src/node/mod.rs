@@ -279,6 +279,25 @@ impl Driver {
             Some(at) => (at.session, Some(at)),
             None => (0, None),
         };
+        // The database records each session before the node signs a unit of it: a session
+        // that ordered nothing yet leaves no entry to find it by.
+        let recorded = match self.ledger.store().consensus_session().await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the consensus session from the database");
+                None
+            }
+        };
+        if let Some(recorded) = recorded
+            && recorded > session
+        {
+            (session, skip) = (recorded, None);
+        }
+        // A node that signed units of this session and lost their backup could sign a second,
+        // different unit for a round it already signed: it sits the session out.
+        let lost_backup = recorded == Some(session)
+            && !backup::path(&self.settings.consensus_dir, session).exists();
+        let mut sit_out = lost_backup.then_some(session);
         let me = self.key.id();
         loop {
             // A membership change ordered in an earlier session governs this one.
@@ -287,7 +306,17 @@ impl Driver {
             let member = committee.iter().any(|m| m.node_key == me);
             self.member.store(member, Ordering::SeqCst);
             self.session.store(session, Ordering::SeqCst);
-            let end = if member {
+            let end = if sit_out == Some(session) {
+                tracing::warn!(
+                    session,
+                    dir = %self.settings.consensus_dir.display(),
+                    "the consensus backup of this session is missing, yet the database says this \
+                     node took part in it: sitting the session out, so as never to sign two units \
+                     for one round (keep consensus_dir with the database)"
+                );
+                Ok(self.follow(session, &peers, &mut stop).await)
+            } else if member {
+                sit_out = None;
                 self.run_session(session, skip, &committee, &peers, &mut stop)
                     .await
             } else {
@@ -411,6 +440,11 @@ impl Driver {
                     source,
                 }
             })?;
+        self.ledger
+            .store()
+            .set_consensus_session(session)
+            .await
+            .map_err(LedgerError::from)?;
         let mut delays = aleph_bft::default_delay_config();
         let unit_delay = self.settings.unit_delay;
         delays.unit_creation_delay = Arc::new(move |round| {

@@ -276,6 +276,13 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the database takes writes now, for `/healthz`: a full disk or a read-only
     /// database fails it.
     async fn write_probe(&self) -> Result<(), StoreError>;
+
+    /// Records, durably, that this committee node is about to take part in consensus session
+    /// `session` (before it signs any unit of it).
+    async fn set_consensus_session(&self, session: u64) -> Result<(), StoreError>;
+
+    /// The last session [`Store::set_consensus_session`] recorded.
+    async fn consensus_session(&self) -> Result<Option<u64>, StoreError>;
 }
 
 /// Opens the store a URL names (`sqlite://PATH` or `postgres://…`) and runs its migrations.

@@ -688,4 +688,23 @@ where
     async fn write_probe(&self) -> Result<(), StoreError> {
         Ok(DB::write_probe(&self.pool).await?)
     }
+
+    async fn set_consensus_session(&self, session: u64) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::set_meta(&mut conn, "consensus_session", session.to_string()).await
+    }
+
+    async fn consensus_session(&self) -> Result<Option<u64>, StoreError> {
+        let value: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'consensus_session'")
+                .fetch_optional(&self.pool)
+                .await?;
+        value
+            .map(|v| {
+                v.parse().map_err(|_| StoreError::Corrupt {
+                    what: "meta consensus_session".into(),
+                })
+            })
+            .transpose()
+    }
 }

@@ -66,7 +66,7 @@ impl Committee {
 
 /// Posts `request` to node `i` alone until it answers 200 (a node outside the committee
 /// answers 503); returns the signer of its receipt.
-async fn ordered_through_node_alone(
+pub(crate) async fn ordered_through_node_alone(
     c: &Committee,
     i: usize,
     request: &Signed<LedgerRequest>,
@@ -226,6 +226,24 @@ async fn a_node_admitted_by_governance_orders_and_a_retired_one_stops() {
     for i in 2..c.nodes.len() {
         c.stop_node(i).await;
     }
+
+    // The committee is derived state: a database whose committee was edited back to the
+    // genesis's is refused at start, naming it.
+    let pool = sqlx::SqlitePool::connect(&c.nodes[2].db.url)
+        .await
+        .expect("the node's database");
+    sqlx::query("DELETE FROM meta WHERE name = 'committee'")
+        .execute(&pool)
+        .await
+        .expect("tamper");
+    pool.close().await;
+    let store = scrip_ledger::connect(&c.nodes[2].db.url)
+        .await
+        .expect("store");
+    let refused = scrip_ledger::Ledger::open(store, OperatorKey::from_seed(&c.nodes[2].key_seed))
+        .await
+        .expect_err("a tampered committee");
+    assert!(refused.to_string().contains("committee"), "{refused}");
 }
 
 #[tokio::test]

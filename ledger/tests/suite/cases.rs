@@ -1227,6 +1227,12 @@ impl scrip_ledger::Store for PausingStore {
     async fn write_probe(&self) -> Result<(), StoreError> {
         self.inner.write_probe().await
     }
+    async fn set_consensus_session(&self, session: u64) -> Result<(), StoreError> {
+        self.inner.set_consensus_session(session).await
+    }
+    async fn consensus_session(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.consensus_session().await
+    }
 }
 
 /// Reads never wait for the writer: with a large spend held half-way through its commit,
