@@ -30,12 +30,18 @@ pub struct CommitteeSetup {
 
 impl Scrip {
     /// A committee of `n` nodes among the operators `issuer` (issuer, redeemer) and `relay`
-    /// (redeemer), alternately: node keys `dir/node-I.key`, databases `dir/node-I.db`,
+    /// (redeemer), alternately, with a third member `admin` (admin): node keys `dir/node-I.key`, databases `dir/node-I.db`,
     /// consensus backups `dir/consensus-I`, configs `dir/node-I.toml` (a 5 s order wait).
     pub fn committee_setup(self, dir: &Path, n: usize) -> CommitteeSetup {
         // A committee's genesis fixes its time, so every node's init writes the same one.
         let created_at = format!("created_at = {}\n", scrip_spec::now());
         let (issuer, relay, mut genesis) = self.operators(dir, &created_at);
+        // An admin of its own, for membership changes (key `dir/admin.key`).
+        let admin = self.keygen(dir, "admin");
+        genesis.push_str(&format!(
+            "[[operators]]\nname = \"admin\"\nid = \"{}\"\nroles = [\"admin\"]\n",
+            admin.id()
+        ));
         let mut ports = Vec::new();
         for i in 0..n {
             let node_key = self.keygen(dir, &format!("node-{i}"));
@@ -95,6 +101,15 @@ impl CommitteeSetup {
                     .log_to(&dir.join(format!("node-{i}.log")))
             })
             .collect()
+    }
+
+    /// Appends `lines` to every node's config (for example `session_rounds = 100`).
+    pub fn configure(&self, lines: &str) {
+        for node in &self.nodes {
+            let mut text = std::fs::read_to_string(&node.config).expect("config");
+            text.push_str(lines);
+            std::fs::write(&node.config, text).expect("config");
+        }
     }
 
     /// The nodes' base URLs.

@@ -282,3 +282,124 @@ fn spend_by_relay(
         },
     ))
 }
+
+/// A fifth node joins a committee of four processes through the CLI: `scrip ledger init` on
+/// the same genesis, `peer_listen` in its config, then `scrip operator propose admit-node`,
+/// `approve` and `submit`. It follows the log, then orders a request given to it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_admitted_with_the_cli_joins_a_committee_of_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let setup = SCRIP.committee_setup(d, 4);
+    // Sessions of about five seconds, so the admission governs soon.
+    setup.configure("session_rounds = 100\n");
+    let mut nodes = setup.processes(SCRIP, d);
+    for node in &mut nodes {
+        node.start().await;
+    }
+    let bases = setup.bases();
+
+    let key = SCRIP.keygen(d, "node-4");
+    let db = format!("sqlite://{}", d.join("node-4.db").display());
+    let out = SCRIP.ok(&[
+        "ledger",
+        "init",
+        "--genesis",
+        path(&d.join("genesis.toml")),
+        "--key",
+        path(&d.join("node-4.key")),
+        "--database",
+        &db,
+    ]);
+    assert!(out.contains("a node that joins later"), "{out}");
+    let (api, peer) = (scrip_testkit::free_port(), scrip_testkit::free_port());
+    let config = d.join("node-4.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{api}\"\ndatabase = \"{db}\"\nkey_file = \"{}\"\n\
+             consensus_dir = \"consensus-4\"\norder_wait_secs = 5\nsession_rounds = 100\n\
+             peer_listen = \"127.0.0.1:{peer}\"\n",
+            d.join("node-4.key").display()
+        ),
+    )
+    .expect("config");
+    let base = format!("http://127.0.0.1:{api}");
+    let mut joining = scrip_testkit::Process::serve(SCRIP, "ledger", &config, &base)
+        .log_to(&d.join("node-4.log"));
+    joining.start().await;
+
+    let proposal = d.join("admit.json");
+    let node_key = key.id().to_string();
+    let peer_address = format!("127.0.0.1:{peer}");
+    SCRIP.ok(&[
+        "operator",
+        "propose",
+        "--ledger",
+        bases[0],
+        "--out",
+        path(&proposal),
+        "admit-node",
+        "--operator",
+        "relay",
+        "--node-key",
+        &node_key,
+        "--peer-address",
+        &peer_address,
+        "--api-url",
+        &base,
+    ]);
+    SCRIP.ok(&[
+        "operator",
+        "approve",
+        path(&proposal),
+        "--key",
+        path(&d.join("admin.key")),
+    ]);
+    SCRIP.ok(&[
+        "operator",
+        "submit",
+        path(&proposal),
+        "--ledger",
+        bases[0],
+        "--key",
+        path(&d.join("admin.key")),
+    ]);
+
+    // A request given to the new node alone: refused while it is outside the committee, then
+    // ordered and answered with its own signature.
+    let ledger_id = LedgerClient::new(bases[0])
+        .info()
+        .await
+        .expect("info")
+        .ledger_id;
+    let sold = setup.ledger.issuer.sign(LedgerRequest::new(
+        ledger_id,
+        now(),
+        Action::CardsSold {
+            batch: "b1".into(),
+            count: 1,
+            credits: 10,
+        },
+    ));
+    let started = std::time::Instant::now();
+    let signer = loop {
+        let (status, body) = scrip_testkit::Http::new(&base)
+            .post("/v1/entries", &sold)
+            .await;
+        if status.is_success() {
+            break body["attestation"]["node"].as_str().map(str::to_owned);
+        }
+        assert_eq!(status.as_u16(), 503, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the admitted node never ordered: {body}\n{}",
+            joining.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(signer.as_deref(), Some(node_key.as_str()));
+    let mut all = bases.clone();
+    all.push(&base);
+    agreed_head(&all, Duration::from_secs(30)).await;
+}
