@@ -252,6 +252,23 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
     }
     bar.finish_and_clear();
 
+    // A committee node alone could serve a log of its own making, or one cut short: the last
+    // entry read must be the one f + 1 nodes hold (it chains to every entry before it).
+    if let Source::Http(client) = &source
+        && let Some(last) = auditor.next_seq().checked_sub(1)
+    {
+        let agreed = client.agreed_entry(last).await.with_context(|| {
+            format!("cannot confirm entry {last} with the ledger's nodes; retry the audit")
+        })?;
+        if agreed.as_ref().map(LogEntry::hash) != auditor.head_hash() {
+            eprintln!(
+                "TAMPERING: entry {last} as {} served it is not the entry the committee's nodes hold",
+                client.url()
+            );
+            return Ok(EXIT_TAMPERING);
+        }
+    }
+
     // A database copy holds tables derived from its log (the spent set above all): they must
     // say exactly what the log says, or a ledger started on it would accept a token twice.
     if let Source::Database(store) = &source {

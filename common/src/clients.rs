@@ -598,6 +598,27 @@ impl LedgerClient {
             .await
     }
 
+    /// Entry `seq` as the ledger holds it: on a committee, as `f + 1` nodes hold it alike, so
+    /// an auditor that read the log from one node can check that node served the committee's
+    /// log (the entries are hash-chained: the last one vouches for all before it). `None` if
+    /// the log does not reach `seq`.
+    pub async fn agreed_entry(
+        &self,
+        seq: u64,
+    ) -> Result<Option<scrip_spec::ledger::LogEntry>, LedgerClientError> {
+        /// A page without `next`, which differs between nodes whose logs end differently.
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        struct Entries {
+            entries: Vec<scrip_spec::ledger::LogEntry>,
+        }
+        let path = format!("/v1/log?from={seq}&limit=1");
+        let page: Entries = match self.committee().await {
+            Some(committee) => committee.get_agreed(&path).await?,
+            None => self.endpoint.get(&path).await?,
+        };
+        Ok(page.entries.into_iter().find(|e| e.seq == seq))
+    }
+
     /// The latest checkpoint and its cosignatures.
     pub async fn checkpoint(&self) -> Result<CheckpointView, LedgerClientError> {
         self.endpoint.get("/v1/checkpoint").await

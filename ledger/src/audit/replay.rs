@@ -11,6 +11,11 @@ use scrip_spec::{CapacityKind, Catalog, Nullifier, TokenKeyId, UnixSeconds};
 use std::collections::BTreeMap;
 
 impl Auditor {
+    /// The hash of the last entry fed (none before the genesis).
+    pub fn head_hash(&self) -> Option<Hash32> {
+        self.state.as_ref().map(|_| self.prev)
+    }
+
     /// Where the next entry must start.
     pub fn next_seq(&self) -> u64 {
         if self.state.is_some() {

@@ -479,6 +479,16 @@ async fn serve_a_lying_node(c: &mut Committee) {
             "/v1/nullifiers/{n}",
             axum::routing::get(|| async { axum::Json(NullifierStatus::Unspent) }),
         )
+        // A log that ends before whatever is asked for.
+        .route(
+            "/v1/log",
+            axum::routing::get(|| async {
+                axum::Json(scrip_spec::api::ledger::LogPage {
+                    entries: vec![],
+                    next: None,
+                })
+            }),
+        )
         .route(
             "/v1/entries",
             post(
@@ -579,9 +589,22 @@ async fn a_lying_node_alone_never_makes_a_client_accept_a_spend() {
         "{status:?}"
     );
 
+    // It serves a log cut short; an auditor confirming the head it read gets the honest
+    // nodes' entry.
+    let head = c.nodes[0].ledger.as_ref().expect("up").view().head;
+    let entry = c
+        .client(0)
+        .agreed_entry(head.0)
+        .await
+        .expect("f + 1 nodes hold it")
+        .expect("the log reaches it");
+    assert_eq!(entry.hash(), head.1);
+
     // With two honest nodes down the liar and one honest node disagree: no answer at all.
     c.stop_node(1).await;
     c.stop_node(2).await;
+    let unconfirmed = c.client(0).agreed_entry(head.0).await;
+    assert!(unconfirmed.is_err(), "{unconfirmed:?}");
     let fresh = mint_tokens(&c.secret, "issuer", 1);
     let outcome = c.client(0).submit(&c.spend(&c.relay_b, fresh)).await;
     let err = outcome.expect_err("one signed receipt is not enough");
