@@ -16,7 +16,7 @@ mod keychain;
 mod network;
 mod order;
 
-pub use order::{AgreedTime, Pool, UnitData, Vote};
+pub use order::{AgreedTime, Pool, Proposing, UnitData, Vote, owner};
 
 use crate::rules::Refusal;
 use crate::service::{Ledger, LedgerError};
@@ -495,7 +495,12 @@ impl Driver {
             Provider {
                 pool: self.pool.clone(),
                 ledger: self.ledger.clone(),
-                session,
+                proposing: Proposing {
+                    session,
+                    me: aleph_bft::Index::index(&keychain).0,
+                    nodes: n,
+                    patience: self.settings.unit_delay * PATIENCE_UNITS,
+                },
                 vote,
             },
             Finalized { tx: batches_tx },
@@ -666,10 +671,14 @@ impl Driver {
     }
 }
 
+/// How many unit delays a node waits for a request's owner to propose it before it proposes
+/// it too: a few rounds, so a request whose owner is down waits about half a second more.
+const PATIENCE_UNITS: u32 = 10;
+
 struct Provider {
     pool: Arc<Pool>,
     ledger: Arc<Ledger>,
-    session: u64,
+    proposing: Proposing,
     vote: Option<Vote>,
 }
 
@@ -680,7 +689,7 @@ impl aleph_bft::DataProvider for Provider {
     async fn get_data(&mut self) -> Option<UnitData> {
         Some(UnitData {
             time: self.ledger.now(),
-            requests: self.pool.take_for_unit(self.session),
+            requests: self.pool.take_for_unit(self.proposing),
             vote: self.vote.take(),
         })
     }

@@ -46,6 +46,12 @@ impl aleph_bft::Hasher for Sha256Hasher {
 
 /// Requests this node was given and that the log does not hold yet, by digest. A request is
 /// proposed once per session and leaves the pool when any node's copy of it is applied.
+///
+/// A client sends each request to every node, and each would put it in a unit: four copies of
+/// every request ordered and sent to every node, for one that is applied. So a request is
+/// first proposed only by its **owner**, the node its digest names ([`owner`]); the others
+/// propose it too once it has waited [`Proposing::patience`], which a faulty or absent owner
+/// cannot prevent.
 #[derive(Debug, Default)]
 pub struct Pool {
     inner: Mutex<PoolInner>,
@@ -62,6 +68,27 @@ struct PoolInner {
 struct PoolItem {
     bytes: Arc<Vec<u8>>,
     proposed_in: Option<u64>,
+    added: std::time::Instant,
+}
+
+/// Which node proposes a request first: the one at `digest`'s first eight bytes modulo `n`.
+pub fn owner(digest: &[u8; 32], n: usize) -> usize {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_le_bytes(first) % n.max(1) as u64) as usize
+}
+
+/// Who this node is in its session's committee, for [`Pool::take_for_unit`].
+#[derive(Debug, Clone, Copy)]
+pub struct Proposing {
+    /// The session.
+    pub session: u64,
+    /// This node's index in the session's committee.
+    pub me: usize,
+    /// The committee's size.
+    pub nodes: usize,
+    /// How long a request waits for its owner before this node proposes it as well.
+    pub patience: std::time::Duration,
 }
 
 /// Most bytes of requests a node holds waiting; past it, new requests are refused (503).
@@ -87,6 +114,7 @@ impl Pool {
             PoolItem {
                 bytes: Arc::new(bytes),
                 proposed_in: None,
+                added: std::time::Instant::now(),
             },
         );
         pool.order.push_back(digest);
@@ -101,10 +129,11 @@ impl Pool {
         }
     }
 
-    /// Requests not yet proposed in `session`, up to [`MAX_UNIT_REQUEST_BYTES`], marked as
-    /// proposed. Those proposed in an earlier session that ended before ordering them are
-    /// proposed again.
-    pub fn take_for_unit(&self, session: u64) -> Vec<Vec<u8>> {
+    /// Requests not yet proposed in the session, that this node owns or that waited its
+    /// patience, up to [`MAX_UNIT_REQUEST_BYTES`], marked as proposed. Those proposed in an
+    /// earlier session that ended before ordering them are proposed again.
+    pub fn take_for_unit(&self, proposing: Proposing) -> Vec<Vec<u8>> {
+        let session = proposing.session;
         let mut pool = self.lock();
         let PoolInner { items, order, .. } = &mut *pool;
         order.retain(|d| items.contains_key(d));
@@ -114,7 +143,10 @@ impl Pool {
             let Some(item) = items.get_mut(digest) else {
                 continue;
             };
-            if item.proposed_in == Some(session) {
+            if item.proposed_in == Some(session)
+                || (owner(digest, proposing.nodes) != proposing.me
+                    && item.added.elapsed() < proposing.patience)
+            {
                 continue;
             }
             if size + item.bytes.len() > MAX_UNIT_REQUEST_BYTES && !out.is_empty() {
@@ -207,24 +239,63 @@ mod tests {
         assert_eq!(one.observe(0, 42), 42);
     }
 
+    /// A node alone (it owns every request), in `session`.
+    fn alone(session: u64) -> Proposing {
+        Proposing {
+            session,
+            me: 0,
+            nodes: 1,
+            patience: std::time::Duration::ZERO,
+        }
+    }
+
     #[test]
     fn the_pool_proposes_once_per_session_and_forgets_what_was_applied() {
         let pool = Pool::default();
         assert!(pool.insert([1; 32], vec![1; 10]));
         assert!(pool.insert([2; 32], vec![2; 10]));
         assert!(pool.insert([1; 32], vec![1; 10]), "a copy is kept once");
-        assert_eq!(pool.take_for_unit(0).len(), 2);
+        assert_eq!(pool.take_for_unit(alone(0)).len(), 2);
         assert!(
-            pool.take_for_unit(0).is_empty(),
+            pool.take_for_unit(alone(0)).is_empty(),
             "proposed once per session"
         );
         pool.remove(&[1; 32]);
         assert_eq!(
-            pool.take_for_unit(1),
+            pool.take_for_unit(alone(1)),
             vec![vec![2; 10]],
             "again in the next session"
         );
         assert_eq!(pool.len(), 1);
         assert!(!pool.insert([3; 32], vec![0; MAX_POOL_BYTES]), "full");
+    }
+
+    #[test]
+    fn a_request_is_proposed_by_its_owner_and_by_the_others_only_after_waiting() {
+        // Digests owned by node 0 and node 1 of four.
+        let mut mine = [0u8; 32];
+        mine[0] = 4;
+        let mut theirs = [0u8; 32];
+        theirs[0] = 5;
+        assert_eq!((owner(&mine, 4), owner(&theirs, 4)), (0, 1));
+        let pool = Pool::default();
+        assert!(pool.insert(mine, vec![1]));
+        assert!(pool.insert(theirs, vec![2]));
+        let patient = Proposing {
+            session: 0,
+            me: 0,
+            nodes: 4,
+            patience: std::time::Duration::from_secs(3600),
+        };
+        assert_eq!(pool.take_for_unit(patient), vec![vec![1]], "its own only");
+        let impatient = Proposing {
+            patience: std::time::Duration::ZERO,
+            ..patient
+        };
+        assert_eq!(
+            pool.take_for_unit(impatient),
+            vec![vec![2]],
+            "the other's once it waited"
+        );
     }
 }
