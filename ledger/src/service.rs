@@ -450,10 +450,50 @@ impl Ledger {
     pub async fn prune(&self, token_key_id: &TokenKeyId) -> Result<Option<LogEntry>, LedgerError> {
         if self.is_committee() {
             return Err(Refusal::Invalid {
-                reason: "a committee ledger cannot be pruned yet: a pruning record would be one node's word, and the nodes do not order it".into(),
+                reason: "a committee ledger prunes by itself: every node drops a key's spent set once the agreed time passes its forget_after".into(),
             }
             .into());
         }
+        let now = (self.clock)();
+        self.prune_at(token_key_id, now, None, |record| {
+            EntryBody::Pruned(self.key.sign(record))
+        })
+        .await
+    }
+
+    /// The keys of a committee ledger to prune at the agreed time `now`: past their
+    /// `forget_after`, with spends not yet pruned, in key id order.
+    pub fn keys_to_prune(&self, now: UnixSeconds) -> Vec<TokenKeyId> {
+        let mut keys: Vec<TokenKeyId> = self
+            .view()
+            .keys
+            .values()
+            .filter(|k| now > k.info.forget_after && k.spent > k.pruned)
+            .map(|k| k.info.public_key.id())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Prunes a key of a committee ledger at the agreed time `now` and place `at`, as every
+    /// node does at the same place: an unsigned record.
+    pub async fn prune_ordered(
+        &self,
+        token_key_id: &TokenKeyId,
+        now: UnixSeconds,
+        at: OrderedAt,
+    ) -> Result<Option<LogEntry>, LedgerError> {
+        self.prune_at(token_key_id, now, Some(at), EntryBody::CommitteePruned)
+            .await
+    }
+
+    async fn prune_at(
+        &self,
+        token_key_id: &TokenKeyId,
+        now: UnixSeconds,
+        ordered: Option<OrderedAt>,
+        body: impl Fn(Pruned) -> EntryBody + Send + Sync,
+    ) -> Result<Option<LogEntry>, LedgerError> {
         let mut state = self.state.lock().await;
         let key = state
             .keys
@@ -461,7 +501,6 @@ impl Ledger {
             .ok_or_else(|| Refusal::Invalid {
                 reason: format!("key {token_key_id} is not announced"),
             })?;
-        let now = (self.clock)();
         if now <= key.info.forget_after {
             return Err(Refusal::Invalid {
                 reason: format!(
@@ -483,8 +522,8 @@ impl Ledger {
                 seq: head.0 + 1,
                 prev_hash: head.1,
                 recorded_at: now,
-                body: EntryBody::Pruned(self.key.sign(record)),
-                ordered: None,
+                body: body(record),
+                ordered,
             };
             let hash = entry.hash();
             (entry, hash)
@@ -492,12 +531,14 @@ impl Ledger {
         let Some(entry) = self.store.prune(token_key_id, &build).await? else {
             return Ok(None);
         };
-        let EntryBody::Pruned(record) = &entry.body else {
-            return Ok(Some(entry));
+        let count = match &entry.body {
+            EntryBody::Pruned(record) => record.payload.count,
+            EntryBody::CommitteePruned(record) => record.count,
+            _ => return Ok(Some(entry)),
         };
         let effect = Effect::Pruned {
             token_key_id: *token_key_id,
-            count: record.payload.count,
+            count,
         };
         state.apply(&effect, (entry.seq, entry.hash()), &[]);
         self.publish(&state);

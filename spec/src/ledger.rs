@@ -468,6 +468,10 @@ pub enum EntryBody {
     Pruned(Signed<Pruned>),
     /// A committee's certificate of a session's last head, signed by `2f + 1` nodes.
     Certificate(crate::committee::Certificate),
+    /// A pruning record of a committee ledger: every node writes the same one at the same
+    /// place in the order, once the agreed time passes the key's `forget_after`, so it needs
+    /// no signature (the next certificate vouches for it, and an auditor recomputes it).
+    CommitteePruned(Pruned),
 }
 
 impl EntryBody {
@@ -477,7 +481,7 @@ impl EntryBody {
             EntryBody::Genesis(_) => "genesis",
             EntryBody::Request(r) => r.payload.action.kind_name(),
             EntryBody::Checkpoint(_) => "checkpoint",
-            EntryBody::Pruned(_) => "pruned",
+            EntryBody::Pruned(_) | EntryBody::CommitteePruned(_) => "pruned",
             EntryBody::Certificate(_) => "certificate",
         }
     }

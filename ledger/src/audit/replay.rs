@@ -287,27 +287,23 @@ impl Auditor {
                 if signed.signer != state.genesis.ledger_key || signed.verify().is_err() {
                     return Err(bad("pruning record not signed by the ledger key".into()));
                 }
-                let p = &signed.payload;
-                let mut dropped: Vec<Nullifier> = self
-                    .spent
-                    .iter()
-                    .filter(|(_, (k, _))| *k == p.token_key_id)
-                    .map(|(n, _)| *n)
-                    .collect();
-                dropped.sort();
-                if dropped.len() as u64 != p.count || prune_commitment(&dropped) != p.commitment {
-                    return Err(bad("pruning record does not match the key's spends".into()));
+                replay_pruning(&mut self.spent, state, &signed.payload, (e.seq, hash))
+                    .map_err(bad)?;
+            }
+            EntryBody::CommitteePruned(p) => {
+                // Written by every node alike once the agreed time passed the key's
+                // forget_after: only a committee ledger has one.
+                let past = state
+                    .keys
+                    .get(&p.token_key_id)
+                    .is_some_and(|k| e.recorded_at > k.info.forget_after);
+                if state.genesis.committee.is_empty() || e.ordered.is_none() || !past {
+                    return Err(bad(
+                        "an unsigned pruning record outside a committee's order, or of a key not past its forget_after"
+                            .into(),
+                    ));
                 }
-                // Forgotten as the ledger forgets them: the key is past its redemption
-                // window, so none of its tokens can be spent again.
-                for n in &dropped {
-                    self.spent.remove(n);
-                }
-                let effect = Effect::Pruned {
-                    token_key_id: p.token_key_id,
-                    count: p.count,
-                };
-                state.apply(&effect, (e.seq, hash), &[]);
+                replay_pruning(&mut self.spent, state, p, (e.seq, hash)).map_err(bad)?;
             }
         }
         self.prev = hash;
@@ -381,4 +377,37 @@ pub(super) fn totals(state: &LedgerState, issuers: &BTreeMap<String, IssuerTotal
         keys,
         issuers: issuers.values().cloned().collect(),
     }
+}
+
+/// Checks a pruning record against the spends replayed so far (its count and its commitment
+/// of exactly the key's live nullifiers), then forgets them, as the ledger did.
+fn replay_pruning(
+    spent: &mut std::collections::HashMap<Nullifier, (scrip_spec::TokenKeyId, u64)>,
+    state: &mut crate::rules::LedgerState,
+    p: &scrip_spec::ledger::Pruned,
+    head: (u64, Hash32),
+) -> Result<(), String> {
+    if p.ledger_id != state.ledger_id {
+        return Err("pruning record of another ledger".into());
+    }
+    let mut dropped: Vec<Nullifier> = spent
+        .iter()
+        .filter(|(_, (k, _))| *k == p.token_key_id)
+        .map(|(n, _)| *n)
+        .collect();
+    dropped.sort();
+    if dropped.len() as u64 != p.count || prune_commitment(&dropped) != p.commitment {
+        return Err("pruning record does not match the key's spends".into());
+    }
+    // Forgotten as the ledger forgets them: the key is past its redemption window, so none of
+    // its tokens can be spent again.
+    for n in &dropped {
+        spent.remove(n);
+    }
+    let effect = Effect::Pruned {
+        token_key_id: p.token_key_id,
+        count: p.count,
+    };
+    state.apply(&effect, head, &[]);
+    Ok(())
 }

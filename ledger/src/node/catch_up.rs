@@ -149,6 +149,10 @@ impl Peers {
                             .append_certificate(certificate, entry.recorded_at, at)
                             .await?,
                     ),
+                    EntryBody::CommitteePruned(record) => ledger
+                        .prune_ordered(&record.token_key_id, entry.recorded_at, at)
+                        .await?
+                        .map(|e| (e.seq, e.hash())),
                     _ => None,
                 };
                 if replayed != Some((seq, expected)) {

@@ -586,6 +586,18 @@ impl Driver {
                     }
                     self.apply_one(bytes, now, place).await;
                 }
+                // Keys the agreed time has carried past their forget_after, after the unit's
+                // requests, at places every node gives them alike.
+                for (k, key) in self.ledger.keys_to_prune(now).iter().enumerate() {
+                    let place = OrderedAt {
+                        session,
+                        unit: at,
+                        request: PRUNE_PLACES.saturating_add(u32::try_from(k).unwrap_or(0)),
+                    };
+                    if skip.is_none_or(|last| place > last) {
+                        self.prune(key, now, place).await;
+                    }
+                }
                 if let Some(vote) = data.vote
                     && let Some(certificate) = votes.count(unit.creator.0, vote)
                 {
@@ -605,6 +617,28 @@ impl Driver {
             }
         }
         false
+    }
+
+    async fn prune(&self, key: &scrip_spec::TokenKeyId, now: u64, at: OrderedAt) {
+        loop {
+            match self.ledger.prune_ordered(key, now, at).await {
+                Ok(entry) => {
+                    if let Some(entry) = entry {
+                        tracing::info!(seq = entry.seq, key = %key, "pruned a key past its forget_after");
+                    }
+                    return;
+                }
+                Err(LedgerError::Refused(refusal)) => {
+                    tracing::error!(%refusal, key = %key, "pruning a key was refused");
+                    return;
+                }
+                Err(e) => {
+                    // Skipping it would make this node's log differ from the others'.
+                    tracing::error!(error = ?e, "pruning a key failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
+                }
+            }
+        }
     }
 
     async fn append_certificate(&self, certificate: Certificate, now: u64, at: OrderedAt) {
@@ -670,6 +704,10 @@ impl Driver {
         }
     }
 }
+
+/// Where a unit's pruning records go among its entries: after its requests (fewer than
+/// this many), before its certificate (`u32::MAX`).
+const PRUNE_PLACES: u32 = 1 << 31;
 
 /// How many unit delays a node waits for a request's owner to propose it before it proposes
 /// it too: a few rounds, so a request whose owner is down waits about half a second more.

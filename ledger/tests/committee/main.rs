@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 mod lost_backup;
 mod membership;
 mod partition;
+mod pruning;
 
 struct TestNode {
     key_seed: [u8; 32],
@@ -50,6 +51,16 @@ impl Committee {
 
     /// With sessions of `session_rounds` rounds (50 ms each).
     async fn start_with(n: usize, session_rounds: u16) -> Self {
+        Self::start_configured(
+            n,
+            session_rounds,
+            scrip_spec::ledger::DEFAULT_MIN_REDEEM_WINDOW,
+        )
+        .await
+    }
+
+    /// With sessions of `session_rounds` rounds and the genesis's `min_redeem_window`.
+    async fn start_configured(n: usize, session_rounds: u16, min_redeem_window: u64) -> Self {
         // RUST_LOG=info shows what the nodes do.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -102,7 +113,7 @@ impl Committee {
             operators,
             catalog: Catalog::standard(),
             admin_quorum: None,
-            min_redeem_window: scrip_spec::ledger::DEFAULT_MIN_REDEEM_WINDOW,
+            min_redeem_window,
             committee,
         };
         for node in &nodes {

@@ -366,7 +366,9 @@ pub async fn log_chain_signatures_and_checkpoint_verify_after_mixed_workload(f: 
             EntryBody::Pruned(p) => {
                 p.verify().expect("ledger signature");
             }
-            EntryBody::Certificate(_) => panic!("a one-node ledger makes no certificates"),
+            EntryBody::Certificate(_) | EntryBody::CommitteePruned(_) => {
+                panic!("a one-node ledger makes no committee entries")
+            }
         }
     }
     assert_eq!(prev, info.head_hash);
