@@ -345,9 +345,8 @@ async fn execute(path: &Path, json: bool, cmd: WalletCommand) -> anyhow::Result<
                 let balance = wallet.card_balance(&issuer, &code).await?;
                 let ledger = scrip_common::clients::LedgerClient::new(&ledger_url(&wallet).await?);
                 let price = ledger
-                    .info()
+                    .catalog()
                     .await?
-                    .catalog
                     .price(&kind)
                     .with_context(|| format!("{kind} is not in the catalog"))?;
                 let count = balance.remaining_credits / price;

@@ -598,6 +598,24 @@ impl LedgerClient {
             .await
     }
 
+    /// The current catalog (kinds and prices): on a committee, as `f + 1` nodes report it
+    /// alike, so one node cannot make an issuer or a wallet price tokens by a catalog of its
+    /// own.
+    pub async fn catalog(&self) -> Result<scrip_spec::Catalog, LedgerClientError> {
+        /// The part of `GET /v1/info` that every node in the same state answers alike.
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        struct CatalogOnly {
+            catalog: scrip_spec::Catalog,
+        }
+        match self.committee().await {
+            Some(committee) => Ok(committee
+                .get_agreed::<CatalogOnly>("/v1/info")
+                .await?
+                .catalog),
+            None => Ok(self.info().await?.catalog),
+        }
+    }
+
     /// Entry `seq` as the ledger holds it: on a committee, as `f + 1` nodes hold it alike, so
     /// an auditor that read the log from one node can check that node served the committee's
     /// log (the entries are hash-chained: the last one vouches for all before it). `None` if

@@ -237,11 +237,23 @@ pub fn path(p: &Path) -> &str {
 /// A loopback port free at the time of asking, for a config file (a process given port 0
 /// would not tell the test which port it took).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    // Below the kernel's ephemeral range (32768 and up), so no outgoing connection takes the
+    // port between this check and the bind; never the same port twice in one test process.
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(Mutex::default);
+    loop {
+        let port = 15_000 + (rand::random::<u16>() % 17_000);
+        let mut taken = given
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if taken.contains(&port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        taken.insert(port);
+        return port;
+    }
 }
 
 /// How long a process may take to answer after it starts.

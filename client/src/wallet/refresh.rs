@@ -136,10 +136,9 @@ impl Wallet {
         self.resume_openings().await?;
         let catalog = self
             .ledger
-            .info()
+            .catalog()
             .await
-            .map_err(|e| anyhow::anyhow!(e).context("cannot read the ledger's catalog"))?
-            .catalog;
+            .map_err(|e| anyhow::anyhow!(e).context("cannot read the ledger's catalog"))?;
         let price = |kind: &CapacityKind| {
             catalog
                 .price(kind)

@@ -49,10 +49,10 @@ impl Issuer {
                 }),
             );
         }
-        if let Ok(info) = self.ledger.info().await
+        if let Ok(catalog) = self.ledger.catalog().await
             && let Ok(mut c) = self.catalog.write()
         {
-            *c = info.catalog;
+            *c = catalog;
         }
         Ok(loaded)
     }
@@ -63,14 +63,14 @@ impl Issuer {
         use anyhow::Context as _;
         // A key is usable only once announced: with the ledger down, making keys would only
         // leave them unannounced, and the next rotation would make more.
-        let info = self.ledger.info().await.with_context(|| {
+        let catalog = self.ledger.catalog().await.with_context(|| {
             format!(
                 "keys are rotated only while the ledger at {} answers (a key is usable once announced); start it or fix ledger_url",
                 self.ledger.url()
             )
         })?;
         if let Ok(mut c) = self.catalog.write() {
-            *c = info.catalog;
+            *c = catalog;
         }
         std::fs::create_dir_all(&self.config.keys_dir)
             .with_context(|| format!("cannot create {}", self.config.keys_dir.display()))?;

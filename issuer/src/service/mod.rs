@@ -99,14 +99,14 @@ impl Issuer {
         };
         let (ledger_id, catalog) = match heard {
             Ok(info) => {
+                // The prices it sells by: on a committee, as f + 1 nodes state them.
+                let catalog = ledger.catalog().await.map_err(|e| {
+                    anyhow::Error::new(e).context("cannot read the catalog from the ledger's nodes")
+                })?;
                 store
-                    .save_ledger_info(
-                        &info.ledger_id.0,
-                        &serde_json::to_string(&info.catalog)?,
-                        now(),
-                    )
+                    .save_ledger_info(&info.ledger_id.0, &serde_json::to_string(&catalog)?, now())
                     .await?;
-                (info.ledger_id, info.catalog)
+                (info.ledger_id, catalog)
             }
             Err(e @ MembershipError::Unreachable { .. }) if down == LedgerDown::UseSaved => {
                 let Some((id, catalog, heard_at)) = store.ledger_info().await? else {

@@ -481,7 +481,19 @@ async fn serve_a_lying_node(c: &mut Committee) {
     let key = Arc::new(OperatorKey::from_seed(&c.nodes[3].key_seed));
     let ledger_id = c.ledger_id();
     use scrip_spec::api::ledger::{KeyDirectory, NullifierStatus};
+    // The honest info with every price cut to one credit.
+    let mut info = c.nodes[0].ledger.as_ref().expect("up").info().await;
+    for entry in &mut info.catalog.entries {
+        entry.price = 1;
+    }
     let lie = axum::Router::new()
+        .route(
+            "/v1/info",
+            axum::routing::get(move || {
+                let info = info.clone();
+                async move { axum::Json(info) }
+            }),
+        )
         .route(
             "/v1/keys",
             axum::routing::get(|| async { axum::Json(KeyDirectory { keys: vec![] }) }),
@@ -600,6 +612,10 @@ async fn a_lying_node_alone_never_makes_a_client_accept_a_spend() {
         "{status:?}"
     );
 
+    // Its cheap catalog is outvoted.
+    let catalog = c.client(0).catalog().await.expect("f + 1 nodes agree");
+    assert_eq!(catalog, c.genesis.catalog, "the honest nodes' prices");
+
     // It serves a log cut short; an auditor confirming the head it read gets the honest
     // nodes' entry.
     let head = c.nodes[0].ledger.as_ref().expect("up").view().head;
@@ -616,6 +632,8 @@ async fn a_lying_node_alone_never_makes_a_client_accept_a_spend() {
     c.stop_node(2).await;
     let unconfirmed = c.client(0).agreed_entry(head.0).await;
     assert!(unconfirmed.is_err(), "{unconfirmed:?}");
+    let unpriced = c.client(0).catalog().await;
+    assert!(unpriced.is_err(), "{unpriced:?}");
     let fresh = mint_tokens(&c.secret, "issuer", 1);
     let outcome = c.client(0).submit(&c.spend(&c.relay_b, fresh)).await;
     let err = outcome.expect_err("one signed receipt is not enough");
