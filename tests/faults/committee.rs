@@ -61,6 +61,7 @@ fn spender(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
+    let _one_at_a_time = crate::COMMITTEE_PROCESSES.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let setup = SCRIP.committee_setup(dir.path(), 4);
     let mut nodes = setup.processes(SCRIP, dir.path());
@@ -210,7 +211,7 @@ async fn a_committee_of_four_survives_kills_and_restarts_with_one_log() {
     // The nodes reload their backups and dial each other again: a client retries a 503,
     // as a redeemer does.
     let mut receipt = None;
-    for _ in 0..30 {
+    for _ in 0..60 {
         match client.submit(&request).await {
             Ok(r) => {
                 receipt = Some(r);
@@ -288,6 +289,7 @@ fn spend_by_relay(
 /// `approve` and `submit`. It follows the log, then orders a request given to it alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_admitted_with_the_cli_joins_a_committee_of_processes() {
+    let _one_at_a_time = crate::COMMITTEE_PROCESSES.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let setup = SCRIP.committee_setup(d, 4);

@@ -181,6 +181,7 @@ async fn sigkill_any_process_under_load_loses_nothing() {
 /// round's victim may be any node, and after its restart every node holds the same head.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_any_process_under_load_on_a_committee_of_four_loses_nothing() {
+    let _one_at_a_time = crate::COMMITTEE_PROCESSES.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let committee = SCRIP.committee_setup(d, 4);

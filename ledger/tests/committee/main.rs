@@ -31,6 +31,24 @@ struct TestNode {
     done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+impl TestNode {
+    /// A node with a fresh key, database, consensus directory and ports, not started.
+    fn new() -> (Self, OperatorKey) {
+        let key = OperatorKey::generate();
+        let node = TestNode {
+            key_seed: *key.seed(),
+            db: TestDb::sqlite(),
+            consensus: tempfile::tempdir().expect("tempdir"),
+            api_port: free_port(),
+            peer_port: free_port(),
+            ledger: None,
+            stop: None,
+            done: None,
+        };
+        (node, key)
+    }
+}
+
 struct Committee {
     session_rounds: u16,
     nodes: Vec<TestNode>,
@@ -86,17 +104,7 @@ impl Committee {
         let mut committee = Vec::new();
         let partition = partition::Partition::new();
         for i in 0..n {
-            let key = OperatorKey::generate();
-            let node = TestNode {
-                key_seed: *key.seed(),
-                db: TestDb::sqlite(),
-                consensus: tempfile::tempdir().expect("tempdir"),
-                api_port: free_port(),
-                peer_port: free_port(),
-                ledger: None,
-                stop: None,
-                done: None,
-            };
+            let (node, key) = TestNode::new();
             let proxy = partition.proxy(i, node.peer_port).await;
             committee.push(CommitteeMember {
                 operator: ["issuer", "relay-a", "relay-b"][i % 3].into(),
@@ -202,6 +210,17 @@ impl Committee {
             let _ = tokio::time::timeout(Duration::from_secs(20), done).await;
         }
         node.ledger = None;
+    }
+
+    /// Node `i`'s whole log (it must be running).
+    async fn log(&self, i: usize) -> Vec<scrip_spec::ledger::LogEntry> {
+        self.nodes[i]
+            .ledger
+            .as_ref()
+            .expect("up")
+            .entries(0, 1000)
+            .await
+            .expect("log")
     }
 
     fn client(&self, i: usize) -> LedgerClient {

@@ -7,7 +7,7 @@ use scrip_spec::api::ledger::LedgerInfo;
 use scrip_spec::committee::CommitteeMember;
 use scrip_spec::ledger::{Action, Approval, Change, LedgerRequest, Proposal};
 use scrip_spec::{OperatorId, OperatorKey, Signed, now};
-use scrip_testkit::{Http, TestDb, free_port, mint_tokens};
+use scrip_testkit::{Http, TestDb, mint_tokens};
 use std::time::{Duration, Instant};
 
 impl Committee {
@@ -30,17 +30,7 @@ impl Committee {
 
     /// A node on the same genesis, not in its committee, not started.
     async fn add_node(&mut self) -> (usize, CommitteeMember) {
-        let key = OperatorKey::generate();
-        let node = TestNode {
-            key_seed: *key.seed(),
-            db: TestDb::sqlite(),
-            consensus: tempfile::tempdir().expect("tempdir"),
-            api_port: free_port(),
-            peer_port: free_port(),
-            ledger: None,
-            stop: None,
-            done: None,
-        };
+        let (node, key) = TestNode::new();
         let store = scrip_ledger::connect(&node.db.url).await.expect("store");
         scrip_ledger::Ledger::init(store, key, self.genesis.clone())
             .await
@@ -194,13 +184,7 @@ async fn a_node_admitted_by_governance_orders_and_a_retired_one_stops() {
     let log = loop {
         let after = c.agreed_head_within(Duration::from_secs(30)).await;
         assert!(after.0 > head.0);
-        let log = c.nodes[new]
-            .ledger
-            .as_ref()
-            .expect("up")
-            .entries(0, 1000)
-            .await
-            .expect("log");
+        let log = c.log(new).await;
         let certified = log
             .iter()
             .filter(|e| e.body.kind_name() == "certificate")
@@ -219,14 +203,7 @@ async fn a_node_admitted_by_governance_orders_and_a_retired_one_stops() {
     let certificates = kinds.iter().filter(|k| **k == "certificate").count();
     let report = scrip_ledger::audit::audit(&log).expect("the audit passes");
     assert_eq!(report.checkpoints as usize, certificates);
-    let at_two = c.nodes[2]
-        .ledger
-        .as_ref()
-        .expect("up")
-        .entries(0, 1000)
-        .await
-        .expect("log");
-    assert_eq!(at_two, log);
+    assert_eq!(c.log(2).await, log);
     for i in 2..c.nodes.len() {
         c.stop_node(i).await;
     }

@@ -83,6 +83,18 @@ async fn every_node_prunes_a_key_past_its_forget_after_at_the_same_place() {
     assert_eq!(pruned[0].1.count, 5);
     assert!(pruned[0].0.is_some_and(|at| at.request >= 1 << 31));
     scrip_ledger::audit::audit(&logs[0]).expect("the audit checks the record");
+    // The one-node command is refused: a record one node made alone would fork the log.
+    let refused = c.nodes[0]
+        .ledger
+        .as_ref()
+        .expect("up")
+        .prune(&key_id)
+        .await
+        .expect_err("refused on a committee");
+    assert!(
+        refused.to_string().contains("prunes by itself"),
+        "{refused}"
+    );
 
     // A record that does not match the spends is tampering.
     let mut forged = logs[0].clone();
