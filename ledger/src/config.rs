@@ -39,14 +39,14 @@ pub const SCHEMA: Schema = Schema {
         },
         Field {
             name: "peer_listen",
-            doc: "Committee ledgers: where this node listens for the other nodes; the peer_address the genesis gives this node if unset.",
+            doc: "Committee ledgers: where this node listens for the other nodes; if unset, the peer_address the committee in the log gives this node. Required for a node that joins later (its genesis does not name it): the address it is to be admitted with.",
             default: Some(UNSET),
             example: "\"0.0.0.0:7410\"",
             env: Some("SCRIP_LEDGER_PEER_LISTEN"),
         },
         Field {
             name: "consensus_dir",
-            doc: "Committee ledgers: the directory of this node's consensus backup (keep it with the database: a node that loses it must not rejoin before its session ends).",
+            doc: "Committee ledgers: the directory of this node's consensus backup (keep it with the database, and back them up together: a node restarted without the backup of its session sits that session out).",
             default: Some("\"consensus\""),
             example: "",
             env: Some("SCRIP_LEDGER_CONSENSUS_DIR"),
