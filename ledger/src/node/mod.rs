@@ -16,7 +16,7 @@ mod keychain;
 mod network;
 mod order;
 
-pub use order::{AgreedTime, Pool, Proposing, UnitData, Vote, owner};
+pub use order::{AgreedTime, Pool, UnitData, Vote};
 
 use crate::rules::Refusal;
 use crate::service::{Ledger, LedgerError};
@@ -24,7 +24,7 @@ use aleph_bft::{NodeIndex, OrderedUnit, Recipient, SignatureSet, Terminator};
 use futures::channel::oneshot as exit_channel;
 use keychain::{NodeKeychain, NodeSignature};
 use network::{Identity, PeerNetwork};
-use order::Sha256Hasher;
+use order::{Proposing, Sha256Hasher};
 use scrip_spec::api::ledger::Receipt;
 use scrip_spec::committee::{
     Certificate, CertificateSignature, CertifiedHead, CommitteeMember, OrderedAt,
@@ -224,11 +224,6 @@ impl Node {
         self.session.load(Ordering::SeqCst)
     }
 
-    /// Whether this node is in the committee of its session.
-    pub fn is_member(&self) -> bool {
-        self.member.load(Ordering::SeqCst)
-    }
-
     /// Requests waiting to be ordered.
     pub fn pending(&self) -> usize {
         self.pool.len()
@@ -295,9 +290,9 @@ impl Driver {
         }
         // A node that signed units of this session and lost their backup could sign a second,
         // different unit for a round it already signed: it sits the session out.
-        let lost_backup = recorded == Some(session)
-            && !backup::path(&self.settings.consensus_dir, session).exists();
-        let mut sit_out = lost_backup.then_some(session);
+        let sit_out = (recorded == Some(session)
+            && !backup::path(&self.settings.consensus_dir, session).exists())
+        .then_some(session);
         let me = self.key.id();
         loop {
             // A membership change ordered in an earlier session governs this one.
@@ -316,7 +311,6 @@ impl Driver {
                 );
                 Ok(self.follow(session, &peers, &mut stop).await)
             } else if member {
-                sit_out = None;
                 self.run_session(session, skip, &committee, &peers, &mut stop)
                     .await
             } else {
