@@ -138,6 +138,17 @@ impl FaultProxy {
         };
     }
 
+    /// Applies `fault` to the next answer to a request whose head contains `request` only,
+    /// passing every other answer through: a client's background calls (a committee
+    /// refresh, a report) cannot use the fault up first.
+    pub fn once_for(&self, request: &str, fault: Fault) {
+        *self.shared.state.lock().expect("proxy state") = State {
+            fault,
+            once: true,
+            only_for: Some(request.to_owned()),
+        };
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)

@@ -314,7 +314,8 @@ async fn a_refresh_is_idempotent_across_a_kill_9_and_the_audit_stays_clean() {
 
     // 1. The ledger commits the issuer's spend, its answer to the issuer is lost, and the
     //    issuer is killed before it signs anything. The wallet keeps the refresh pending.
-    p.ledger_proxy.once(Fault::DropResponse);
+    p.ledger_proxy
+        .once_for("POST /v1/entries", Fault::DropResponse);
     let err = wallet
         .change(None, &kind("chunk-64k"), &kind("chunk-1m"), Some(1), false)
         .await
@@ -336,7 +337,7 @@ async fn a_refresh_is_idempotent_across_a_kill_9_and_the_audit_stays_clean() {
     // 2. The retry reaches the restarted issuer, which resends its recorded ledger request,
     //    hears it was applied, signs and stores the answer; that answer is lost on its way
     //    to the wallet, and the issuer is killed again.
-    front.once(Fault::DropResponse);
+    front.once_for("POST /v1/refresh", Fault::DropResponse);
     let err = wallet.resume_refreshes().await.expect_err("no answer");
     assert!(matches!(err, WalletError::NoAnswer { .. }), "{err}");
     assert_eq!(front.faults_applied(), 1);
