@@ -187,7 +187,7 @@ impl Consortium {
         let batch_wait_ms = if ledger_nodes.len() > 1 {
             COMMITTEE_BATCH_WAIT_MS
         } else {
-            5
+            0
         };
 
         // The files to run this consortium by hand once the demo is over: standard ports,
@@ -231,7 +231,7 @@ impl Consortium {
                     mode,
                     grant_ttl_secs: 300,
                     batch_max: 1000,
-                    batch_wait_ms: 5,
+                    batch_wait_ms: 0,
                     key_refresh_secs: 60,
                     rate_limit: scrip_redeemer::RedeemRateLimit::default(),
                     ledger_wait_secs: 300,

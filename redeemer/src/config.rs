@@ -68,8 +68,8 @@ pub const SCHEMA: Schema = Schema {
         },
         Field {
             name: "batch_wait_ms",
-            doc: "Longest wait, in milliseconds, for a strict-mode batch to fill.",
-            default: Some("5"),
+            doc: "How long, in milliseconds, a strict-mode batch gathers spends before it goes to the ledger. 0 sends at once what is queued; while the redeemer's last request is at the ledger (up to 500 ms; 16 at once at a committee), spends join the next batch anyway.",
+            default: Some("0"),
             example: "",
             env: None,
         },
@@ -155,7 +155,8 @@ pub struct RedeemerConfig {
     /// Most spends in one ledger request.
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
-    /// Longest wait, in milliseconds, for a batch to fill.
+    /// How long, in milliseconds, a batch gathers before it goes out (then it waits for a
+    /// free ledger slot, gathering still).
     #[serde(default = "default_batch_wait_ms")]
     pub batch_wait_ms: u64,
     /// Seconds between refreshes of the key directory.
@@ -262,7 +263,7 @@ fn default_batch_max() -> usize {
     1000
 }
 fn default_batch_wait_ms() -> u64 {
-    5
+    0
 }
 fn default_key_refresh() -> u64 {
     60

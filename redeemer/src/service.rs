@@ -3,7 +3,9 @@
 use crate::config::{Mode, RedeemerConfig};
 use crate::grant_writer::GrantWriter;
 use crate::keys::KeyCache;
-use crate::spend::{Batcher, SpendFailure, SpendOutcome, Spender};
+use crate::spend::{
+    BATCHES_IN_FLIGHT, Batcher, COMMITTEE_BATCHES_IN_FLIGHT, SpendFailure, SpendOutcome, Spender,
+};
 use crate::store::{ConsumeOutcome, GrantState, Granted, LiveGrant, NewGrant, RedeemerStore};
 use scrip_common::clients::{LedgerClient, member_info_waiting};
 use scrip_common::metrics::{Counter, Gauge, Latency, MetricsBuilder, MetricsRegistry, Outcomes};
@@ -295,6 +297,11 @@ impl Redeemer {
             store.clone(),
             config.batch_max,
             Duration::from_millis(config.batch_wait_ms),
+            if info.committee.is_empty() {
+                BATCHES_IN_FLIGHT
+            } else {
+                COMMITTEE_BATCHES_IN_FLIGHT
+            },
             observe,
         );
         let grants = GrantWriter::start(

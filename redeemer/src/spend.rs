@@ -194,17 +194,37 @@ impl std::fmt::Debug for Job {
 /// Called after each batch with its size and the ledger's answer time, for `/metrics`.
 pub type BatchObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
 
+/// Most spend requests one redeemer has at a one-node ledger at once. A batch goes out as
+/// soon as the slot is free, so a spend at low load waits for nothing; while the request is
+/// out, spends join the next batch, so batches grow with the load instead of the ledger's
+/// queue (each request costs the ledger a durable commit; BENCHMARKS.md, issue 17).
+pub const BATCHES_IN_FLIGHT: usize = 1;
+
+/// The same for a committee, which orders requests in rounds of a few hundred milliseconds
+/// and orders several at once: one at a time would leave it idle between rounds (measured
+/// at a third less redemption on four nodes, BENCHMARKS.md).
+pub const COMMITTEE_BATCHES_IN_FLIGHT: usize = 16;
+
+/// Longest a batch holds its slot: a ledger slow to answer (or retries after a lost answer)
+/// delays the next batch this much at most, not until the first is decided.
+pub const SLOT_HOLD: Duration = Duration::from_millis(500);
+
 impl Batcher {
-    /// Starts the batching task. Tokens `store` holds a row for (spent here before) are
-    /// answered as spent by this operator without going to the ledger.
+    /// Starts the batching task: a batch gathers for `wait` after its first spend (0: only
+    /// what is already queued), then goes out once fewer than `in_flight` are at the
+    /// ledger (each for at most [`SLOT_HOLD`]), taking in what arrives until then, up to `max`. Tokens `store` holds a row
+    /// for (spent here before) are answered as spent by this operator without the ledger.
     pub fn start(
         spender: Arc<Spender>,
         store: RedeemerStore,
         max: usize,
         wait: Duration,
+        in_flight: usize,
         observe: BatchObserver,
     ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Job>(max.max(1) * 4);
+        let max = max.max(1);
+        let (tx, mut rx) = mpsc::channel::<Job>(max * 4);
+        let slots = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut jobs = vec![first];
@@ -215,11 +235,29 @@ impl Batcher {
                         _ => break,
                     }
                 }
+                let acquire = Arc::clone(&slots).acquire_owned();
+                tokio::pin!(acquire);
+                let slot = loop {
+                    tokio::select! {
+                        biased;
+                        slot = &mut acquire => break slot,
+                        Some(job) = rx.recv(), if jobs.len() < max => jobs.push(job),
+                    }
+                };
+                // The semaphore is never closed.
+                let Ok(slot) = slot else { break };
                 let (spender, store, observe) = (spender.clone(), store.clone(), observe.clone());
-                // Batches go out concurrently; each is one request at the ledger.
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    let sent = settle(&spender, &store, jobs).await;
+                    let settling = settle(&spender, &store, jobs);
+                    tokio::pin!(settling);
+                    let sent = tokio::select! {
+                        sent = &mut settling => sent,
+                        () = tokio::time::sleep(SLOT_HOLD) => {
+                            drop(slot);
+                            settling.await
+                        }
+                    };
                     if sent > 0 {
                         observe(sent, started.elapsed());
                     }

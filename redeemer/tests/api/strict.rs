@@ -308,6 +308,42 @@ async fn slow_ledger_proxy(
     format!("http://{addr}")
 }
 
+/// With no batch window, a spend goes to the ledger at once; while it is out, later spends
+/// wait for it and go together in the next request instead of one request each (which queued
+/// at the ledger's writer behind one another: BENCHMARKS.md, issue 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spends_arriving_while_one_is_at_the_ledger_go_out_together() {
+    let w = world().await;
+    let hold_until = std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let mut config = w.config(0, Mode::Strict, 300);
+    config.batch_wait_ms = 0;
+    config.ledger_url = slow_ledger_proxy(&w.ledger.url, hold_until.clone()).await;
+    let a = std::sync::Arc::new(w.sidecar(config).await);
+    *hold_until.lock().expect("lock") =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let mut tasks = Vec::new();
+    for i in 0..6u64 {
+        let (a, token) = (a.clone(), w.token());
+        // The first at once; the others one by one, well apart, within its slot's hold.
+        let delay = if i == 0 { 0 } else { 100 + 30 * i };
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            a.redeem(&token, "queue").await
+        }));
+    }
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(
+        a.metric("scrip_redeemer_ledger_batches_total").await,
+        2.0,
+        "the first spend, then the five that came while it was out"
+    );
+    assert_eq!(a.metric("scrip_redeemer_ledger_batch_max").await, 5.0);
+    assert_eq!(spent_total(&w.ledger.url).await, 6);
+}
+
 /// A ledger that answers only after the redeemer's 5 s timeout: the spend that timed out still
 /// lands, and the redeemer's retry learns that it spent the token itself. The wallet gets a
 /// grant, the nullifier is spent exactly once, and presenting the token again gets the same
