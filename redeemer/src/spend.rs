@@ -211,9 +211,10 @@ pub const SLOT_HOLD: Duration = Duration::from_millis(500);
 
 impl Batcher {
     /// Starts the batching task: a batch gathers for `wait` after its first spend (0: only
-    /// what is already queued), then goes out once fewer than `in_flight` are at the
-    /// ledger (each for at most [`SLOT_HOLD`]), taking in what arrives until then, up to `max`. Tokens `store` holds a row
-    /// for (spent here before) are answered as spent by this operator without the ledger.
+    /// what is already queued), then goes out once fewer than `in_flight` are at the ledger
+    /// (each for at most [`SLOT_HOLD`]), taking in what arrives until then, up to `max`.
+    /// Tokens `store` holds a row for (spent here before) are answered as spent by this
+    /// operator without the ledger.
     pub fn start(
         spender: Arc<Spender>,
         store: RedeemerStore,

@@ -110,43 +110,48 @@ impl FaultProxy {
 
     /// Applies `fault` to every answer from now on.
     pub fn set(&self, fault: Fault) {
-        *self.shared.state.lock().expect("proxy state") = State {
+        self.arm(State {
             fault,
             once: false,
             only_for: None,
-        };
+        });
     }
 
     /// Applies `fault` to the next answer only (or the next connection, for
     /// [`Fault::RefuseConnection`]).
     pub fn once(&self, fault: Fault) {
-        *self.shared.state.lock().expect("proxy state") = State {
+        self.arm(State {
             fault,
             once: true,
             only_for: None,
-        };
+        });
     }
 
     /// Applies `fault` from now on to answers to requests whose head (request line and
     /// headers) contains `request` (`"POST /v1/cards/open"`, `"PrivateToken token="`),
     /// passing every other answer through.
     pub fn set_for(&self, request: &str, fault: Fault) {
-        *self.shared.state.lock().expect("proxy state") = State {
+        self.arm(State {
             fault,
             once: false,
             only_for: Some(request.to_owned()),
-        };
+        });
     }
 
     /// Applies `fault` to the next answer to a request whose head contains `request` only,
     /// passing every other answer through: a client's background calls (a committee
     /// refresh, a report) cannot use the fault up first.
     pub fn once_for(&self, request: &str, fault: Fault) {
-        *self.shared.state.lock().expect("proxy state") = State {
+        self.arm(State {
             fault,
             once: true,
             only_for: Some(request.to_owned()),
-        };
+        });
+    }
+
+    /// Replaces what the proxy does from now on.
+    fn arm(&self, state: State) {
+        *self.shared.state.lock().expect("proxy state") = state;
     }
 
     /// Connections accepted so far.
