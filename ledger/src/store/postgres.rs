@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use scrip_spec::Nullifier;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres};
+use std::collections::HashSet;
 use std::str::FromStr as _;
 
 /// A ledger store in PostgreSQL.
@@ -40,7 +41,21 @@ impl Backend for Postgres {
         pool.begin().await
     }
 
-    // One statement per group, the nullifiers as one array parameter.
+    // The spent set is keyed by the nullifier's first 8 bytes (`head`, migration 0003), and
+    // the rare nullifier whose head is taken lives in `spent_clash`. Within `spent` the head
+    // is unique, so head order is nullifier order and the index serves the range and the limit.
+    const SPENT_IN_RANGE: &'static str = "(SELECT nullifier, key_no, seq FROM spent \
+         WHERE head >= nullifier_head($1) AND head <= nullifier_head($2) \
+         AND nullifier >= $1 AND nullifier <= $2 ORDER BY head LIMIT $3) \
+         UNION ALL (SELECT nullifier, key_no, seq FROM spent_clash \
+         WHERE nullifier >= $1 AND nullifier <= $2 ORDER BY nullifier LIMIT $3)";
+
+    const SPENT_TABLES: &'static [&'static str] = &["spent", "spent_clash"];
+
+    // One statement per group, the nullifiers as one array parameter; a second only when some
+    // were not inserted, to tell a spent nullifier from one whose head is taken. The first
+    // skips what `spent_clash` holds: once the nullifier that took a head is pruned with its
+    // key, the head is free, but a clash spent under another key is still spent.
     async fn insert_spent(
         conn: &mut PgConnection,
         nullifiers: &[Nullifier],
@@ -48,16 +63,35 @@ impl Backend for Postgres {
         seq: i64,
     ) -> Result<Vec<Vec<u8>>, sqlx::Error> {
         let all: Vec<&[u8]> = nullifiers.iter().map(|n| &n.0[..]).collect();
-        sqlx::query_scalar(
-            "INSERT INTO spent (nullifier, key_no, seq) \
-             SELECT n, $2, $3 FROM UNNEST($1::bytea[]) AS t(n) \
-             ON CONFLICT (nullifier) DO NOTHING RETURNING nullifier",
+        let mut inserted = insert_returning(
+            conn,
+            "INSERT INTO spent (head, nullifier, key_no, seq) \
+             SELECT nullifier_head(n), n, $2, $3 FROM UNNEST($1::bytea[]) AS t(n) \
+             WHERE NOT EXISTS (SELECT 1 FROM spent_clash c WHERE c.nullifier = t.n) \
+             ON CONFLICT (head) DO NOTHING RETURNING nullifier",
+            &all,
+            key_no,
+            seq,
         )
-        .bind(&all)
-        .bind(key_no)
-        .bind(seq)
-        .fetch_all(conn)
-        .await
+        .await?;
+        if inserted.len() < all.len() {
+            let taken: HashSet<&[u8]> = inserted.iter().map(Vec::as_slice).collect();
+            let rest: Vec<&[u8]> = all.into_iter().filter(|n| !taken.contains(n)).collect();
+            let clashes = insert_returning(
+                conn,
+                "INSERT INTO spent_clash (nullifier, key_no, seq) \
+                 SELECT n, $2, $3 FROM UNNEST($1::bytea[]) AS t(n) \
+                 WHERE NOT EXISTS (SELECT 1 FROM spent s \
+                                   WHERE s.head = nullifier_head(t.n) AND s.nullifier = t.n) \
+                 ON CONFLICT (nullifier) DO NOTHING RETURNING nullifier",
+                &rest,
+                key_no,
+                seq,
+            )
+            .await?;
+            inserted.extend(clashes);
+        }
+        Ok(inserted)
     }
 
     // The tables of the store's schema, with their indexes and TOAST.
@@ -80,4 +114,21 @@ impl Backend for Postgres {
             .await?;
         tx.commit().await
     }
+}
+
+/// Runs one of the spent set's inserts (`$1` the nullifiers, `$2` the key, `$3` the entry) and
+/// returns the nullifiers it inserted.
+async fn insert_returning(
+    conn: &mut PgConnection,
+    sql: &str,
+    nullifiers: &[&[u8]],
+    key_no: i64,
+    seq: i64,
+) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(sql)
+        .bind(nullifiers)
+        .bind(key_no)
+        .bind(seq)
+        .fetch_all(conn)
+        .await
 }

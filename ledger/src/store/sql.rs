@@ -1,7 +1,7 @@
 //! The ledger store, written once for every sqlx database: the SQL below is text both SQLite
 //! and PostgreSQL accept (sqlx binds `$N` on SQLite too). A backend adds only what truly
-//! differs, through [`Backend`]: how a write transaction starts, the bulk insert into the spent
-//! set, and the size query.
+//! differs, through [`Backend`]: how a write transaction starts, how the spent set is laid out
+//! (its bulk insert, its range read and its tables), and the size query.
 
 use super::{
     AppendOutcome, Effect, FirstSpend, GovernanceEffect, KeyRecord, NullifierGroup, PruneRecordFn,
@@ -25,6 +25,14 @@ pub trait Backend: Database {
     async fn begin_write(
         pool: &Pool<Self>,
     ) -> Result<sqlx::Transaction<'static, Self>, sqlx::Error>;
+
+    /// A query for the spent rows `(nullifier, key_no, seq)` with nullifiers from `$1` to `$2`
+    /// inclusive, the first `$3` of them in nullifier order: the one read of the spent set
+    /// by nullifier, which the shared SQL wraps.
+    const SPENT_IN_RANGE: &'static str;
+
+    /// The tables that hold the spent set, each with columns `nullifier` and `key_no`.
+    const SPENT_TABLES: &'static [&'static str];
 
     /// Inserts the nullifiers of one key into the spent set at `seq`, leaving those already
     /// present, and returns the ones inserted.
@@ -91,13 +99,16 @@ where
         conn: &mut DB::Connection,
         nullifier: &Nullifier,
     ) -> Result<Option<FirstSpend>, StoreError> {
-        let row: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT s.seq, e.recorded_at, e.signer FROM spent s JOIN entries e ON e.seq = s.seq \
-             WHERE s.nullifier = $1",
-        )
-        .bind(&nullifier.0[..])
-        .fetch_optional(conn)
-        .await?;
+        let sql = format!(
+            "SELECT s.seq, e.recorded_at, e.signer FROM ({}) s JOIN entries e ON e.seq = s.seq",
+            DB::SPENT_IN_RANGE
+        );
+        let row: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(&sql)
+            .bind(&nullifier.0[..])
+            .bind(&nullifier.0[..])
+            .bind(1i64)
+            .fetch_optional(conn)
+            .await?;
         row.map(|(seq, spent_at, signer)| {
             Ok(FirstSpend {
                 seq: to_u64(seq),
@@ -518,21 +529,26 @@ where
     }
 
     async fn spent_set(&self) -> Result<Vec<(Nullifier, TokenKeyId, u64)>, StoreError> {
-        sqlx::query_as::<_, (Vec<u8>, Vec<u8>, i64)>(
-            "SELECT s.nullifier, k.key_id, s.seq FROM spent s \
+        let sql = format!(
+            "SELECT s.nullifier, k.key_id, s.seq FROM ({}) s \
              JOIN token_keys k ON k.key_no = s.key_no ORDER BY s.nullifier",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|(n, key, seq)| {
-            Ok((
-                Nullifier(array32(&n, "nullifier")?),
-                TokenKeyId(array32(&key, "key id")?),
-                to_u64(seq),
-            ))
-        })
-        .collect()
+            DB::SPENT_IN_RANGE
+        );
+        sqlx::query_as::<_, (Vec<u8>, Vec<u8>, i64)>(&sql)
+            .bind(&[0u8; 32][..])
+            .bind(&[0xffu8; 32][..])
+            .bind(i64::MAX)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|(n, key, seq)| {
+                Ok((
+                    Nullifier(array32(&n, "nullifier")?),
+                    TokenKeyId(array32(&key, "key id")?),
+                    to_u64(seq),
+                ))
+            })
+            .collect()
     }
 
     async fn nullifier(&self, nullifier: &Nullifier) -> Result<Option<FirstSpend>, StoreError> {
@@ -546,28 +562,29 @@ where
         high: &Nullifier,
         limit: u32,
     ) -> Result<Vec<(Nullifier, FirstSpend)>, StoreError> {
-        sqlx::query_as::<_, (Vec<u8>, i64, i64, Vec<u8>)>(
-            "SELECT s.nullifier, s.seq, e.recorded_at, e.signer FROM spent s \
-             JOIN entries e ON e.seq = s.seq \
-             WHERE s.nullifier >= $1 AND s.nullifier <= $2 ORDER BY s.nullifier LIMIT $3",
-        )
-        .bind(&low.0[..])
-        .bind(&high.0[..])
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|(n, seq, spent_at, signer)| {
-            Ok((
-                Nullifier(array32(&n, "nullifier")?),
-                FirstSpend {
-                    seq: to_u64(seq),
-                    spent_at: to_u64(spent_at),
-                    operator: OperatorId(array32(&signer, "spend signer")?),
-                },
-            ))
-        })
-        .collect()
+        let sql = format!(
+            "SELECT s.nullifier, s.seq, e.recorded_at, e.signer FROM ({}) s \
+             JOIN entries e ON e.seq = s.seq ORDER BY s.nullifier LIMIT $3",
+            DB::SPENT_IN_RANGE
+        );
+        sqlx::query_as::<_, (Vec<u8>, i64, i64, Vec<u8>)>(&sql)
+            .bind(&low.0[..])
+            .bind(&high.0[..])
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|(n, seq, spent_at, signer)| {
+                Ok((
+                    Nullifier(array32(&n, "nullifier")?),
+                    FirstSpend {
+                        seq: to_u64(seq),
+                        spent_at: to_u64(spent_at),
+                        operator: OperatorId(array32(&signer, "spend signer")?),
+                    },
+                ))
+            })
+            .collect()
     }
 
     async fn totals(&self) -> Result<Totals, StoreError> {
@@ -615,23 +632,28 @@ where
     ) -> Result<Option<LogEntry>, StoreError> {
         let mut tx = DB::begin_write(&self.pool).await?;
         let key_no = Self::key_no(&mut tx, token_key_id).await?;
-        let rows: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT nullifier FROM spent WHERE key_no = $1 ORDER BY nullifier")
-                .bind(key_no)
-                .fetch_all(&mut *tx)
-                .await?;
-        if rows.is_empty() {
+        let mut nullifiers = Vec::new();
+        for table in DB::SPENT_TABLES {
+            let rows: Vec<Vec<u8>> =
+                sqlx::query_scalar(&format!("SELECT nullifier FROM {table} WHERE key_no = $1"))
+                    .bind(key_no)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for row in &rows {
+                nullifiers.push(Nullifier(array32(row, "nullifier")?));
+            }
+        }
+        if nullifiers.is_empty() {
             return Ok(None);
         }
-        let nullifiers = rows
-            .iter()
-            .map(|b| array32(b, "nullifier").map(Nullifier))
-            .collect::<Result<Vec<_>, _>>()?;
+        nullifiers.sort_unstable();
         let (entry, hash) = record(&nullifiers);
-        sqlx::query("DELETE FROM spent WHERE key_no = $1")
-            .bind(key_no)
-            .execute(&mut *tx)
-            .await?;
+        for table in DB::SPENT_TABLES {
+            sqlx::query(&format!("DELETE FROM {table} WHERE key_no = $1"))
+                .bind(key_no)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("UPDATE token_keys SET pruned = pruned + $1 WHERE key_no = $2")
             .bind(i64::try_from(nullifiers.len()).unwrap_or(i64::MAX))
             .bind(key_no)

@@ -48,6 +48,11 @@ impl Backend for Sqlite {
         pool.begin_with("BEGIN IMMEDIATE").await
     }
 
+    const SPENT_IN_RANGE: &'static str = "SELECT nullifier, key_no, seq FROM spent \
+         WHERE nullifier >= $1 AND nullifier <= $2 ORDER BY nullifier LIMIT $3";
+
+    const SPENT_TABLES: &'static [&'static str] = &["spent"];
+
     // Multi-row inserts: one statement per chunk instead of one per nullifier (SQLite has no
     // array parameter). RETURNING lists only the rows this statement inserted.
     async fn insert_spent(

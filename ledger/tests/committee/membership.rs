@@ -136,6 +136,8 @@ async fn a_node_admitted_by_governance_orders_and_a_retired_one_stops() {
         },
     );
     submit_until_applied(&c.client(0), &admit).await;
+    // The client's answer needs only f + 1 nodes to have applied it; node 0 may be behind.
+    c.agreed_head_within(Duration::from_secs(30)).await;
     let (_, info) = Http::new(&c.base(0)).get("/v1/info").await;
     let info: LedgerInfo = serde_json::from_value(info).expect("info");
     assert_eq!(info.committee.len(), 5, "the info lists the new committee");

@@ -734,6 +734,25 @@ async fn append(
     store.append(entry, hash, effect).await
 }
 
+/// The entry at `seq` after `prev_hash` that records `req` now, with its hash: what the store
+/// tests append directly, bypassing the rules.
+fn request_entry(
+    f: &Fixture,
+    seq: u64,
+    prev_hash: Hash32,
+    req: &scrip_spec::Signed<LedgerRequest>,
+) -> (scrip_spec::ledger::LogEntry, Hash32) {
+    let entry = scrip_spec::ledger::LogEntry {
+        seq,
+        prev_hash,
+        recorded_at: f.now(),
+        body: EntryBody::Request(req.clone()),
+        ordered: None,
+    };
+    let hash = entry.hash();
+    (entry, hash)
+}
+
 /// Appends `entry`, then insists that `again` (the same request further on) is refused as a
 /// replay.
 async fn append_then_replay(
@@ -752,22 +771,13 @@ async fn append_then_replay(
 /// replay racing past that check meets).
 pub async fn store_tells_a_replay_from_a_taken_position(f: Fixture) {
     use scrip_ledger::store::Effect;
-    use scrip_spec::ledger::LogEntry;
 
     let key = f.announce(&f.a, "op-a", 0, "queue").await.public_key.id();
     let store = f.ledger.store().clone();
     let info = f.ledger.info().await;
     let (head, head_hash) = (info.head_seq, info.head_hash);
     let entry = |seq: u64, prev_hash: Hash32, req: &scrip_spec::Signed<LedgerRequest>| {
-        let entry = LogEntry {
-            seq,
-            prev_hash,
-            recorded_at: f.now(),
-            body: EntryBody::Request(req.clone()),
-            ordered: None,
-        };
-        let hash = entry.hash();
-        (entry, hash)
+        request_entry(&f, seq, prev_hash, req)
     };
     let sold = |batch: &str| Action::CardsSold {
         batch: batch.into(),
@@ -828,6 +838,164 @@ pub async fn store_tells_a_replay_from_a_taken_position(f: Fixture) {
     );
     // The size query runs on each backend (its SQL is one of the few not shared).
     assert!(store.size_bytes().await.expect("size") > 0);
+}
+
+/// Nullifiers that share their first bytes are spends of their own, on every backend: the
+/// PostgreSQL spent set is keyed by the first 8 bytes and keeps a clash apart, which must read
+/// exactly as SQLite's set keyed by all 32 (or two nodes of one committee would judge a spend
+/// differently). The clash stays spent after the nullifier that took its head is pruned.
+pub async fn nullifiers_sharing_their_first_bytes_are_spends_of_their_own(f: Fixture) {
+    use scrip_ledger::store::{AppendOutcome, Effect, NullifierGroup};
+    use scrip_spec::Nullifier;
+    use std::cell::{Cell, RefCell};
+    use std::sync::Mutex;
+
+    let first_key = f.announce(&f.a, "op-a", 0, "queue").await.public_key.id();
+    let other_key = f
+        .announce(&f.a, "op-a", 1, "chunk-64k")
+        .await
+        .public_key
+        .id();
+    let store = f.ledger.store().clone();
+    let info = f.ledger.info().await;
+    // The head of the log as this test appends to it.
+    let head = Cell::new((info.head_seq, info.head_hash));
+    // Each entry records a request of its own (the store refuses a replayed one); the store
+    // does not look inside, so the effect is what is tested.
+    let unused = RefCell::new(tokens(0, "op-a", 8).into_iter());
+    let next_request = async || {
+        let token = unused.borrow_mut().next().expect("a token left");
+        f.request(&f.b, spend(vec![token])).await
+    };
+    let append_next = async |effect: Effect| {
+        let (seq, prev) = head.get();
+        let next = request_entry(&f, seq + 1, prev, &next_request().await);
+        let outcome = append(&*store, &next, &effect).await.expect("append");
+        if matches!(outcome, AppendOutcome::Appended { .. }) {
+            head.set((next.0.seq, next.1));
+        }
+        (outcome, next.0.seq)
+    };
+    let spend_of = |token_key_id: TokenKeyId, nullifiers: Vec<Nullifier>| Effect::Spend {
+        groups: vec![NullifierGroup {
+            token_key_id,
+            nullifiers,
+        }],
+    };
+    let with_byte = |n: Nullifier, i: usize, flip: u8| {
+        let mut bytes = n.0;
+        bytes[i] ^= flip;
+        Nullifier(bytes)
+    };
+    let base = random_nullifier();
+    let (last_byte, ninth_byte, unspent) = (
+        with_byte(base, 31, 1),
+        with_byte(base, 8, 0x80),
+        with_byte(base, 20, 4),
+    );
+    let refused = |outcome: &AppendOutcome| match outcome {
+        AppendOutcome::Appended { already_spent }
+        | AppendOutcome::NothingToSpend { already_spent } => already_spent
+            .iter()
+            .map(|(n, s)| (*n, s.seq))
+            .collect::<Vec<_>>(),
+    };
+
+    let (outcome, first_seq) = append_next(spend_of(first_key, vec![base])).await;
+    assert_eq!(refused(&outcome), vec![]);
+    let (outcome, second_seq) =
+        append_next(spend_of(other_key, vec![last_byte, ninth_byte, base])).await;
+    assert!(matches!(outcome, AppendOutcome::Appended { .. }));
+    assert_eq!(refused(&outcome), vec![(base, first_seq)]);
+
+    for (n, spent_at) in [
+        (base, Some(first_seq)),
+        (last_byte, Some(second_seq)),
+        (ninth_byte, Some(second_seq)),
+        (unspent, None),
+    ] {
+        let found = store.nullifier(&n).await.expect("lookup").map(|s| s.seq);
+        assert_eq!(found, spent_at, "nullifier {n}");
+    }
+    let mut expected = vec![
+        (base, first_key, first_seq),
+        (last_byte, other_key, second_seq),
+        (ninth_byte, other_key, second_seq),
+    ];
+    expected.sort();
+    assert_eq!(store.spent_set().await.expect("spent set"), expected);
+    let (mut low, mut high) = (base.0, base.0);
+    low[8..].fill(0);
+    high[8..].fill(0xff);
+    let in_range = |limit| {
+        let store = store.clone();
+        async move {
+            store
+                .spent_between(&Nullifier(low), &Nullifier(high), limit)
+                .await
+                .expect("range")
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        }
+    };
+    let sorted: Vec<_> = expected.iter().map(|(n, _, _)| *n).collect();
+    assert_eq!(in_range(10).await, sorted);
+    assert_eq!(in_range(2).await, sorted[..2]);
+    assert_eq!(
+        store
+            .totals()
+            .await
+            .expect("totals")
+            .keys
+            .iter()
+            .map(|k| k.spent)
+            .sum::<u64>(),
+        3
+    );
+
+    // A clash spent again is refused, and nothing is appended.
+    let (outcome, _) = append_next(spend_of(other_key, vec![ninth_byte])).await;
+    assert!(matches!(outcome, AppendOutcome::NothingToSpend { .. }));
+    assert_eq!(refused(&outcome), vec![(ninth_byte, second_seq)]);
+
+    // Pruning the first key frees the head its nullifier took; the other key's clashes stay
+    // spent, and a new nullifier with that head is a spend.
+    let prune = async |key: TokenKeyId| {
+        let dropped = Mutex::new(Vec::new());
+        let (seq, prev) = head.get();
+        let req = next_request().await;
+        let record = |nullifiers: &[Nullifier]| {
+            dropped.lock().expect("lock").extend_from_slice(nullifiers);
+            request_entry(&f, seq + 1, prev, &req)
+        };
+        let pruned = store.prune(&key, &record).await.expect("prune");
+        let pruned = pruned.expect("something to prune");
+        head.set((pruned.seq, pruned.hash()));
+        dropped.into_inner().expect("lock")
+    };
+    assert_eq!(prune(first_key).await, vec![base]);
+    let (outcome, _) = append_next(spend_of(other_key, vec![last_byte, ninth_byte])).await;
+    assert_eq!(
+        refused(&outcome),
+        vec![(last_byte, second_seq), (ninth_byte, second_seq)]
+    );
+    let (outcome, unspent_seq) = append_next(spend_of(other_key, vec![unspent])).await;
+    assert_eq!(refused(&outcome), vec![]);
+    assert_eq!(
+        store
+            .nullifier(&unspent)
+            .await
+            .expect("lookup")
+            .map(|s| s.seq),
+        Some(unspent_seq)
+    );
+
+    // Pruning the other key drops all three of its nullifiers, in order.
+    let mut of_other = vec![last_byte, ninth_byte, unspent];
+    of_other.sort();
+    assert_eq!(prune(other_key).await, of_other);
+    assert_eq!(store.spent_set().await.expect("spent set"), vec![]);
 }
 
 /// The first finding of issue 14: a redeemer holding no token invents spends to be owed money.

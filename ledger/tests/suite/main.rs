@@ -3,6 +3,7 @@
 //! The PostgreSQL run needs `SCRIP_TEST_PG_URL`; each test makes its own schema.
 
 mod cases;
+mod migrations;
 mod support;
 
 /// Declares each case once per backend.
@@ -45,6 +46,7 @@ per_backend!(
     a_spent_set_that_disagrees_with_the_log_is_refused_at_start,
     a_request_missing_from_the_replay_index_is_refused_at_start,
     prefix_queries_return_exactly_the_spent_nullifiers_with_the_prefix,
+    nullifiers_sharing_their_first_bytes_are_spends_of_their_own,
     refreshes_swap_own_tokens_for_no_more_value,
     the_audit_tells_unreported_spends_from_over_issuance,
 );
