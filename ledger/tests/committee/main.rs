@@ -1,6 +1,6 @@
 //! A committee of four ledger nodes in process, on loopback: the nodes order the requests
-//! with AlephBFT over real TCP, each applies them to its own SQLite database, and clients
-//! take an answer only from f + 1 = 2 matching signed receipts.
+//! with AlephBFT over real TCP, each applies them to its own database (SQLite, or for some
+//! nodes PostgreSQL), and clients take an answer only from f + 1 = 2 matching signed receipts.
 
 use scrip_common::clients::LedgerClient;
 use scrip_ledger::node::NodeSettings;
@@ -9,7 +9,7 @@ use scrip_spec::api::ledger::SpendStatus;
 use scrip_spec::committee::CommitteeMember;
 use scrip_spec::ledger::{Action, Genesis, Hash32, LedgerRequest, OperatorInfo, Role, SpendGroup};
 use scrip_spec::{Catalog, OperatorKey, Signed, Token, TokenKeyInfo, TokenSecretKey, now};
-use scrip_testkit::{TestDb, free_port, key_info, mint_tokens};
+use scrip_testkit::{Backend, TestDb, free_port, key_info, mint_tokens};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -32,12 +32,12 @@ struct TestNode {
 }
 
 impl TestNode {
-    /// A node with a fresh key, database, consensus directory and ports, not started.
-    fn new() -> (Self, OperatorKey) {
+    /// A node with a fresh key, consensus directory and ports on `db`, not started.
+    fn new(db: TestDb) -> (Self, OperatorKey) {
         let key = OperatorKey::generate();
         let node = TestNode {
             key_seed: *key.seed(),
-            db: TestDb::sqlite(),
+            db,
             consensus: tempfile::tempdir().expect("tempdir"),
             api_port: free_port(),
             peer_port: free_port(),
@@ -79,6 +79,12 @@ impl Committee {
 
     /// With sessions of `session_rounds` rounds and the genesis's `min_redeem_window`.
     async fn start_configured(n: usize, session_rounds: u16, min_redeem_window: u64) -> Self {
+        Self::start_on(&vec![Backend::Sqlite; n], session_rounds, min_redeem_window).await
+    }
+
+    /// One node on each of `backends`.
+    async fn start_on(backends: &[Backend], session_rounds: u16, min_redeem_window: u64) -> Self {
+        let n = backends.len();
         // RUST_LOG=info shows what the nodes do.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -103,8 +109,11 @@ impl Committee {
         let mut nodes = Vec::new();
         let mut committee = Vec::new();
         let partition = partition::Partition::new();
-        for i in 0..n {
-            let (node, key) = TestNode::new();
+        for (i, backend) in backends.iter().enumerate() {
+            let db = TestDb::new(*backend, "scrip_committee")
+                .await
+                .expect("a fresh database");
+            let (node, key) = TestNode::new(db);
             let proxy = partition.proxy(i, node.peer_port).await;
             committee.push(CommitteeMember {
                 operator: ["issuer", "relay-a", "relay-b"][i % 3].into(),
@@ -275,7 +284,28 @@ impl Committee {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_nodes_apply_spends_from_two_redeemers_into_one_log() {
-    let mut c = Committee::start(4).await;
+    spends_from_two_redeemers_make_one_log(Committee::start(4).await).await;
+}
+
+/// Operators choose their own database: two nodes on PostgreSQL and two on SQLite hold the
+/// same log, the same spent set and the same answers, entry for entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs SCRIP_TEST_PG_URL"]
+async fn nodes_on_sqlite_and_postgresql_make_one_log() {
+    use Backend::{Postgres, Sqlite};
+    let c = Committee::start_on(
+        &[Sqlite, Postgres, Sqlite, Postgres],
+        20_000,
+        scrip_spec::ledger::DEFAULT_MIN_REDEEM_WINDOW,
+    )
+    .await;
+    spends_from_two_redeemers_make_one_log(c).await;
+}
+
+/// Two redeemers spend at once through different nodes, one token through both: every node
+/// ends with the same log, totals, spent set and prefix answers, and each node's database
+/// passes the check a restart makes.
+async fn spends_from_two_redeemers_make_one_log(mut c: Committee) {
     let announce = c.request(&c.issuer, Action::AnnounceKey { key: c.key.clone() });
     let receipt = c.client(0).submit(&announce).await.expect("announced");
     let attestation = receipt.attestation.expect("a node signed the receipt");
@@ -358,6 +388,24 @@ async fn four_nodes_apply_spends_from_two_redeemers_into_one_log() {
             .await
             .expect("totals");
         assert_eq!(totals.keys[0].spent, 41);
+    }
+    let ledgers: Vec<Arc<Ledger>> = c.nodes.iter().filter_map(|n| n.ledger.clone()).collect();
+    let prefix = scrip_spec::api::ledger::NullifierPrefix::of(&shared.nullifier(), 1);
+    let mut answers = Vec::new();
+    for ledger in &ledgers {
+        let store = ledger.store();
+        let (rows, complete) = ledger.spent_with_prefix(&prefix).await.expect("prefix");
+        assert!(complete);
+        let rows: Vec<_> = rows.into_iter().map(|(n, first, _)| (n, first)).collect();
+        assert!(rows.iter().any(|(n, _)| *n == shared.nullifier()));
+        answers.push((store.spent_set().await.expect("spent set"), rows));
+        scrip_ledger::audit::check_store(&**store, None)
+            .await
+            .expect("the database matches its log");
+    }
+    assert_eq!(answers[0].0.len(), 41);
+    for answer in &answers[1..] {
+        assert_eq!(answer, &answers[0]);
     }
 
     // A replayed request is not applied twice, whichever node it reaches.

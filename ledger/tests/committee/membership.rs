@@ -30,7 +30,7 @@ impl Committee {
 
     /// A node on the same genesis, not in its committee, not started.
     async fn add_node(&mut self) -> (usize, CommitteeMember) {
-        let (node, key) = TestNode::new();
+        let (node, key) = TestNode::new(TestDb::sqlite());
         let store = scrip_ledger::connect(&node.db.url).await.expect("store");
         scrip_ledger::Ledger::init(store, key, self.genesis.clone())
             .await
