@@ -166,7 +166,7 @@ pub async fn propose(ledger: &str, out: &Path, change: ChangeArg) -> anyhow::Res
             reason,
         },
     };
-    let info = LedgerClient::new(ledger).info().await?;
+    let info = LedgerClient::new(ledger).agreed_info().await?;
     let proposal = Proposal {
         ledger_id: info.ledger_id,
         governance_seq: info.governance_seq,

@@ -261,8 +261,17 @@ enum Known {
     Unknown,
     /// A one-node ledger.
     OneNode,
-    /// A committee, and when it was last checked.
-    Committee(std::sync::Arc<Committee>, std::time::Instant),
+    /// A committee.
+    Committee {
+        /// The nodes asked.
+        nodes: std::sync::Arc<Committee>,
+        /// When `f + 1` of them last said which committee is the latest (`None`: never yet;
+        /// the nodes are then the genesis's).
+        checked: Option<std::time::Instant>,
+        /// The latest committee in the configured node's info: its word alone, used only if
+        /// the genesis's nodes cannot say.
+        named: Vec<scrip_spec::committee::CommitteeMember>,
+    },
 }
 
 /// The nodes of a committee ledger.
@@ -442,36 +451,54 @@ impl LedgerClient {
     /// preceded by a second call), then every [`COMMITTEE_REFRESH`] taken from the nodes it
     /// knows, only when `f + 1` of them name the same new one (`GET /v1/committee`). `None`
     /// for a one-node ledger, or while the ledger cannot be read.
+    /// The committee to ask, or `None` for a one-node ledger. It starts from the genesis's
+    /// committee and follows the latest that `f + 1` of the nodes it knows name alike, asked
+    /// again every [`COMMITTEE_REFRESH`], so the node a client is configured with cannot hand
+    /// it a committee of its own.
     async fn committee(&self) -> Option<std::sync::Arc<Committee>> {
-        let known = self.known().clone();
-        match known {
-            Known::Unknown => {
-                let _ = self.info().await;
-                match self.known().clone() {
-                    Known::Committee(committee, _) => Some(committee),
-                    _ => None,
-                }
-            }
-            Known::OneNode => None,
-            Known::Committee(committee, checked) if checked.elapsed() < self.refresh => {
-                Some(committee)
-            }
-            Known::Committee(committee, _) => {
-                let now = match committee.get_agreed::<CommitteeView>("/v1/committee").await {
-                    Ok(view) if !view.members.is_empty() && !committee.is(&view.members) => {
-                        tracing::info!(
-                            nodes = view.members.len(),
-                            "the ledger's committee changed; following it"
-                        );
-                        std::sync::Arc::new(self.committee_of(committee.ledger_id, &view.members))
-                    }
-                    // Unchanged, or no f + 1 agree yet: keep the one known.
-                    _ => committee,
-                };
-                *self.known() = Known::Committee(now.clone(), std::time::Instant::now());
-                Some(now)
-            }
+        if matches!(*self.known(), Known::Unknown) {
+            let _ = self.info().await;
         }
+        let Known::Committee {
+            nodes,
+            checked,
+            named,
+        } = self.known().clone()
+        else {
+            return None;
+        };
+        if checked.is_some_and(|checked| checked.elapsed() < self.refresh) {
+            return Some(nodes);
+        }
+        let now = match nodes.get_agreed::<CommitteeView>("/v1/committee").await {
+            Ok(view) if !view.members.is_empty() && !nodes.is(&view.members) => {
+                tracing::info!(
+                    nodes = view.members.len(),
+                    "the ledger's committee changed; following it"
+                );
+                std::sync::Arc::new(self.committee_of(nodes.ledger_id, &view.members))
+            }
+            // The genesis's nodes cannot say (fewer than f + 1 of them answer alike, for
+            // example because most were retired and stopped): the configured node's word is
+            // all there is.
+            Err(e) if checked.is_none() && !named.is_empty() && !nodes.is(&named) => {
+                tracing::warn!(
+                    error = %e,
+                    url = %self.endpoint.base,
+                    "the genesis's committee nodes do not confirm the latest committee; taking \
+                     the one the configured ledger node names, on its word alone"
+                );
+                std::sync::Arc::new(self.committee_of(nodes.ledger_id, &named))
+            }
+            // Unchanged, or no f + 1 agree yet: keep the one known.
+            _ => nodes,
+        };
+        *self.known() = Known::Committee {
+            nodes: now.clone(),
+            checked: Some(std::time::Instant::now()),
+            named: Vec::new(),
+        };
+        Some(now)
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
@@ -505,19 +532,18 @@ impl LedgerClient {
         if !matches!(*known, Known::Unknown) || info.genesis.ledger_id() != info.ledger_id {
             return;
         }
-        // The info's committee is the latest the node applied; the genesis's is the first.
-        let members = if info.committee.is_empty() {
-            &info.genesis.committee
-        } else {
-            &info.committee
-        };
+        // The genesis's committee is vouched for by the ledger id; the info's (the latest the
+        // node applied) only by the node, so it is confirmed with the genesis's nodes first.
         *known = if info.genesis.committee.is_empty() {
             Known::OneNode
         } else {
-            Known::Committee(
-                std::sync::Arc::new(self.committee_of(info.ledger_id, members)),
-                std::time::Instant::now(),
-            )
+            Known::Committee {
+                nodes: std::sync::Arc::new(
+                    self.committee_of(info.ledger_id, &info.genesis.committee),
+                ),
+                checked: None,
+                named: info.committee.clone(),
+            }
         };
     }
 
@@ -598,22 +624,45 @@ impl LedgerClient {
             .await
     }
 
-    /// The current catalog (kinds and prices): on a committee, as `f + 1` nodes report it
-    /// alike, so one node cannot make an issuer or a wallet price tokens by a catalog of its
-    /// own.
-    pub async fn catalog(&self) -> Result<scrip_spec::Catalog, LedgerClientError> {
+    /// The ledger's info with its shared state (members, catalog, `governance_seq`, admin
+    /// quorum, latest committee) as `f + 1` nodes report it alike on a committee, so one node
+    /// cannot tell a service it is no member, or an admin a wrong `governance_seq`. The head
+    /// and the session stay the configured node's word: they differ between nodes at any
+    /// moment (PROTOCOL.md section 11.12).
+    pub async fn agreed_info(&self) -> Result<LedgerInfo, LedgerClientError> {
         /// The part of `GET /v1/info` that every node in the same state answers alike.
         #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-        struct CatalogOnly {
+        struct SharedState {
+            ledger_id: scrip_spec::ledger::Hash32,
+            operators: Vec<scrip_spec::ledger::OperatorInfo>,
             catalog: scrip_spec::Catalog,
+            governance_seq: u64,
+            admin_quorum: u32,
+            committee: Vec<scrip_spec::committee::CommitteeMember>,
         }
-        match self.committee().await {
-            Some(committee) => Ok(committee
-                .get_agreed::<CatalogOnly>("/v1/info")
-                .await?
-                .catalog),
-            None => Ok(self.info().await?.catalog),
+        let mut info = self.info().await?;
+        let Some(committee) = self.committee().await else {
+            return Ok(info);
+        };
+        let shared: SharedState = committee.get_agreed("/v1/info").await?;
+        if shared.ledger_id != info.ledger_id {
+            return Err(committee.no_quorum(
+                "ledger id as the configured node (it serves another ledger)",
+                None,
+            ));
         }
+        info.operators = shared.operators;
+        info.catalog = shared.catalog;
+        info.governance_seq = shared.governance_seq;
+        info.admin_quorum = shared.admin_quorum;
+        info.committee = shared.committee;
+        Ok(info)
+    }
+
+    /// The current catalog (kinds and prices), as [`Self::agreed_info`] reports it, so one
+    /// node cannot make an issuer or a wallet price tokens by a catalog of its own.
+    pub async fn catalog(&self) -> Result<scrip_spec::Catalog, LedgerClientError> {
+        Ok(self.agreed_info().await?.catalog)
     }
 
     /// Entry `seq` as the ledger holds it: on a committee, as `f + 1` nodes hold it alike, so
@@ -853,7 +902,7 @@ pub async fn member_info(
     role: Option<scrip_spec::ledger::Role>,
 ) -> Result<LedgerInfo, MembershipError> {
     let info = ledger
-        .info()
+        .agreed_info()
         .await
         .map_err(|source| MembershipError::Unreachable {
             url: ledger.url().to_owned(),

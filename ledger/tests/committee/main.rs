@@ -548,10 +548,18 @@ async fn serve_a_lying_node(c: &mut Committee) {
     let key = Arc::new(OperatorKey::from_seed(&c.nodes[3].key_seed));
     let ledger_id = c.ledger_id();
     use scrip_spec::api::ledger::{KeyDirectory, NullifierStatus};
-    // The honest info with every price cut to one credit.
+    // The honest info with every price cut to one credit, relay-b struck from the members,
+    // governance further on than it is, and a latest committee whose every node is the liar.
     let mut info = c.nodes[0].ledger.as_ref().expect("up").info().await;
     for entry in &mut info.catalog.entries {
         entry.price = 1;
+    }
+    info.operators.retain(|o| o.name != "relay-b");
+    info.governance_seq += 5;
+    let liar_url = format!("http://127.0.0.1:{}", c.nodes[3].api_port);
+    info.committee = c.genesis.committee.clone();
+    for member in &mut info.committee {
+        member.api_url = liar_url.clone();
     }
     let lie = axum::Router::new()
         .route(
@@ -682,6 +690,28 @@ async fn a_lying_node_alone_never_makes_a_client_accept_a_spend() {
     // Its cheap catalog is outvoted.
     let catalog = c.client(0).catalog().await.expect("f + 1 nodes agree");
     assert_eq!(catalog, c.genesis.catalog, "the honest nodes' prices");
+
+    // A client configured with the liar's address does not take the committee it names (every
+    // node the liar), nor its members, governance or prices: it asks the genesis's nodes.
+    let through_liar = c.client(3);
+    let keys = through_liar
+        .keys(Some("issuer"), None)
+        .await
+        .expect("the directory");
+    assert_eq!(keys.len(), 1, "the honest nodes' directory, not the liar's");
+    let honest = c.nodes[0].ledger.as_ref().expect("up").info().await;
+    let info = through_liar.agreed_info().await.expect("f + 1 nodes agree");
+    assert_eq!(info.governance_seq, honest.governance_seq);
+    assert_eq!(info.operators, honest.operators);
+    assert_eq!(info.catalog, c.genesis.catalog);
+    scrip_common::clients::member_info(
+        &through_liar,
+        &c.relay_b,
+        "relay-b",
+        Some(scrip_spec::ledger::Role::Redeemer),
+    )
+    .await
+    .expect("relay-b is a member, whatever the liar says");
 
     // It serves a log cut short; an auditor confirming the head it read gets the honest
     // nodes' entry.
