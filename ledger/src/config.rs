@@ -72,6 +72,13 @@ pub const SCHEMA: Schema = Schema {
             example: "",
             env: Some("SCRIP_LEDGER_ORDER_WAIT_SECS"),
         },
+        Field {
+            name: "first_start",
+            doc: "Committee ledgers: true only for the first start of a node whose key never took part in the committee before. A node whose database never ran a consensus session, yet whose key was in the committee of an earlier session, otherwise orders nothing: it may have lost its database and its backup, and cannot know which units it signed (PROTOCOL.md 11.12). Such a node comes back under a new node key.",
+            default: Some("false"),
+            example: "",
+            env: Some("SCRIP_LEDGER_FIRST_START"),
+        },
     ],
 };
 
@@ -104,6 +111,9 @@ pub struct LedgerConfig {
     /// Seconds a submitted request waits to be ordered (`SCRIP_LEDGER_ORDER_WAIT_SECS`).
     #[serde(default = "default_order_wait_secs")]
     pub order_wait_secs: u64,
+    /// The first start of a node whose key never took part (`SCRIP_LEDGER_FIRST_START`).
+    #[serde(default)]
+    pub first_start: bool,
 }
 
 fn default_consensus_dir() -> PathBuf {
@@ -199,6 +209,7 @@ impl LedgerConfig {
             unit_delay_ms: default_unit_delay_ms(),
             session_rounds: default_session_rounds(),
             order_wait_secs: default_order_wait_secs(),
+            first_start: false,
         }
     }
 
@@ -236,6 +247,7 @@ impl LedgerConfig {
             unit_delay: std::time::Duration::from_millis(self.unit_delay_ms.max(1)),
             session_rounds: self.session_rounds.max(10),
             order_wait: std::time::Duration::from_secs(self.order_wait_secs.max(1)),
+            first_start: self.first_start,
         }))
     }
 }

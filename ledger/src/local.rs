@@ -124,6 +124,7 @@ pub async fn serve_committee(
             unit_delay: std::time::Duration::from_millis(50),
             session_rounds: 20_000,
             order_wait: std::time::Duration::from_secs(10),
+            first_start: false,
         };
         let app =
             Application::node_on_listeners(ledger.clone(), node_key, api, peers, settings).await?;

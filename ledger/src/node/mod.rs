@@ -61,6 +61,10 @@ pub struct NodeSettings {
     pub session_rounds: u16,
     /// How long [`Node::submit`] waits for its request to be ordered.
     pub order_wait: Duration,
+    /// Whether this is the first start of a node whose key never took part: only then does
+    /// a node whose database never ran a session take part in a session after one whose
+    /// committee held its key.
+    pub first_start: bool,
 }
 
 /// One node of a committee ledger.
@@ -293,6 +297,9 @@ impl Driver {
         let sit_out = (recorded == Some(session)
             && !backup::path(&self.settings.consensus_dir, session).exists())
         .then_some(session);
+        // A database that never ran a session is new: the node's first start, or one that
+        // lost its database and its backup together and was set up again from the genesis.
+        let mut never_ran = recorded.is_none();
         let me = self.key.id();
         loop {
             // A membership change ordered in an earlier session governs this one.
@@ -301,7 +308,26 @@ impl Driver {
             let member = committee.iter().any(|m| m.node_key == me);
             self.member.store(member, Ordering::SeqCst);
             self.session.store(session, Ordering::SeqCst);
-            let end = if sit_out == Some(session) {
+            let took_part_before = session > 0
+                && (self.ledger.view().genesis.committee.iter())
+                    .chain(self.ledger.view().committee_for(session - 1))
+                    .any(|m| m.node_key == me);
+            let end = if member && never_ran && took_part_before && !self.settings.first_start {
+                tracing::error!(
+                    session,
+                    "this node's database never ran a consensus session, yet its key was in the \
+                     committee of an earlier one: if it lost its database and consensus_dir, it \
+                     may have signed units it no longer knows, and could sign two for one round. \
+                     It follows the log and orders nothing. Bring it back under a new node key \
+                     (`scrip operator propose admit-node`, then `retire-node` for this key), or, \
+                     if this node never ran before, start it once with first_start = true"
+                );
+                Ok(self.follow(session, &peers, &mut stop).await)
+            } else if member && never_ran && peers.behind(session).await {
+                // A session the others have left: a new database has nothing to sign in it,
+                // and a lost one may have signed in it already.
+                Ok(self.follow(session, &peers, &mut stop).await)
+            } else if sit_out == Some(session) {
                 tracing::warn!(
                     session,
                     dir = %self.settings.consensus_dir.display(),
@@ -311,6 +337,8 @@ impl Driver {
                 );
                 Ok(self.follow(session, &peers, &mut stop).await)
             } else if member {
+                // The session is recorded before the first unit is signed.
+                never_ran = false;
                 self.run_session(session, skip, &committee, &peers, &mut stop)
                     .await
             } else {

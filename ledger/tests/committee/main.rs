@@ -27,6 +27,8 @@ struct TestNode {
     /// Where the node listens for its peers; the genesis names its proxy's port.
     peer_port: u16,
     ledger: Option<Arc<Ledger>>,
+    /// Started with `first_start` (a node whose key never took part).
+    first_start: bool,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -42,6 +44,7 @@ impl TestNode {
             api_port: free_port(),
             peer_port: free_port(),
             ledger: None,
+            first_start: false,
             stop: None,
             done: None,
         };
@@ -179,6 +182,7 @@ impl Committee {
             unit_delay: Duration::from_millis(50),
             session_rounds: self.session_rounds,
             order_wait: Duration::from_secs(5),
+            first_start: node.first_start,
         };
         let listen = format!("127.0.0.1:{}", node.api_port)
             .parse()
