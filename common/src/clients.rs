@@ -446,15 +446,11 @@ impl LedgerClient {
         self.endpoint.health().await
     }
 
-    /// The committee: read from the ledger at [`LedgerClient::url`] the first time this
-    /// client reads the ledger's info (a service reads it when it starts, so a request is not
-    /// preceded by a second call), then every [`COMMITTEE_REFRESH`] taken from the nodes it
-    /// knows, only when `f + 1` of them name the same new one (`GET /v1/committee`). `None`
-    /// for a one-node ledger, or while the ledger cannot be read.
-    /// The committee to ask, or `None` for a one-node ledger. It starts from the genesis's
-    /// committee and follows the latest that `f + 1` of the nodes it knows name alike, asked
-    /// again every [`COMMITTEE_REFRESH`], so the node a client is configured with cannot hand
-    /// it a committee of its own.
+    /// The committee to ask: `None` for a one-node ledger, or while the ledger cannot be read.
+    /// It starts from the genesis's committee (read from the ledger at [`LedgerClient::url`]
+    /// with the first info) and follows the latest that `f + 1` of the nodes it knows name
+    /// alike (`GET /v1/committee`), asked again every [`COMMITTEE_REFRESH`], so the node a
+    /// client is configured with cannot hand it a committee of its own.
     async fn committee(&self) -> Option<std::sync::Arc<Committee>> {
         if matches!(*self.known(), Known::Unknown) {
             let _ = self.info().await;

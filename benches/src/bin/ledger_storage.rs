@@ -1,8 +1,8 @@
 //! How the ledger grows: bytes on disk per spent token, in the spent set (table `spent` with its
 //! indexes, and on PostgreSQL `spent_clash`) and in the token archive (table `entries`, whose
-//! entry bodies hold the spent tokens), and spend throughput as the spent set grows (a row at 10^4, 10^5, ... spent tokens and at the
-//! end), then the time to replay and verify the whole log, every token included, as `scrip audit`
-//! does.
+//! entry bodies hold the spent tokens), and spend throughput as the spent set grows (a row at
+//! 10^4, 10^5, ... spent tokens and at the end), then the time to replay and verify the whole
+//! log, every token included, as `scrip audit` does.
 //!
 //! `cargo run --release -p scrip-benches --bin ledger_storage -- [TOKENS] [--batch N]
 //! [--backend sqlite|postgres]` (default 20,000 tokens in batches of 1,000, on SQLite and, with

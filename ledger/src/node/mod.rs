@@ -308,11 +308,15 @@ impl Driver {
             let member = committee.iter().any(|m| m.node_key == me);
             self.member.store(member, Ordering::SeqCst);
             self.session.store(session, Ordering::SeqCst);
-            let took_part_before = session > 0
-                && (self.ledger.view().genesis.committee.iter())
-                    .chain(self.ledger.view().committee_for(session - 1))
-                    .any(|m| m.node_key == me);
-            let end = if member && never_ran && took_part_before && !self.settings.first_start {
+            // Only a member whose database never ran a session is asked about its past.
+            let fresh_member = member && never_ran;
+            let took_part_before = fresh_member && session > 0 && {
+                let view = self.ledger.view();
+                (view.genesis.committee.iter())
+                    .chain(view.committee_for(session - 1))
+                    .any(|m| m.node_key == me)
+            };
+            let end = if took_part_before && !self.settings.first_start {
                 tracing::error!(
                     session,
                     "this node's database never ran a consensus session, yet its key was in the \
@@ -323,7 +327,7 @@ impl Driver {
                      if this node never ran before, start it once with first_start = true"
                 );
                 Ok(self.follow(session, &peers, &mut stop).await)
-            } else if member && never_ran && peers.behind(session).await {
+            } else if fresh_member && peers.behind(session).await {
                 // A session the others have left: a new database has nothing to sign in it,
                 // and a lost one may have signed in it already.
                 Ok(self.follow(session, &peers, &mut stop).await)
