@@ -929,11 +929,8 @@ mod tests {
         );
     }
 
-    /// Rows of the old table (several grants per nullifier, random codes) become one row per
-    /// nullifier that keeps what was decided: a consumed token stays spent, a refused one
-    /// refused, and an unused grant stays usable until a repeat replaces it.
-    #[tokio::test]
-    async fn old_grants_migrate_to_one_row_per_token() {
+    /// A fresh database migrated up to, not including, migration `version`.
+    async fn database_before(version: i64) -> (tempfile::TempDir, String, SqlitePool) {
         use sqlx::migrate::Migrator;
         let dir = tempfile::tempdir().expect("dir");
         let url = format!("sqlite://{}", dir.path().join("grants.db").display());
@@ -947,11 +944,20 @@ mod tests {
         let old: Vec<_> = migrator
             .migrations
             .iter()
-            .filter(|m| m.version < 3)
+            .filter(|m| m.version < version)
             .cloned()
             .collect();
         migrator.migrations = old.into();
-        migrator.run(&pool).await.expect("old schema");
+        migrator.run(&pool).await.expect("the older schema");
+        (dir, url, pool)
+    }
+
+    /// Rows of the old table (several grants per nullifier, random codes) become one row per
+    /// nullifier that keeps what was decided: a consumed token stays spent, a refused one
+    /// refused, and an unused grant stays usable until a repeat replaces it.
+    #[tokio::test]
+    async fn old_grants_migrate_to_one_row_per_token() {
+        let (_dir, url, pool) = database_before(3).await;
         // (hash, nullifier, state, expires_at)
         let rows: [(u8, u8, &str, i64); 7] = [
             (1, 1, "revoked", 9_999_999_999),
@@ -1006,5 +1012,97 @@ mod tests {
         assert_eq!(store.bound_unknown_windows(NOW).await.expect("bound"), 2);
         assert!(!store.has_unknown_windows().await.expect("read"));
         assert_eq!(store.sweep(NOW + 1, 100).await.expect("sweep"), 2);
+    }
+
+    /// Rows of the one-row-per-token layout (0003, keyed by nullifier) are carried over to
+    /// the table in row order, every column kept: a repeat, a consume and the sweep find
+    /// them as before, and a nullifier still has one row at most.
+    #[tokio::test]
+    async fn grants_keyed_by_nullifier_are_carried_over_in_row_order() {
+        let (dir, url, pool) = database_before(4).await;
+        let key = GrantKey::load_or_create(&dir.path().join("grants.db.grant-key")).expect("key");
+        // (nullifier, state, expires_at, redeem_until)
+        let rows: [(u8, &str, u64, Option<i64>); 4] = [
+            (1, "issued", NOW + 100, Some(to_i64(NOW + 1000))),
+            (2, "consumed", NOW + 100, Some(to_i64(NOW + 1000))),
+            (3, "refused", NOW + 100, Some(to_i64(NOW - 1))),
+            (4, "issued", NOW + 100, None),
+        ];
+        for (n, state, expires_at, redeem_until) in rows {
+            let code = key.code(&kind(), &Nullifier([n; 32]), 2);
+            sqlx::query(
+                "INSERT INTO grants (nullifier, kind, generation, hash, state, expires_at, \
+                 redeem_until, created_at) VALUES (?, 'queue', 2, ?, ?, ?, ?, ?)",
+            )
+            .bind(&[n; 32][..])
+            .bind(&code.storage_hash()[..])
+            .bind(state)
+            .bind(to_i64(expires_at))
+            .bind(redeem_until)
+            .bind(i64::from(n))
+            .execute(&pool)
+            .await
+            .expect("0003 row");
+        }
+        pool.close().await;
+
+        let store = RedeemerStore::connect(&url, false).await.expect("migrated");
+        let layout: String = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'grants'",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .expect("schema");
+        assert!(layout.contains("id INTEGER PRIMARY KEY"), "{layout}");
+        assert!(!layout.contains("WITHOUT ROWID"), "{layout}");
+        assert_eq!(store.grant_rows().await.expect("rows"), 4);
+        for (n, state, expires_at, redeem_until) in rows {
+            let record = store
+                .record(&Nullifier([n; 32]))
+                .await
+                .expect("read")
+                .expect("carried over");
+            assert_eq!(record.state.as_str(), state);
+            assert_eq!(record.generation, 2);
+            assert_eq!(record.expires_at, expires_at);
+            assert_eq!(record.redeem_until, redeem_until.map(to_u64));
+        }
+        // The issued grant is handed out again as it was; the consumed one stays spent.
+        let again = store
+            .insert_grants(&[grant(1, false), grant(2, false), grant(5, false)])
+            .await
+            .expect("repeats");
+        assert_eq!(again[0].as_ref().map(|g| g.granted), Ok(Granted::Same));
+        assert_eq!(again[1], Err(NoGrant::Consumed));
+        assert_eq!(again[2].as_ref().map(|g| g.granted), Ok(Granted::First));
+        assert_eq!(
+            store
+                .consume(&code(&again[0]).storage_hash(), &kind(), NOW)
+                .await
+                .expect("consume"),
+            ConsumeOutcome::Consumed
+        );
+        // One row per nullifier is still enforced by the database itself.
+        let twice = sqlx::query(
+            "INSERT INTO grants (nullifier, kind, generation, hash, state, expires_at, \
+             redeem_until, created_at) VALUES (?, 'queue', 0, ?, 'issued', 0, 0, 0)",
+        )
+        .bind(&[5u8; 32][..])
+        .bind(&[9u8; 32][..])
+        .execute(&store.pool)
+        .await;
+        assert!(twice.is_err(), "a second row for one nullifier");
+        assert_eq!(
+            store.sweep(NOW, 100).await.expect("sweep"),
+            1,
+            "nullifier 3"
+        );
+        assert!(
+            store
+                .record(&Nullifier([3; 32]))
+                .await
+                .expect("read")
+                .is_none()
+        );
     }
 }
