@@ -1,4 +1,4 @@
-//! PostgreSQL's schema changes carry a database written by an earlier version.
+//! Schema changes carry a database written by an earlier version.
 
 use crate::support::{Fixture, spend, tokens};
 use scrip_ledger::LedgerError;
@@ -79,4 +79,48 @@ async fn postgres_spent_set_keyed_by_the_whole_nullifier_is_carried_over() {
         Err(e) => panic!("refused for another reason: {e}"),
         Ok(_) => panic!("a ledger started on a spent set with a nullifier no spend made"),
     }
+}
+
+/// The indexes SQLite keeps on the spent set besides its primary key.
+async fn spent_indexes(pool: &sqlx::SqlitePool) -> Vec<String> {
+    sqlx::query_scalar("SELECT name FROM pragma_index_list('spent') WHERE origin = 'c'")
+        .fetch_all(pool)
+        .await
+        .expect("index list")
+}
+
+/// Migration 0003 on SQLite drops the spent set's index by key (a second B-tree on random
+/// keys, written once per spent token): the spent set is carried over as it is, and pruning,
+/// which read that index, still removes exactly its key's rows (the shared prune case checks
+/// that on a fresh database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_spent_set_loses_its_index_by_key() {
+    let f = Fixture::sqlite().await;
+    f.announce(&f.a, "op-a", 0, "queue").await;
+    f.ledger
+        .submit(f.request(&f.b, spend(tokens(0, "op-a", 40))).await)
+        .await
+        .expect("spend");
+    let before = f.ledger.store().spent_set().await.expect("spent set");
+    assert_eq!(before.len(), 40);
+    let pool = sqlx::SqlitePool::connect(&f.url).await.expect("sqlite");
+    assert!(
+        spent_indexes(&pool).await.is_empty(),
+        "a fresh database has no index by key"
+    );
+    sqlx::raw_sql(
+        "CREATE INDEX spent_by_key ON spent (key_no); \
+         DELETE FROM _sqlx_migrations WHERE version = 3;",
+    )
+    .execute(&pool)
+    .await
+    .expect("back to 0002");
+    assert_eq!(spent_indexes(&pool).await, vec!["spent_by_key".to_owned()]);
+
+    let reopened = f.reopen().await.expect("a migrated database opens");
+    assert!(spent_indexes(&pool).await.is_empty(), "0003 dropped it");
+    assert_eq!(
+        reopened.store().spent_set().await.expect("spent set"),
+        before
+    );
 }
