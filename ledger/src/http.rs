@@ -67,6 +67,16 @@ impl Metrics {
             "Time the store takes to append and commit a submitted request's entry",
             &timings.store_commit,
         );
+        m.register_latency(
+            "token_verification_seconds",
+            "Time spent verifying a submitted request's tokens",
+            &timings.token_verification,
+        );
+        m.register_latency(
+            "request_seconds",
+            "Time from a request's arrival at the ledger to its receipt (checks, token verification, writer lock and commit)",
+            &timings.request,
+        );
         Self {
             registry: m.build(),
             requests,

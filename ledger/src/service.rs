@@ -71,6 +71,11 @@ pub struct Timings {
     pub writer_wait: Latency,
     /// The store's append and commit of the entry.
     pub store_commit: Latency,
+    /// Verifying a request's tokens (before the writer lock), for requests that carry some.
+    pub token_verification: Latency,
+    /// A request from its arrival at the ledger to its receipt: the checks, the token
+    /// verification, the writer lock and the commit.
+    pub request: Latency,
 }
 
 /// The ledger.
@@ -274,6 +279,17 @@ impl Ledger {
         signed: Signed<LedgerRequest>,
         ordered: Option<(UnixSeconds, OrderedAt)>,
     ) -> Result<Receipt, LedgerError> {
+        let arrived = Instant::now();
+        let judged = self.judge_and_append_timed(signed, ordered).await;
+        self.timings.request.since(arrived);
+        judged
+    }
+
+    async fn judge_and_append_timed(
+        &self,
+        signed: Signed<LedgerRequest>,
+        ordered: Option<(UnixSeconds, OrderedAt)>,
+    ) -> Result<Receipt, LedgerError> {
         let clock = || ordered.map_or_else(|| (self.clock)(), |(now, _)| now);
         let digest = signed_request_digest(&signed);
         // Before the writer lock: who signed, for which ledger, when, whether the log has it
@@ -293,7 +309,11 @@ impl Ledger {
             _ => {}
         }
         let mut verified = spend_keys_to_verify(&view, &signed, clock());
+        let verifying = Instant::now();
         let signed = verify_tokens(view, signed, verified.clone()).await?;
+        if !verified.is_empty() {
+            self.timings.token_verification.since(verifying);
+        }
 
         let waiting = Instant::now();
         let mut state = self.state.lock().await;

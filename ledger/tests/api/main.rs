@@ -379,6 +379,9 @@ async fn metrics_time_each_route_and_count_outcomes_by_result() {
         // The key announcement (submitted directly) and the spend.
         ("scrip_ledger_writer_wait_seconds_count", 2.0),
         ("scrip_ledger_store_commit_seconds_count", 2.0),
+        ("scrip_ledger_request_seconds_count", 2.0),
+        // Only the spend carries tokens.
+        ("scrip_ledger_token_verification_seconds_count", 1.0),
         ("scrip_ledger_head_seq", 2.0),
     ];
     m.check(&timed, &values, env!("CARGO_PKG_VERSION"))
