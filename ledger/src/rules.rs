@@ -421,28 +421,12 @@ impl LedgerState {
             }
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = work.len().div_ceil(threads).max(1);
-        let check = |items: &[(usize, &Token, &scrip_spec::TokenPublicKey, [u8; 32])]| {
-            items.iter().find_map(|(i, token, key, digest)| {
+        let first_failure =
+            first_failure_on_all_cores(&work, threads, |(i, token, key, digest)| {
                 verify_token_with_digest(key, digest, token)
                     .err()
                     .map(|e| (*i, e.to_string()))
-            })
-        };
-        let first_failure = if work.len() <= chunk {
-            check(&work)
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = work
-                    .chunks(chunk)
-                    .map(|items| scope.spawn(move || check(items)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .filter_map(|h| h.join().ok().flatten())
-                    .min_by_key(|(i, _)| *i)
-            })
-        };
+            });
         match first_failure {
             Some((index, reason)) => Err(Refusal::InvalidToken { index, reason }),
             None => Ok(()),
@@ -1121,4 +1105,92 @@ fn check_nodes(
         }
     }
     Ok(())
+}
+
+/// Fewest tokens worth a thread of their own: starting a thread costs about as much as
+/// verifying a few tokens, so a small batch (what a lightly loaded ledger gets) is verified on
+/// the calling thread (BENCHMARKS.md, "Issue 17, sixth session").
+const MIN_TOKENS_PER_THREAD: usize = 32;
+
+/// The first `Some` that `check` gives over `items`, by position, with the items split over up
+/// to `threads` threads. A check that panics fails the whole call (the panic goes on to the
+/// caller) rather than counting as a pass.
+fn first_failure_on_all_cores<T: Sync, F: Send>(
+    items: &[T],
+    threads: usize,
+    check: impl Fn(&T) -> Option<(usize, F)> + Sync,
+) -> Option<(usize, F)> {
+    let chunk = items
+        .len()
+        .div_ceil(threads.max(1))
+        .max(MIN_TOKENS_PER_THREAD);
+    let check_all = |items: &[T]| items.iter().find_map(&check);
+    if items.len() <= chunk {
+        return check_all(items);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| check_all(part)))
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .min_by_key(|(i, _)| *i)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Items numbered by position, some marked bad; the check reports a bad one's position.
+    fn bad(item: &(usize, bool)) -> Option<(usize, ())> {
+        item.1.then_some((item.0, ()))
+    }
+
+    #[test]
+    fn the_first_failure_by_position_wins_however_the_items_are_split() {
+        let mut items: Vec<(usize, bool)> = (0..1000).map(|i| (i, false)).collect();
+        for threads in [1, 2, 3, 8] {
+            assert!(first_failure_on_all_cores(&items, threads, bad).is_none());
+        }
+        // Failures in several chunks: the first in item order is reported.
+        for at in [999, 700, 401, 40] {
+            items[at].1 = true;
+        }
+        for threads in [1, 2, 3, 8] {
+            let first = first_failure_on_all_cores(&items, threads, bad);
+            assert_eq!(first.map(|(i, ())| i), Some(40), "threads {threads}");
+        }
+    }
+
+    #[test]
+    fn a_check_that_panics_fails_the_call_instead_of_passing() {
+        // A verifier that panics on one token must not let the batch through: before, the
+        // panicked thread was skipped and the batch read as verified.
+        let items: Vec<usize> = (0..1000).collect();
+        let outcome = std::panic::catch_unwind(|| {
+            first_failure_on_all_cores(&items, 2, |i: &usize| {
+                assert!(*i != 900, "the verifier broke");
+                None::<(usize, ())>
+            })
+        });
+        assert!(
+            outcome.is_err(),
+            "a panic in a verifier thread reaches the caller"
+        );
+        // Small batches run on the calling thread: the same holds there.
+        let few: Vec<usize> = (0..10).collect();
+        let outcome = std::panic::catch_unwind(|| {
+            first_failure_on_all_cores(&few, 2, |i: &usize| {
+                assert!(*i != 5, "the verifier broke");
+                None::<(usize, ())>
+            })
+        });
+        assert!(outcome.is_err());
+    }
 }
