@@ -442,8 +442,9 @@ async fn breakdown(
     let sidecar = Metrics::fetch(client, redeemer_url, "scrip_redeemer").await?;
     let ledger = Metrics::fetch(client, ledger_url, "scrip_ledger").await?;
     let batches = sidecar.value("ledger_batches_total");
+    let grant_commits = sidecar.value("grant_commit_seconds_count");
     Ok(format!(
-        "sidecar: a redemption waited {:.1} ms on average for its spend; {batches:.0} ledger requests of {:.0} tokens on average took {:.1} ms each; a grant commit took {:.1} ms\n\
+        "sidecar: a redemption waited {:.1} ms on average for its spend; {batches:.0} ledger requests of {:.0} tokens on average took {:.1} ms each; {grant_commits:.0} grant commits took {:.1} ms each\n\
          ledger: a request took {:.1} ms from its arrival to its receipt: its tokens' verification {:.1} ms, the wait for the writer {:.1} ms, its commit {:.1} ms",
         sidecar.mean_ms("spend_wait_seconds"),
         sidecar.value("ledger_batched_spends_total") / batches.max(1.0),
