@@ -423,9 +423,7 @@ impl LedgerState {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let first_failure =
             first_failure_on_all_cores(&work, threads, |(i, token, key, digest)| {
-                verify_token_with_digest(key, digest, token)
-                    .err()
-                    .map(|e| (*i, e.to_string()))
+                verdict_of(*i, || verify_token_with_digest(key, digest, token))
             });
         match first_failure {
             Some((index, reason)) => Err(Refusal::InvalidToken { index, reason }),
@@ -1107,6 +1105,21 @@ fn check_nodes(
     Ok(())
 }
 
+/// A token's verdict from `verify`: `None` if it passes, else its index and why. A verifier
+/// that panics refuses the token: every node then refuses the same request the same way,
+/// where passing it would accept a token nobody verified and failing the whole request with
+/// an internal error would stop every node's apply loop on it.
+fn verdict_of<E: std::fmt::Display>(
+    index: usize,
+    verify: impl FnOnce() -> Result<(), E>,
+) -> Option<(usize, String)> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(verify)) {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some((index, e.to_string())),
+        Err(_) => Some((index, "the token's verification failed".to_owned())),
+    }
+}
+
 /// Fewest tokens worth a thread of their own: starting a thread costs about as much as
 /// verifying a few tokens, so a small batch (what a lightly loaded ledger gets) is verified on
 /// the calling thread (BENCHMARKS.md, "Issue 17, sixth session").
@@ -1166,6 +1179,17 @@ mod tests {
             let first = first_failure_on_all_cores(&items, threads, bad);
             assert_eq!(first.map(|(i, ())| i), Some(40), "threads {threads}");
         }
+    }
+
+    #[test]
+    fn a_verifier_that_panics_refuses_its_token() {
+        assert_eq!(verdict_of(3, || Ok::<(), String>(())), None);
+        assert_eq!(
+            verdict_of(3, || Err::<(), _>("bad signature")),
+            Some((3, "bad signature".to_owned()))
+        );
+        let refused = verdict_of(7, || -> Result<(), String> { panic!("the verifier broke") });
+        assert_eq!(refused.map(|(i, _)| i), Some(7));
     }
 
     #[test]
