@@ -8,6 +8,7 @@
 use futures::io::{AsyncWrite, Cursor};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
+use std::future::Future as _;
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -43,13 +44,7 @@ pub fn open(dir: &Path, session: u64) -> std::io::Result<(Cursor<Vec<u8>>, UnitS
         file.sync_all()?;
     }
     file.seek(std::io::SeekFrom::End(0))?;
-    Ok((
-        Cursor::new(units),
-        UnitSaver {
-            file,
-            pending: Vec::new(),
-        },
-    ))
+    Ok((Cursor::new(units), UnitSaver::new(file)))
 }
 
 /// Removes the backups of sessions before `session`.
@@ -79,10 +74,38 @@ fn read_records(bytes: &[u8]) -> (Vec<u8>, usize) {
 }
 
 /// Appends what AlephBFT writes as one synced record per flush.
+///
+/// The write and the sync run on the blocking pool: AlephBFT saves every unit it adds, each
+/// node's and with its requests, and a sync held on an async worker stalled every task on
+/// that worker (on a committee sharing a machine, the other nodes and the services too).
 #[derive(Debug)]
 pub struct UnitSaver {
-    file: File,
+    /// The file, while no flush holds it.
+    file: Option<File>,
     pending: Vec<u8>,
+    /// The record being written and synced; it hands the file back.
+    flushing: Option<tokio::task::JoinHandle<std::io::Result<File>>>,
+}
+
+impl UnitSaver {
+    fn new(file: File) -> Self {
+        Self {
+            file: Some(file),
+            pending: Vec::new(),
+            flushing: None,
+        }
+    }
+}
+
+impl Drop for UnitSaver {
+    fn drop(&mut self) {
+        // A flush still running holds a unit nobody has seen: it must be in the file, or not,
+        // before the session's backup can be opened again, or a record could land after the
+        // reopened node's own records for the same rounds.
+        if let Some(flushing) = self.flushing.take() {
+            let _ = futures::executor::block_on(flushing);
+        }
+    }
 }
 
 impl AsyncWrite for UnitSaver {
@@ -91,27 +114,42 @@ impl AsyncWrite for UnitSaver {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        // Written during a flush, it waits for the next one.
         self.get_mut().pending.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.pending.is_empty() {
-            return Poll::Ready(Ok(()));
+        loop {
+            if let Some(flushing) = this.flushing.as_mut() {
+                let done = std::task::ready!(Pin::new(flushing).poll(cx));
+                this.flushing = None;
+                this.file = Some(done.map_err(std::io::Error::other)??);
+                continue;
+            }
+            if this.pending.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let len = u32::try_from(this.pending.len())
+                .map_err(|_| std::io::Error::other("a unit larger than 4 GiB"))?;
+            let Some(mut file) = this.file.take() else {
+                return Poll::Ready(Err(std::io::Error::other(
+                    "the consensus backup failed earlier; restart the node",
+                )));
+            };
+            let mut record = Vec::with_capacity(HEADER + this.pending.len());
+            record.extend_from_slice(&len.to_be_bytes());
+            record.extend_from_slice(&Sha256::digest(&this.pending)[..8]);
+            record.append(&mut this.pending);
+            // Written and synced before AlephBFT may send the unit: the flush returns only
+            // when the sync has.
+            this.flushing = Some(tokio::task::spawn_blocking(move || {
+                file.write_all(&record)?;
+                file.sync_data()?;
+                Ok(file)
+            }));
         }
-        let len = u32::try_from(this.pending.len())
-            .map_err(|_| std::io::Error::other("a unit larger than 4 GiB"))?;
-        let mut record = Vec::with_capacity(HEADER + this.pending.len());
-        record.extend_from_slice(&len.to_be_bytes());
-        record.extend_from_slice(&Sha256::digest(&this.pending)[..8]);
-        record.extend_from_slice(&this.pending);
-        // Written and synced before AlephBFT may send the unit: small, and rare next to the
-        // round delay, so done in place rather than on another thread.
-        this.file.write_all(&record)?;
-        this.file.sync_data()?;
-        this.pending.clear();
-        Poll::Ready(Ok(()))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -161,5 +199,28 @@ mod tests {
         assert!(loaded.into_inner().is_empty());
         remove_before(dir.path(), 4);
         assert!(!file.exists());
+    }
+
+    /// The sync runs off the async thread, so a flush can be left half way (the node stopping
+    /// mid-round): the saver's end waits for it, and the record is whole when the session's
+    /// backup is opened again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_left_half_way_is_whole_when_the_backup_is_reopened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = vec![7u8; 8 * 1024 * 1024];
+        {
+            let (_, mut saver) = open(dir.path(), 1).expect("open");
+            saver.write_all(b"first").await.expect("write");
+            saver.flush().await.expect("flush");
+            saver.write_all(&big).await.expect("write");
+            let mut flush = saver.flush();
+            // One poll starts the write and sync; the flush is then dropped, then the saver.
+            let _ = futures::poll!(&mut flush);
+            drop(flush);
+        }
+        let (loaded, _) = open(dir.path(), 1).expect("reopen");
+        let loaded = loaded.into_inner();
+        assert_eq!(loaded.len(), 5 + big.len());
+        assert!(loaded.starts_with(b"first") && loaded[5..] == big[..]);
     }
 }
