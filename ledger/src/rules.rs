@@ -1120,9 +1120,9 @@ fn verdict_of<E: std::fmt::Display>(
     }
 }
 
-/// Fewest tokens worth a thread of their own: starting a thread costs about as much as
-/// verifying a few tokens, so a small batch (what a lightly loaded ledger gets) is verified on
-/// the calling thread (BENCHMARKS.md, "Issue 17, sixth session").
+/// Fewest tokens worth a thread of their own: a small batch (what a lightly loaded ledger
+/// gets) is verified on the calling thread rather than spread over threads started for it;
+/// the difference was within the noise (BENCHMARKS.md, "Issue 17, sixth session").
 const MIN_TOKENS_PER_THREAD: usize = 32;
 
 /// The first `Some` that `check` gives over `items`, by position, with the items split over up

@@ -280,12 +280,13 @@ impl Ledger {
         ordered: Option<(UnixSeconds, OrderedAt)>,
     ) -> Result<Receipt, LedgerError> {
         let arrived = Instant::now();
-        let judged = self.judge_and_append_timed(signed, ordered).await;
+        let judged = self.judge_and_append_inner(signed, ordered).await;
         self.timings.request.since(arrived);
         judged
     }
 
-    async fn judge_and_append_timed(
+    /// [`Ledger::judge_and_append`] without its timing.
+    async fn judge_and_append_inner(
         &self,
         signed: Signed<LedgerRequest>,
         ordered: Option<(UnixSeconds, OrderedAt)>,
