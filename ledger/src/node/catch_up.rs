@@ -5,9 +5,10 @@
 //! honest, so the session is over. The target is the `(f + 1)`-th highest head among those
 //! nodes, taken only if `f + 1` of them give the same hash for it: at least one honest node
 //! vouches for it, and every node past the session holds all of its entries, so the target
-//! covers the session's end. Each fetched entry is judged again by this node's rules at its
-//! recorded time and place in the order, and must come out byte for byte as fetched; the last
-//! must have the vouched hash.
+//! covers the session's end. The entries fetched from one of those nodes must chain from this
+//! node's head to the vouched hash before any is applied (a voucher may be the faulty one: the
+//! next is asked then). Each is then judged again by this node's rules at its recorded time and
+//! place in the order, and must come out byte for byte as fetched.
 
 use crate::service::{Ledger, LedgerError};
 use scrip_common::clients::LedgerClient;
@@ -99,7 +100,8 @@ impl Peers {
         }
         ahead.sort_by_key(|a| std::cmp::Reverse(a.seq));
         let target = ahead[self.faulty].seq;
-        let mut hashes: Vec<(Hash32, usize, usize)> = Vec::new();
+        // Each hash reported for the target entry, with the peers that reported it.
+        let mut reports: Vec<(Hash32, Vec<usize>)> = Vec::new();
         for (i, peer) in ahead.iter().enumerate() {
             let Ok(page) = peer.client.log(target, 1).await else {
                 continue;
@@ -108,77 +110,162 @@ impl Peers {
                 continue;
             };
             let hash = entry.hash();
-            match hashes.iter_mut().find(|(h, _, _)| *h == hash) {
-                Some((_, n, _)) => *n += 1,
-                None => hashes.push((hash, 1, i)),
+            match reports.iter_mut().find(|(h, _)| *h == hash) {
+                Some((_, peers)) => peers.push(i),
+                None => reports.push((hash, vec![i])),
             }
         }
-        let Some(&(vouched, _, source)) = hashes.iter().find(|(_, n, _)| *n > self.faulty) else {
+        let Some((vouched, sources)) = reports
+            .into_iter()
+            .find(|(_, peers)| peers.len() > self.faulty)
+        else {
             return Err(CatchUpError::NoQuorum);
         };
-        let peer = &ahead[source];
-        let peer_url = peer.client.url().to_owned();
-        let mismatch = |reason: String| CatchUpError::Mismatch {
-            peer: peer_url.clone(),
-            reason,
-        };
-        let fetched_from = ledger.view().head.0 + 1;
-        let mut next = fetched_from;
-        while next <= target {
-            let page = peer
-                .client
-                .log(next, 200)
-                .await
-                .map_err(|e| mismatch(format!("the log could not be read: {e}")))?;
-            if page.entries.is_empty() {
-                return Err(mismatch(format!("no entry {next}")));
-            }
-            for entry in page.entries.into_iter().take_while(|e| e.seq <= target) {
-                let expected = entry.hash();
-                let seq = entry.seq;
-                let Some(at) = entry.ordered else {
-                    return Err(mismatch(format!("entry {seq} has no place in the order")));
-                };
-                let replayed = match entry.body {
-                    EntryBody::Request(signed) => {
-                        let receipt = ledger.apply_ordered(signed, entry.recorded_at, at).await?;
-                        receipt.seq.zip(receipt.entry_hash)
-                    }
-                    EntryBody::Certificate(certificate) => Some(
-                        ledger
-                            .append_certificate(certificate, entry.recorded_at, at)
-                            .await?,
-                    ),
-                    EntryBody::CommitteePruned(record) => ledger
-                        .prune_ordered(&record.token_key_id, entry.recorded_at, at)
-                        .await?
-                        .map(|e| (e.seq, e.hash())),
-                    _ => None,
-                };
-                if replayed != Some((seq, expected)) {
-                    return Err(mismatch(format!("entry {seq} replays to {replayed:?}")));
+        // A peer that vouched for the target may still be faulty and serve other entries
+        // before it: the next one is asked then, and at least one of them is honest.
+        let mut failed = None;
+        for source in sources {
+            let client = &ahead[source].client;
+            match fetch(client, ledger, target, vouched).await {
+                Ok(()) => {
+                    failed = None;
+                    break;
                 }
-                next = seq + 1;
+                Err(e @ CatchUpError::Mismatch { .. }) => {
+                    tracing::warn!(error = %e, "a peer's log does not reach the vouched head; asking another");
+                    failed = Some(e);
+                }
+                Err(e) => return Err(e),
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let head = ledger.view().head;
-        if head.0 >= fetched_from && head != (target, vouched) {
-            return Err(mismatch("the last entry is not the one vouched for".into()));
-        }
         let last = ledger
             .entries(head.0, 1)
             .await?
             .first()
             .and_then(|e| e.ordered);
-        tracing::info!(
-            entries = head.0 + 1 - fetched_from.min(head.0 + 1),
-            head = head.0,
-            from = %peer_url,
-            "caught up with the committee"
-        );
         Ok(match last {
             Some(at) if at.session > session => (at.session, Some(at)),
             _ => (session + 1, None),
         })
     }
+}
+
+/// Entries asked for in one `GET /v1/log`.
+const PAGE: u32 = 200;
+
+/// Fetches the entries after this node's head up to `target` from `client` and applies them,
+/// only once they chain from the head to `vouched`: a faulty peer's entries are refused before
+/// any is written, so that it cannot leave this node on a branch of its own making.
+async fn fetch(
+    client: &LedgerClient,
+    ledger: &Ledger,
+    target: u64,
+    vouched: Hash32,
+) -> Result<(), CatchUpError> {
+    let mismatch = |reason: String| CatchUpError::Mismatch {
+        peer: client.url().to_owned(),
+        reason,
+    };
+    let (head, head_hash) = ledger.view().head;
+    if head >= target {
+        return Ok(());
+    }
+    // First the chain: each entry names the hash of the one before it, from this node's head
+    // to the vouched hash. Only the hashes are kept, so a long catch-up reads the log twice
+    // rather than holding it.
+    let mut chain = Vec::new();
+    let mut prev = head_hash;
+    while head + (chain.len() as u64) < target {
+        let next = head + 1 + chain.len() as u64;
+        for entry in page(client, next, target).await.map_err(mismatch)? {
+            let seq = head + 1 + chain.len() as u64;
+            if entry.seq != seq {
+                return Err(mismatch(format!(
+                    "entry {seq} was asked for, {} came",
+                    entry.seq
+                )));
+            }
+            if entry.prev_hash != prev {
+                return Err(mismatch(format!(
+                    "entry {seq} does not follow the entry before it"
+                )));
+            }
+            prev = entry.hash();
+            chain.push(prev);
+        }
+    }
+    if prev != vouched {
+        return Err(mismatch(format!(
+            "entry {target} is not the one f+1 nodes vouched for"
+        )));
+    }
+    // Then each entry again, judged by this node's rules at its recorded time and place; it
+    // must be the one the chain was checked with, and come out byte for byte as fetched.
+    let mut next = head + 1;
+    while next <= target {
+        for entry in page(client, next, target).await.map_err(mismatch)? {
+            let seq = entry.seq;
+            let expected = entry.hash();
+            if seq != next || chain.get((seq - head - 1) as usize) != Some(&expected) {
+                return Err(mismatch(format!(
+                    "entry {next} differs from the one read a moment before"
+                )));
+            }
+            let Some(at) = entry.ordered else {
+                return Err(mismatch(format!("entry {seq} has no place in the order")));
+            };
+            let replayed = match entry.body {
+                EntryBody::Request(signed) => {
+                    let receipt = ledger.apply_ordered(signed, entry.recorded_at, at).await?;
+                    receipt.seq.zip(receipt.entry_hash)
+                }
+                EntryBody::Certificate(certificate) => Some(
+                    ledger
+                        .append_certificate(certificate, entry.recorded_at, at)
+                        .await?,
+                ),
+                EntryBody::CommitteePruned(record) => ledger
+                    .prune_ordered(&record.token_key_id, entry.recorded_at, at)
+                    .await?
+                    .map(|e| (e.seq, e.hash())),
+                _ => None,
+            };
+            if replayed != Some((seq, expected)) {
+                return Err(mismatch(format!("entry {seq} replays to {replayed:?}")));
+            }
+            next = seq + 1;
+        }
+    }
+    tracing::info!(
+        entries = target - head,
+        head = target,
+        from = %client.url(),
+        "caught up with the committee"
+    );
+    Ok(())
+}
+
+/// One page of the log from `from`, cut at `target`; an empty page is an error.
+async fn page(
+    client: &LedgerClient,
+    from: u64,
+    target: u64,
+) -> Result<Vec<scrip_spec::ledger::LogEntry>, String> {
+    let page = client
+        .log(from, PAGE)
+        .await
+        .map_err(|e| format!("the log could not be read: {e}"))?;
+    let entries: Vec<_> = page
+        .entries
+        .into_iter()
+        .take_while(|e| e.seq <= target)
+        .collect();
+    if entries.is_empty() {
+        return Err(format!("no entry {from}"));
+    }
+    Ok(entries)
 }

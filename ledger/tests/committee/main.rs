@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+mod catch_up;
 mod lost_backup;
 mod membership;
 mod partition;
