@@ -55,10 +55,58 @@ pub enum ClientError<C: ErrorCode> {
     BadAnswer {
         /// Which service.
         service: &'static str,
-        /// What the HTTP client said.
+        /// Why.
         #[source]
-        source: reqwest::Error,
+        source: AnswerError,
     },
+}
+
+/// The most bytes of one answer a client reads: well above the largest the protocol makes (a
+/// log page of about 5 MiB, or one entry as large as the biggest request a ledger takes), so
+/// that a faulty or hostile service, a committee peer among them, cannot fill a client's
+/// memory with one endless answer.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why an answer's body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// The connection broke or timed out while the body was read.
+    #[error("the answer was cut short")]
+    Read(#[source] reqwest::Error),
+    /// The body is larger than a client reads; the rest was not read.
+    #[error("the answer is larger than {limit} bytes")]
+    TooLarge {
+        /// The bound, [`MAX_ANSWER_BYTES`].
+        limit: usize,
+    },
+    /// The body is not the JSON the protocol says.
+    #[error("the answer is not the JSON the protocol says")]
+    Json(#[source] serde_json::Error),
+}
+
+/// Reads `resp`'s body, at most `limit` bytes: a larger one is refused without reading on, by
+/// its declared length or once the bytes read pass the bound.
+async fn bounded_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, AnswerError> {
+    if resp
+        .content_length()
+        .is_some_and(|declared| declared > limit as u64)
+    {
+        return Err(AnswerError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(AnswerError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(AnswerError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads `resp`'s body, at most [`MAX_ANSWER_BYTES`], as JSON.
+async fn json_answer<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, AnswerError> {
+    let body = bounded_body(resp, MAX_ANSWER_BYTES).await?;
+    serde_json::from_slice(&body).map_err(AnswerError::Json)
 }
 
 impl<C: ErrorCode> ClientError<C> {
@@ -159,10 +207,12 @@ impl Endpoint {
     async fn health<C: ErrorCode>(&self) -> Result<Health, ClientError<C>> {
         let resp = self.http.client.get(self.url("/healthz")).send().await;
         let resp = resp.map_err(|source| self.unreachable(source))?;
-        resp.json().await.map_err(|source| ClientError::BadAnswer {
-            service: self.service,
-            source,
-        })
+        json_answer(resp)
+            .await
+            .map_err(|source| ClientError::BadAnswer {
+                service: self.service,
+                source,
+            })
     }
 
     fn unreachable<C: ErrorCode>(&self, source: reqwest::Error) -> ClientError<C> {
@@ -180,12 +230,14 @@ impl Endpoint {
         let resp = resp.map_err(|source| self.unreachable(source))?;
         let status = resp.status();
         if status.is_success() {
-            return resp.json().await.map_err(|source| ClientError::BadAnswer {
-                service: self.service,
-                source,
-            });
+            return json_answer(resp)
+                .await
+                .map_err(|source| ClientError::BadAnswer {
+                    service: self.service,
+                    source,
+                });
         }
-        let error = match resp.json::<ErrorAnswer<C>>().await {
+        let error = match json_answer::<ErrorAnswer<C>>(resp).await {
             Ok(answer) => answer.error,
             // Not our error shape (a proxy's page, say): keep the status, say so.
             Err(_) => ErrorObject {

@@ -135,9 +135,9 @@ impl Wallet {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap_or_default();
-        let no_answer = |source| WalletError::NoAnswer {
+        let no_answer = |source: reqwest::Error| WalletError::NoAnswer {
             what: "the origin",
-            source,
+            source: source.into(),
         };
         let first = get(&http, url, None).await.map_err(no_answer)?;
         let challenges = match (first.status, &first.www_authenticate) {

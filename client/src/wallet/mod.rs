@@ -145,9 +145,9 @@ pub enum WalletError {
     NoAnswer {
         /// Which service.
         what: &'static str,
-        /// Why.
+        /// Why: the HTTP client's error, or why the answer could not be read.
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// No unspent token of the kind.
     #[error("{}", no_token_message(kind, held_kinds, pending_at))]
@@ -249,12 +249,14 @@ impl WalletError {
                 code: error.code,
                 message: error.message,
             },
-            ClientError::Unreachable { source, .. } | ClientError::BadAnswer { source, .. } => {
-                WalletError::NoAnswer {
-                    what: "the issuer",
-                    source,
-                }
-            }
+            ClientError::Unreachable { source, .. } => WalletError::NoAnswer {
+                what: "the issuer",
+                source: source.into(),
+            },
+            ClientError::BadAnswer { source, .. } => WalletError::NoAnswer {
+                what: "the issuer",
+                source: source.into(),
+            },
         }
     }
 }

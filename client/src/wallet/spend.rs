@@ -152,12 +152,18 @@ impl Wallet {
                 })
             }
             Err(ClientError::Refused { status, error, .. }) => Presented::Refused { status, error },
-            Err(
-                ClientError::Unreachable { source, .. } | ClientError::BadAnswer { source, .. },
-            ) => Presented::Unknown(WalletError::NoAnswer {
-                what: "the redeemer",
-                source,
-            }),
+            Err(ClientError::Unreachable { source, .. }) => {
+                Presented::Unknown(WalletError::NoAnswer {
+                    what: "the redeemer",
+                    source: source.into(),
+                })
+            }
+            Err(ClientError::BadAnswer { source, .. }) => {
+                Presented::Unknown(WalletError::NoAnswer {
+                    what: "the redeemer",
+                    source: source.into(),
+                })
+            }
         }
     }
 
