@@ -79,6 +79,13 @@ pub const SCHEMA: Schema = Schema {
             example: "",
             env: Some("SCRIP_LEDGER_FIRST_START"),
         },
+        Field {
+            name: "catch_up_from",
+            doc: "Committee ledgers: API URLs of nodes of this ledger to read the log from when most of the committee of this node's session is gone (a node down across a change that retired them). Trusted for nothing: the node applies what they serve only up to a head a certificate of the committee vouches for (PROTOCOL.md 11.12). Any node of the current committee will do.",
+            default: Some("[]"),
+            example: "[\"http://ledger.example.net:7400\"]",
+            env: None,
+        },
     ],
 };
 
@@ -114,6 +121,9 @@ pub struct LedgerConfig {
     /// The first start of a node whose key never took part (`SCRIP_LEDGER_FIRST_START`).
     #[serde(default)]
     pub first_start: bool,
+    /// Nodes to catch up from when most of the session's committee is gone.
+    #[serde(default)]
+    pub catch_up_from: Vec<String>,
 }
 
 fn default_consensus_dir() -> PathBuf {
@@ -210,6 +220,7 @@ impl LedgerConfig {
             session_rounds: default_session_rounds(),
             order_wait_secs: default_order_wait_secs(),
             first_start: false,
+            catch_up_from: Vec::new(),
         }
     }
 
@@ -248,6 +259,7 @@ impl LedgerConfig {
             session_rounds: self.session_rounds.max(10),
             order_wait: std::time::Duration::from_secs(self.order_wait_secs.max(1)),
             first_start: self.first_start,
+            catch_up_from: self.catch_up_from.clone(),
         }))
     }
 }

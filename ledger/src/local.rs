@@ -125,6 +125,7 @@ pub async fn serve_committee(
             session_rounds: 20_000,
             order_wait: std::time::Duration::from_secs(10),
             first_start: false,
+            catch_up_from: Vec::new(),
         };
         let app =
             Application::node_on_listeners(ledger.clone(), node_key, api, peers, settings).await?;

@@ -9,11 +9,19 @@
 //! node's head to the vouched hash before any is applied (a voucher may be the faulty one: the
 //! next is asked then). Each is then judged again by this node's rules at its recorded time and
 //! place in the order, and must come out byte for byte as fetched.
+//!
+//! A node down across a change that retired most of its session's committee, whose nodes are
+//! gone, has no `f + 1` of them to ask. It reads the log from the nodes its operator named
+//! (`catch_up_from`), trusting none of them: it applies the entries up to a head only once a
+//! certificate later in that log, signed by `n - f` nodes of the committee of the session that
+//! ordered it, names that head. It learns that committee from the governance entries on the
+//! way, judged by its own rules on a copy of its state, before it writes anything.
 
+use crate::rules::Verified;
 use crate::service::{Ledger, LedgerError};
 use scrip_common::clients::LedgerClient;
 use scrip_spec::committee::{CommitteeMember, OrderedAt};
-use scrip_spec::ledger::{EntryBody, Hash32};
+use scrip_spec::ledger::{Action, EntryBody, Hash32};
 use std::time::Duration;
 
 /// Why catching up failed; the node tries again later.
@@ -22,16 +30,20 @@ pub enum CatchUpError {
     /// Too few nodes answered alike.
     #[error("fewer than f+1 nodes past this session agree on a head to catch up to")]
     NoQuorum,
-    /// A peer's entries do not replay to what it sent, or do not reach the vouched hash.
-    #[error(
-        "the entries fetched from {peer} do not replay to the hashes the nodes vouched for: {reason}"
-    )]
+    /// A peer's entries do not chain to the vouched hash or to a valid certificate, or do not
+    /// replay to what it sent; none of them was applied past the last vouched head.
+    #[error("the entries fetched from {peer} cannot be taken: {reason}")]
     Mismatch {
         /// The peer.
         peer: String,
         /// What differed.
         reason: String,
     },
+    /// None of the nodes named to catch up from holds a certificate past this node's head.
+    #[error(
+        "no node named in catch_up_from serves a certificate past this node's head; name a node of the current committee"
+    )]
+    NoCertificate,
     /// The ledger refused or failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -41,6 +53,9 @@ pub enum CatchUpError {
 pub struct Peers {
     clients: Vec<LedgerClient>,
     faulty: usize,
+    /// Nodes to read the log from when the session's committee cannot say (`catch_up_from`);
+    /// trusted for nothing, since what they serve is applied only under a certificate.
+    sources: Vec<LedgerClient>,
 }
 
 struct PeerHead {
@@ -49,52 +64,109 @@ struct PeerHead {
 }
 
 impl Peers {
-    /// The nodes of `committee` but the one with `me` (a node outside it asks them all).
-    pub fn new(committee: &[CommitteeMember], me: scrip_spec::OperatorId) -> Self {
+    /// The nodes of `committee` but the one with `me` (a node outside it asks them all), and
+    /// the nodes at `sources` for when they cannot say.
+    pub fn new(
+        committee: &[CommitteeMember],
+        me: scrip_spec::OperatorId,
+        sources: &[String],
+    ) -> Self {
+        let client = |url: &str| LedgerClient::with_timeout(url, Duration::from_secs(3));
         Self {
             clients: committee
                 .iter()
                 .filter(|m| m.node_key != me)
-                .map(|m| LedgerClient::with_timeout(&m.api_url, Duration::from_secs(3)))
+                .map(|m| client(&m.api_url))
                 .collect(),
             faulty: scrip_spec::committee::max_faulty(committee.len()),
+            sources: sources.iter().map(|url| client(url)).collect(),
         }
     }
 
-    async fn ahead_of(&self, session: u64) -> Vec<PeerHead> {
+    /// The peers past `session`, and how many peers answered at all.
+    async fn ahead_of(&self, session: u64) -> (Vec<PeerHead>, usize) {
         let mut asks = tokio::task::JoinSet::new();
         for client in &self.clients {
             let client = client.clone();
             asks.spawn(async move { (client.info().await, client) });
         }
-        let mut ahead = Vec::new();
+        let (mut ahead, mut answered) = (Vec::new(), 0);
         while let Some(answer) = asks.join_next().await {
-            if let Ok((Ok(info), client)) = answer
-                && let Some(s) = info.session
-                && s > session
-            {
+            let Ok((Ok(info), client)) = answer else {
+                continue;
+            };
+            answered += 1;
+            if info.session.is_some_and(|s| s > session) {
                 ahead.push(PeerHead {
                     client,
                     seq: info.head_seq,
                 });
             }
         }
-        ahead
+        (ahead, answered)
     }
 
-    /// Whether `f + 1` other nodes are past `session`.
+    /// Whether `f + 1` other nodes are past `session`; or, when no `f + 1` of them answer at
+    /// all (most are gone), whether a node named to catch up from says it is.
     pub async fn behind(&self, session: u64) -> bool {
-        self.ahead_of(session).await.len() > self.faulty
+        let (ahead, answered) = self.ahead_of(session).await;
+        if ahead.len() > self.faulty {
+            return true;
+        }
+        if answered > self.faulty {
+            return false;
+        }
+        for source in &self.sources {
+            if let Ok(info) = source.info().await
+                && info.session.is_some_and(|s| s > session)
+            {
+                return true;
+            }
+        }
+        false
     }
 
-    /// Brings `ledger` up to a head `f + 1` nodes past `session` vouch for; returns the
-    /// session to join and the place of the last entry, if it is in that session.
+    /// Brings `ledger` up to a head `f + 1` nodes past `session` vouch for, or, if they cannot
+    /// say, to the last head a certificate vouches for at a node named to catch up from;
+    /// returns the session to join and the place of the last entry, if it is in that session.
     pub async fn catch_up(
         &self,
         ledger: &Ledger,
         session: u64,
     ) -> Result<(u64, Option<OrderedAt>), CatchUpError> {
-        let mut ahead = self.ahead_of(session).await;
+        match self.catch_up_with_committee(ledger, session).await {
+            Err(CatchUpError::NoQuorum) if !self.sources.is_empty() => {
+                self.catch_up_by_certificates(ledger, session).await
+            }
+            other => other,
+        }
+    }
+
+    /// From the first node named to catch up from that serves a certificate past the head.
+    async fn catch_up_by_certificates(
+        &self,
+        ledger: &Ledger,
+        session: u64,
+    ) -> Result<(u64, Option<OrderedAt>), CatchUpError> {
+        for source in &self.sources {
+            match certified(source, ledger).await {
+                Ok(Some(last_session)) => return Ok(((last_session + 1).max(session), None)),
+                Ok(None) => {}
+                Err(e @ CatchUpError::Mismatch { .. }) => {
+                    tracing::warn!(error = %e, "a node named in catch_up_from serves a log this node cannot take");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CatchUpError::NoCertificate)
+    }
+
+    async fn catch_up_with_committee(
+        &self,
+        ledger: &Ledger,
+        session: u64,
+    ) -> Result<(u64, Option<OrderedAt>), CatchUpError> {
+        let (mut ahead, _) = self.ahead_of(session).await;
         if ahead.len() <= self.faulty {
             return Err(CatchUpError::NoQuorum);
         }
@@ -203,8 +275,30 @@ async fn fetch(
             "entry {target} is not the one f+1 nodes vouched for"
         )));
     }
-    // Then each entry again, judged by this node's rules at its recorded time and place; it
-    // must be the one the chain was checked with, and come out byte for byte as fetched.
+    apply_chain(client, ledger, head, &chain).await?;
+    tracing::info!(
+        entries = target - head,
+        head = target,
+        from = %client.url(),
+        "caught up with the committee"
+    );
+    Ok(())
+}
+
+/// Reads entries `head + 1 ..` from `client` again, checks each against `chain` (their hashes,
+/// checked before), and applies each, judged by this node's rules at its recorded time and
+/// place in the order: each must come out byte for byte as fetched.
+async fn apply_chain(
+    client: &LedgerClient,
+    ledger: &Ledger,
+    head: u64,
+    chain: &[Hash32],
+) -> Result<(), CatchUpError> {
+    let mismatch = |reason: String| CatchUpError::Mismatch {
+        peer: client.url().to_owned(),
+        reason,
+    };
+    let target = head + chain.len() as u64;
     let mut next = head + 1;
     while next <= target {
         for entry in page(client, next, target).await.map_err(mismatch)? {
@@ -240,13 +334,108 @@ async fn fetch(
             next = seq + 1;
         }
     }
-    tracing::info!(
-        entries = target - head,
-        head = target,
-        from = %client.url(),
-        "caught up with the committee"
-    );
     Ok(())
+}
+
+/// Most entries read past the head without finding a certificate for them (32 MiB of hashes):
+/// a session holds far fewer, and a node serving an endless log is given up on.
+const MAX_UNCERTIFIED: usize = 1 << 20;
+
+/// Applies the entries `client` serves past this node's head, up to the last head that a
+/// certificate in its log vouches for. Each certificate must be signed by `n - f` nodes of
+/// the committee of the session that ordered it, as this node's rules derive that committee
+/// from the governance entries before it, judged on a copy of the state: nothing is written
+/// before the certificate is checked. Returns the session of the last entry applied, or
+/// `None` if no certificate past the head was found.
+async fn certified(client: &LedgerClient, ledger: &Ledger) -> Result<Option<u64>, CatchUpError> {
+    let mismatch = |reason: String| CatchUpError::Mismatch {
+        peer: client.url().to_owned(),
+        reason,
+    };
+    let mut last_session = None;
+    loop {
+        let mut state = (*ledger.view()).clone();
+        let (head, head_hash) = state.head;
+        let mut chain: Vec<Hash32> = Vec::new();
+        // The session of each entry in `chain`.
+        let mut sessions: Vec<u64> = Vec::new();
+        let mut prev = head_hash;
+        let mut vouched = None;
+        'read: while vouched.is_none() {
+            let next = head + 1 + chain.len() as u64;
+            let entries = page_or_end(client, next, u64::MAX)
+                .await
+                .map_err(mismatch)?;
+            if entries.is_empty() {
+                break 'read;
+            }
+            for entry in entries {
+                let seq = head + 1 + chain.len() as u64;
+                if entry.seq != seq || entry.prev_hash != prev {
+                    return Err(mismatch(format!(
+                        "entry {seq} does not follow the entry before it"
+                    )));
+                }
+                let Some(at) = entry.ordered else {
+                    return Err(mismatch(format!("entry {seq} has no place in the order")));
+                };
+                let hash = entry.hash();
+                match &entry.body {
+                    EntryBody::Request(signed)
+                        if matches!(signed.payload.action, Action::Govern { .. }) =>
+                    {
+                        let judged = state
+                            .judge(signed, entry.recorded_at, Some(at.session), Verified::All)
+                            .map_err(|e| mismatch(format!("entry {seq} is refused: {e}")))?;
+                        state.apply(&judged.effect, (seq, hash), &[]);
+                    }
+                    EntryBody::Certificate(certificate) if certificate.head.seq > head => {
+                        let certified = certificate.head.seq;
+                        let index = (certified - head - 1) as usize;
+                        let names_our_entry = certificate.head.ledger_id == state.ledger_id
+                            && chain.get(index) == Some(&certificate.head.head_hash);
+                        certificate
+                            .verify(state.committee_for(at.session))
+                            .ok()
+                            // A certificate names the last entry of an earlier session.
+                            .filter(|()| {
+                                names_our_entry
+                                    && sessions.get(index).is_some_and(|s| *s < at.session)
+                            })
+                            .ok_or_else(|| {
+                                mismatch(format!(
+                                    "entry {seq} is a certificate that does not verify"
+                                ))
+                            })?;
+                        chain.truncate(index + 1);
+                        sessions.truncate(index + 1);
+                        vouched = Some(certified);
+                        break 'read;
+                    }
+                    _ => {}
+                }
+                prev = hash;
+                chain.push(hash);
+                sessions.push(at.session);
+                if chain.len() > MAX_UNCERTIFIED {
+                    return Err(mismatch(format!(
+                        "more than {MAX_UNCERTIFIED} entries past this node's head without a certificate"
+                    )));
+                }
+            }
+        }
+        let Some(certified) = vouched else {
+            return Ok(last_session);
+        };
+        apply_chain(client, ledger, head, &chain).await?;
+        tracing::info!(
+            entries = certified - head,
+            head = certified,
+            from = %client.url(),
+            "caught up to a certified head"
+        );
+        last_session = sessions.last().copied();
+    }
 }
 
 /// One page of the log from `from`, cut at `target`; an empty page is an error.
@@ -255,17 +444,26 @@ async fn page(
     from: u64,
     target: u64,
 ) -> Result<Vec<scrip_spec::ledger::LogEntry>, String> {
-    let page = client
-        .log(from, PAGE)
-        .await
-        .map_err(|e| format!("the log could not be read: {e}"))?;
-    let entries: Vec<_> = page
-        .entries
-        .into_iter()
-        .take_while(|e| e.seq <= target)
-        .collect();
+    let entries = page_or_end(client, from, target).await?;
     if entries.is_empty() {
         return Err(format!("no entry {from}"));
     }
     Ok(entries)
+}
+
+/// One page of the log from `from`, cut at `target`: empty past the end of the log.
+async fn page_or_end(
+    client: &LedgerClient,
+    from: u64,
+    target: u64,
+) -> Result<Vec<scrip_spec::ledger::LogEntry>, String> {
+    let page = client
+        .log(from, PAGE)
+        .await
+        .map_err(|e| format!("the log could not be read: {e}"))?;
+    Ok(page
+        .entries
+        .into_iter()
+        .take_while(|e| e.seq <= target)
+        .collect())
 }

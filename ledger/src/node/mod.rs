@@ -65,6 +65,10 @@ pub struct NodeSettings {
     /// a node whose database never ran a session take part in a session after one whose
     /// committee held its key.
     pub first_start: bool,
+    /// Nodes to catch up from when most of the session's committee is gone: any nodes of the
+    /// ledger (their API URLs), trusted for nothing; what they serve is applied only under a
+    /// certificate of the committee.
+    pub catch_up_from: Vec<String>,
 }
 
 /// One node of a committee ledger.
@@ -304,7 +308,7 @@ impl Driver {
         loop {
             // A membership change ordered in an earlier session governs this one.
             let committee = self.ledger.view().committee_for(session).to_vec();
-            let peers = catch_up::Peers::new(&committee, me);
+            let peers = catch_up::Peers::new(&committee, me, &self.settings.catch_up_from);
             let member = committee.iter().any(|m| m.node_key == me);
             self.member.store(member, Ordering::SeqCst);
             self.session.store(session, Ordering::SeqCst);

@@ -30,6 +30,8 @@ struct TestNode {
     ledger: Option<Arc<Ledger>>,
     /// Started with `first_start` (a node whose key never took part).
     first_start: bool,
+    /// Started with these `catch_up_from` URLs.
+    catch_up_from: Vec<String>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -46,6 +48,7 @@ impl TestNode {
             peer_port: free_port(),
             ledger: None,
             first_start: false,
+            catch_up_from: Vec::new(),
             stop: None,
             done: None,
         };
@@ -184,6 +187,7 @@ impl Committee {
             session_rounds: self.session_rounds,
             order_wait: Duration::from_secs(5),
             first_start: node.first_start,
+            catch_up_from: node.catch_up_from.clone(),
         };
         let listen = format!("127.0.0.1:{}", node.api_port)
             .parse()
@@ -819,7 +823,7 @@ async fn a_node_down_while_sessions_end_catches_up_from_its_peers() {
 
 /// Submits `request` until the committee answers its outcome (409: an earlier try landed).
 pub(crate) async fn submit_until_applied(client: &LedgerClient, request: &Signed<LedgerRequest>) {
-    for _ in 0..12 {
+    for _ in 0..40 {
         match client.submit(request).await {
             Ok(_) => return,
             Err(e) if e.status() == Some(409) => return,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 impl Committee {
     /// A governance change approved by relay-a, the one admin, submitted by it.
-    fn govern(&self, governance_seq: u64, change: Change) -> Signed<LedgerRequest> {
+    pub(crate) fn govern(&self, governance_seq: u64, change: Change) -> Signed<LedgerRequest> {
         let proposal = Proposal {
             ledger_id: self.ledger_id(),
             governance_seq,
@@ -29,7 +29,7 @@ impl Committee {
     }
 
     /// A node on the same genesis, not in its committee, not started.
-    async fn add_node(&mut self) -> (usize, CommitteeMember) {
+    pub(crate) async fn add_node(&mut self) -> (usize, CommitteeMember) {
         let (node, key) = TestNode::new(TestDb::sqlite());
         let store = scrip_ledger::connect(&node.db.url).await.expect("store");
         scrip_ledger::Ledger::init(store, key, self.genesis.clone())
@@ -42,14 +42,12 @@ impl Committee {
             api_url: format!("http://127.0.0.1:{}", node.api_port),
         };
         // The proxies in front of the first nodes let it through.
-        let mut keys: Vec<OperatorId> = self.genesis.committee.iter().map(|m| m.node_key).collect();
-        keys.push(member.node_key);
-        self.partition.name_nodes(keys);
+        self.partition.name_another_node(member.node_key);
         self.nodes.push(node);
         (self.nodes.len() - 1, member)
     }
 
-    fn base(&self, i: usize) -> String {
+    pub(crate) fn base(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.nodes[i].api_port)
     }
 }

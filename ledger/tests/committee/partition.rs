@@ -27,6 +27,11 @@ impl Partition {
         *self.nodes.lock().expect("nodes") = nodes;
     }
 
+    /// Names one more node, the next by index.
+    pub fn name_another_node(&self, node: OperatorId) {
+        self.nodes.lock().expect("nodes").push(node);
+    }
+
     /// A proxy for node `to`, forwarding to its real peer port; returns the proxy's address.
     pub async fn proxy(self: &Arc<Self>, to: usize, real_port: u16) -> String {
         let listener = TcpListener::bind("127.0.0.1:0")
