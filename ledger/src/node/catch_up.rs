@@ -17,11 +17,12 @@
 //! ordered it, names that head. It learns that committee from the governance entries on the
 //! way, judged by its own rules on a copy of its state, before it writes anything.
 
-use crate::rules::Verified;
+use crate::rules::{LedgerState, Verified};
 use crate::service::{Ledger, LedgerError};
 use scrip_common::clients::LedgerClient;
+use scrip_spec::Signed;
 use scrip_spec::committee::{CommitteeMember, OrderedAt};
-use scrip_spec::ledger::{Action, EntryBody, Hash32};
+use scrip_spec::ledger::{Action, EntryBody, Hash32, LedgerRequest};
 use std::time::Duration;
 
 /// Why catching up failed; the node tries again later.
@@ -337,104 +338,162 @@ async fn apply_chain(
     Ok(())
 }
 
-/// Most entries read past the head without finding a certificate for them (32 MiB of hashes):
-/// a session holds far fewer, and a node serving an endless log is given up on.
-const MAX_UNCERTIFIED: usize = 1 << 20;
+/// Most entries read past the head without finding a certificate for them (128 MiB of
+/// hashes): an honest session holds far fewer, and a node serving an endless log is given up on.
+const MAX_UNCERTIFIED: usize = 1 << 22;
 
 /// Applies the entries `client` serves past this node's head, up to the last head that a
-/// certificate in its log vouches for. Each certificate must be signed by `n - f` nodes of
-/// the committee of the session that ordered it, as this node's rules derive that committee
-/// from the governance entries before it, judged on a copy of the state: nothing is written
-/// before the certificate is checked. Returns the session of the last entry applied, or
-/// `None` if no certificate past the head was found.
+/// certificate in its log vouches for, one certified stretch at a time. Returns the session of
+/// the last certified entry applied, or `None` if no certificate past the head was found. A
+/// failure after a stretch was applied keeps it, and returns where it got to.
 async fn certified(client: &LedgerClient, ledger: &Ledger) -> Result<Option<u64>, CatchUpError> {
+    let mut last_session = None;
+    loop {
+        let step = async {
+            let (head, _) = ledger.view().head;
+            let Some((chain, session)) = certified_stretch(client, ledger).await? else {
+                return Ok(None);
+            };
+            apply_chain(client, ledger, head, &chain).await?;
+            tracing::info!(
+                entries = chain.len(),
+                head = head + chain.len() as u64,
+                from = %client.url(),
+                "caught up to a certified head"
+            );
+            Ok(Some(session))
+        };
+        match step.await {
+            Ok(Some(session)) => last_session = Some(session),
+            Ok(None) => return Ok(last_session),
+            Err(e) if last_session.is_some() => {
+                tracing::warn!(error = %e, "catching up under certificates stopped part of the way");
+                return Ok(last_session);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads on from this node's head to the first certificate of an entry past it, and returns
+/// the hashes of the entries up to that entry, and that entry's session, once the certificate
+/// is found valid: signed by `n - f` nodes of the committee of the session that ordered it, as
+/// this node's rules derive that committee from the entries before it, judged on a copy of the
+/// state (nothing is written). `None` if the log ends first.
+async fn certified_stretch(
+    client: &LedgerClient,
+    ledger: &Ledger,
+) -> Result<Option<(Vec<Hash32>, u64)>, CatchUpError> {
     let mismatch = |reason: String| CatchUpError::Mismatch {
         peer: client.url().to_owned(),
         reason,
     };
-    let mut last_session = None;
+    let mut state = (*ledger.view()).clone();
+    let (head, head_hash) = state.head;
+    let mut place = ledger
+        .entries(head, 1)
+        .await?
+        .first()
+        .and_then(|e| e.ordered);
+    let mut chain: Vec<Hash32> = Vec::new();
+    // Where each session starts in `chain`: (index, session).
+    let mut sessions: Vec<(usize, u64)> = Vec::new();
+    let mut prev = head_hash;
     loop {
-        let mut state = (*ledger.view()).clone();
-        let (head, head_hash) = state.head;
-        let mut chain: Vec<Hash32> = Vec::new();
-        // The session of each entry in `chain`.
-        let mut sessions: Vec<u64> = Vec::new();
-        let mut prev = head_hash;
-        let mut vouched = None;
-        'read: while vouched.is_none() {
-            let next = head + 1 + chain.len() as u64;
-            let entries = page_or_end(client, next, u64::MAX)
-                .await
-                .map_err(mismatch)?;
-            if entries.is_empty() {
-                break 'read;
+        let next = head + 1 + chain.len() as u64;
+        let entries = page_or_end(client, next, u64::MAX)
+            .await
+            .map_err(mismatch)?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        for entry in entries {
+            let seq = head + 1 + chain.len() as u64;
+            if entry.seq != seq || entry.prev_hash != prev {
+                return Err(mismatch(format!(
+                    "entry {seq} does not follow the entry before it"
+                )));
             }
-            for entry in entries {
-                let seq = head + 1 + chain.len() as u64;
-                if entry.seq != seq || entry.prev_hash != prev {
-                    return Err(mismatch(format!(
-                        "entry {seq} does not follow the entry before it"
-                    )));
+            // Places only grow along the log; the committee the copy gives a session depends
+            // on them.
+            let at = entry
+                .ordered
+                .filter(|at| place.is_none_or(|p| *at > p) && at.session < u64::MAX)
+                .ok_or_else(|| mismatch(format!("entry {seq} is out of the consensus order")))?;
+            place = Some(at);
+            let hash = entry.hash();
+            match &entry.body {
+                EntryBody::Request(signed) => {
+                    judge_on_copy(
+                        &mut state,
+                        signed,
+                        entry.recorded_at,
+                        at.session,
+                        (seq, hash),
+                    )
+                    .map_err(|e| mismatch(format!("entry {seq}: {e}")))?;
                 }
-                let Some(at) = entry.ordered else {
-                    return Err(mismatch(format!("entry {seq} has no place in the order")));
-                };
-                let hash = entry.hash();
-                match &entry.body {
-                    EntryBody::Request(signed)
-                        if matches!(signed.payload.action, Action::Govern { .. }) =>
-                    {
-                        let judged = state
-                            .judge(signed, entry.recorded_at, Some(at.session), Verified::All)
-                            .map_err(|e| mismatch(format!("entry {seq} is refused: {e}")))?;
-                        state.apply(&judged.effect, (seq, hash), &[]);
-                    }
-                    EntryBody::Certificate(certificate) if certificate.head.seq > head => {
-                        let certified = certificate.head.seq;
-                        let index = (certified - head - 1) as usize;
-                        let names_our_entry = certificate.head.ledger_id == state.ledger_id
-                            && chain.get(index) == Some(&certificate.head.head_hash);
-                        certificate
-                            .verify(state.committee_for(at.session))
-                            .ok()
-                            // A certificate names the last entry of an earlier session.
-                            .filter(|()| {
-                                names_our_entry
-                                    && sessions.get(index).is_some_and(|s| *s < at.session)
-                            })
-                            .ok_or_else(|| {
-                                mismatch(format!(
-                                    "entry {seq} is a certificate that does not verify"
-                                ))
-                            })?;
-                        chain.truncate(index + 1);
-                        sessions.truncate(index + 1);
-                        vouched = Some(certified);
-                        break 'read;
-                    }
-                    _ => {}
+                EntryBody::Certificate(certificate) if certificate.head.seq > head => {
+                    let index = (certificate.head.seq - head - 1) as usize;
+                    let at_index = sessions.partition_point(|(start, _)| *start <= index);
+                    let certified_session = at_index.checked_sub(1).map(|i| sessions[i].1);
+                    // It names, by hash, an entry read here, the last of an earlier session.
+                    let valid = certificate.head.ledger_id == state.ledger_id
+                        && chain.get(index) == Some(&certificate.head.head_hash)
+                        && certified_session.is_some_and(|s| s < at.session)
+                        && certificate.verify(state.committee_for(at.session)).is_ok();
+                    let Some(session) = certified_session.filter(|_| valid) else {
+                        return Err(mismatch(format!(
+                            "entry {seq} is a certificate that does not verify"
+                        )));
+                    };
+                    chain.truncate(index + 1);
+                    return Ok(Some((chain, session)));
                 }
-                prev = hash;
-                chain.push(hash);
-                sessions.push(at.session);
-                if chain.len() > MAX_UNCERTIFIED {
-                    return Err(mismatch(format!(
-                        "more than {MAX_UNCERTIFIED} entries past this node's head without a certificate"
-                    )));
-                }
+                _ => {}
+            }
+            prev = hash;
+            if sessions.last().is_none_or(|(_, s)| *s != at.session) {
+                sessions.push((chain.len(), at.session));
+            }
+            chain.push(hash);
+            if chain.len() > MAX_UNCERTIFIED {
+                return Err(mismatch(format!(
+                    "more than {MAX_UNCERTIFIED} entries past this node's head without a certificate"
+                )));
             }
         }
-        let Some(certified) = vouched else {
-            return Ok(last_session);
-        };
-        apply_chain(client, ledger, head, &chain).await?;
-        tracing::info!(
-            entries = certified - head,
-            head = certified,
-            from = %client.url(),
-            "caught up to a certified head"
-        );
-        last_session = sessions.last().copied();
+    }
+}
+
+/// Judges a request of the log on `state`, a copy of the node's state, and applies what it
+/// changes, so that the copy knows the committee, the members and the keys that later
+/// entries are judged by. Spends and refreshes are passed over: their outcome needs the spent
+/// set, and only their keys' counters depend on it, which no governance change reads.
+fn judge_on_copy(
+    state: &mut LedgerState,
+    signed: &Signed<LedgerRequest>,
+    recorded_at: u64,
+    session: u64,
+    at: (u64, Hash32),
+) -> Result<(), String> {
+    let action = &signed.payload.action;
+    if matches!(action, Action::Spend { .. } | Action::Refresh { .. }) {
+        return Ok(());
+    }
+    match state.judge(signed, recorded_at, Some(session), Verified::All) {
+        Ok(judged) => {
+            state.apply(&judged.effect, at, &[]);
+            Ok(())
+        }
+        // Every request in a log was accepted where it stands; a governance change this
+        // node's rules refuse there is not the committee's.
+        Err(e) if matches!(action, Action::Govern { .. }) => {
+            Err(format!("a governance change this node's rules refuse: {e}"))
+        }
+        // Others may have been judged on counters the copy lacks; they change only keys'
+        // records, which a governance change reads only for a revocation.
+        Err(_) => Ok(()),
     }
 }
 

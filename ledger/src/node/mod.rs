@@ -306,6 +306,14 @@ impl Driver {
         let mut never_ran = recorded.is_none();
         let me = self.key.id();
         loop {
+            // Where the log stands says where to resume: a catch-up that failed part of the
+            // way, or a session left early, may have applied entries since `skip` was set, and
+            // running a session again from an older place would append its certificate twice.
+            if let Some(at) = self.last_position().await
+                && at.session >= session
+            {
+                (session, skip) = (at.session, Some(at));
+            }
             // A membership change ordered in an earlier session governs this one.
             let committee = self.ledger.view().committee_for(session).to_vec();
             let peers = catch_up::Peers::new(&committee, me, &self.settings.catch_up_from);

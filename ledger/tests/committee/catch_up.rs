@@ -155,7 +155,21 @@ async fn a_node_down_while_its_committee_was_replaced_catches_up_from_a_node_it_
     let client = c
         .client(0)
         .refreshing_committee_every(Duration::from_millis(1));
-    let mut changes = Vec::new();
+    // A key announced after node 3's head and revoked by governance: node 3's copy of the
+    // state must know the key to find the revocation valid.
+    let second = scrip_spec::TokenSecretKey::generate().expect("keygen");
+    let second = scrip_testkit::key_info(second.public_key(), "issuer", "chunk-64k", 1);
+    let announce = c.request(
+        &c.issuer,
+        Action::AnnounceKey {
+            key: second.clone(),
+        },
+    );
+    submit_until_applied(&client, &announce).await;
+    let mut changes = vec![Change::RevokeKey {
+        token_key_id: second.public_key.id(),
+        reason: "a key node 3 never saw".into(),
+    }];
     let mut new = Vec::new();
     for _ in 0..3 {
         let (i, member) = c.add_node().await;
@@ -243,6 +257,81 @@ async fn a_node_down_while_its_committee_was_replaced_catches_up_from_a_node_it_
     let report = scrip_ledger::audit::audit(&ours).expect("the audit passes");
     assert_eq!(report.checkpoints as usize, certificates);
     for i in [3, new[0], new[1], new[2]] {
+        c.stop_node(i).await;
+    }
+}
+
+/// A node on `listener` that says it is far past every session, and serves an empty log.
+async fn serve_a_node_claiming_a_later_session(c: &Committee, listener: tokio::net::TcpListener) {
+    use axum::routing::get;
+    let mut info = c.client(0).info().await.expect("node 0's info");
+    info.session = Some(1_000_000);
+    let info = move || {
+        let info = info.clone();
+        async move { axum::Json(info) }
+    };
+    let log = || async {
+        axum::Json(LogPage {
+            entries: vec![],
+            next: None,
+        })
+    };
+    let lie = axum::Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/log", get(log));
+    tokio::spawn(async move { axum::serve(listener, lie).await });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_catch_up_that_fails_leaves_the_session_where_the_log_stands() {
+    // Sessions of 40 rounds: about two seconds each.
+    let mut c = Committee::start_with(4, 40).await;
+    // Node 3 is told of a node that claims a later session and holds nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let liar = format!("http://{}", listener.local_addr().expect("addr"));
+    serve_a_node_claiming_a_later_session(&c, listener).await;
+    c.stop_node(3).await;
+    c.nodes[3].catch_up_from = vec![liar];
+    c.start_node(3).await;
+
+    // Node 3 appends a certificate in the session it is running.
+    let announce = c.request(&c.issuer, Action::AnnounceKey { key: c.key.clone() });
+    submit_until_applied(&c.client(0), &announce).await;
+    let started = Instant::now();
+    loop {
+        let session = c.client(3).info().await.expect("info").session;
+        let certified_here = c.log(3).await.iter().any(|e| {
+            matches!(e.body, EntryBody::Certificate(_)) && e.ordered.map(|at| at.session) == session
+        });
+        if certified_here {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no certificate in node 3's session"
+        );
+        let spend = c.spend(&c.relay_a, mint_tokens(&c.secret, "issuer", 1));
+        submit_until_applied(&c.client(0), &spend).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Two nodes go: node 3 hears from only one peer, takes the liar's word that the session
+    // is over, and fails to catch up from it. It must go on from where its log stands: run
+    // again from the session's start, it appended the session's certificate a second time.
+    c.stop_node(0).await;
+    c.stop_node(1).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    c.start_node(0).await;
+    c.start_node(1).await;
+    let spend = c.spend(&c.relay_b, mint_tokens(&c.secret, "issuer", 2));
+    submit_until_applied(&c.client(0), &spend).await;
+    c.agreed_head_within(Duration::from_secs(60)).await;
+    let ours = c.log(3).await;
+    assert_eq!(ours, c.log(0).await, "node 3 holds the committee's log");
+    scrip_ledger::audit::audit(&ours).expect("the audit passes");
+    for i in 0..4 {
         c.stop_node(i).await;
     }
 }
