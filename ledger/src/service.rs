@@ -243,6 +243,18 @@ impl Ledger {
                 "the certificate does not name an entry of this log",
             ));
         }
+        // Places only grow along the log: a session's units applied a second time from an
+        // older place would otherwise append its certificate twice, and fork this node.
+        let last = self.store.entries(state.head.0, 1, u64::MAX).await?;
+        if last
+            .first()
+            .and_then(|e| e.ordered)
+            .is_some_and(|p| p >= at)
+        {
+            return Err(invalid(
+                "the certificate's place in the order is not after the last entry's",
+            ));
+        }
         let entry = LogEntry {
             seq: state.head.0 + 1,
             prev_hash: state.head.1,

@@ -47,10 +47,22 @@ pub fn open(dir: &Path, session: u64) -> std::io::Result<(Cursor<Vec<u8>>, UnitS
     Ok((Cursor::new(units), UnitSaver::new(file)))
 }
 
-/// Removes the backups of sessions before `session`.
+/// Removes the backups of sessions before `session`, however far back (a catch-up can move a
+/// node many sessions on).
 pub fn remove_before(dir: &Path, session: u64) {
-    for old in session.saturating_sub(4)..session {
-        let _ = std::fs::remove_file(path(dir, old));
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for file in files.flatten() {
+        let name = file.file_name();
+        let older = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("session-")?.strip_suffix(".units"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|s| s < session);
+        if older {
+            let _ = std::fs::remove_file(file.path());
+        }
     }
 }
 
@@ -161,6 +173,22 @@ impl AsyncWrite for UnitSaver {
 mod tests {
     use super::*;
     use futures::AsyncWriteExt as _;
+
+    #[test]
+    fn every_older_backup_is_removed_however_far_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for session in [0, 3, 9, 10, 11] {
+            std::fs::write(path(dir.path(), session), b"units").expect("write");
+        }
+        std::fs::write(dir.path().join("notes.txt"), b"kept").expect("write");
+        remove_before(dir.path(), 10);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|f| f.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["notes.txt", "session-10.units", "session-11.units"]);
+    }
 
     #[tokio::test]
     async fn saved_units_come_back_and_a_torn_tail_is_cut_off() {

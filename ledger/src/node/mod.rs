@@ -588,7 +588,15 @@ impl Driver {
             }
         };
         let _ = exit.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), consensus).await;
+        let mut consensus = consensus;
+        if tokio::time::timeout(Duration::from_secs(10), &mut consensus)
+            .await
+            .is_err()
+        {
+            // It must not go on signing units of this session if the node runs it again.
+            consensus.abort();
+            let _ = consensus.await;
+        }
         tracing::info!(session, units = index, "consensus session ended");
         Ok(end)
     }
