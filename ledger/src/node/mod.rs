@@ -154,6 +154,14 @@ impl Node {
             source,
         })?;
         let (stop, stop_rx) = watch::channel(false);
+        // Until the driver has read where the log stands and set it for the session: a node
+        // not yet admitted refuses requests from its first moment.
+        let me = key.id();
+        let member = ledger
+            .view()
+            .latest_committee()
+            .iter()
+            .any(|m| m.node_key == me);
         let node = Arc::new(Self {
             ledger: ledger.clone(),
             pool: Arc::new(Pool::default()),
@@ -162,7 +170,7 @@ impl Node {
             stop,
             driver: Mutex::new(None),
             session: Arc::default(),
-            member: Arc::new(AtomicBool::new(true)),
+            member: Arc::new(AtomicBool::new(member)),
         });
         let driver = Driver {
             key,
