@@ -227,6 +227,25 @@ impl Peers {
     }
 }
 
+/// What a peer's entries that cannot be taken are turned into.
+fn mismatch_at(client: &LedgerClient) -> impl Fn(String) -> CatchUpError + Copy + '_ {
+    move |reason| CatchUpError::Mismatch {
+        peer: client.url().to_owned(),
+        reason,
+    }
+}
+
+/// Whether `entry` is entry `seq` of a chain whose entry before it has the hash `prev`.
+fn follows(entry: &scrip_spec::ledger::LogEntry, seq: u64, prev: &Hash32) -> Result<(), String> {
+    if entry.seq != seq {
+        return Err(format!("entry {seq} was asked for, {} came", entry.seq));
+    }
+    if entry.prev_hash != *prev {
+        return Err(format!("entry {seq} does not follow the entry before it"));
+    }
+    Ok(())
+}
+
 /// Entries asked for in one `GET /v1/log`.
 const PAGE: u32 = 200;
 
@@ -239,10 +258,7 @@ async fn fetch(
     target: u64,
     vouched: Hash32,
 ) -> Result<(), CatchUpError> {
-    let mismatch = |reason: String| CatchUpError::Mismatch {
-        peer: client.url().to_owned(),
-        reason,
-    };
+    let mismatch = mismatch_at(client);
     let (head, head_hash) = ledger.view().head;
     if head >= target {
         return Ok(());
@@ -255,18 +271,7 @@ async fn fetch(
     while head + (chain.len() as u64) < target {
         let next = head + 1 + chain.len() as u64;
         for entry in page(client, next, target).await.map_err(mismatch)? {
-            let seq = head + 1 + chain.len() as u64;
-            if entry.seq != seq {
-                return Err(mismatch(format!(
-                    "entry {seq} was asked for, {} came",
-                    entry.seq
-                )));
-            }
-            if entry.prev_hash != prev {
-                return Err(mismatch(format!(
-                    "entry {seq} does not follow the entry before it"
-                )));
-            }
+            follows(&entry, head + 1 + chain.len() as u64, &prev).map_err(mismatch)?;
             prev = entry.hash();
             chain.push(prev);
         }
@@ -295,10 +300,7 @@ async fn apply_chain(
     head: u64,
     chain: &[Hash32],
 ) -> Result<(), CatchUpError> {
-    let mismatch = |reason: String| CatchUpError::Mismatch {
-        peer: client.url().to_owned(),
-        reason,
-    };
+    let mismatch = mismatch_at(client);
     let target = head + chain.len() as u64;
     let mut next = head + 1;
     while next <= target {
@@ -384,10 +386,7 @@ async fn certified_stretch(
     client: &LedgerClient,
     ledger: &Ledger,
 ) -> Result<Option<(Vec<Hash32>, u64)>, CatchUpError> {
-    let mismatch = |reason: String| CatchUpError::Mismatch {
-        peer: client.url().to_owned(),
-        reason,
-    };
+    let mismatch = mismatch_at(client);
     let mut state = (*ledger.view()).clone();
     let (head, head_hash) = state.head;
     let mut place = ledger
@@ -409,11 +408,7 @@ async fn certified_stretch(
         }
         for entry in entries {
             let seq = head + 1 + chain.len() as u64;
-            if entry.seq != seq || entry.prev_hash != prev {
-                return Err(mismatch(format!(
-                    "entry {seq} does not follow the entry before it"
-                )));
-            }
+            follows(&entry, seq, &prev).map_err(mismatch)?;
             // Places only grow along the log; the committee the copy gives a session depends
             // on them.
             let at = entry
